@@ -1,0 +1,229 @@
+"""The ``fineflow`` command line (typer + rich).
+
+Prefect is imported only after the API address is settled, because Prefect reads its settings
+when it is first imported.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fineflow.config import ConfigError, load_config
+
+app = typer.Typer(help="fineflow: turn web crawls into pretraining corpora.", no_args_is_help=True, add_completion=False)
+server_app = typer.Typer(help="The local Prefect server fineflow starts when no PREFECT_API_URL is set.", no_args_is_help=True)
+app.add_typer(server_app, name="server")
+console = Console()
+err = Console(stderr=True)
+
+
+def _load(pipeline: Path, storage: str | None, dask_address: str | None):
+    try:
+        return load_config(pipeline, storage_override=storage, dask_address=dask_address)
+    except ConfigError as error:
+        err.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _dry_run(config) -> None:
+    from fineflow.planning import plan_pipeline
+    from fineflow.steps import explain
+
+    table = Table(title=f"{config.name}: dry run against {config.storage}")
+    for column in ("stage", "step", "fingerprint", "tasks", "cached", "recompute", "why"):
+        table.add_column(column, no_wrap=column == "fingerprint")
+    for plan in plan_pipeline(config):
+        info = explain(plan)
+        table.add_row(
+            info["stage"], info["step"], info["fingerprint"], str(info["tasks"]), str(info["cached"]),
+            str(info["recompute"]), info["reason"],
+        )
+    console.print(table)
+
+
+def _summary_table(result: dict[str, Any]) -> Table:
+    table = Table(title=f"run {result['run_id']} ({result['seconds']} s)")
+    for column in ("stage", "docs in", "docs out", "tasks", "cached", "seconds", "output"):
+        table.add_column(column, overflow="fold")
+    for s in result["stages"]:
+        table.add_row(s["name"], str(s["docs_in"]), str(s["docs_out"]), str(s["shards"]), str(s["cached_shards"]), str(s["seconds"]), s["output"])
+    return table
+
+
+@app.command()
+def run(
+    pipeline: Annotated[Path, typer.Argument(help="pipeline YAML")],
+    storage: Annotated[Optional[str], typer.Option(help="storage root URL (local path or s3://bucket/prefix)")] = None,
+    dask_address: Annotated[Optional[str], typer.Option(help="existing Dask scheduler, e.g. tcp://host:8786")] = None,
+    summary_json: Annotated[Optional[Path], typer.Option(help="write the run summary here")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would be cached or recomputed, and why")] = False,
+    from_stage: Annotated[Optional[str], typer.Option(help="recompute this stage and those after it")] = None,
+) -> None:
+    """Run a pipeline end to end on Prefect + Dask."""
+    config = _load(pipeline, storage, dask_address)
+    if from_stage and from_stage not in [s.stage for s in config.stages]:
+        err.print(f"[red]--from-stage {from_stage!r} is not a stage of {pipeline}[/red]")
+        raise typer.Exit(2)
+    if dry_run:
+        _dry_run(config)
+        return
+
+    from fineflow.server import ensure_api
+
+    api_url, started = ensure_api()
+    os.environ["PREFECT_API_URL"] = api_url
+    ui = api_url.removesuffix("/api")
+    err.print(f"Prefect API {api_url} ({'started now' if started else 'running'}); UI: [bold]{ui}[/bold]")
+
+    from fineflow.flows import progress
+    from fineflow.flows.pipeline import pipeline_flow
+
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # the in-process scheduler is chatty
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+    ) as bar:
+        bars: dict[tuple[str, str], Any] = {}
+
+        def on_event(event: str, data: dict) -> None:
+            if event == "step_started":
+                bars[(data["stage"], data["step"])] = bar.add_task(f"{data['stage']}/{data['step']}", total=data["total"])
+            elif event == "shard_done":
+                bar.update(bars[(data["stage"], data["step"])], completed=data["done"])
+            elif event == "cluster" and data.get("dashboard"):
+                bar.console.print(f"Dask dashboard: {data['dashboard']}")
+
+        unsubscribe = progress.subscribe(on_event)
+        try:
+            state = pipeline_flow(config=config.model_dump(mode="json"), from_stage=from_stage, return_state=True)
+        finally:
+            unsubscribe()
+    if not state.is_completed():
+        err.print(f"[red]run failed: {state.message}[/red]")
+        err.print(f"see the flow run in the Prefect UI: {ui}/runs")
+        raise typer.Exit(1)
+    result = state.result()
+    console.print(_summary_table(result))
+    if summary_json:
+        summary = {
+            "run_id": result["run_id"],
+            "stages": [
+                {k: s[k] for k in ("name", "docs_in", "docs_out", "shards", "cached_shards", "seconds", "output", "rejects")}
+                | {"skips": s.get("skips", {}), "languages": s.get("languages", {})}
+                for s in result["stages"]
+            ],
+        }
+        summary_json.write_text(json.dumps(summary, indent=2))
+        err.print(f"summary written to {summary_json}")
+
+
+_WHERE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(==|!=|>=|<=|>|<)\s*(.+?)\s*$")
+
+
+def _where_expression(clause: str):
+    import polars as pl
+
+    match = _WHERE.match(clause)
+    if not match:
+        raise typer.BadParameter(f"{clause!r}: expected COLUMN OP VALUE, e.g. language_score>=0.9")
+    column, op, raw = match.groups()
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        value = raw.strip("'\"")
+    col = pl.col(column)
+    return {"==": col == value, "!=": col != value, ">=": col >= value, "<=": col <= value, ">": col > value, "<": col < value}[op]
+
+
+@app.command()
+def inspect(
+    url: Annotated[str, typer.Argument(help="a stage output folder (with _manifest.json) or a parquet file")],
+    n: Annotated[int, typer.Option("-n", help="documents to show")] = 5,
+    language: Annotated[Optional[str], typer.Option(help="only this language")] = None,
+    where: Annotated[Optional[list[str]], typer.Option(help="COLUMN OP VALUE, e.g. 'language_score>=0.9' (repeatable)")] = None,
+    rejects: Annotated[bool, typer.Option("--rejects", help="show the folder's rejected documents")] = False,
+) -> None:
+    """Print a few documents and column statistics of a stage output."""
+    import polars as pl
+
+    from fineflow import storage
+    from fineflow.manifest import committed_files, read_manifest
+
+    if read_manifest(url) is not None:
+        files = committed_files(url, rejects=rejects)
+    else:
+        files = storage.expand(url)
+    if not files:
+        err.print(f"[red]{url}: no committed parquet files[/red]")
+        raise typer.Exit(1)
+    frame = pl.concat([pl.read_parquet(io.BytesIO(storage.read_bytes(f))) for f in files], how="diagonal_relaxed")
+    if language:
+        frame = frame.filter(pl.col("language") == language)
+    for clause in where or []:
+        frame = frame.filter(_where_expression(clause))
+    console.print(f"[bold]{frame.height}[/bold] documents in {len(files)} file(s)")
+    if "language" in frame.columns and frame.height:
+        counts = frame["language"].value_counts().sort("count", descending=True)
+        console.print("languages: " + ", ".join(f"{r['language']}={r['count']}" for r in counts.head(20).to_dicts()))
+    if "drop_reason" in frame.columns and frame.height:
+        counts = frame["drop_reason"].value_counts().sort("count", descending=True)
+        console.print("drop reasons: " + ", ".join(f"{r['drop_reason']}={r['count']}" for r in counts.to_dicts()))
+    numeric = [c for c, t in frame.schema.items() if t.is_numeric()]
+    if "text" in frame.columns:
+        frame = frame.with_columns(pl.col("text").str.len_chars().alias("text_chars"))
+        numeric.append("text_chars")
+    if numeric and frame.height:
+        stats = Table(title="column statistics")
+        for column in ("column", "min", "mean", "max", "nulls"):
+            stats.add_column(column)
+        for column in numeric:
+            series = frame[column]
+            stats.add_row(column, f"{series.min():.4g}", f"{series.mean():.4g}", f"{series.max():.4g}", str(series.null_count()))
+        console.print(stats)
+    for row in frame.head(n).to_dicts():
+        text = (row.get("text") or "").replace("\n", " ")
+        console.rule(f"{row.get('id')} [{row.get('language')} {row.get('language_score') or 0:.2f}]")
+        console.print(f"{row.get('url')}  {row.get('drop_reason') or ''}")
+        console.print(text[:400] + ("…" if len(text) > 400 else ""), markup=False)
+
+
+@server_app.command("start")
+def server_start() -> None:
+    """Start (or find) the local Prefect server and print its address."""
+    from fineflow.server import start_server
+
+    info = start_server()
+    console.print(f"Prefect UI {info.url}  (export PREFECT_API_URL={info.api_url})")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    from fineflow.server import running_server, state_dir
+
+    info = running_server()
+    if info is None:
+        console.print(f"no fineflow Prefect server running (state folder {state_dir()})")
+        raise typer.Exit(1)
+    console.print(f"Prefect UI {info.url}  pid {info.pid}  state folder {state_dir()}")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    from fineflow.server import stop_server
+
+    console.print("stopped" if stop_server() else "no server was running")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,62 @@
+"""The document table: columns every stage reads and writes, and its Parquet encoding.
+
+Documents are Parquet shards (zstd) that polars and pyarrow read directly. Later stages add
+columns; rejects keep every input column plus ``drop_reason``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fineflow import storage
+
+DOCUMENT_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("url", pa.string()),
+        pa.field("text", pa.string()),
+        pa.field("language", pa.string()),
+        pa.field("language_score", pa.float32()),
+        pa.field("source", pa.string()),  # "<input file>@<record offset>"
+        pa.field("crawl_date", pa.timestamp("us", tz="UTC")),
+        pa.field("warc_record_id", pa.string()),
+        pa.field("content_type", pa.string()),
+        pa.field("charset", pa.string()),
+    ]
+)
+
+REJECT_EXTRA_FIELDS = [pa.field("drop_reason", pa.string(), nullable=False)]
+
+
+def rejects_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema(list(schema) + REJECT_EXTRA_FIELDS)
+
+
+def table_to_parquet_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    # Row groups of ~64k rows keep readers' memory bounded; statistics help `inspect` filters.
+    pq.write_table(table, sink, compression="zstd", row_group_size=65536, write_statistics=True)
+    return sink.getvalue()
+
+
+def write_table(url: str, table: pa.Table) -> dict:
+    """Write ``table`` to ``url`` as one atomic object; returns its size and hash for manifests."""
+    data = table_to_parquet_bytes(table)
+    storage.write_bytes(url, data)
+    return {
+        "file": url.rstrip("/").rsplit("/", 1)[-1],
+        "rows": table.num_rows,
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+
+
+def read_table(urls: list[str]) -> pa.Table:
+    tables = [pq.read_table(io.BytesIO(storage.read_bytes(u))) for u in urls]
+    if not tables:
+        return DOCUMENT_SCHEMA.empty_table()
+    return pa.concat_tables(tables, promote_options="default")

@@ -1,0 +1,36 @@
+"""fineflow's one language-code scheme: normalized BCP-47 tags.
+
+Every model's labels are mapped to the shortest standard tag: ISO 639-1 where one exists
+(``en``, ``ru``, ``zh``), else ISO 639-3 (``ast``, ``ckb``), with a script subtag only when it is
+not the language's usual script (``sr-Latn``, ``zh-Hant``); individual languages of a macrolanguage take its code. So
+lid.176's ``ru``, FineWeb2's ``rus_Cyrl`` and ``rus`` all become ``ru``, and ``cmn_Hani`` becomes ``zh``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import langcodes
+
+UNKNOWN = "und"
+
+
+@lru_cache(maxsize=4096)
+def canonical_language(code: str) -> str:
+    """Map a model label or a FineWeb2-style ``xxx_Scrp`` code to fineflow's canonical tag."""
+    raw = code.strip()
+    if raw.startswith("__label__"):
+        raw = raw[len("__label__") :]
+    if not raw:
+        return UNKNOWN
+    try:
+        language = langcodes.Language.get(raw.replace("_", "-"), normalize=True)
+        # Individual languages of a macrolanguage (FineWeb2's cmn, arb) take its code (zh, ar),
+        # as lid.176 labels them; "Hani" only says "Han characters", which zh implies.
+        language = language.prefer_macrolanguage()
+        if language.script == "Hani":
+            language = language.update_dict({"script": None})
+        tag = language.simplify_script().to_tag()
+    except (ValueError, langcodes.tag_parser.LanguageTagError):
+        return raw.lower()
+    return tag or UNKNOWN

@@ -1,0 +1,41 @@
+"""Plan stages without running them: used by the stage flows and by ``--dry-run``.
+
+Each stage maps to a planner ``(stage_config, root, upstream) -> [StepPlan]``; ``upstream``
+describes the previous stage's final step (fingerprint, output folder, shard count), which is
+known before anything runs because fingerprints chain from inputs and parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fineflow.config import CrawlStage, PipelineConfig
+from fineflow.steps import StepPlan
+
+
+def _plan_crawl(stage_config: dict[str, Any], root: str, upstream: dict | None) -> list[StepPlan]:
+    from fineflow.tasks.crawl.plan import plan_crawl
+
+    return plan_crawl(CrawlStage.model_validate(stage_config), root)
+
+
+PLANNERS = {"crawl": _plan_crawl}
+
+
+def plan_stage(name: str, stage_config: dict[str, Any], root: str, upstream: dict | None) -> list[StepPlan]:
+    return PLANNERS[name](stage_config, root, upstream)
+
+
+def upstream_of(plans: list[StepPlan]) -> dict[str, Any]:
+    last = plans[-1]
+    return {"fingerprint": last.fingerprint.value, "output": last.location.folder, "shards": len(last.shards)}
+
+
+def plan_pipeline(config: PipelineConfig) -> list[StepPlan]:
+    plans: list[StepPlan] = []
+    upstream = None
+    for stage in config.stages:
+        stage_plans = plan_stage(stage.stage, stage.model_dump(mode="json"), config.storage, upstream)
+        plans.extend(stage_plans)
+        upstream = upstream_of(stage_plans)
+    return plans

@@ -1,0 +1,148 @@
+"""Object storage through fsspec URLs: the only place fineflow touches files.
+
+A plain path or ``file://`` URL is local storage; ``s3://bucket/prefix`` is any S3-compatible
+server, with endpoint and credentials taken from the environment (``AWS_ENDPOINT_URL``,
+``AWS_ACCESS_KEY_ID``, ...) the way botocore reads them. Writes are atomic: one PUT per object
+on S3 (an object appears whole or not at all), temp-file-and-rename locally.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+# Extra options per protocol (e.g. from a Prefect credentials block); empty means "environment".
+_protocol_options: dict[str, dict[str, Any]] = {}
+
+
+def configure(protocol: str, **options: Any) -> None:
+    """Set fsspec options for a protocol in this process (e.g. S3 keys from a Prefect block)."""
+    _protocol_options[protocol] = dict(options)
+
+
+def protocol_of(url: str) -> str:
+    if "://" not in url:
+        return "file"
+    return url.split("://", 1)[0]
+
+
+def normalize(url: str) -> str:
+    """Absolute, canonical form of a storage URL (local paths become absolute paths)."""
+    if protocol_of(url) == "file":
+        path = url[len("file://") :] if url.startswith("file://") else url
+        return os.path.abspath(os.path.expanduser(path))
+    return url.rstrip("/")
+
+
+def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem for ``url`` and the path inside it."""
+    protocol = protocol_of(url)
+    options = dict(_protocol_options.get(protocol, {}))
+    if protocol == "s3":
+        # fsspec caches instances; listings must not be served stale after another process writes.
+        options.setdefault("use_listings_cache", False)
+    fs = fsspec.filesystem(protocol, **options)
+    return fs, fs._strip_protocol(normalize(url))
+
+
+def join(url: str, *parts: str) -> str:
+    base = normalize(url)
+    if protocol_of(base) == "file":
+        return os.path.join(base, *parts)
+    return posixpath.join(base, *parts)
+
+
+def is_local(url: str) -> bool:
+    return protocol_of(url) == "file"
+
+
+def write_bytes(url: str, data: bytes) -> None:
+    """Write ``data`` to ``url`` atomically: readers see the old object, or the whole new one."""
+    fs, path = filesystem(url)
+    if isinstance(fs, LocalFileSystem):
+        directory = os.path.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    else:
+        # One PutObject (or one multipart upload, equally atomic) per object.
+        fs.pipe_file(path, data)
+
+
+def read_bytes(url: str) -> bytes:
+    fs, path = filesystem(url)
+    return fs.cat_file(path)
+
+
+def exists(url: str) -> bool:
+    fs, path = filesystem(url)
+    return fs.exists(path)
+
+
+def size(url: str) -> int:
+    fs, path = filesystem(url)
+    return int(fs.size(path))
+
+
+def list_names(url: str) -> set[str]:
+    """Names of the entries directly inside the folder ``url`` (one listing call)."""
+    fs, path = filesystem(url)
+    try:
+        entries = fs.ls(path, detail=False)
+    except FileNotFoundError:
+        return set()
+    return {posixpath.basename(entry.rstrip("/")) for entry in entries}
+
+
+def remove(url: str, recursive: bool = False) -> None:
+    fs, path = filesystem(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=recursive)
+
+
+def expand(pattern: str) -> list[str]:
+    """Expand a path or glob into sorted file URLs (with protocol for remote storage)."""
+    fs, path = filesystem(pattern)
+    protocol = protocol_of(pattern)
+    if any(ch in path for ch in "*?["):
+        matches = fs.glob(path)
+    elif fs.isdir(path):
+        matches = [p for p in fs.find(path)]
+    else:
+        matches = [path] if fs.exists(path) else []
+    files = sorted(m for m in matches if not fs.isdir(m))
+    if protocol == "file":
+        return files
+    return [f"{protocol}://{m}" for m in files]
+
+
+def open_input(url: str, block_size: int = 8 * 1024 * 1024):
+    """Open a file for sequential reading (large blocks: fewer round trips on S3)."""
+    fs, path = filesystem(url)
+    if isinstance(fs, LocalFileSystem):
+        return open(path, "rb")
+    return fs.open(path, "rb", block_size=block_size, cache_type="readahead")
+
+
+def iter_chunks(url: str, start: int = 0, chunk_size: int = 4 * 1024 * 1024) -> Iterator[bytes]:
+    with open_input(url) as handle:
+        handle.seek(start)
+        while True:
+            chunk = handle.read(chunk_size)
+            if not chunk:
+                return
+            yield chunk

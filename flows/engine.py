@@ -1,0 +1,103 @@
+"""Run one planned step as Prefect tasks on the flow's task runner (Dask), then commit it."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.futures import as_completed
+
+from fineflow.flows import progress
+from fineflow.flows.results import result_storage
+from fineflow.flows.shard_task import shard_task
+from fineflow.manifest import write_manifest
+from fineflow.steps import StepPlan
+
+
+class StepFailed(RuntimeError):
+    pass
+
+
+def run_step(plan: StepPlan, refresh: bool = False) -> dict[str, Any]:
+    """Submit every shard task, wait for all of them, write the manifest; return step totals.
+
+    A shard whose committed file is missing is forced to recompute even if a cache record
+    exists, so a deleted artifact can never be "Cached". With ``refresh`` every shard recomputes.
+    """
+    started = time.perf_counter()
+    cached_task = shard_task.with_options(result_storage=result_storage(plan.root))
+    fresh_task = cached_task.with_options(refresh_cache=True)
+    committed = set() if refresh else plan.location.committed_shards()
+    location = dataclasses.asdict(plan.location)
+    total = len(plan.shards)
+    progress_id = create_progress_artifact(
+        progress=0.0, key=f"{plan.stage}-{plan.step}-progress", description=f"{plan.stage}/{plan.step}: shards done"
+    )
+    progress.emit("step_started", stage=plan.stage, step=plan.step, total=total)
+
+    futures = []
+    for shard in plan.shards:
+        number = shard["shard"]
+        task = cached_task if number in committed else fresh_task
+        futures.append(
+            task.submit(
+                task_label=plan.task_name(number),
+                cache_key=plan.cache_key(number),
+                function=plan.function,
+                shard=shard,
+                params=plan.params,
+                location=location,
+            )
+        )
+
+    results: list[dict] = []
+    failures: list[str] = []
+    cached = 0
+    for done, future in enumerate(as_completed(futures), start=1):
+        try:
+            result = future.result()
+        except Exception as error:  # keep waiting: finished shards stay committed for a re-run
+            failures.append(f"{type(error).__name__}: {error}")
+        else:
+            results.append(result)
+            cached += future.state.name == "Cached"  # the final state, set by result()
+        update_progress_artifact(progress_id, progress=100.0 * done / max(total, 1))
+        progress.emit("shard_done", stage=plan.stage, step=plan.step, done=done, total=total, failed=len(failures))
+
+    if failures:
+        raise StepFailed(
+            f"{plan.stage}/{plan.step}: {len(failures)} of {total} shards failed; finished shards are committed "
+            f"and a re-run recomputes only the rest. First error: {failures[0]}"
+        )
+    manifest = write_manifest(plan.location, plan.fingerprint.components, results)
+    totals = _totals(results)
+    return {
+        "stage": plan.stage,
+        "step": plan.step,
+        "fingerprint": plan.fingerprint.value,
+        "output": plan.location.folder,
+        "rejects": plan.location.rejects_folder if totals["rejects"] else None,
+        "shards": total,
+        "cached_shards": cached,
+        "seconds": round(time.perf_counter() - started, 2),
+        "manifest_shards": len(manifest["shards"]),
+        **totals,
+    }
+
+
+def _totals(results: list[dict]) -> dict[str, Any]:
+    """Sum the shards' counters (nested dicts of counts are summed key by key)."""
+    totals: dict[str, Any] = {"docs_in": 0, "docs_out": 0, "rejects": 0}
+    for result in results:
+        for key, value in result.get("stats", {}).items():
+            if isinstance(value, dict):
+                bucket = totals.setdefault(key, {})
+                for name, count in value.items():
+                    bucket[name] = bucket.get(name, 0) + count
+            elif isinstance(value, (int, float)) and not isinstance(value, bool) and key != "peak_rss_mb":
+                totals[key] = totals.get(key, 0) + value
+            elif key == "peak_rss_mb":
+                totals[key] = max(totals.get(key, 0), value)
+    return totals

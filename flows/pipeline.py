@@ -1,0 +1,79 @@
+"""The pipeline flow: run the configured stages in order on one shared Dask cluster."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import yaml
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+from prefect_dask import DaskTaskRunner
+
+from fineflow import storage
+from fineflow.config import PipelineConfig
+from fineflow.flows import crawl, progress
+from fineflow.flows.cluster import dask_cluster
+from fineflow.flows.results import result_storage
+
+# stage name -> its stage flow (planning lives in fineflow.planning, free of Prefect)
+STAGE_FLOWS = {"crawl": crawl.crawl_flow}
+
+
+def run_folder(root: str, run_id: str) -> str:
+    return storage.join(root, "_runs", run_id)
+
+
+@flow(name="fineflow-pipeline", persist_result=True)
+def pipeline_flow(config: dict[str, Any], from_stage: str | None = None) -> dict[str, Any]:
+    settings = PipelineConfig.model_validate(config)
+    root = settings.storage
+    run_id = str(flow_run.id)
+    logger = get_run_logger()
+    folder = run_folder(root, run_id)
+    # The resolved configuration is stored with every run.
+    storage.write_bytes(storage.join(folder, "config.yaml"), yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False).encode())
+    started = time.perf_counter()
+    summaries = []
+    with dask_cluster(settings.dask) as (address, dashboard):
+        logger.info("Dask scheduler %s%s", address, f", dashboard {dashboard}" if dashboard else "")
+        progress.emit("cluster", address=address, dashboard=dashboard)
+        upstream = None
+        refresh = False
+        for stage in settings.stages:
+            refresh = refresh or stage.stage == from_stage
+            runnable = STAGE_FLOWS[stage.stage].with_options(
+                task_runner=DaskTaskRunner(address=address), result_storage=result_storage(root)
+            )
+            summary = runnable(stage_config=stage.model_dump(mode="json"), root=root, upstream=upstream, refresh=refresh)
+            summaries.append(summary)
+            upstream = {"fingerprint": summary["steps"][-1]["fingerprint"], "output": summary["output"], "shards": summary["shards"]}
+            progress.emit("stage_done", summary=summary)
+    result = {
+        "run_id": run_id,
+        "pipeline": settings.name,
+        "storage": root,
+        "seconds": round(time.perf_counter() - started, 2),
+        "stages": summaries,
+    }
+    storage.write_bytes(storage.join(folder, "summary.json"), json.dumps(result, indent=1).encode())
+    create_markdown_artifact(key="pipeline-summary", markdown=_markdown(result), description=f"run {run_id}")
+    return result
+
+
+def _markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"## {result['pipeline']}: run `{result['run_id']}`",
+        "",
+        f"Storage: `{result['storage']}`",
+        "",
+        "| stage | docs in | docs out | tasks | cached | seconds | output |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in result["stages"]:
+        lines.append(
+            f"| {s['name']} | {s['docs_in']} | {s['docs_out']} | {s['shards']} | {s['cached_shards']} | {s['seconds']} | `{s['output']}` |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Stage logic: pure functions over one shard (no Prefect, no Dask imports)."""

@@ -1,0 +1,1 @@
+"""crawl stage: WARC/WET ingest, HTML text extraction, language ID."""

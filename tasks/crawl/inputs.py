@@ -1,0 +1,79 @@
+"""Crawl inputs: expand paths, globs and Common Crawl listings, describe files, plan shards.
+
+The shard plan depends only on the input files and ``shard_bytes``, never on the number of
+workers, so a re-run on another cluster reuses the same shards (and their cached results).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+
+from fineflow import storage
+from fineflow.fingerprint import file_content_hash
+from fineflow.tasks.crawl.warc import is_gzip
+
+
+class InputError(ValueError):
+    pass
+
+
+def listing_paths(listing: str, base_url: str, limit: int | None, sample: float | None, seed: int) -> list[str]:
+    """Files named in a Common Crawl ``warc.paths.gz``/``wet.paths.gz`` listing.
+
+    Sampling keeps a path when a seeded hash of it falls under ``sample``: the same paths on
+    every run and machine, independent of the listing's order.
+    """
+    raw = storage.read_bytes(listing)
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    paths = [line.strip() for line in raw.decode("utf-8").splitlines() if line.strip()]
+    if sample is not None:
+        threshold = int(sample * 2**64)
+        paths = [p for p in paths if int.from_bytes(hashlib.sha256(f"{seed}:{p}".encode()).digest()[:8]) < threshold]
+    if limit is not None:
+        paths = paths[:limit]
+    base = base_url.rstrip("/")
+    return [p if "://" in p else f"{base}/{p.lstrip('/')}" for p in paths]
+
+
+def expand_inputs(patterns: list[str]) -> list[str]:
+    files: list[str] = []
+    for pattern in patterns:
+        matches = storage.expand(pattern)
+        if not matches:
+            raise InputError(f"input {pattern!r} matches no file")
+        files.extend(matches)
+    return sorted(set(files))
+
+
+def describe_files(files: list[str], memo_root: str | None, content_hash: bool) -> list[dict]:
+    """Path, size, compression and (unless the files are immutable by name) content hash."""
+    described = []
+    for url in files:
+        if content_hash:
+            entry = file_content_hash(url, memo_root)
+        else:
+            entry = {"path": url, "size": storage.size(url)}
+        entry["gzip"] = is_gzip(url) if entry["size"] else False
+        described.append(entry)
+    return described
+
+
+def plan_shards(files: list[dict], shard_bytes: int) -> list[dict]:
+    """Split gzip-per-record files into byte ranges of about ``shard_bytes``; others stay whole."""
+    shards = []
+    for entry in sorted(files, key=lambda e: e["path"]):
+        size = entry["size"]
+        if size == 0:
+            continue
+        if entry["gzip"]:
+            pieces = max(1, round(size / shard_bytes))
+            bounds = [size * i // pieces for i in range(pieces + 1)]
+            for start, end in zip(bounds, bounds[1:]):
+                shards.append({"path": entry["path"], "start": start, "end": end, "gzip": True})
+        else:
+            shards.append({"path": entry["path"], "start": 0, "end": size, "gzip": False})
+    for index, shard in enumerate(shards):
+        shard["shard"] = index
+    return shards

@@ -1,0 +1,63 @@
+"""Plan the crawl stage: resolve inputs, fingerprint them, split them into shards."""
+
+from __future__ import annotations
+
+from fineflow.config import CrawlStage
+from fineflow.fingerprint import step_fingerprint
+from fineflow.steps import StepPlan
+from fineflow.tasks.crawl import langid, stage
+from fineflow.tasks.crawl.inputs import describe_files, expand_inputs, listing_paths, plan_shards
+from fineflow.fingerprint import file_content_hash
+
+# Parameters that change what the step produces; all of them enter the fingerprint.
+_PARAMS = (
+    "extractor",
+    "extraction_timeout_s",
+    "include_text_plain",
+    "keep_truncated",
+    "max_record_bytes",
+    "langid_model",
+    "url_filter",
+    "url_filter_options",
+    "shard_bytes",
+)
+
+
+def plan_crawl(config: CrawlStage, root: str) -> list[StepPlan]:
+    if config.listing is not None:
+        listing = config.listing
+        files = listing_paths(listing.path, listing.base_url, listing.limit, listing.sample, listing.seed)
+        # Common Crawl files never change under their name: path and size identify them; the
+        # listing's own content hash covers which files were chosen.
+        described = describe_files(files, memo_root=root, content_hash=False)
+        inputs = {"listing": file_content_hash(listing.path, root), "files": described}
+    else:
+        files = expand_inputs(config.inputs)
+        described = describe_files(files, memo_root=root, content_hash=True)
+        inputs = {"files": described}
+    params = {name: getattr(config, name) for name in _PARAMS}
+    resources = {"langid_model": langid.model_hash(config.langid_model)}
+    if config.url_filter:
+        for key, value in sorted(config.url_filter_options.items()):
+            if isinstance(value, str) and key.endswith("_file"):
+                resources[f"url_filter.{key}"] = file_content_hash(value)["blake2b"]
+    fingerprint = step_fingerprint(
+        stage="crawl",
+        step="extract",
+        step_version=stage.STEP_VERSION,
+        params=params,
+        inputs=inputs,
+        libraries=stage.LIBRARIES,
+        resources=resources,
+    )
+    return [
+        StepPlan(
+            stage="crawl",
+            step="extract",
+            function="fineflow.tasks.crawl.stage:extract_shard",
+            params=params,
+            shards=plan_shards(described, config.shard_bytes),
+            fingerprint=fingerprint,
+            root=root,
+        )
+    ]

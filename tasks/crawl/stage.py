@@ -1,0 +1,233 @@
+"""crawl's one step, ``extract``: a pure function from one input shard to one document shard.
+
+Per record: keep HTTP 200 responses that are HTML (or ``text/plain`` when configured, or WET
+conversion records), decode the charset, optionally drop blocked URLs before extraction, extract
+the main text, identify the language. Every record that could have been a document is
+accounted for: ``docs_in == docs_out + rejects + sum(skips)``, checked before the shard is
+written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import resource
+import time
+from collections import Counter
+from datetime import timezone
+
+import pyarrow as pa
+from fastwarc.warc import WarcRecord, WarcRecordType
+
+from fineflow.documents import DOCUMENT_SCHEMA, rejects_schema, write_table
+from fineflow.tasks.crawl import charset, content_type, langid
+from fineflow.tasks.crawl.sandbox import ExtractionFailed, ExtractionTimeout, thread_extractor
+from fineflow.tasks.crawl.url_hooks import load_hook
+from fineflow.tasks.crawl.warc import CORRUPT, TRUNCATED, iter_gzip_members, iter_plain_records
+
+STEP_VERSION = "1"  # bump when this step's output for the same input and parameters changes
+LIBRARIES = ("fastwarc", "trafilatura", "resiliparse", "charset-normalizer", "fasttext-predict", "langcodes", "pyarrow")
+
+DOCUMENT_TYPES = (WarcRecordType.response, WarcRecordType.conversion, WarcRecordType.resource)
+
+
+class AccountingError(RuntimeError):
+    pass
+
+
+def document_id(record_id: str | None, url: str, payload: bytes) -> str:
+    """Stable id: from the WARC-Record-ID, or from URL and content for records without one."""
+    basis = record_id.encode() if record_id else url.encode() + b"\0" + payload
+    return hashlib.blake2b(basis, digest_size=16).hexdigest()
+
+
+def _block_length_problem(data: bytes, declared: str | None) -> str | None:
+    """Compare the WARC Content-Length with the bytes the record really holds."""
+    header_end = data.find(b"\r\n\r\n")
+    if header_end < 0:
+        return CORRUPT
+    block = len(data) - header_end - 4
+    if data.endswith(b"\r\n\r\n") and block >= 4:
+        block -= 4
+    try:
+        expected = int(declared or "")
+    except ValueError:
+        return CORRUPT
+    if expected > block:
+        return TRUNCATED
+    if expected < block:
+        return CORRUPT
+    return None
+
+
+class _ShardWriter:
+    def __init__(self) -> None:
+        self.rows: dict[str, list] = {field.name: [] for field in DOCUMENT_SCHEMA}
+        self.rejects: dict[str, list] = {field.name: [] for field in rejects_schema(DOCUMENT_SCHEMA)}
+
+    @staticmethod
+    def _append(columns: dict[str, list], values: dict) -> None:
+        for name, column in columns.items():
+            column.append(values.get(name))
+
+    def document(self, values: dict) -> None:
+        self._append(self.rows, values)
+
+    def reject(self, values: dict, reason: str) -> None:
+        self._append(self.rejects, {**values, "drop_reason": reason})
+
+    def tables(self) -> tuple[pa.Table, pa.Table]:
+        docs = pa.Table.from_pydict(self.rows, schema=DOCUMENT_SCHEMA)
+        rejects = pa.Table.from_pydict(self.rejects, schema=rejects_schema(DOCUMENT_SCHEMA))
+        return docs, rejects
+
+
+def _members(shard: dict, params: dict):
+    if shard["gzip"]:
+        return iter_gzip_members(shard["path"], shard["start"], shard["end"], params["max_record_bytes"])
+    return iter_plain_records(shard["path"])
+
+
+def extract_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
+    """Process one shard; write its documents (and rejects, if any) atomically; return stats."""
+    started = time.perf_counter()
+    extractor = thread_extractor(params["extractor"], params["extraction_timeout_s"])
+    extractor.reset()
+    restarts_before = extractor.restarts
+    url_check = load_hook(params["url_filter"], params.get("url_filter_options") or {}) if params.get("url_filter") else None
+    writer = _ShardWriter()
+    skips: Counter[str] = Counter()
+    docs_in = docs_out = rejected = other_records = 0
+    extract_seconds = 0.0
+    languages: Counter[str] = Counter()
+
+    for member in _members(shard, params):
+        if member.problem:
+            docs_in += 1
+            skips[member.problem] += 1
+            continue
+        try:
+            record = WarcRecord.from_bytes(member.data)
+        except (OSError, ValueError):
+            docs_in += 1
+            skips[CORRUPT] += 1
+            continue
+        if record.record_type not in DOCUMENT_TYPES:
+            other_records += 1  # warcinfo, request, metadata: never documents
+            continue
+        docs_in += 1
+        headers = record.headers
+        problem = _block_length_problem(member.data, headers.get("Content-Length"))
+        if problem:
+            skips[problem] += 1
+            continue
+        url = headers.get("WARC-Target-URI") or ""
+        record_id = record.record_id
+        crawl_date = record.record_date
+        if crawl_date is not None and crawl_date.tzinfo is None:
+            crawl_date = crawl_date.replace(tzinfo=timezone.utc)
+        if headers.get("WARC-Truncated") and not params["keep_truncated"]:
+            skips[TRUNCATED] += 1
+            continue
+
+        http_charset = None
+        if record.record_type == WarcRecordType.conversion:
+            payload = record.reader.read()
+            kind = content_type.TEXT
+        else:
+            try:
+                record.parse_http()
+            except (OSError, ValueError):
+                skips[CORRUPT] += 1
+                continue
+            if record.is_http:
+                status = record.http_headers.status_code if record.http_headers else None
+                if status != 200:
+                    skips["status_not_200"] += 1
+                    continue
+                http_charset = record.http_charset
+                http_type = record.http_content_type
+            else:
+                http_type = headers.get("Content-Type")
+            payload = record.reader.read()
+            if charset.looks_binary(payload):
+                skips["not_html"] += 1
+                continue
+            kind = content_type.classify(headers.get("WARC-Identified-Payload-Type"), http_type, payload)
+            if kind == content_type.OTHER or (kind == content_type.TEXT and not params["include_text_plain"]):
+                skips["not_html"] += 1
+                continue
+
+        values = {
+            "id": document_id(record_id, url, payload),
+            "url": url,
+            "source": f"{shard['path']}@{member.offset}",
+            "crawl_date": crawl_date,
+            "warc_record_id": record_id,
+            "content_type": "text/html" if kind == content_type.HTML else "text/plain",
+        }
+        if url_check is not None:
+            reason = url_check(url)
+            if reason:
+                writer.reject(values, f"url_filter:{reason}")
+                rejected += 1
+                continue
+
+        decoded = charset.decode(payload, http_charset)
+        if decoded is None:
+            skips["undecodable"] += 1
+            continue
+        body, encoding = decoded
+        values["charset"] = encoding
+
+        if kind == content_type.HTML:
+            t0 = time.perf_counter()
+            try:
+                text = extractor.extract(body)
+            except ExtractionTimeout:
+                skips["timeout"] += 1
+                continue
+            except ExtractionFailed:
+                skips["extraction_error"] += 1
+                continue
+            finally:
+                extract_seconds += time.perf_counter() - t0
+        else:
+            text = body
+        text = text.strip()
+        if not text:
+            skips["empty_extraction"] += 1
+            continue
+
+        language, score = langid.identify(text, params["langid_model"])
+        values.update(text=text, language=language, language_score=score)
+        writer.document(values)
+        languages[language] += 1
+        docs_out += 1
+
+    if docs_in != docs_out + rejected + sum(skips.values()):
+        raise AccountingError(
+            f"shard {shard['shard']}: {docs_in} records in, but {docs_out} documents + {rejected} rejects + "
+            f"{sum(skips.values())} skips"
+        )
+    docs, rejects = writer.tables()
+    rejects_info = write_table(rejects_url, rejects) if rejects.num_rows else None
+    output_info = write_table(output_url, docs)  # last: its existence marks the shard committed
+    return {
+        "shard": shard["shard"],
+        "output": output_info,
+        "rejects": rejects_info,
+        "stats": {
+            "docs_in": docs_in,
+            "docs_out": docs_out,
+            "rejects": rejected,
+            "skips": dict(sorted(skips.items())),
+            "other_records": other_records,
+            "bytes_in": shard["end"] - shard["start"],
+            "text_chars": sum(len(t) for t in writer.rows["text"]),
+            "languages": dict(sorted(languages.items())),
+            "seconds": round(time.perf_counter() - started, 3),
+            "extract_seconds": round(extract_seconds, 3),
+            "extractor_restarts": extractor.restarts - restarts_before,
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        },
+    }
