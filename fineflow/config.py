@@ -91,7 +91,7 @@ class PipelineConfig(_Strict):
 
 
 def _format_errors(error: ValidationError, source: str) -> str:
-    lines = [f"invalid pipeline configuration {source}:"]
+    lines = [f"invalid pipeline configuration{' ' + source if source else ''}:"]
     for item in error.errors():
         location = ".".join(str(part) for part in item["loc"] if part not in ("crawl",)) or "(top level)"
         lines.append(f"  - {location}: {item['msg']}")

@@ -1,0 +1,224 @@
+"""Benchmark the crawl stage: compute-only throughput, full-pipeline wall time, repeat-run cost.
+
+For each extractor:
+
+* compute only: the pure shard function ``extract_shard`` over every shard, in one fresh
+  process, no Prefect or Dask. CPU time counts that process and its extraction subprocess.
+* pipeline: ``fineflow run`` (Prefect + Dask) into an empty storage root, then the identical run
+  again, which should find every shard Cached. The Prefect server is started beforehand (in a
+  private FINEFLOW_HOME) so its startup is not part of either timing.
+* peak memory: the largest ``stats.peak_rss_mb`` of any shard (a worker process's peak RSS).
+
+Usage: .venv/bin/python bench/crawl_bench.py [--corpus DIR] [--extractors trafilatura resiliparse] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from importlib.metadata import version
+from pathlib import Path
+
+import psutil
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+FINEFLOW = Path(sys.executable).with_name("fineflow")
+RESULTS_DIR = ROOT / "bench" / "results"
+REPEAT_TARGET = 0.20  # a fully cached re-run should cost at most this fraction of the first run
+
+
+def shard_params(extractor: str, shard_bytes: int) -> dict:
+    """The crawl step's parameters, as the pipeline's defaults would resolve them."""
+    return dict(
+        extractor=extractor,
+        extraction_timeout_s=5.0,
+        include_text_plain=False,
+        keep_truncated=False,
+        max_record_bytes=64 << 20,
+        langid_model="lid.176",
+        url_filter=None,
+        url_filter_options={},
+        shard_bytes=shard_bytes,
+    )
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def compute_only(files: list[str], extractor: str, shard_bytes: int) -> dict:
+    """Run ``extract_shard`` over every shard in this process (meant to be a fresh one)."""
+    from fineflow.tasks.crawl.inputs import describe_files, plan_shards
+    from fineflow.tasks.crawl.sandbox import thread_extractor
+    from fineflow.tasks.crawl.stage import extract_shard
+
+    params = shard_params(extractor, shard_bytes)
+    wall0, cpu0, children0 = time.perf_counter(), time.process_time(), _children_cpu()
+    shards = plan_shards(describe_files(files, memo_root=None, content_hash=True), shard_bytes)
+    stats = []
+    with tempfile.TemporaryDirectory(prefix="crawl-bench-") as out:
+        for shard in shards:
+            name = f"part-{shard['shard']:05d}.parquet"
+            result = extract_shard(shard, params, f"{out}/{name}", f"{out}/rejects/{name}")
+            stats.append(result["stats"])
+    # The extraction subprocess lives on; end (and reap) it so RUSAGE_CHILDREN includes its CPU.
+    thread_extractor(extractor, params["extraction_timeout_s"]).close()
+    cpu = (time.process_time() - cpu0) + (_children_cpu() - children0)
+    docs_in = sum(s["docs_in"] for s in stats)
+    return {
+        "shards": len(shards),
+        "docs_in": docs_in,
+        "docs_out": sum(s["docs_out"] for s in stats),
+        "wall_s": round(time.perf_counter() - wall0, 2),
+        "cpu_s": round(cpu, 2),
+        "extract_s": round(sum(s["extract_seconds"] for s in stats), 2),
+        "docs_per_cpu_s": round(docs_in / cpu, 1),
+        "peak_rss_mb": max(s["peak_rss_mb"] for s in stats),
+        "extractor_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+    }
+
+
+def compute_only_fresh(files: list[str], extractor: str, shard_bytes: int) -> dict:
+    """``compute_only`` in a new process, so peak RSS and child CPU belong to this extractor alone."""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(compute_only, files, extractor, shard_bytes).result()
+
+
+def fineflow_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    process = subprocess.run([str(FINEFLOW), *args], env=env, capture_output=True, text=True)
+    if process.returncode != 0:
+        raise RuntimeError(f"fineflow {' '.join(args)} failed ({process.returncode}):\n{process.stderr[-4000:]}")
+    return process
+
+
+def timed_run(pipeline: Path, storage: Path, summary: Path, env: dict[str, str]) -> tuple[float, dict]:
+    started = time.perf_counter()
+    fineflow_cli(["run", str(pipeline), "--storage", str(storage), "--summary-json", str(summary)], env)
+    return time.perf_counter() - started, json.loads(summary.read_text())["stages"][0]
+
+
+def pipeline(corpus: Path, extractor: str, workers: int, shard_bytes: int, work: Path, env: dict[str, str]) -> dict:
+    """A cold ``fineflow run`` into empty storage, then the identical (cached) run."""
+    config = {
+        "name": "bench",
+        "dask": {"n_workers": workers, "threads_per_worker": 1},
+        "stages": [{"stage": "crawl", "inputs": [f"{corpus}/*.warc.gz"], "extractor": extractor, "shard_bytes": shard_bytes}],
+    }
+    spec = work / f"{extractor}.yaml"
+    spec.write_text(yaml.safe_dump(config, sort_keys=False))
+    storage = work / f"storage-{extractor}"
+    first_s, first = timed_run(spec, storage, work / f"{extractor}-first.json", env)
+    repeat_s, repeat = timed_run(spec, storage, work / f"{extractor}-repeat.json", env)
+    manifest = json.loads((Path(first["output"]) / "_manifest.json").read_text())
+    return {
+        "shards": first["shards"],
+        "docs_in": first["docs_in"],
+        "docs_out": first["docs_out"],
+        "first_wall_s": round(first_s, 2),
+        "first_stage_s": first["seconds"],
+        "repeat_wall_s": round(repeat_s, 2),
+        "repeat_stage_s": repeat["seconds"],
+        "repeat_ratio": round(repeat_s / first_s, 3),
+        "repeat_all_cached": repeat["cached_shards"] == repeat["shards"],
+        "repeat_cached_shards": repeat["cached_shards"],
+        "peak_rss_mb": max(s["stats"]["peak_rss_mb"] for s in manifest["shards"]),
+    }
+
+
+def bench_environment(env: dict[str, str], home: Path) -> dict[str, str]:
+    """The CLI's environment: a private FINEFLOW_HOME (its own Prefect server) and PREFECT_HOME."""
+    env = {k: v for k, v in env.items() if not k.startswith("PREFECT_")}
+    env.update(FINEFLOW_HOME=str(home), PREFECT_HOME=str(home / "prefect-client"))
+    return env
+
+
+def machine() -> dict:
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": {p: version(p) for p in ("fineflow", "trafilatura", "resiliparse", "prefect", "distributed")},
+        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
+    }
+
+
+def markdown_table(results: dict) -> str:
+    header = (
+        "| extractor | docs in | docs out | docs/s per core (compute only) | pipeline wall, first run | "
+        "repeat run (ratio) | orchestration | peak RSS per worker |"
+    )
+    lines = [header, "|---" * (header.count("|") - 1) + "|"]
+    for name, r in results.items():
+        c, p = r["compute"], r["pipeline"]
+        repeat = f"{p['repeat_wall_s']:.1f} s ({p['repeat_ratio']:.0%})" + ("" if p["repeat_all_cached"] else " ⚠ not all cached")
+        lines.append(
+            f"| {name} | {c['docs_in']:,} | {c['docs_out']:,} | {c['docs_per_cpu_s']:.1f} | {p['first_wall_s']:.1f} s | "
+            f"{repeat} | {r['orchestration_s']:.1f} s | {p['peak_rss_mb']:.0f} MB |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=Path("/work/shared/corpus/web-small"))
+    parser.add_argument("--extractors", nargs="+", default=["trafilatura", "resiliparse"], choices=["trafilatura", "resiliparse"])
+    parser.add_argument("--workers", type=int, default=2, help="Dask workers (one thread each) in the pipeline runs")
+    parser.add_argument("--shard-bytes", type=int, default=8_000_000)
+    args = parser.parse_args()
+
+    corpus = args.corpus.resolve()
+    files = sorted(str(p) for p in corpus.glob("*.warc.gz"))
+    if not files:
+        parser.error(f"no *.warc.gz files in {corpus}")
+
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="crawl-bench-") as tmp:
+        work = Path(tmp)
+        env = bench_environment(dict(os.environ), work / "fineflow-home")
+        fineflow_cli(["server", "start"], env)
+        try:
+            for extractor in args.extractors:
+                print(f"[{extractor}] compute only ...", file=sys.stderr, flush=True)
+                compute = compute_only_fresh(files, extractor, args.shard_bytes)
+                print(f"[{extractor}] pipeline (first run, then repeat) ...", file=sys.stderr, flush=True)
+                runs = pipeline(corpus, extractor, args.workers, args.shard_bytes, work, env)
+                orchestration = runs["first_wall_s"] - compute["cpu_s"] / args.workers
+                results[extractor] = {"compute": compute, "pipeline": runs, "orchestration_s": round(orchestration, 2)}
+        finally:
+            fineflow_cli(["server", "stop"], env)
+
+    table = markdown_table(results)
+    print(table)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / f"crawl-{datetime.now():%Y%m%d-%H%M%S}.json"
+    record = {
+        "corpus": str(corpus),
+        "files": len(files),
+        "corpus_bytes": sum(Path(f).stat().st_size for f in files),
+        "workers": args.workers,
+        "shard_bytes": args.shard_bytes,
+        "repeat_target": REPEAT_TARGET,
+        "machine": machine(),
+        "results": results,
+        "table": table,
+    }
+    out.write_text(json.dumps(record, indent=2))
+    print(f"\nraw numbers: {out.relative_to(ROOT)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

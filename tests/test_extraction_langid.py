@@ -1,0 +1,89 @@
+"""Extraction (both extractors, time limit) and language ID on real pages of the sample."""
+
+from __future__ import annotations
+
+import pytest
+from fastwarc.warc import WarcRecord, WarcRecordType
+
+from fineflow.languages import canonical_language
+from fineflow.tasks.crawl import charset, langid
+from fineflow.tasks.crawl.sandbox import ExtractionTimeout, SandboxedExtractor
+from fineflow.tasks.crawl.warc import iter_gzip_members
+
+HANDBOOK = "https://debian-handbook.info/browse/{}/stable/"
+
+
+def _pages(sample_warc) -> dict[str, str]:
+    pages = {}
+    for member in iter_gzip_members(str(sample_warc), 0, sample_warc.stat().st_size, 64 << 20):
+        record = WarcRecord.from_bytes(member.data)
+        if record.record_type != WarcRecordType.response:
+            continue
+        record.parse_http()
+        url = record.headers.get("WARC-Target-URI")
+        if record.http_headers.status_code == 200 and url.startswith("https://debian-handbook.info/browse/"):
+            locale = url.split("/")[4]
+            body = record.reader.read()
+            if charset.looks_binary(body):
+                continue  # the handbook's images
+            html = charset.decode(body, record.http_charset)[0]
+            # The longest page per language: short appendix pages are often left untranslated.
+            if len(html) > len(pages.get(locale, "")):
+                pages[locale] = html
+    return pages
+
+
+@pytest.fixture(scope="module")
+def pages(sample_warc):
+    return _pages(sample_warc)
+
+
+@pytest.mark.parametrize("extractor", ["trafilatura", "resiliparse"])
+def test_extractors_return_main_text(pages, extractor):
+    sandbox = SandboxedExtractor(extractor, timeout_s=30)
+    try:
+        text = sandbox.extract(pages["en-US"])
+        assert len(text) > 200
+        assert "<div" not in text and "<html" not in text
+    finally:
+        sandbox.close()
+
+
+def test_time_limit_kills_and_restarts_the_extractor(pages):
+    sandbox = SandboxedExtractor("trafilatura", timeout_s=30)
+    try:
+        sandbox.extract("<html><body><p>warm up</p></body></html>")
+        sandbox.timeout_s = 1e-6  # no real page extracts this fast
+        with pytest.raises(ExtractionTimeout):
+            sandbox.extract(pages["en-US"] * 20)
+        assert sandbox.restarts == 1
+        sandbox.timeout_s = 30
+        assert len(sandbox.extract(pages["de-DE"])) > 200  # a fresh process took over
+    finally:
+        sandbox.close()
+
+
+@pytest.mark.parametrize(
+    "locale,expected", [("en-US", "en"), ("ar-MA", "ar"), ("zh-CN", "zh"), ("ru-RU", "ru"), ("de-DE", "de"), ("fr-FR", "fr")]
+)
+def test_lid176_identifies_real_pages(pages, locale, expected):
+    sandbox = SandboxedExtractor("resiliparse", timeout_s=30)
+    try:
+        text = sandbox.extract(pages[locale])
+    finally:
+        sandbox.close()
+    language, score = langid.identify(text)
+    assert language == expected
+    assert 0.5 < score <= 1.0
+
+
+def test_no_letters_is_undetermined():
+    assert langid.identify("   \n ") == ("und", 0.0)
+
+
+@pytest.mark.parametrize(
+    "code,canonical",
+    [("__label__en", "en"), ("rus_Cyrl", "ru"), ("cmn_Hani", "zh"), ("arb_Arab", "ar"), ("zho_Hant", "zh-Hant"), ("srp_Latn", "sr-Latn")],
+)
+def test_one_canonical_language_code_scheme(code, canonical):
+    assert canonical_language(code) == canonical

@@ -1,0 +1,78 @@
+"""Reading WARC records by byte range, and surviving corrupt input, on the real sample."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from fineflow.tasks.crawl.inputs import describe_files, plan_shards
+from fineflow.tasks.crawl.warc import CORRUPT, TRUNCATED, iter_gzip_members
+
+MAX = 64 << 20
+
+
+def _members(path, start=0, end=None):
+    end = end if end is not None else path.stat().st_size
+    return list(iter_gzip_members(str(path), start, end, MAX))
+
+
+def test_ranges_partition_the_records_exactly(sample_warc):
+    whole = _members(sample_warc)
+    assert len(whole) > 400 and all(m.problem is None for m in whole)
+    size = sample_warc.stat().st_size
+    for pieces in (2, 3, 7):
+        bounds = [size * i // pieces for i in range(pieces + 1)]
+        split = [m.offset for a, b in zip(bounds, bounds[1:]) for m in _members(sample_warc, a, b)]
+        assert split == [m.offset for m in whole]
+
+
+def test_shard_plan_covers_the_file_and_ignores_worker_count(sample_warc):
+    described = describe_files([str(sample_warc)], memo_root=None, content_hash=True)
+    shards = plan_shards(described, shard_bytes=500_000)
+    assert [s["shard"] for s in shards] == list(range(len(shards)))
+    assert shards[0]["start"] == 0 and shards[-1]["end"] == sample_warc.stat().st_size
+    assert all(a["end"] == b["start"] for a, b in zip(shards, shards[1:]))
+    assert plan_shards(described, shard_bytes=500_000) == shards
+
+
+def _corrupted(sample_warc, tmp_path):
+    data = sample_warc.read_bytes()
+    offsets = [m.offset for m in _members(sample_warc)]
+    broken = (
+        data[: offsets[10]]
+        + b"\x00garbage\xff" * 50  # garbage between two members
+        + data[offsets[10] : offsets[20]]
+        + data[offsets[20] + 12 : offsets[30]]  # member 20 loses its head
+        + data[offsets[30] : offsets[31] + 200]  # the file ends inside member 31
+    )
+    path = tmp_path / "broken.warc.gz"
+    path.write_bytes(broken)
+    return path
+
+
+def test_corrupt_regions_are_reported_and_good_records_kept(sample_warc, tmp_path):
+    path = _corrupted(sample_warc, tmp_path)
+    members = _members(path)
+    problems = Counter(m.problem for m in members)
+    assert problems[CORRUPT] == 2 and problems[TRUNCATED] == 1
+    good = [m for m in members if m.problem is None]
+    assert len(good) == 30  # members 0-9, 10-19, 21-29 and 30: none lost
+    assert all(m.data.startswith(b"WARC/1.") for m in good)
+
+
+@pytest.mark.parametrize("pieces", [2, 3, 5])
+def test_corrupt_file_split_into_ranges_reports_the_same(sample_warc, tmp_path, pieces):
+    path = _corrupted(sample_warc, tmp_path)
+    whole = [(m.offset, m.problem) for m in _members(path)]
+    size = path.stat().st_size
+    bounds = [size * i // pieces for i in range(pieces + 1)]
+    split = [(m.offset, m.problem) for a, b in zip(bounds, bounds[1:]) for m in _members(path, a, b)]
+    assert split == whole
+
+
+def test_garbage_file_is_one_corrupt_record(tmp_path):
+    path = tmp_path / "garbage.warc.gz"
+    path.write_bytes(b"\x1f\x8b\x08 this is not gzip at all" * 100)
+    members = _members(path)
+    assert [m.problem for m in members] == [CORRUPT]
