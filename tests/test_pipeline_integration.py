@@ -1,0 +1,158 @@
+"""The demo pipeline end to end on real components: SeaweedFS S3, a Prefect API server and a
+Dask LocalCluster, all started by the fixtures. The CLI runs in-process, as a user runs it."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import uuid
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from conftest import BUCKET
+
+pytestmark = pytest.mark.integration
+
+
+def run_cli(*args: str) -> dict:
+    from fineflow.cli import app
+
+    result = CliRunner().invoke(app, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def run_pipeline(pipeline, storage_url: str, dask_address: str, tmp_path, *extra: str) -> dict:
+    summary_path = tmp_path / f"summary-{uuid.uuid4().hex}.json"
+    run_cli("run", str(pipeline), "--storage", storage_url, "--dask-address", dask_address, "--summary-json", str(summary_path), *extra)
+    return json.loads(summary_path.read_text())
+
+
+def s3():
+    import s3fs
+
+    return s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False)
+
+
+def read_output(url: str) -> pl.DataFrame:
+    from fineflow import storage
+    from fineflow.manifest import committed_files
+
+    return pl.concat([pl.read_parquet(io.BytesIO(storage.read_bytes(f))) for f in committed_files(url)])
+
+
+def task_states(run_id: str) -> list[str]:
+    """States of the shard tasks of a pipeline run, as the Prefect UI shows them."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
+
+    with get_client(sync_client=True) as client:
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[uuid.UUID(run_id)]))
+        )
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[c.id for c in children])))
+    return sorted(t.state_name for t in tasks if t.name.startswith("crawl-extract-"))
+
+
+@pytest.fixture
+def s3_root(seaweed) -> str:
+    return f"s3://{BUCKET}/runs/{uuid.uuid4().hex[:8]}"
+
+
+def test_demo_on_s3_then_cached_then_changed(workdir, s3_root, dask_address, tmp_path):
+    first = run_pipeline(workdir / "demo.yaml", s3_root, dask_address, tmp_path)
+    crawl = first["stages"][0]
+    assert crawl["name"] == "crawl" and crawl["cached_shards"] == 0 and crawl["shards"] >= 2
+    assert crawl["docs_out"] >= 150
+    assert len([lang for lang, n in crawl["languages"].items() if n > 0]) >= 7
+    assert crawl["docs_in"] == crawl["docs_out"] + sum(crawl["skips"].values())
+    assert crawl["output"].startswith(s3_root + "/crawl/extract/")
+
+    # The artifacts are really in the bucket: manifest, every shard it lists, cache records.
+    fs = s3()
+    manifest = json.loads(fs.cat(crawl["output"] + "/_manifest.json"))
+    assert len(manifest["shards"]) == crawl["shards"]
+    for shard in manifest["shards"]:
+        assert fs.size(f"{crawl['output']}/{shard['file']}") == shard["bytes"]
+    assert fs.find(f"{s3_root}/_prefect/results/crawl/extract/{manifest['fingerprint']}")
+    assert fs.exists(f"{s3_root}/_runs/{first['run_id']}/config.yaml")
+    docs = read_output(crawl["output"])
+    assert docs.height == crawl["docs_out"]
+
+    # The same run again: every task Cached (in the Prefect API too), same output.
+    second = run_pipeline(workdir / "demo.yaml", s3_root, dask_address, tmp_path)
+    again = second["stages"][0]
+    assert again["cached_shards"] == again["shards"] == crawl["shards"]
+    assert task_states(second["run_id"]) == ["Cached"] * crawl["shards"]
+    assert again["output"] == crawl["output"]
+    assert read_output(again["output"]).equals(docs)
+
+    # A deleted artifact behind a cache record: only that task recomputes, to the same bytes.
+    fs.rm(f"{crawl['output']}/part-00001.parquet")
+    third = run_pipeline(workdir / "demo.yaml", s3_root, dask_address, tmp_path)
+    assert third["stages"][0]["cached_shards"] == crawl["shards"] - 1
+    assert sorted(task_states(third["run_id"])) == sorted(["Cached"] * (crawl["shards"] - 1) + ["Completed"])
+    manifest_after = json.loads(fs.cat(crawl["output"] + "/_manifest.json"))
+    assert [s["sha256"] for s in manifest_after["shards"]] == [s["sha256"] for s in manifest["shards"]]
+
+    # A changed crawl parameter: crawl recomputes into a new fingerprint folder.
+    changed = workdir / "changed.yaml"
+    changed.write_text((workdir / "demo.yaml").read_text().replace("extractor: trafilatura", "extractor: resiliparse"))
+    fourth = run_pipeline(changed, s3_root, dask_address, tmp_path)
+    assert fourth["stages"][0]["cached_shards"] == 0
+    assert fourth["stages"][0]["output"] != crawl["output"]
+
+
+def test_dry_run_explains_what_changed(workdir, tmp_path, dask_address):
+    root = str(tmp_path / "store")
+    run_pipeline(workdir / "demo.yaml", root, dask_address, tmp_path)
+    result = CliRunner().invoke(
+        __import__("fineflow.cli", fromlist=["app"]).app, ["run", str(workdir / "demo.yaml"), "--storage", root, "--dry-run"]
+    )
+    assert result.exit_code == 0 and "cached" in result.output
+    changed = workdir / "changed.yaml"
+    changed.write_text((workdir / "demo.yaml").read_text().replace("shard_bytes: 1000000", "shard_bytes: 900000"))
+    result = CliRunner(env={"COLUMNS": "250"}).invoke(
+        __import__("fineflow.cli", fromlist=["app"]).app, ["run", str(changed), "--storage", root, "--dry-run"]
+    )
+    assert result.exit_code == 0 and "params.shard_bytes" in result.output
+
+
+def test_corrupt_inputs_are_counted_and_no_good_record_is_lost(workdir, tmp_path, dask_address):
+    from fineflow.tasks.crawl.warc import iter_gzip_members
+
+    sample = workdir / "data" / "CC-MAIN-SAMPLE-00000.warc.gz"
+    data = sample.read_bytes()
+    members = list(iter_gzip_members(str(sample), 0, len(data), 1 << 30))
+    offsets = [m.offset for m in members] + [len(data)]
+    # A response whose WARC Content-Length lies (claims 500 bytes more than the record holds).
+    import gzip
+    import re
+
+    k = next(i for i, m in enumerate(members) if b"WARC-Type: response" in m.data[:400] and b"text/html" in m.data[:600])
+    liar = gzip.compress(re.sub(rb"Content-Length: (\d+)", lambda m: b"Content-Length: " + str(int(m.group(1)) + 500).encode(), members[k].data, count=1))
+    (workdir / "data" / "liar.warc.gz").write_bytes(data[: offsets[k]] + liar + data[offsets[k + 1] :])
+    (workdir / "data" / "truncated.warc.gz").write_bytes(data[: len(data) // 2])
+    (workdir / "data" / "garbage.warc.gz").write_bytes(b"\x1f\x8b\x08not really gzip" + bytes(range(256)) * 40)
+
+    summary = run_pipeline(workdir / "demo.yaml", str(tmp_path / "store"), dask_address, tmp_path)
+    crawl = summary["stages"][0]
+    skips = crawl["skips"]
+    assert skips.get("corrupt_record", 0) >= 1 and skips.get("truncated", 0) >= 2
+    assert crawl["docs_in"] == crawl["docs_out"] + sum(skips.values())
+
+    clean_dir = tmp_path / "clean"
+    (clean_dir / "data").mkdir(parents=True)
+    shutil.copy(sample, clean_dir / "data")
+    shutil.copy(workdir / "demo.yaml", clean_dir)
+    clean = run_pipeline(clean_dir / "demo.yaml", str(tmp_path / "clean-store"), dask_address, tmp_path)
+    good_urls = set(read_output(clean["stages"][0]["output"])["url"])
+    docs = read_output(crawl["output"])
+    by_file = docs.with_columns(pl.col("source").str.extract(r"/([^/]+)@").alias("file"))
+    for name in ("CC-MAIN-SAMPLE-00000.warc.gz",):
+        assert set(by_file.filter(pl.col("file") == name)["url"]) == good_urls
+    liar_urls = set(by_file.filter(pl.col("file") == "liar.warc.gz")["url"])
+    assert len(liar_urls) >= len(good_urls) - 1 and liar_urls <= good_urls
