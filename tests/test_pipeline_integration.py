@@ -106,9 +106,13 @@ def test_demo_on_s3_then_cached_then_changed(workdir, s3_root, dask_address, tmp
     assert fourth["stages"][0]["output"] != crawl["output"]
 
 
-def test_dry_run_explains_what_changed(workdir, tmp_path, dask_address):
+def test_dry_run_explains_what_changed_and_inspect_reads_output(workdir, tmp_path, dask_address):
     root = str(tmp_path / "store")
-    run_pipeline(workdir / "demo.yaml", root, dask_address, tmp_path)
+    summary = run_pipeline(workdir / "demo.yaml", root, dask_address, tmp_path)
+    output = summary["stages"][0]["output"]
+    shown = run_cli("inspect", output, "-n", "2", "--language", "de", "--where", "language_score>=0.5")
+    expected = read_output(output).filter((pl.col("language") == "de") & (pl.col("language_score") >= 0.5)).height
+    assert f"{expected} documents" in shown.output and "de=" in shown.output
     result = CliRunner().invoke(
         __import__("fineflow.cli", fromlist=["app"]).app, ["run", str(workdir / "demo.yaml"), "--storage", root, "--dry-run"]
     )
