@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from fineflow.config import CrawlStage
-from fineflow.fingerprint import step_fingerprint
+from fineflow.fingerprint import file_content_hash, step_fingerprint
 from fineflow.steps import StepPlan
 from fineflow.tasks.crawl import langid, stage
 from fineflow.tasks.crawl.inputs import describe_files, expand_inputs, listing_paths, plan_shards
-from fineflow.fingerprint import file_content_hash
 
 # Parameters that change what the step produces; all of them enter the fingerprint.
 _PARAMS = (

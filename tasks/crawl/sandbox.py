@@ -16,7 +16,6 @@ import threading
 
 from fineflow.tasks.crawl.extract_worker import OP_EXTRACT, OP_RESET, STATUS_OK
 
-
 STARTUP_TIMEOUT_S = 120.0
 
 
