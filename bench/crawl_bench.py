@@ -83,11 +83,21 @@ def compute_only(files: list[str], extractor: str, shard_bytes: int) -> dict:
         "docs_out": sum(s["docs_out"] for s in stats),
         "wall_s": round(time.perf_counter() - wall0, 2),
         "cpu_s": round(cpu, 2),
+        "shard_s": round(sum(s["seconds"] for s in stats), 2),
         "extract_s": round(sum(s["extract_seconds"] for s in stats), 2),
         "docs_per_cpu_s": round(docs_in / cpu, 1),
         "peak_rss_mb": max(s["peak_rss_mb"] for s in stats),
         "extractor_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+        "skips": sum_counts(s["skips"] for s in stats),
     }
+
+
+def sum_counts(counters) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for counter in counters:
+        for key, value in counter.items():
+            total[key] = total.get(key, 0) + value
+    return dict(sorted(total.items()))
 
 
 def compute_only_fresh(files: list[str], extractor: str, shard_bytes: int) -> dict:
@@ -104,10 +114,19 @@ def fineflow_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedPr
     return process
 
 
-def timed_run(pipeline: Path, storage: Path, summary: Path, env: dict[str, str]) -> tuple[float, dict]:
-    started = time.perf_counter()
+def server_cpu(env: dict[str, str]) -> float:
+    """CPU seconds used so far by the Prefect server this benchmark started (and its children)."""
+    pid = json.loads((Path(env["FINEFLOW_HOME"]) / "prefect" / "server.json").read_text())["pid"]
+    server = psutil.Process(pid)
+    return sum(p.cpu_times().user + p.cpu_times().system for p in [server, *server.children(recursive=True)])
+
+
+def timed_run(pipeline: Path, storage: Path, summary: Path, env: dict[str, str]) -> tuple[float, float, dict]:
+    """``(wall seconds, Prefect server CPU seconds, crawl stage summary)`` of one ``fineflow run``."""
+    cpu0, started = server_cpu(env), time.perf_counter()
     fineflow_cli(["run", str(pipeline), "--storage", str(storage), "--summary-json", str(summary)], env)
-    return time.perf_counter() - started, json.loads(summary.read_text())["stages"][0]
+    wall, cpu = time.perf_counter() - started, server_cpu(env) - cpu0
+    return wall, cpu, json.loads(summary.read_text())["stages"][0]
 
 
 def pipeline(corpus: Path, extractor: str, workers: int, shard_bytes: int, work: Path, env: dict[str, str]) -> dict:
@@ -120,21 +139,25 @@ def pipeline(corpus: Path, extractor: str, workers: int, shard_bytes: int, work:
     spec = work / f"{extractor}.yaml"
     spec.write_text(yaml.safe_dump(config, sort_keys=False))
     storage = work / f"storage-{extractor}"
-    first_s, first = timed_run(spec, storage, work / f"{extractor}-first.json", env)
-    repeat_s, repeat = timed_run(spec, storage, work / f"{extractor}-repeat.json", env)
-    manifest = json.loads((Path(first["output"]) / "_manifest.json").read_text())
+    first_s, first_server_cpu, first = timed_run(spec, storage, work / f"{extractor}-first.json", env)
+    repeat_s, repeat_server_cpu, repeat = timed_run(spec, storage, work / f"{extractor}-repeat.json", env)
+    shard_stats = [s["stats"] for s in json.loads((Path(first["output"]) / "_manifest.json").read_text())["shards"]]
     return {
         "shards": first["shards"],
         "docs_in": first["docs_in"],
         "docs_out": first["docs_out"],
+        "skips": first["skips"],
         "first_wall_s": round(first_s, 2),
         "first_stage_s": first["seconds"],
+        "first_server_cpu_s": round(first_server_cpu, 2),
+        "shard_s": round(sum(s["seconds"] for s in shard_stats), 2),
         "repeat_wall_s": round(repeat_s, 2),
         "repeat_stage_s": repeat["seconds"],
+        "repeat_server_cpu_s": round(repeat_server_cpu, 2),
         "repeat_ratio": round(repeat_s / first_s, 3),
         "repeat_all_cached": repeat["cached_shards"] == repeat["shards"],
         "repeat_cached_shards": repeat["cached_shards"],
-        "peak_rss_mb": max(s["stats"]["peak_rss_mb"] for s in manifest["shards"]),
+        "peak_rss_mb": max(s["peak_rss_mb"] for s in shard_stats),
     }
 
 
@@ -149,17 +172,18 @@ def machine() -> dict:
     return {
         "cpus": os.cpu_count(),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "load_average": [round(x, 2) for x in os.getloadavg()],  # other load skews the timings
         "python": platform.python_version(),
         "platform": platform.platform(),
         "versions": {p: version(p) for p in ("fineflow", "trafilatura", "resiliparse", "prefect", "distributed")},
-        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
+        "git": subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
     }
 
 
 def markdown_table(results: dict) -> str:
     header = (
         "| extractor | docs in | docs out | docs/s per core (compute only) | pipeline wall, first run | "
-        "repeat run (ratio) | orchestration | peak RSS per worker |"
+        "repeat run (ratio) | orchestration | peak RSS per worker | extractor subprocess peak RSS |"
     )
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for name, r in results.items():
@@ -167,14 +191,14 @@ def markdown_table(results: dict) -> str:
         repeat = f"{p['repeat_wall_s']:.1f} s ({p['repeat_ratio']:.0%})" + ("" if p["repeat_all_cached"] else " ⚠ not all cached")
         lines.append(
             f"| {name} | {c['docs_in']:,} | {c['docs_out']:,} | {c['docs_per_cpu_s']:.1f} | {p['first_wall_s']:.1f} s | "
-            f"{repeat} | {r['orchestration_s']:.1f} s | {p['peak_rss_mb']:.0f} MB |"
+            f"{repeat} | {r['orchestration_s']:.1f} s | {p['peak_rss_mb']:.0f} MB | {c['extractor_peak_rss_mb']:.0f} MB |"
         )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=Path("/work/shared/corpus/web-small"))
+    parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus" / "web-small")
     parser.add_argument("--extractors", nargs="+", default=["trafilatura", "resiliparse"], choices=["trafilatura", "resiliparse"])
     parser.add_argument("--workers", type=int, default=2, help="Dask workers (one thread each) in the pipeline runs")
     parser.add_argument("--shard-bytes", type=int, default=8_000_000)
@@ -185,6 +209,7 @@ def main() -> None:
     if not files:
         parser.error(f"no *.warc.gz files in {corpus}")
 
+    host = machine()
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="crawl-bench-") as tmp:
         work = Path(tmp)
@@ -212,7 +237,7 @@ def main() -> None:
         "workers": args.workers,
         "shard_bytes": args.shard_bytes,
         "repeat_target": REPEAT_TARGET,
-        "machine": machine(),
+        "machine": host,
         "results": results,
         "table": table,
     }
