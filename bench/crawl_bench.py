@@ -32,6 +32,8 @@ from pathlib import Path
 import psutil
 import yaml
 
+from fineflow.counters import merge_counts
+
 ROOT = Path(__file__).resolve().parent.parent
 FINEFLOW = Path(sys.executable).with_name("fineflow")
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -88,16 +90,8 @@ def compute_only(files: list[str], extractor: str, shard_bytes: int) -> dict:
         "docs_per_cpu_s": round(docs_in / cpu, 1),
         "peak_rss_mb": max(s["peak_rss_mb"] for s in stats),
         "extractor_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
-        "skips": sum_counts(s["skips"] for s in stats),
+        "skips": merge_counts(s["skips"] for s in stats),
     }
-
-
-def sum_counts(counters) -> dict[str, int]:
-    total: dict[str, int] = {}
-    for counter in counters:
-        for key, value in counter.items():
-            total[key] = total.get(key, 0) + value
-    return dict(sorted(total.items()))
 
 
 def compute_only_fresh(files: list[str], extractor: str, shard_bytes: int) -> dict:

@@ -9,6 +9,7 @@ from typing import Any
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 
+from fineflow.counters import merge_counts
 from fineflow.flows import progress
 from fineflow.flows.results import result_storage
 from fineflow.flows.shard_task import shard_task
@@ -88,16 +89,15 @@ def run_step(plan: StepPlan, refresh: bool = False) -> dict[str, Any]:
 
 
 def _totals(results: list[dict]) -> dict[str, Any]:
-    """Sum the shards' counters (nested dicts of counts are summed key by key)."""
+    """Sum the shards' counters; nested counters key by key, peak memory figures by maximum."""
+    stats = [result.get("stats", {}) for result in results]
     totals: dict[str, Any] = {"docs_in": 0, "docs_out": 0, "rejects": 0}
-    for result in results:
-        for key, value in result.get("stats", {}).items():
-            if isinstance(value, dict):
-                bucket = totals.setdefault(key, {})
-                for name, count in value.items():
-                    bucket[name] = bucket.get(name, 0) + count
-            elif isinstance(value, (int, float)) and not isinstance(value, bool) and key != "peak_rss_mb":
-                totals[key] = totals.get(key, 0) + value
-            elif key == "peak_rss_mb":
-                totals[key] = max(totals.get(key, 0), value)
+    for key in sorted({key for shard in stats for key in shard}):
+        values = [shard[key] for shard in stats if key in shard]
+        if all(isinstance(v, dict) for v in values):
+            totals[key] = merge_counts(values)
+        elif key.endswith("peak_rss_mb"):
+            totals[key] = max(values)
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            totals[key] = round(sum(values), 3) if any(isinstance(v, float) for v in values) else sum(values)
     return totals

@@ -6,6 +6,8 @@ from typing import Any
 
 from prefect.artifacts import create_table_artifact
 
+from fineflow.counters import merge_counts
+
 
 def stage_summary(name: str, steps: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
     first, last = steps[0], steps[-1]
@@ -19,18 +21,10 @@ def stage_summary(name: str, steps: list[dict[str, Any]], seconds: float) -> dic
         "seconds": round(seconds, 2),
         "output": last["output"],
         "rejects": rejects[-1] if rejects else None,
-        "skips": _merge(s.get("skips", {}) for s in steps),
+        "skips": merge_counts(s.get("skips", {}) for s in steps),
         "languages": last.get("languages", {}),
         "steps": steps,
     }
-
-
-def _merge(dicts) -> dict[str, int]:
-    merged: dict[str, int] = {}
-    for d in dicts:
-        for key, value in d.items():
-            merged[key] = merged.get(key, 0) + value
-    return dict(sorted(merged.items()))
 
 
 def publish_stage_table(summary: dict[str, Any]) -> None:

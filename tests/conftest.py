@@ -51,6 +51,12 @@ def prefect_api(tmp_path_factory):
     info = start_server(home / "prefect")
     os.environ["PREFECT_API_URL"] = info.api_url
     yield info.api_url
+    import sys
+
+    if "prefect" in sys.modules:  # send buffered run logs while the server still listens
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler.flush()
     stop_server(home / "prefect")
 
 
