@@ -7,7 +7,8 @@ For each extractor:
 * pipeline: ``fineflow run`` (Prefect + Dask) into an empty storage root, then the identical run
   again, which should find every shard Cached. The Prefect server is started beforehand (in a
   private FINEFLOW_HOME) so its startup is not part of either timing.
-* peak memory: the largest ``stats.peak_rss_mb`` of any shard (a worker process's peak RSS).
+* peak memory: the largest ``worker_peak_rss_mb`` and ``extractor_peak_rss_mb`` of any shard
+  (a Dask worker process, and the extraction subprocess it runs).
 
 Usage: .venv/bin/python bench/crawl_bench.py [--corpus DIR] [--extractors trafilatura resiliparse] [--workers 2]
 """
@@ -32,6 +33,7 @@ from pathlib import Path
 import psutil
 import yaml
 
+from fineflow.config import CrawlStage
 from fineflow.counters import merge_counts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +46,7 @@ def shard_params(extractor: str, shard_bytes: int) -> dict:
     """The crawl step's parameters, as the pipeline's defaults would resolve them."""
     return dict(
         extractor=extractor,
-        extraction_timeout_s=5.0,
+        extraction_timeout_s=CrawlStage.model_fields["extraction_timeout_s"].default,
         include_text_plain=False,
         keep_truncated=False,
         max_record_bytes=64 << 20,
@@ -88,8 +90,8 @@ def compute_only(files: list[str], extractor: str, shard_bytes: int) -> dict:
         "shard_s": round(sum(s["seconds"] for s in stats), 2),
         "extract_s": round(sum(s["extract_seconds"] for s in stats), 2),
         "docs_per_cpu_s": round(docs_in / cpu, 1),
-        "peak_rss_mb": max(s["peak_rss_mb"] for s in stats),
-        "extractor_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+        "peak_rss_mb": max(s["worker_peak_rss_mb"] for s in stats),
+        "extractor_peak_rss_mb": max(s["extractor_peak_rss_mb"] for s in stats),
         "skips": merge_counts(s["skips"] for s in stats),
     }
 
@@ -151,7 +153,8 @@ def pipeline(corpus: Path, extractor: str, workers: int, shard_bytes: int, work:
         "repeat_ratio": round(repeat_s / first_s, 3),
         "repeat_all_cached": repeat["cached_shards"] == repeat["shards"],
         "repeat_cached_shards": repeat["cached_shards"],
-        "peak_rss_mb": max(s["peak_rss_mb"] for s in shard_stats),
+        "peak_rss_mb": max(s["worker_peak_rss_mb"] for s in shard_stats),
+        "extractor_peak_rss_mb": max(s["extractor_peak_rss_mb"] for s in shard_stats),
     }
 
 
@@ -185,7 +188,7 @@ def markdown_table(results: dict) -> str:
         repeat = f"{p['repeat_wall_s']:.1f} s ({p['repeat_ratio']:.0%})" + ("" if p["repeat_all_cached"] else " ⚠ not all cached")
         lines.append(
             f"| {name} | {c['docs_in']:,} | {c['docs_out']:,} | {c['docs_per_cpu_s']:.1f} | {p['first_wall_s']:.1f} s | "
-            f"{repeat} | {r['orchestration_s']:.1f} s | {p['peak_rss_mb']:.0f} MB | {c['extractor_peak_rss_mb']:.0f} MB |"
+            f"{repeat} | {r['orchestration_s']:.1f} s | {p['peak_rss_mb']:.0f} MB | {p['extractor_peak_rss_mb']:.0f} MB |"
         )
     return "\n".join(lines)
 

@@ -41,7 +41,9 @@ class CrawlStage(_Strict):
     inputs: list[str] = Field(default_factory=list, description="paths or globs of WARC/WET files")
     listing: CommonCrawlListing | None = None
     extractor: Literal["trafilatura", "resiliparse"] = "trafilatura"
-    extraction_timeout_s: float = Field(default=5.0, gt=0, description="per-document limit")
+    extraction_timeout_s: float = Field(
+        default=10.0, gt=0, description="per-document limit in CPU seconds of the extraction process"
+    )
     include_text_plain: bool = False
     keep_truncated: bool = Field(default=False, description="keep records marked WARC-Truncated")
     max_record_bytes: int = Field(default=64 * 1024 * 1024, gt=0)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
+
 import pytest
 from fastwarc.warc import WarcRecord, WarcRecordType
 
@@ -53,12 +58,30 @@ def test_time_limit_kills_and_restarts_the_extractor(pages):
     sandbox = SandboxedExtractor("trafilatura", timeout_s=30)
     try:
         sandbox.extract("<html><body><p>warm up</p></body></html>")
-        sandbox.timeout_s = 1e-6  # no real page extracts this fast
+        sandbox.timeout_s = 0.2
+        many_paragraphs = "<html><body>" + "".join(f"<p>Paragraph {i} of a very long page.</p>" for i in range(60000))
         with pytest.raises(ExtractionTimeout):
-            sandbox.extract(pages["en-US"] * 20)
+            sandbox.extract(many_paragraphs + "</body></html>")  # seconds of CPU in trafilatura
         assert sandbox.restarts == 1
         sandbox.timeout_s = 30
         assert len(sandbox.extract(pages["de-DE"])) > 200  # a fresh process took over
+    finally:
+        sandbox.close()
+
+
+def test_time_spent_waiting_for_a_core_does_not_count(pages):
+    """The limit is CPU time: a paused extractor (as on a loaded machine) is not timed out."""
+    sandbox = SandboxedExtractor("resiliparse", timeout_s=0.5)
+    try:
+        sandbox.extract("<html><body><p>warm up</p></body></html>")
+        pid = sandbox._process.pid
+        os.kill(pid, signal.SIGSTOP)
+        threading.Timer(1.5, os.kill, (pid, signal.SIGCONT)).start()
+        started = time.monotonic()
+        text = sandbox.extract(pages["en-US"])
+        assert time.monotonic() - started > 1.4 and len(text) > 200
+        assert sandbox.restarts == 0
+        assert sandbox.peak_rss_mb() > 10
     finally:
         sandbox.close()
 

@@ -24,7 +24,7 @@ from fineflow.tasks.crawl.sandbox import ExtractionFailed, ExtractionTimeout, th
 from fineflow.tasks.crawl.url_hooks import load_hook
 from fineflow.tasks.crawl.warc import CORRUPT, TRUNCATED, iter_gzip_members, iter_plain_records
 
-STEP_VERSION = "1"  # bump when this step's output for the same input and parameters changes
+STEP_VERSION = "2"  # 2: the extraction limit counts CPU seconds  # bump when this step's output for the same input and parameters changes
 LIBRARIES = ("fastwarc", "trafilatura", "resiliparse", "charset-normalizer", "fasttext-predict", "langcodes", "pyarrow")
 
 DOCUMENT_TYPES = (WarcRecordType.response, WarcRecordType.conversion, WarcRecordType.resource)
@@ -228,6 +228,8 @@ def extract_shard(shard: dict, params: dict, output_url: str, rejects_url: str) 
             "seconds": round(time.perf_counter() - started, 3),
             "extract_seconds": round(extract_seconds, 3),
             "extractor_restarts": extractor.restarts - restarts_before,
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            # Highest so far in this worker process (it runs many shards), and in its extractor.
+            "worker_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "extractor_peak_rss_mb": extractor.peak_rss_mb() or 0.0,
         },
     }
