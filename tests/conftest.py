@@ -54,9 +54,9 @@ def prefect_api(tmp_path_factory):
     import sys
 
     if "prefect" in sys.modules:  # send buffered run logs while the server still listens
-        from prefect.logging.handlers import APILogHandler
+        from prefect.logging.handlers import APILogWorker
 
-        APILogHandler.flush()
+        APILogWorker.drain_all(timeout=5)
     stop_server(home / "prefect")
 
 
