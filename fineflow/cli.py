@@ -28,12 +28,30 @@ console = Console()
 err = Console(stderr=True)
 
 
-def _load(pipeline: Path, storage: str | None, dask_address: str | None):
+def _load(pipeline: Path, storage: str | None, dask_address: str | None, credentials_block: str | None):
     try:
-        return load_config(pipeline, storage_override=storage, dask_address=dask_address)
+        return load_config(
+            pipeline, storage_override=storage, dask_address=dask_address, credentials_block=credentials_block
+        )
     except ConfigError as error:
         err.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None
+
+
+def _connect_api() -> tuple[str, bool]:
+    """The Prefect API to use (started if needed), exported before Prefect is imported."""
+    from fineflow.server import ensure_api
+
+    api_url, started = ensure_api()
+    os.environ["PREFECT_API_URL"] = api_url
+    return api_url, started
+
+
+def _use_credentials(block: str | None) -> None:
+    if block:
+        from fineflow.flows.credentials import apply_credentials
+
+        apply_credentials(block)
 
 
 def _dry_run(config) -> None:
@@ -69,20 +87,24 @@ def run(
     summary_json: Annotated[Optional[Path], typer.Option(help="write the run summary here")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would be cached or recomputed, and why")] = False,
     from_stage: Annotated[Optional[str], typer.Option(help="recompute this stage and those after it")] = None,
+    credentials_block: Annotated[
+        Optional[str], typer.Option(help="prefect-aws AwsCredentials block for s3:// (default: AWS_* environment)")
+    ] = None,
 ) -> None:
     """Run a pipeline end to end on Prefect + Dask."""
-    config = _load(pipeline, storage, dask_address)
+    config = _load(pipeline, storage, dask_address, credentials_block)
     if from_stage and from_stage not in [s.stage for s in config.stages]:
         err.print(f"[red]--from-stage {from_stage!r} is not a stage of {pipeline}[/red]")
         raise typer.Exit(2)
-    if dry_run:
-        _dry_run(config)
+    if dry_run and not config.storage_credentials:
+        _dry_run(config)  # needs no Prefect API
         return
 
-    from fineflow.server import ensure_api
-
-    api_url, started = ensure_api()
-    os.environ["PREFECT_API_URL"] = api_url
+    api_url, started = _connect_api()
+    if dry_run:
+        _use_credentials(config.storage_credentials)
+        _dry_run(config)
+        return
     ui = api_url.removesuffix("/api")
     err.print(f"Prefect API {api_url} ({'started now' if started else 'running'}); UI: [bold]{ui}[/bold]")
 
@@ -153,9 +175,14 @@ def inspect(
     language: Annotated[Optional[str], typer.Option(help="only this language")] = None,
     where: Annotated[Optional[list[str]], typer.Option(help="COLUMN OP VALUE, e.g. 'language_score>=0.9' (repeatable)")] = None,
     rejects: Annotated[bool, typer.Option("--rejects", help="show the folder's rejected documents")] = False,
+    credentials_block: Annotated[Optional[str], typer.Option(help="prefect-aws AwsCredentials block for s3://")] = None,
 ) -> None:
     """Print a few documents and column statistics of a stage output."""
     import polars as pl
+
+    if credentials_block:
+        _connect_api()
+        _use_credentials(credentials_block)
 
     from fineflow import storage
     from fineflow.manifest import committed_files, read_manifest

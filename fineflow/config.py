@@ -79,6 +79,9 @@ class DaskConfig(_Strict):
 class PipelineConfig(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     storage: str = DEFAULT_STORAGE
+    storage_credentials: str | None = Field(
+        default=None, description="name of a prefect-aws AwsCredentials block for s3:// (default: AWS_* environment)"
+    )
     dask: DaskConfig = Field(default_factory=DaskConfig)
     stages: list[StageConfig] = Field(min_length=1)
 
@@ -123,7 +126,12 @@ def parse_config(data: Any, source: str = "", base_dir: Path | None = None) -> P
     return config
 
 
-def load_config(path: str | Path, storage_override: str | None = None, dask_address: str | None = None) -> PipelineConfig:
+def load_config(
+    path: str | Path,
+    storage_override: str | None = None,
+    dask_address: str | None = None,
+    credentials_block: str | None = None,
+) -> PipelineConfig:
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
@@ -136,5 +144,7 @@ def load_config(path: str | Path, storage_override: str | None = None, dask_addr
         config.storage = storage_override
     if dask_address:
         config.dask.address = dask_address
+    if credentials_block:
+        config.storage_credentials = credentials_block
     config.storage = storage.normalize(config.storage)
     return config

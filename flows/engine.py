@@ -21,14 +21,14 @@ class StepFailed(RuntimeError):
     pass
 
 
-def run_step(plan: StepPlan, refresh: bool = False) -> dict[str, Any]:
+def run_step(plan: StepPlan, refresh: bool = False, credentials_block: str | None = None) -> dict[str, Any]:
     """Submit every shard task, wait for all of them, write the manifest; return step totals.
 
     A shard whose committed file is missing is forced to recompute even if a cache record
     exists, so a deleted artifact can never be "Cached". With ``refresh`` every shard recomputes.
     """
     started = time.perf_counter()
-    cached_task = shard_task.with_options(result_storage=result_storage(plan.root))
+    cached_task = shard_task.with_options(result_storage=result_storage(plan.root, credentials_block))
     fresh_task = cached_task.with_options(refresh_cache=True)
     committed = set() if refresh else plan.location.committed_shards()
     location = dataclasses.asdict(plan.location)
@@ -50,6 +50,7 @@ def run_step(plan: StepPlan, refresh: bool = False) -> dict[str, Any]:
                 shard=shard,
                 params=plan.params,
                 location=location,
+                credentials_block=credentials_block,
             )
         )
 

@@ -16,6 +16,7 @@ from fineflow import storage
 from fineflow.config import PipelineConfig
 from fineflow.flows import crawl, progress
 from fineflow.flows.cluster import dask_cluster
+from fineflow.flows.credentials import apply_credentials
 from fineflow.flows.results import result_storage
 
 # stage name -> its stage flow (planning lives in fineflow.planning, free of Prefect)
@@ -30,6 +31,7 @@ def run_folder(root: str, run_id: str) -> str:
 def pipeline_flow(config: dict[str, Any], from_stage: str | None = None) -> dict[str, Any]:
     settings = PipelineConfig.model_validate(config)
     root = settings.storage
+    apply_credentials(settings.storage_credentials)
     run_id = str(flow_run.id)
     logger = get_run_logger()
     folder = run_folder(root, run_id)
@@ -45,9 +47,16 @@ def pipeline_flow(config: dict[str, Any], from_stage: str | None = None) -> dict
         for stage in settings.stages:
             refresh = refresh or stage.stage == from_stage
             runnable = STAGE_FLOWS[stage.stage].with_options(
-                task_runner=DaskTaskRunner(address=address), result_storage=result_storage(root)
+                task_runner=DaskTaskRunner(address=address),
+                result_storage=result_storage(root, settings.storage_credentials),
             )
-            summary = runnable(stage_config=stage.model_dump(mode="json"), root=root, upstream=upstream, refresh=refresh)
+            summary = runnable(
+                stage_config=stage.model_dump(mode="json"),
+                root=root,
+                upstream=upstream,
+                refresh=refresh,
+                credentials_block=settings.storage_credentials,
+            )
             summaries.append(summary)
             upstream = {"fingerprint": summary["steps"][-1]["fingerprint"], "output": summary["output"], "shards": summary["shards"]}
             progress.emit("stage_done", summary=summary)

@@ -2,8 +2,9 @@
 
 Keeping them beside the artifacts means a local run's cache records can never answer for an
 S3 run (and ``gc`` can remove both together). Prefect wants result storage saved server-side,
-so each root gets a block named after it; it holds a path only, never credentials (those come
-from the environment of whichever process reads or writes).
+so each root gets a block named after it. With credentials from the environment it holds a path
+only; with a credentials block it is a prefect-aws ``S3Bucket`` referring to that block, so the
+secret stays masked in the API.
 """
 
 from __future__ import annotations
@@ -23,8 +24,18 @@ def block_name(root: str) -> str:
 
 
 @lru_cache(maxsize=32)
-def result_storage(root: str) -> WritableFileSystem:
+def result_storage(root: str, credentials_block: str | None = None) -> WritableFileSystem:
     location = storage.join(root, RESULTS_DIR)
-    block = LocalFileSystem(basepath=location) if storage.is_local(root) else RemoteFileSystem(basepath=location)
+    if storage.is_local(root):
+        block = LocalFileSystem(basepath=location)
+    elif credentials_block and storage.protocol_of(root) == "s3":
+        from prefect_aws import S3Bucket
+
+        from fineflow.flows.credentials import credentials_block as load_block
+
+        bucket, _, prefix = location.removeprefix("s3://").partition("/")
+        block = S3Bucket(bucket_name=bucket, bucket_folder=prefix, credentials=load_block(credentials_block))
+    else:
+        block = RemoteFileSystem(basepath=location)
     block.save(block_name(root), overwrite=True)
     return block

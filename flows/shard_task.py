@@ -12,6 +12,7 @@ from typing import Any
 from prefect import task
 from prefect.tasks import exponential_backoff
 
+from fineflow.flows.credentials import apply_credentials
 from fineflow.manifest import StepLocation
 from fineflow.steps import run_shard
 
@@ -51,5 +52,14 @@ def _cache_key(context, parameters: dict[str, Any]) -> str:  # noqa: ANN001
     retry_condition_fn=_retry_if_transient,
     task_run_name="{task_label}",
 )
-def shard_task(task_label: str, cache_key: str, function: str, shard: dict, params: dict, location: dict) -> dict:
+def shard_task(
+    task_label: str,
+    cache_key: str,
+    function: str,
+    shard: dict,
+    params: dict,
+    location: dict,
+    credentials_block: str | None = None,
+) -> dict:
+    apply_credentials(credentials_block)  # on the Dask worker: storage access with the block's keys
     return run_shard(function, shard, params, StepLocation(**location))

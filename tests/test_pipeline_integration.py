@@ -160,3 +160,50 @@ def test_corrupt_inputs_are_counted_and_no_good_record_is_lost(workdir, tmp_path
         assert set(by_file.filter(pl.col("file") == name)["url"]) == good_urls
     liar_urls = set(by_file.filter(pl.col("file") == "liar.warc.gz")["url"])
     assert len(liar_urls) >= len(good_urls) - 1 and liar_urls <= good_urls
+
+
+def test_s3_credentials_from_a_prefect_block(workdir, seaweed, prefect_api, tmp_path, monkeypatch):
+    """No AWS_* anywhere (flow process or Dask workers): storage works through the block alone."""
+    import logging
+    import os
+
+    import s3fs
+    from distributed import Client, LocalCluster
+    from prefect_aws import AwsCredentials
+    from prefect_aws.client_parameters import AwsClientParameters
+
+    from fineflow import storage
+
+    AwsCredentials(
+        aws_access_key_id=seaweed.access_key,
+        aws_secret_access_key=seaweed.secret_key,
+        region_name="us-east-1",
+        aws_client_parameters=AwsClientParameters(endpoint_url=seaweed.endpoint),
+    ).save("test-seaweed", overwrite=True)
+    for key in seaweed.environment():
+        monkeypatch.delenv(key)
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None, silence_logs=logging.WARNING)
+    try:
+        with Client(cluster) as client:
+            names = sorted(seaweed.environment())
+            worker_aws = client.run(lambda: [k for k in names if k in os.environ])
+        assert all(keys == [] for keys in worker_aws.values()), worker_aws  # no keys, no endpoint
+
+        root = f"s3://{BUCKET}/creds-{uuid.uuid4().hex[:8]}"
+        summary = run_pipeline(
+            workdir / "demo.yaml", root, cluster.scheduler_address, tmp_path, "--credentials-block", "test-seaweed"
+        )
+    finally:
+        cluster.close()
+        storage.configure("s3")  # back to the environment for the other tests
+    crawl = summary["stages"][0]
+    assert crawl["docs_out"] >= 150
+    fs = s3fs.S3FileSystem(
+        key=seaweed.access_key, secret=seaweed.secret_key, client_kwargs={"endpoint_url": seaweed.endpoint},
+        skip_instance_cache=True,
+    )
+    manifest = json.loads(fs.cat(crawl["output"] + "/_manifest.json"))
+    assert all(fs.exists(f"{crawl['output']}/{s['file']}") for s in manifest["shards"])
+    assert fs.find(f"{root}/_prefect/results/crawl/extract/{manifest['fingerprint']}")
+    stored_config = fs.cat(f"{root}/_runs/{summary['run_id']}/config.yaml").decode()
+    assert "storage_credentials: test-seaweed" in stored_config and seaweed.secret_key not in stored_config

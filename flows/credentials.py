@@ -1,0 +1,53 @@
+"""S3 credentials from a Prefect block, as an alternative to the ``AWS_*`` environment.
+
+A pipeline names a prefect-aws ``AwsCredentials`` block (``storage_credentials`` in the YAML or
+``--credentials-block``). Only the name travels with runs and tasks; each process that touches
+storage (the flow process, every Dask worker) loads the block from the Prefect API itself and
+configures fineflow's storage with it, so the secret never appears in parameters, logs or
+artifacts.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from fineflow import storage
+
+
+@lru_cache(maxsize=8)
+def _load(name: str):
+    from prefect_aws import AwsCredentials
+
+    return AwsCredentials.load(name)
+
+
+def s3_options(name: str) -> dict[str, Any]:
+    """fsspec/s3fs options from an ``AwsCredentials`` block."""
+    credentials = _load(name)
+    options: dict[str, Any] = {}
+    if credentials.aws_access_key_id:
+        options["key"] = credentials.aws_access_key_id
+    if credentials.aws_secret_access_key:
+        options["secret"] = credentials.aws_secret_access_key.get_secret_value()
+    if credentials.aws_session_token:
+        options["token"] = credentials.aws_session_token
+    client_kwargs: dict[str, Any] = {}
+    if credentials.region_name:
+        client_kwargs["region_name"] = credentials.region_name
+    endpoint = credentials.aws_client_parameters.endpoint_url if credentials.aws_client_parameters else None
+    if endpoint:
+        client_kwargs["endpoint_url"] = endpoint
+    if client_kwargs:
+        options["client_kwargs"] = client_kwargs
+    return options
+
+
+def apply_credentials(name: str | None) -> None:
+    """Make this process's s3:// access use the named block (no-op without a name)."""
+    if name:
+        storage.configure("s3", **s3_options(name))
+
+
+def credentials_block(name: str):
+    return _load(name)
