@@ -16,7 +16,7 @@ from fineflow import storage
 
 
 @lru_cache(maxsize=8)
-def _load(name: str):
+def load_block(name: str):
     from prefect_aws import AwsCredentials
 
     return AwsCredentials.load(name)
@@ -24,7 +24,7 @@ def _load(name: str):
 
 def s3_options(name: str) -> dict[str, Any]:
     """fsspec/s3fs options from an ``AwsCredentials`` block."""
-    credentials = _load(name)
+    credentials = load_block(name)
     options: dict[str, Any] = {}
     if credentials.aws_access_key_id:
         options["key"] = credentials.aws_access_key_id
@@ -47,7 +47,3 @@ def apply_credentials(name: str | None) -> None:
     """Make this process's s3:// access use the named block (no-op without a name)."""
     if name:
         storage.configure("s3", **s3_options(name))
-
-
-def credentials_block(name: str):
-    return _load(name)

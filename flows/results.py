@@ -31,7 +31,7 @@ def result_storage(root: str, credentials_block: str | None = None) -> WritableF
     elif credentials_block and storage.protocol_of(root) == "s3":
         from prefect_aws import S3Bucket
 
-        from fineflow.flows.credentials import credentials_block as load_block
+        from fineflow.flows.credentials import load_block
 
         bucket, _, prefix = location.removeprefix("s3://").partition("/")
         block = S3Bucket(bucket_name=bucket, bucket_folder=prefix, credentials=load_block(credentials_block))

@@ -68,7 +68,7 @@ def dask_address(seaweed, prefect_api):
     from distributed import LocalCluster
 
     cluster = LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",
         silence_logs=logging.WARNING,
     )
     yield cluster.scheduler_address

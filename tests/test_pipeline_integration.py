@@ -182,7 +182,7 @@ def test_s3_credentials_from_a_prefect_block(workdir, seaweed, prefect_api, tmp_
     ).save("test-seaweed", overwrite=True)
     for key in seaweed.environment():
         monkeypatch.delenv(key)
-    cluster = LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None, silence_logs=logging.WARNING)
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING)
     try:
         with Client(cluster) as client:
             names = sorted(seaweed.environment())
