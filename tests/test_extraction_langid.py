@@ -45,18 +45,14 @@ def pages(sample_warc):
 
 @pytest.mark.parametrize("extractor", ["trafilatura", "resiliparse"])
 def test_extractors_return_main_text(pages, extractor):
-    sandbox = SandboxedExtractor(extractor, timeout_s=30)
-    try:
+    with SandboxedExtractor(extractor, timeout_s=30) as sandbox:
         text = sandbox.extract(pages["en-US"])
-        assert len(text) > 200
-        assert "<div" not in text and "<html" not in text
-    finally:
-        sandbox.close()
+    assert len(text) > 200
+    assert "<div" not in text and "<html" not in text
 
 
 def test_time_limit_kills_and_restarts_the_extractor(pages):
-    sandbox = SandboxedExtractor("trafilatura", timeout_s=30)
-    try:
+    with SandboxedExtractor("trafilatura", timeout_s=30) as sandbox:
         sandbox.extract("<html><body><p>warm up</p></body></html>")
         sandbox.timeout_s = 0.2
         many_paragraphs = "<html><body>" + "".join(f"<p>Paragraph {i} of a very long page.</p>" for i in range(60000))
@@ -65,14 +61,11 @@ def test_time_limit_kills_and_restarts_the_extractor(pages):
         assert sandbox.restarts == 1
         sandbox.timeout_s = 30
         assert len(sandbox.extract(pages["de-DE"])) > 200  # a fresh process took over
-    finally:
-        sandbox.close()
 
 
 def test_time_spent_waiting_for_a_core_does_not_count(pages):
     """The limit is CPU time: a paused extractor (as on a loaded machine) is not timed out."""
-    sandbox = SandboxedExtractor("resiliparse", timeout_s=0.5)
-    try:
+    with SandboxedExtractor("resiliparse", timeout_s=0.5) as sandbox:
         sandbox.extract("<html><body><p>warm up</p></body></html>")
         pid = sandbox._process.pid
         os.kill(pid, signal.SIGSTOP)
@@ -82,19 +75,14 @@ def test_time_spent_waiting_for_a_core_does_not_count(pages):
         assert time.monotonic() - started > 1.4 and len(text) > 200
         assert sandbox.restarts == 0
         assert sandbox.peak_rss_mb() > 10
-    finally:
-        sandbox.close()
 
 
 @pytest.mark.parametrize(
     "locale,expected", [("en-US", "en"), ("ar-MA", "ar"), ("zh-CN", "zh"), ("ru-RU", "ru"), ("de-DE", "de"), ("fr-FR", "fr")]
 )
 def test_lid176_identifies_real_pages(pages, locale, expected):
-    sandbox = SandboxedExtractor("resiliparse", timeout_s=30)
-    try:
+    with SandboxedExtractor("resiliparse", timeout_s=30) as sandbox:
         text = sandbox.extract(pages[locale])
-    finally:
-        sandbox.close()
     language, score = langid.identify(text)
     assert language == expected
     assert 0.5 < score <= 1.0

@@ -135,6 +135,12 @@ class SandboxedExtractor:
             data += chunk
         return data
 
+    def __enter__(self) -> SandboxedExtractor:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
     def peak_rss_mb(self) -> float | None:
         """Peak resident memory of the extraction subprocess (Linux: VmHWM), if it runs."""
         if self._process is None or self._process.poll() is not None:
