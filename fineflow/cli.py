@@ -79,6 +79,15 @@ def _summary_table(result: dict[str, Any]) -> Table:
     return table
 
 
+def _drop_table(stage: dict[str, Any]) -> Table:
+    table = Table(title=f"{stage['name']}: dropped documents by reason (rejects: {stage.get('rejects')})")
+    table.add_column("reason")
+    table.add_column("documents", justify="right")
+    for reason, count in sorted(stage["drop_reasons"].items(), key=lambda item: -item[1]):
+        table.add_row(reason, str(count))
+    return table
+
+
 @app.command()
 def run(
     pipeline: Annotated[Path, typer.Argument(help="pipeline YAML")],
@@ -137,12 +146,17 @@ def run(
         raise typer.Exit(1)
     result = state.result()
     console.print(_summary_table(result))
+    for stage in result["stages"]:
+        if stage.get("drop_reasons"):
+            console.print(_drop_table(stage))
     if summary_json:
         summary = {
             "run_id": result["run_id"],
             "stages": [
                 {k: s[k] for k in ("name", "docs_in", "docs_out", "shards", "cached_shards", "seconds", "output", "rejects")}
                 | {"skips": s.get("skips", {}), "languages": s.get("languages", {})}
+                | {k: s[k] for k in ("drop_reasons", "drops_by_language") if k in s}
+                | {"steps": [{k: step[k] for k in ("step", "fingerprint", "output", "shards", "cached_shards", "docs_in", "docs_out")} for step in s["steps"]]}
                 for s in result["stages"]
             ],
         }
@@ -170,7 +184,7 @@ def _where_expression(clause: str):
 
 @app.command()
 def inspect(
-    url: Annotated[str, typer.Argument(help="a stage output folder (with _manifest.json) or a parquet file")],
+    url: Annotated[str, typer.Argument(help="a step output folder (with _manifest.json), its rejects/ folder, or parquet files")],
     n: Annotated[int, typer.Option("-n", help="documents to show")] = 5,
     language: Annotated[Optional[str], typer.Option(help="only this language")] = None,
     where: Annotated[Optional[list[str]], typer.Option(help="COLUMN OP VALUE, e.g. 'language_score>=0.9' (repeatable)")] = None,
@@ -187,7 +201,7 @@ def inspect(
     from fineflow import storage
     from fineflow.manifest import committed_files, read_manifest
 
-    if read_manifest(url) is not None:
+    if read_manifest(url) is not None or url.rstrip("/").endswith("/rejects"):
         files = committed_files(url, rejects=rejects)
     else:
         files = storage.expand(url)

@@ -14,8 +14,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fineflow import storage
+from fineflow.filter_config import FilterStage
 
 DEFAULT_STORAGE = "./fineflow-data"
+# pydantic's discriminated-union tags and filter names, left out of error locations
+STAGE_TAGS = ("crawl", "filter", "url", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb_quality", "zh_hant")
 
 
 class ConfigError(ValueError):
@@ -66,7 +69,7 @@ class CrawlStage(_Strict):
         return value
 
 
-StageConfig = Annotated[CrawlStage, Field(discriminator="stage")]
+StageConfig = Annotated[CrawlStage | FilterStage, Field(discriminator="stage")]
 
 
 class DaskConfig(_Strict):
@@ -98,7 +101,7 @@ class PipelineConfig(_Strict):
 def _format_errors(error: ValidationError, source: str) -> str:
     lines = [f"invalid pipeline configuration{' ' + source if source else ''}:"]
     for item in error.errors():
-        location = ".".join(str(part) for part in item["loc"] if part not in ("crawl",)) or "(top level)"
+        location = ".".join(str(part) for part in item["loc"] if part not in STAGE_TAGS) or "(top level)"
         lines.append(f"  - {location}: {item['msg']}")
     return "\n".join(lines)
 
@@ -118,9 +121,23 @@ def parse_config(data: Any, source: str = "", base_dir: Path | None = None) -> P
     except ValidationError as error:
         raise ConfigError(_format_errors(error, source)) from None
     base = base_dir or Path.cwd()
+    if config.stages[0].stage != "crawl":
+        raise ConfigError(f"invalid pipeline configuration {source}: the first stage must be crawl (it reads the inputs)")
     for stage in config.stages:
+        if isinstance(stage, FilterStage):
+            if stage.language_configs not in (None, "builtin"):
+                stage.language_configs = _resolve_input(stage.language_configs, base)
+            for options in stage.filters:
+                for key in type(options).model_fields:
+                    value = getattr(options, key)
+                    if key.endswith("_file") and isinstance(value, str) and value != "default":
+                        setattr(options, key, _resolve_input(value, base))
         if isinstance(stage, CrawlStage):
             stage.inputs = [_resolve_input(p, base) for p in stage.inputs]
+            stage.url_filter_options = {
+                k: _resolve_input(v, base) if k.endswith("_file") and isinstance(v, str) else v
+                for k, v in stage.url_filter_options.items()
+            }
             if stage.listing is not None:
                 stage.listing.path = _resolve_input(stage.listing.path, base)
     return config

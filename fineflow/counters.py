@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 
-def merge_counts(counters: Iterable[Mapping[str, int]]) -> dict[str, int]:
-    """Sum counters key by key; keys sorted so summaries and manifests are stable."""
-    total: dict[str, int] = {}
+def merge_counts(counters: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Sum counters key by key (nested counters too); keys sorted so summaries and manifests are stable."""
+    total: dict[str, Any] = {}
     for counter in counters:
         for key, value in counter.items():
-            total[key] = total.get(key, 0) + value
+            if isinstance(value, Mapping):
+                total[key] = merge_counts([total.get(key, {}), value])
+            else:
+                total[key] = total.get(key, 0) + value
     return dict(sorted(total.items()))

@@ -13,6 +13,8 @@ from functools import lru_cache
 import langcodes
 
 UNKNOWN = "und"
+# Scripts langcodes does not recognize as a language's usual one.
+_USUAL_SCRIPTS = {"ko": ("Hang", "Kore"), "ja": ("Jpan", "Hira", "Kana")}
 
 
 @lru_cache(maxsize=4096)
@@ -28,7 +30,7 @@ def canonical_language(code: str) -> str:
         # Individual languages of a macrolanguage (FineWeb2's cmn, arb) take its code (zh, ar),
         # as lid.176 labels them; "Hani" only says "Han characters", which zh implies.
         language = language.prefer_macrolanguage()
-        if language.script == "Hani":
+        if language.script == "Hani" or language.script in _USUAL_SCRIPTS.get(language.language, ()):
             language = language.update_dict({"script": None})
         tag = language.simplify_script().to_tag()
     except (ValueError, langcodes.tag_parser.LanguageTagError):

@@ -105,7 +105,12 @@ def read_latest(location: StepLocation) -> dict | None:
 
 
 def committed_files(folder: str, rejects: bool = False) -> list[str]:
-    """URLs of the shard files a manifest lists (documents, or rejects with ``rejects=True``)."""
+    """URLs of the shard files a manifest lists (documents, or rejects with ``rejects=True``).
+
+    ``folder`` may also be a step's ``rejects/`` folder, as stage summaries name it.
+    """
+    if folder.rstrip("/").endswith("/" + REJECTS_DIR) and read_manifest(folder) is None:
+        folder, rejects = folder.rstrip("/").rsplit("/", 1)[0], True
     manifest = read_manifest(folder)
     if manifest is None:
         raise FileNotFoundError(f"{folder} has no {MANIFEST_NAME}: the step never completed there")

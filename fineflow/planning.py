@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from fineflow.config import CrawlStage, PipelineConfig
+from fineflow.filter_config import FilterStage
 from fineflow.steps import StepPlan
 
 
@@ -19,7 +20,13 @@ def _plan_crawl(stage_config: dict[str, Any], root: str, upstream: dict | None) 
     return plan_crawl(CrawlStage.model_validate(stage_config), root)
 
 
-PLANNERS = {"crawl": _plan_crawl}
+def _plan_filter(stage_config: dict[str, Any], root: str, upstream: dict | None) -> list[StepPlan]:
+    from fineflow.tasks.filter.plan import plan_filter
+
+    return plan_filter(FilterStage.model_validate(stage_config), root, upstream)
+
+
+PLANNERS = {"crawl": _plan_crawl, "filter": _plan_filter}
 
 
 def plan_stage(name: str, stage_config: dict[str, Any], root: str, upstream: dict | None) -> list[StepPlan]:

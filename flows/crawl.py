@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from prefect import flow
 
-from fineflow.flows.credentials import apply_credentials
-from fineflow.flows.engine import run_step
-from fineflow.flows.stage_report import publish_stage_table, stage_summary
-from fineflow.planning import plan_stage
+from fineflow.flows.stage import run_stage
 
 
 @flow(name="crawl", persist_result=True)
@@ -21,12 +17,4 @@ def crawl_flow(
     refresh: bool = False,
     credentials_block: str | None = None,
 ) -> dict:
-    started = time.perf_counter()
-    apply_credentials(credentials_block)
-    steps = [
-        run_step(step_plan, refresh=refresh, credentials_block=credentials_block)
-        for step_plan in plan_stage("crawl", stage_config, root, upstream)
-    ]
-    summary = stage_summary("crawl", steps, time.perf_counter() - started)
-    publish_stage_table(summary)
-    return summary
+    return run_stage("crawl", stage_config, root, upstream, refresh, credentials_block)

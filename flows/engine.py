@@ -80,7 +80,7 @@ def run_step(plan: StepPlan, refresh: bool = False, credentials_block: str | Non
         "step": plan.step,
         "fingerprint": plan.fingerprint.value,
         "output": plan.location.folder,
-        "rejects": plan.location.rejects_folder if totals["rejects"] else None,
+        "rejects": plan.location.rejects_folder if totals["rejected"] else None,
         "shards": total,
         "cached_shards": cached,
         "seconds": round(time.perf_counter() - started, 2),
@@ -92,13 +92,14 @@ def run_step(plan: StepPlan, refresh: bool = False, credentials_block: str | Non
 def _totals(results: list[dict]) -> dict[str, Any]:
     """Sum the shards' counters; nested counters key by key, peak memory figures by maximum."""
     stats = [result.get("stats", {}) for result in results]
-    totals: dict[str, Any] = {"docs_in": 0, "docs_out": 0, "rejects": 0}
+    totals: dict[str, Any] = {"docs_in": 0, "docs_out": 0, "rejected": 0}
     for key in sorted({key for shard in stats for key in shard}):
+        target = "rejected" if key == "rejects" else key  # "rejects" names the rejects folder
         values = [shard[key] for shard in stats if key in shard]
         if all(isinstance(v, dict) for v in values):
-            totals[key] = merge_counts(values)
+            totals[target] = merge_counts(values)
         elif key.endswith("peak_rss_mb"):
-            totals[key] = max(values)
+            totals[target] = max(values)
         elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            totals[key] = round(sum(values), 3) if any(isinstance(v, float) for v in values) else sum(values)
+            totals[target] = round(sum(values), 3) if any(isinstance(v, float) for v in values) else sum(values)
     return totals

@@ -23,6 +23,7 @@ def stage_summary(name: str, steps: list[dict[str, Any]], seconds: float) -> dic
         "rejects": rejects[-1] if rejects else None,
         "skips": merge_counts(s.get("skips", {}) for s in steps),
         "languages": last.get("languages", {}),
+        **{key: last[key] for key in ("drop_reasons", "drops_by_language") if key in last},
         "steps": steps,
     }
 
@@ -35,7 +36,7 @@ def publish_stage_table(summary: dict[str, Any]) -> None:
                 "step": step["step"],
                 "docs in": step["docs_in"],
                 "docs out": step["docs_out"],
-                "rejects": step["rejects"],
+                "rejects": step["rejected"],
                 "skips": ", ".join(f"{k}={v}" for k, v in sorted(step.get("skips", {}).items())) or "-",
                 "MB in": round(step.get("bytes_in", 0) / 1e6, 2),
                 "text MB out": round(step.get("text_chars", 0) / 1e6, 2),
@@ -47,4 +48,40 @@ def publish_stage_table(summary: dict[str, Any]) -> None:
         key=f"{summary['name']}-stats",
         table=rows,
         description=f"{summary['name']}: documents in/out, skips by reason, bytes, time; output {summary['output']}",
+    )
+
+
+def publish_drop_table(summary: dict[str, Any]) -> None:
+    """Two tables: documents dropped per reason, and kept/dropped per language with its top reasons."""
+    reasons = summary.get("drop_reasons", {})
+    total = max(summary["docs_in"], 1)
+    create_table_artifact(
+        key=f"{summary['name']}-drop-reasons",
+        table=[
+            {"reason": reason, "documents": count, "share of input": f"{100 * count / total:.1f}%"}
+            for reason, count in sorted(reasons.items(), key=lambda item: -item[1])
+        ]
+        or [{"reason": "-", "documents": 0, "share of input": "0%"}],
+        description=f"{summary['name']}: why documents were dropped; rejects at {summary.get('rejects')}",
+    )
+    by_language = summary.get("drops_by_language", {})
+    kept = summary.get("languages", {})
+    rows = []
+    for lang in sorted(set(by_language) | set(kept), key=lambda code: -(kept.get(code, 0) + sum(by_language.get(code, {}).values()))):
+        dropped = by_language.get(lang, {})
+        n_dropped = sum(dropped.values())
+        top = sorted(dropped.items(), key=lambda item: -item[1])[:3]
+        rows.append(
+            {
+                "language": lang,
+                "kept": kept.get(lang, 0),
+                "dropped": n_dropped,
+                "drop rate": f"{100 * n_dropped / max(kept.get(lang, 0) + n_dropped, 1):.0f}%",
+                "top reasons": ", ".join(f"{r}={n}" for r, n in top) or "-",
+            }
+        )
+    create_table_artifact(
+        key=f"{summary['name']}-languages",
+        table=rows or [{"language": "-", "kept": 0, "dropped": 0, "drop rate": "-", "top reasons": "-"}],
+        description=f"{summary['name']}: documents kept and dropped per language",
     )

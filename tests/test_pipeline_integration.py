@@ -44,8 +44,8 @@ def read_output(url: str) -> pl.DataFrame:
     return pl.concat([pl.read_parquet(io.BytesIO(storage.read_bytes(f))) for f in committed_files(url)])
 
 
-def task_states(run_id: str) -> list[str]:
-    """States of the shard tasks of a pipeline run, as the Prefect UI shows them."""
+def task_states(run_id: str, prefix: str = "crawl-extract-") -> list[str]:
+    """States of one step's shard tasks in a pipeline run, as the Prefect UI shows them."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
 
@@ -54,7 +54,7 @@ def task_states(run_id: str) -> list[str]:
             flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[uuid.UUID(run_id)]))
         )
         tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[c.id for c in children])))
-    return sorted(t.state_name for t in tasks if t.name.startswith("crawl-extract-"))
+    return sorted(t.state_name for t in tasks if t.name.startswith(prefix))
 
 
 @pytest.fixture

@@ -1,0 +1,116 @@
+"""C4's rules (Raffel et al. 2020) as FineWeb applies them: line rules rewrite the text.
+
+Line rules (they change the text, so they belong to the signal step): a word longer than
+``max_word_length``, no terminal punctuation (off in FineWeb), fewer than
+``min_words_per_line`` words, "javascript", cookie/terms-of-use phrases; citations like
+``[12]`` are cut out of kept lines. Document rules (pure decisions): "lorem ipsum", a curly
+bracket, fewer than ``min_num_sentences`` sentences in the kept lines. The rewrite is computed
+as if the document rules were off, so switching them only re-runs the decision.
+
+Sentences are counted on the document's shared word split the way spaCy's sentencizer counts
+them: a token made of sentence-final characters ends a sentence, the next token that is not
+punctuation starts one.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_left
+
+from fineflow.tasks.filter.text import TERMINAL_PUNCTUATION, is_punct_token, line_spans
+from fineflow.tasks.filter.words import Words
+
+NAME = "c4"
+PREFIX = "c4_"
+CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
+END_PUNCTUATION = (".", "?", "!", '"', "'")
+POLICY_PHRASES = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
+
+
+def _sentences(tokens: list[str]) -> int:
+    count = 1 if tokens else 0
+    after_terminal = False
+    for token in tokens:
+        is_terminal = token in TERMINAL_PUNCTUATION
+        if after_terminal and not is_terminal and not is_punct_token(token):
+            count += 1
+            after_terminal = False
+        elif is_terminal:
+            after_terminal = True
+    return count
+
+
+def rewrite(text: str, words: Words, options: dict) -> tuple[str, dict]:
+    """Apply the line rules; return the kept text and the signals the document rules read.
+
+    ``kept_words`` counts the shared split's words in kept lines: the rewritten text's word
+    count, so a later FineWeb-quality filter needs no second split.
+    """
+    kept: list[str] = []
+    sentences = 0
+    lorem = curly = False
+    removed = kept_words = 0
+    for start, end in line_spans(text):
+        raw = text[start:end]
+        line = raw.strip()
+        parts = line.split()
+        max_len = options["max_word_length"]
+        if max_len != -1 and any(len(w) > max_len for w in parts):
+            removed += 1
+            continue
+        citations = list(CITATION.finditer(line)) if options["remove_citations"] else []
+        if citations:
+            line = CITATION.sub("", line)
+        if options["filter_no_terminal_punct"] and (not line.endswith(END_PUNCTUATION) or line.endswith("...")):
+            removed += 1
+            continue
+        if len(parts) < options["min_words_per_line"]:
+            removed += 1
+            continue
+        lowered = line.lower()
+        lorem = lorem or "lorem ipsum" in lowered
+        if options["filter_javascript"] and "javascript" in lowered:
+            removed += 1
+            continue
+        curly = curly or "{" in line
+        if options["filter_policy"] and any(p in lowered for p in POLICY_PHRASES):
+            removed += 1
+            continue
+        tokens = _line_tokens(words, start + len(raw) - len(raw.lstrip()), end, citations)
+        sentences += _sentences(tokens)
+        kept_words += len(tokens)
+        kept.append(line)
+    new_text = "\n".join(kept).strip()
+    values = {
+        "sentences": sentences,
+        "lorem_ipsum": lorem,
+        "curly_bracket": curly,
+        "lines_removed": removed,
+        "kept_words": kept_words,
+    }
+    return new_text, {PREFIX + key: value for key, value in values.items()}
+
+
+def _line_tokens(words: Words, start: int, end: int, citations: list[re.Match]) -> list[str]:
+    """The shared split's words inside one line, without those inside removed citations."""
+    low, high = bisect_left(words.starts, start), bisect_left(words.starts, end)
+    tokens = words.texts[low:high]
+    if not citations:
+        return tokens
+    spans = [(start + m.start(), start + m.end()) for m in citations]
+    return [
+        token
+        for token, offset in zip(tokens, words.starts[low:high])
+        if not any(a <= offset < b for a, b in spans)
+    ]
+
+
+def decide(values: dict, thresholds: dict) -> str | None:
+    if thresholds.get("filter_lorem_ipsum") and values[PREFIX + "lorem_ipsum"]:
+        return "lorem_ipsum"
+    if thresholds.get("filter_curly_bracket") and values[PREFIX + "curly_bracket"]:
+        return "curly_bracket"
+    minimum = thresholds.get("min_num_sentences", -1)
+    if minimum != -1 and values[PREFIX + "sentences"] < minimum:
+        return "too_few_sentences"
+    return None

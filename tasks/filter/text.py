@@ -1,0 +1,64 @@
+"""Character classes and line helpers shared by the filters."""
+
+from __future__ import annotations
+
+import re
+import sys
+import unicodedata
+from functools import lru_cache
+
+import regex
+from spacy.pipeline.sentencizer import Sentencizer
+
+# Sentence-final characters: spaCy's sentencizer list plus every Unicode Sentence_Terminal
+# character (the union covers scripts added to Unicode after spaCy's list was written).
+TERMINAL_PUNCTUATION = frozenset(Sentencizer.default_punct_chars) | frozenset(
+    chr(c) for c in range(sys.maxunicode + 1) if regex.match(r"\p{Sentence_Terminal}", chr(c))
+)
+# FineWeb-era (datatrove 0.2.0) FineWeb-quality stop characters.
+LEGACY_STOP_CHARS = (".", "'", '"', "!", "?")
+
+# splitlines() boundaries, so C4's line rules see the same lines as str.splitlines().
+_LINE_BREAKS = re.compile(r"\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+PARAGRAPH_BREAK = re.compile(r"\n{2,}")
+LINE_BREAK_RUN = re.compile(r"\n+")
+
+
+@lru_cache(maxsize=65536)
+def is_symbol(char: str) -> bool:
+    """Punctuation, symbols and control characters: what a "symbol-only word" is made of."""
+    return unicodedata.category(char)[0] in "PSC"
+
+
+def is_symbol_word(word: str) -> bool:
+    return all(is_symbol(c) for c in word)
+
+
+def is_punct_token(token: str) -> bool:
+    """spaCy's lexical ``is_punct``: every character is Unicode punctuation."""
+    return all(unicodedata.category(c)[0] == "P" for c in token)
+
+
+def line_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each line as ``str.splitlines()`` cuts them, line breaks excluded."""
+    spans = []
+    start = 0
+    for match in _LINE_BREAKS.finditer(text):
+        spans.append((start, match.start()))
+        start = match.end()
+    if start < len(text):
+        spans.append((start, len(text)))
+    return spans
+
+
+def duplicate_stats(items: list[str]) -> tuple[int, int]:
+    """Number of items that repeat an earlier one, and their total characters."""
+    seen: set[str] = set()
+    count = chars = 0
+    for item in items:
+        if item in seen:
+            count += 1
+            chars += len(item)
+        else:
+            seen.add(item)
+    return count, chars

@@ -1,0 +1,213 @@
+"""Word splitting per language, done once per document and shared by every filter.
+
+Whitespace languages use spaCy's rule-based tokenizer for that language (what datatrove uses
+since 0.3, so word counts and n-grams match FineWeb's current code); Chinese uses jieba;
+Thai, Japanese and Korean use pythainlp, SudachiPy and Kiwi when those optional packages are
+installed (``pip install fineflow[segmenters]``) and otherwise fall back to one word per
+character for scripts written without spaces. A splitter returns the words with their
+character offsets, so per-line rules (C4's sentence count) reuse the same split.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
+
+import regex
+
+
+@dataclass(frozen=True)
+class Words:
+    texts: list[str]
+    starts: list[int]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+Splitter = Callable[[str], Words]
+
+_NO_SPACE_SCRIPTS = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Tibetan}"
+_CHAR_WORDS = regex.compile(rf"[{_NO_SPACE_SCRIPTS}]|[^\s{_NO_SPACE_SCRIPTS}\p{{P}}]+|\p{{P}}")
+_lock = threading.Lock()
+
+OPTIONAL_SEGMENTERS = {"thai": "pythainlp", "sudachi": "sudachipy", "kiwi": "kiwipiepy"}
+# Languages whose spaCy tokenizer needs a package fineflow does not install.
+_SPACY_NEEDS_EXTRA = {"ja", "ko", "th", "vi", "zh"}
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+# spaCy caches every new token string in its vocabulary; rebuilding the tokenizer past this
+# many strings bounds a worker's memory over millions of documents while keeping the cache warm.
+SPACY_VOCABULARY_LIMIT = 1_000_000
+
+
+def _spacy_splitter(code: str) -> Splitter:
+    import spacy
+    from spacy.attrs import IDX, LENGTH
+
+    def build():
+        with _lock:
+            return spacy.blank(code)
+
+    holder = [build()]
+
+    def split(text: str) -> Words:
+        nlp = holder[0]
+        nlp.max_length = len(text) + 1  # tokenizer only: no parser memory to protect
+        texts: list[str] = []
+        starts: list[int] = []
+        # Offsets and lengths as one array: no per-token Python objects.
+        for start, length in nlp.tokenizer(text).to_array([IDX, LENGTH]).tolist():
+            word = text[start : start + length]
+            if word.isspace():
+                continue
+            stripped = word.strip()
+            texts.append(stripped)
+            starts.append(start + (word.index(stripped[0]) if len(stripped) != length else 0))
+        if len(nlp.vocab.strings) > SPACY_VOCABULARY_LIMIT:
+            holder[0] = build()
+        return Words(texts, starts)
+
+    return split
+
+
+def _jieba_splitter() -> Splitter:
+    import logging
+
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    tokenizer = jieba.Tokenizer()
+    with _lock:
+        tokenizer.initialize()
+
+    def split(text: str) -> Words:
+        texts, starts = [], []
+        for word, start, _ in tokenizer.tokenize(text):
+            stripped = word.strip()
+            if stripped:
+                texts.append(stripped)
+                starts.append(start + word.index(stripped[0]))
+        return Words(texts, starts)
+
+    return split
+
+
+def _thai_splitter() -> Splitter:
+    from pythainlp.tokenize import word_tokenize
+
+    def split(text: str) -> Words:
+        return _with_offsets(text, word_tokenize(text, keep_whitespace=False, engine="newmm-safe"))
+
+    return split
+
+
+def _sudachi_splitter() -> Splitter:
+    from sudachipy import Dictionary, SplitMode
+
+    tokenizer = Dictionary().create()
+
+    def split(text: str) -> Words:
+        # Sudachi refuses inputs over ~49 kB: tokenize line by line.
+        words = [m.surface() for line in text.splitlines() for m in tokenizer.tokenize(line[:16000], SplitMode.A)]
+        return _with_offsets(text, words)
+
+    return split
+
+
+def _kiwi_splitter() -> Splitter:
+    from kiwipiepy import Kiwi
+
+    kiwi = Kiwi()
+
+    def split(text: str) -> Words:
+        tokens = kiwi.tokenize(text)
+        return Words([t.form for t in tokens if t.form.strip()], [t.start for t in tokens if t.form.strip()])
+
+    return split
+
+
+def _char_splitter(text: str) -> Words:
+    texts, starts = [], []
+    for match in _CHAR_WORDS.finditer(text):
+        texts.append(match.group())
+        starts.append(match.start())
+    return Words(texts, starts)
+
+
+def _with_offsets(text: str, words: list[str]) -> Words:
+    texts, starts = [], []
+    position = 0
+    for word in words:
+        word = word.strip()
+        if not word:
+            continue
+        found = text.find(word, position)
+        start = found if found >= 0 else position
+        texts.append(word)
+        starts.append(start)
+        position = start + len(word) if found >= 0 else position
+    return Words(texts, starts)
+
+
+def base_language(language: str) -> str:
+    return (language or "und").split("-")[0].lower()
+
+
+@lru_cache(maxsize=None)
+def _spacy_has(code: str) -> bool:
+    return _installed(f"spacy.lang.{code}")
+
+
+def default_splitter(language: str) -> str:
+    """The splitter a language gets unless the configuration names another."""
+    base = base_language(language)
+    if base == "zh":
+        return "jieba"
+    if base == "ja":
+        return "sudachi" if _installed("sudachipy") else "chars"
+    if base == "th":
+        return "thai" if _installed("pythainlp") else "chars"
+    if base == "ko":
+        return "kiwi" if _installed("kiwipiepy") else "spacy:xx"
+    if base in ("lo", "km", "my", "bo"):
+        return "chars"
+    if base not in _SPACY_NEEDS_EXTRA and _spacy_has(base):
+        return f"spacy:{base}"
+    return "spacy:xx"
+
+
+@lru_cache(maxsize=None)
+def load_splitter(name: str) -> Splitter:
+    """Build a splitter once per worker process (spaCy and jieba load dictionaries)."""
+    if name.startswith("spacy:"):
+        return _spacy_splitter(name.split(":", 1)[1])
+    if name == "jieba":
+        return _jieba_splitter()
+    if name == "chars":
+        return _char_splitter
+    builders = {"thai": _thai_splitter, "sudachi": _sudachi_splitter, "kiwi": _kiwi_splitter}
+    if name in builders:
+        if not _installed(OPTIONAL_SEGMENTERS[name]):
+            raise ValueError(f"word splitter {name!r} needs the {OPTIONAL_SEGMENTERS[name]} package")
+        return builders[name]()
+    raise ValueError(f"unknown word splitter {name!r}: use spacy:<code>, jieba, chars, thai, sudachi or kiwi")
+
+
+def splitter_versions() -> dict[str, str]:
+    """Versions of every segmenting library present: they decide the words, so the signals' fingerprint."""
+    versions = {}
+    for package in ("spacy", "jieba", "regex", *OPTIONAL_SEGMENTERS.values()):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "absent"
+    return versions

@@ -1,0 +1,202 @@
+"""The filter stage's pure functions on real pages of the sample (Arabic, Chinese, Russian,
+English), on language configs, and on bad input; the two steps as plain shard functions."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fineflow.filter_config import FilterStage
+from fineflow.tasks.crawl.inputs import describe_files, plan_shards
+from fineflow.tasks.crawl.stage import extract_shard
+from fineflow.tasks.filter.decide import Decider, decide_shard
+from fineflow.tasks.filter.language_configs import LanguageConfigError, load_language_configs
+from fineflow.tasks.filter.plan import build_params
+from fineflow.tasks.filter.signals import SignalSettings, document_signals, signals_shard
+
+CRAWL_PARAMS = dict(
+    extractor="resiliparse", extraction_timeout_s=30.0, include_text_plain=False, keep_truncated=False,
+    max_record_bytes=64 << 20, langid_model="lid.176", url_filter=None, url_filter_options={},
+)
+ALL_FILTERS = [
+    {"name": "url"},
+    {"name": "language"},
+    {"name": "gopher_repetition"},
+    {"name": "gopher_quality"},
+    {"name": "c4"},
+    {"name": "fineweb_quality"},
+]
+
+
+@pytest.fixture(scope="module")
+def crawled(sample_warc, tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("crawl")
+    shard = plan_shards(describe_files([str(sample_warc)], None, True), 1 << 30)[0]
+    extract_shard(shard, CRAWL_PARAMS, str(out / "part-00000.parquet"), str(out / "rejects.parquet"))
+    return str(out / "part-00000.parquet")
+
+
+@pytest.fixture(scope="module")
+def pages(crawled) -> dict[str, list[dict]]:
+    by_language: dict[str, list[dict]] = {}
+    for row in pq.read_table(crawled).to_pylist():
+        by_language.setdefault(row["language"], []).append(row)
+    return by_language
+
+
+def evaluate(row: dict, filters: list[dict], language_configs: str | None = "builtin", **stage) -> tuple[str | None, dict]:
+    config = FilterStage.model_validate({"stage": "filter", "filters": filters, "language_configs": language_configs, **stage})
+    signal_params, decide_params = build_params(config)
+    result = document_signals(row["text"], row.get("url"), row.get("language"), row.get("language_score"), SignalSettings.from_params(signal_params))
+    values = {"input_problem": result.problem, "language": result.language, "language_score": result.language_score, **result.values}
+    return Decider(decide_params).reason(values), values
+
+
+def test_the_sample_has_the_languages_these_tests_need(pages):
+    assert {"ar", "zh", "ru", "en"} <= set(pages)
+
+
+def test_chinese_is_segmented_into_words_and_judged_by_its_own_thresholds(pages):
+    def han_share(row: dict) -> float:
+        return sum("\u4e00" <= c <= "\u9fff" for c in row["text"]) / len(row["text"])
+
+    # the handbook's Chinese pages quote English commands: take the most Chinese of the longer ones
+    page = max((r for r in pages["zh"] if len(r["text"]) > 1000), key=han_share)
+    decision, values = evaluate(page, [{"name": "gopher_quality"}])
+    # jieba words: many more than whitespace runs, fewer than characters
+    han = sum("\u4e00" <= c <= "\u9fff" for c in page["text"])
+    assert han > 200
+    assert 3 * len(page["text"].split()) < values["gopher_qual_words"] < len(page["text"].replace(" ", ""))
+    assert values["gopher_qual_mean_word_length"] < 5
+    assert values["gopher_qual_stop_words_distinct"] >= 2  # FineWeb2's Chinese stop words (的, 是, 在 ...)
+    assert decision not in ("gopher_quality:below_avg_word_length", "gopher_quality:stop_words")
+    # FineWeb's English defaults (words of 3+ characters, English stop words) reject it
+    only_length_and_stop_words = {"name": "gopher_quality", "max_non_alpha_words_ratio": 0}
+    english_decision, english = evaluate(page, [only_length_and_stop_words], language_configs=None)
+    assert english_decision in ("gopher_quality:below_avg_word_length", "gopher_quality:stop_words")
+    assert english["gopher_qual_stop_words_distinct"] < values["gopher_qual_stop_words_distinct"]
+
+
+def test_russian_and_arabic_count_their_own_stop_words(pages):
+    for lang in ("ru", "ar"):
+        page = max(pages[lang], key=lambda r: len(r["text"]))
+        _, values = evaluate(page, [{"name": "gopher_quality"}])
+        _, english = evaluate(page, [{"name": "gopher_quality"}], language_configs=None)
+        assert values["gopher_qual_stop_words_distinct"] >= 3, lang
+        assert values["gopher_qual_alpha_words_ratio"] > 0.5
+        # the same words, counted against another list
+        assert values["gopher_qual_words"] == english["gopher_qual_words"]
+        assert values["gopher_qual_stop_words_count"] != english["gopher_qual_stop_words_count"]
+
+
+def test_language_scores_come_from_the_language_configs(pages):
+    row = dict(pages["ru"][0], language_score=0.85)  # above FineWeb's 0.65, below FineWeb2's 0.9 for Russian
+    assert evaluate(row, [{"name": "language"}], language_configs=None)[0] is None
+    assert evaluate(row, [{"name": "language"}])[0] == "language:low_score"
+    assert evaluate(row, [{"name": "language", "per_language_scores": False}])[0] is None
+
+
+def test_english_page_through_fineweb_chain_and_c4_rewrite(pages):
+    kept = rewritten = 0
+    for row in pages["en"]:
+        decision, values = evaluate(row, ALL_FILTERS, language_configs=None)
+        kept += decision is None
+        rewritten += values["c4_lines_removed"] > 0
+    assert 0 < kept < len(pages["en"])
+    assert rewritten > 0
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "input:empty_text"),
+        ("   \n\t ", "input:empty_text"),
+        (None, "input:empty_text"),
+        ("x" * 50_000_000, "input:too_long"),  # one 50 MB line: dropped before any splitting
+        ("valid text \ud800 with a lone surrogate " * 20, "input:invalid_unicode"),
+    ],
+)
+def test_bad_input_is_dropped_with_a_reason(text, reason):
+    row = {"text": text, "url": "https://example.com/", "language": "en", "language_score": 0.9}
+    assert evaluate(row, ALL_FILTERS, language_configs=None)[0] == reason
+
+
+def test_a_long_document_under_the_limit_is_measured(pages):
+    text = ("A long line of reasonable English prose with the words of a sentence. " * 20000)  # 1.4 MB
+    decision, values = evaluate({"text": text, "language": "en", "language_score": 0.9}, [{"name": "gopher_repetition"}])
+    assert decision == "gopher_repetition:dup_para_frac" or decision.startswith("gopher_repetition:")
+    assert values["gopher_rep_top_2_gram_frac"] > 0.05
+
+
+def test_shard_functions_keep_rejects_with_reasons_and_signals(crawled, tmp_path):
+    # Append rows a real crawl can carry: an empty text and a text that is not valid UTF-8.
+    docs = pq.read_table(crawled)
+    bad = docs.slice(0, 2).to_pylist()
+    bad[0].update(id="empty", text="")
+    bad[1].update(id="broken", text="placeholder")
+    extra = pa.Table.from_pylist(bad, schema=docs.schema)
+    broken_text = pa.array([b"", b"bad \xed\xa0\x80 bytes \xff here"], pa.binary()).cast(pa.string(), safe=False)
+    extra = extra.set_column(extra.schema.get_field_index("text"), "text", broken_text)
+    pq.write_table(pa.concat_tables([docs, extra]), tmp_path / "input.parquet")
+
+    config = FilterStage.model_validate({"stage": "filter", "filters": ALL_FILTERS, "language_configs": "builtin"})
+    signal_params, decide_params = build_params(config)
+    shard = {"shard": 0, "input": str(tmp_path / "input.parquet"), "signals": str(tmp_path / "signals.parquet")}
+    signals_result = signals_shard(shard, signal_params, shard["signals"], str(tmp_path / "unused.parquet"))
+    assert signals_result["stats"]["input_problems"] == {"empty_text": 1, "invalid_unicode": 1}
+    result = decide_shard(shard, decide_params, str(tmp_path / "kept.parquet"), str(tmp_path / "rejects.parquet"))
+    stats = result["stats"]
+    assert stats["docs_in"] == docs.num_rows + 2 == stats["docs_out"] + stats["rejects"]
+    assert sum(stats["drop_reasons"].values()) == stats["rejects"]
+    assert sum(sum(c.values()) for c in stats["drops_by_language"].values()) == stats["rejects"]
+
+    rejects = pq.read_table(tmp_path / "rejects.parquet")
+    kept = pq.read_table(tmp_path / "kept.parquet")
+    assert set(docs.column_names) < set(rejects.column_names)
+    assert {"drop_reason", "gopher_qual_stop_words_distinct", "fineweb_line_punct_ratio"} <= set(rejects.column_names)
+    reasons = dict(zip(rejects.column("id").to_pylist(), rejects.column("drop_reason").to_pylist()))
+    assert reasons["empty"] == "input:empty_text" and reasons["broken"] == "input:invalid_unicode"
+    assert all(r and ":" in r for r in reasons.values())
+    assert "\ufffd" in rejects.filter(pa.compute.equal(rejects.column("id"), "broken")).column("text")[0].as_py()
+    assert set(kept.column("id").to_pylist()).isdisjoint(reasons)
+    assert kept.schema.names == docs.schema.names  # kept documents keep the document schema
+
+
+# ---------------------------------------------------------------- language configs
+
+
+def test_fineweb2_style_file_names_map_to_fineflow_codes(tmp_path):
+    (tmp_path / "rus_Cyrl.yml").write_text("language_score: 0.9\nstopwords: [и, в]\ntop_n_grams: [[2, 0.18]]\n")
+    (tmp_path / "cmn_Hani.yml").write_text("gopher_quality: {min_avg_word_length: 1}\nword_splitter: chars\n")
+    configs = load_language_configs(str(tmp_path))
+    assert configs["ru"] == {
+        "language": {"min_score": 0.9},
+        "gopher_quality": {"stop_words": ["и", "в"]},
+        "gopher_repetition": {"top_n_grams": {2: 0.18}},
+    }
+    assert configs["zh"]["word_splitter"] == "chars"
+
+
+def test_bad_language_configs_are_clear_errors(tmp_path):
+    (tmp_path / "ru.yaml").write_text("langauge_score: 0.9\n")
+    with pytest.raises(LanguageConfigError, match="unknown key 'langauge_score'"):
+        load_language_configs(str(tmp_path))
+    (tmp_path / "ru.yaml").write_text("language_score: 0.9\n")
+    (tmp_path / "rus_Cyrl.yml").write_text("language_score: 0.8\n")
+    with pytest.raises(LanguageConfigError, match="both configure language 'ru'"):
+        load_language_configs(str(tmp_path))
+    (tmp_path / "rus_Cyrl.yml").unlink()
+    (tmp_path / "ru.yaml").write_text("language_score: high\n")
+    config = FilterStage.model_validate({"stage": "filter", "filters": [{"name": "language"}], "language_configs": str(tmp_path)})
+    with pytest.raises(LanguageConfigError, match="language config 'ru'.*min_score"):
+        build_params(config)
+
+
+def test_builtin_configs_cover_the_sample_languages():
+    configs = load_language_configs("builtin")
+    assert {"ar", "zh", "ru", "de", "fr", "ja", "ko"} <= set(configs)
+    assert configs["zh"]["language"]["min_score"] == pytest.approx(0.692)
