@@ -200,3 +200,90 @@ def test_builtin_configs_cover_the_sample_languages():
     configs = load_language_configs("builtin")
     assert {"ar", "zh", "ru", "de", "fr", "ja", "ko"} <= set(configs)
     assert configs["zh"]["language"]["min_score"] == pytest.approx(0.692)
+
+
+# ---------------------------------------------------------------- plans and presets
+
+
+def plan_steps(stage: dict, upstream_fingerprint: str = "u1"):
+    from fineflow.tasks.filter.plan import plan_filter
+
+    config = FilterStage.model_validate({"stage": "filter", **stage})
+    return plan_filter(config, "/tmp/nowhere", {"fingerprint": upstream_fingerprint, "output": "/tmp/up", "shards": 2})
+
+
+def test_thresholds_enter_only_the_decide_fingerprint():
+    base = {"filters": ALL_FILTERS, "language_configs": "builtin"}
+    signals, decide = plan_steps(base)
+    assert [s["input"] for s in decide.shards] == [s["input"] for s in signals.shards]
+    stricter = {**base, "filters": [*ALL_FILTERS[:3], {"name": "gopher_quality", "min_doc_words": 80}, *ALL_FILTERS[4:]]}
+    signals2, decide2 = plan_steps(stricter)
+    assert signals2.fingerprint.value == signals.fingerprint.value
+    assert decide2.fingerprint.value != decide.fingerprint.value
+    # text-changing or signal parameters change both steps
+    c4_rule = {**base, "filters": [*ALL_FILTERS[:4], {"name": "c4", "filter_javascript": False}, ALL_FILTERS[5]]}
+    stop_words = {**base, "filters": [*ALL_FILTERS[:3], {"name": "gopher_quality", "stop_words": ["a"]}, *ALL_FILTERS[4:]]}
+    for changed in (c4_rule, stop_words, {**base, "word_splitters": {"ja": "chars"}}):
+        signals3, decide3 = plan_steps(changed)
+        assert signals3.fingerprint.value != signals.fingerprint.value
+        assert decide3.fingerprint.value != decide.fingerprint.value
+    assert plan_steps(base, "u2")[0].fingerprint.value != signals.fingerprint.value
+
+
+def test_profile_fills_only_unset_options():
+    modern = FilterStage.model_validate({"stage": "filter", "filters": [{"name": "gopher_quality"}, {"name": "fineweb_quality"}]})
+    legacy = FilterStage.model_validate(
+        {"stage": "filter", "profile": "fineweb-2024-04", "filters": [{"name": "gopher_quality"}, {"name": "fineweb_quality", "strict": True}]}
+    )
+    assert modern.filters[0].stop_word_mode == "distinct" and legacy.filters[0].stop_word_mode == "occurrences"
+    assert modern.filters[1].legacy_lines is False and legacy.filters[1].legacy_lines is True
+    assert legacy.filters[1].strict is True  # set explicitly: the profile leaves it
+
+
+@pytest.mark.parametrize("preset", ["demo.yaml", "fineweb.yaml", "fineweb2.yaml"])
+def test_presets_load_and_plan(preset):
+    from pathlib import Path
+
+    from fineflow.config import load_config
+    from fineflow.planning import plan_pipeline
+
+    config = load_config(Path(__file__).parent.parent / "examples" / preset, storage_override="/tmp/fineflow-preset-check")
+    steps = plan_pipeline(config)
+    assert [(s.stage, s.step) for s in steps] == [("crawl", "extract"), ("filter", "signals"), ("filter", "decide")]
+
+
+def test_invalid_filter_config_names_the_problem():
+    from fineflow.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match="stages.1.filters.0"):
+        parse_config({"name": "x", "stages": [{"stage": "crawl", "inputs": ["a"]}, {"stage": "filter", "filters": [{"name": "gopher"}]}]})
+    with pytest.raises(ConfigError, match="min_doc_words"):
+        parse_config(
+            {"name": "x", "stages": [{"stage": "crawl", "inputs": ["a"]}, {"stage": "filter", "filters": [{"name": "gopher_quality", "min_doc_words": "many"}]}]}
+        )
+    with pytest.raises(ConfigError, match="first stage must be crawl"):
+        parse_config({"name": "x", "stages": [{"stage": "filter", "filters": [{"name": "c4"}]}]})
+
+
+@pytest.mark.parametrize(
+    ("splitter", "module", "text"),
+    [
+        ("spacy:en", None, "Don't split e.g. this; but do split words, (brackets) and 3.14 numbers."),
+        ("spacy:ru", None, "Это русский текст, и он разбивается на слова."),
+        ("jieba", None, "这是一个中文句子，包含 English words 和数字 123。"),
+        ("chars", None, "日本語の文章 with some English。"),
+        ("sudachi", "sudachipy", "これは日本語の文章です。東京は大きい都市です。"),
+        ("thai", "pythainlp", "ภาษาไทยเป็นภาษาที่สวยงาม ครับ"),
+        ("kiwi", "kiwipiepy", "한국어 문장입니다. 서울은 큰 도시입니다."),
+    ],
+)
+def test_every_splitter_returns_words_at_their_offsets(splitter, module, text):
+    from fineflow.tasks.filter.words import load_splitter
+
+    if module:
+        pytest.importorskip(module)
+    words = load_splitter(splitter)(text)
+    assert len(words) >= 5
+    assert all(w and not w.isspace() for w in words.texts)
+    assert all(text[start : start + len(word)] == word for word, start in zip(words.texts, words.starts))
+    assert words.starts == sorted(words.starts)

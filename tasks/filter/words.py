@@ -129,8 +129,17 @@ def _kiwi_splitter() -> Splitter:
     kiwi = Kiwi()
 
     def split(text: str) -> Words:
-        tokens = kiwi.tokenize(text)
-        return Words([t.form for t in tokens if t.form.strip()], [t.start for t in tokens if t.form.strip()])
+        # Surface forms (substrings of the text), not Kiwi's normalized morphemes; morphemes that
+        # share characters (이 + ㅂ니다 in 입니다) merge into one word.
+        spans: list[list[int]] = []
+        for token in kiwi.tokenize(text):
+            start, end = token.start, token.start + token.len
+            if spans and start < spans[-1][1]:
+                spans[-1][1] = max(spans[-1][1], end)
+            else:
+                spans.append([start, end])
+        kept = [(a, b) for a, b in spans if text[a:b].strip()]
+        return Words([text[a:b] for a, b in kept], [a for a, _ in kept])
 
     return split
 
