@@ -278,7 +278,7 @@ def test_invalid_filter_config_names_the_problem():
     ],
 )
 def test_every_splitter_returns_words_at_their_offsets(splitter, module, text):
-    from fineflow.tasks.filter.words import load_splitter
+    from fineflow.tasks.text.words import load_splitter
 
     if module:
         pytest.importorskip(module)
@@ -287,3 +287,15 @@ def test_every_splitter_returns_words_at_their_offsets(splitter, module, text):
     assert all(w and not w.isspace() for w in words.texts)
     assert all(text[start : start + len(word)] == word for word, start in zip(words.texts, words.starts))
     assert words.starts == sorted(words.starts)
+
+
+def test_an_empty_shard_gives_empty_outputs(crawled, tmp_path):
+    empty = pq.read_table(crawled).slice(0, 0)
+    pq.write_table(empty, tmp_path / "input.parquet")
+    config = FilterStage.model_validate({"stage": "filter", "filters": ALL_FILTERS})
+    signal_params, decide_params = build_params(config)
+    shard = {"shard": 0, "input": str(tmp_path / "input.parquet"), "signals": str(tmp_path / "signals.parquet")}
+    signals_shard(shard, signal_params, shard["signals"], "")
+    result = decide_shard(shard, decide_params, str(tmp_path / "kept.parquet"), str(tmp_path / "rejects.parquet"))
+    assert result["stats"]["docs_in"] == result["stats"]["docs_out"] == 0 and result["rejects"] is None
+    assert pq.read_table(tmp_path / "kept.parquet").schema.names == empty.schema.names

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from fineflow.tasks.filter import c4, fineweb_quality, gopher_quality, gopher_repetition, language, url_filter, zh_hant
-from fineflow.tasks.filter.words import load_splitter
+from fineflow.tasks.text.words import load_splitter
 
 split_en = load_splitter("spacy:en")
 

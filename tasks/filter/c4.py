@@ -18,7 +18,7 @@ import re
 from bisect import bisect_left
 
 from fineflow.tasks.filter.text import TERMINAL_PUNCTUATION, is_punct_token, line_spans
-from fineflow.tasks.filter.words import Words
+from fineflow.tasks.text.words import Words
 
 NAME = "c4"
 PREFIX = "c4_"

@@ -94,7 +94,7 @@ def decide_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -
     decider = Decider(params)
     rows = signals.to_pylist()
     reasons = [decider.reason(row) for row in rows]
-    keep = pa.array([r is None for r in reasons])
+    keep = pa.array([r is None for r in reasons], pa.bool_())
 
     # The effective text and language replace the input's (C4 rewrites; a filter-stage LID relabels).
     text = pc.coalesce(signals.column("text"), docs.column("text").cast(pa.string()))

@@ -20,7 +20,7 @@ from fineflow.manifest import StepLocation, shard_name
 from fineflow.steps import StepPlan
 from fineflow.tasks.filter import decide, signals, url_filter
 from fineflow.tasks.filter.language_configs import LanguageConfigError, load_language_configs
-from fineflow.tasks.filter.words import splitter_versions
+from fineflow.tasks.text.words import splitter_versions
 
 LIBRARIES = ("numpy", "pyarrow", "pyahocorasick", "tldextract", "opencc-python-reimplemented", "fasttext-predict")
 

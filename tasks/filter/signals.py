@@ -21,7 +21,7 @@ from fineflow.documents import read_table, write_table
 from fineflow.languages import canonical_language
 from fineflow.tasks.filter import c4, fineweb_quality, gopher_quality, gopher_repetition, url_filter, zh_hant
 from fineflow.tasks.filter.gopher_quality import ENGLISH_STOP_WORDS
-from fineflow.tasks.filter.words import Words, default_splitter, load_splitter
+from fineflow.tasks.text.words import Words, default_splitter, load_splitter
 
 STEP_VERSION = "1"
 NEEDS_WORDS = {"gopher_repetition", "gopher_quality", "c4", "fineweb_quality"}

@@ -113,11 +113,11 @@ def _thai_splitter() -> Splitter:
 def _sudachi_splitter() -> Splitter:
     from sudachipy import Dictionary, SplitMode
 
-    tokenizer = Dictionary().create()
+    tokenizer = Dictionary().tokenizer(mode=SplitMode.A)
 
     def split(text: str) -> Words:
         # Sudachi refuses inputs over ~49 kB: tokenize line by line.
-        words = [m.surface() for line in text.splitlines() for m in tokenizer.tokenize(line[:16000], SplitMode.A)]
+        words = [m.surface() for line in text.splitlines() for m in tokenizer.tokenize(line[:16000])]
         return _with_offsets(text, words)
 
     return split

@@ -1,0 +1,1 @@
+"""filter stage: FineWeb/Gopher/C4 heuristics as signals, then decisions."""

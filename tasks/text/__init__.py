@@ -1,0 +1,1 @@
+"""Text utilities shared by stages (word splitting per language)."""
