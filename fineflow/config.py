@@ -14,11 +14,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fineflow import storage
+from fineflow.dedup_config import DedupStage
 from fineflow.filter_config import FilterStage
 
 DEFAULT_STORAGE = "./fineflow-data"
 # pydantic's discriminated-union tags and filter names, left out of error locations
-STAGE_TAGS = ("crawl", "filter", "url", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb_quality", "zh_hant")
+STAGE_TAGS = ("crawl", "filter", "dedup", "url", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb_quality", "zh_hant")
 
 
 class ConfigError(ValueError):
@@ -69,7 +70,7 @@ class CrawlStage(_Strict):
         return value
 
 
-StageConfig = Annotated[CrawlStage | FilterStage, Field(discriminator="stage")]
+StageConfig = Annotated[CrawlStage | FilterStage | DedupStage, Field(discriminator="stage")]
 
 
 class DaskConfig(_Strict):
@@ -124,6 +125,8 @@ def parse_config(data: Any, source: str = "", base_dir: Path | None = None) -> P
     if config.stages[0].stage != "crawl":
         raise ConfigError(f"invalid pipeline configuration {source}: the first stage must be crawl (it reads the inputs)")
     for stage in config.stages:
+        if isinstance(stage, DedupStage) and stage.previous:
+            stage.previous = _resolve_input(stage.previous, base)
         if isinstance(stage, FilterStage):
             if stage.language_configs not in (None, "builtin"):
                 stage.language_configs = _resolve_input(stage.language_configs, base)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from fineflow.config import CrawlStage, PipelineConfig
+from fineflow.dedup_config import DedupStage
 from fineflow.filter_config import FilterStage
 from fineflow.steps import StepPlan
 
@@ -26,7 +27,13 @@ def _plan_filter(stage_config: dict[str, Any], root: str, upstream: dict | None)
     return plan_filter(FilterStage.model_validate(stage_config), root, upstream)
 
 
-PLANNERS = {"crawl": _plan_crawl, "filter": _plan_filter}
+def _plan_dedup(stage_config: dict[str, Any], root: str, upstream: dict | None) -> list[StepPlan]:
+    from fineflow.tasks.dedup.plan import plan_dedup
+
+    return plan_dedup(DedupStage.model_validate(stage_config), root, upstream)
+
+
+PLANNERS = {"crawl": _plan_crawl, "filter": _plan_filter, "dedup": _plan_dedup}
 
 
 def plan_stage(name: str, stage_config: dict[str, Any], root: str, upstream: dict | None) -> list[StepPlan]:

@@ -17,11 +17,12 @@ from fineflow.config import PipelineConfig
 from fineflow.flows import crawl, progress
 from fineflow.flows.cluster import dask_cluster
 from fineflow.flows.credentials import apply_credentials
+from fineflow.flows.dedup import dedup_flow
 from fineflow.flows.filter import filter_flow
 from fineflow.flows.results import result_storage
 
 # stage name -> its stage flow (planning lives in fineflow.planning, free of Prefect)
-STAGE_FLOWS = {"crawl": crawl.crawl_flow, "filter": filter_flow}
+STAGE_FLOWS = {"crawl": crawl.crawl_flow, "filter": filter_flow, "dedup": dedup_flow}
 
 
 def run_folder(root: str, run_id: str) -> str:
@@ -59,7 +60,8 @@ def pipeline_flow(config: dict[str, Any], from_stage: str | None = None) -> dict
                 credentials_block=settings.storage_credentials,
             )
             summaries.append(summary)
-            upstream = {"fingerprint": summary["steps"][-1]["fingerprint"], "output": summary["output"], "shards": summary["shards"]}
+            last = summary["steps"][-1]
+            upstream = {"fingerprint": last["fingerprint"], "output": last["output"], "shards": last["shards"]}
             progress.emit("stage_done", summary=summary)
     result = {
         "run_id": run_id,

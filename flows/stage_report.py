@@ -24,6 +24,7 @@ def stage_summary(name: str, steps: list[dict[str, Any]], seconds: float) -> dic
         "skips": merge_counts(s.get("skips", {}) for s in steps),
         "languages": last.get("languages", {}),
         **{key: last[key] for key in ("drop_reasons", "drops_by_language") if key in last},
+        **{key: step[key] for step in steps for key in ("clusters", "cluster_sizes", "cluster_peak_rss_mb") if key in step},
         "steps": steps,
     }
 
@@ -84,4 +85,21 @@ def publish_drop_table(summary: dict[str, Any]) -> None:
         key=f"{summary['name']}-languages",
         table=rows or [{"language": "-", "kept": 0, "dropped": 0, "drop rate": "-", "top reasons": "-"}],
         description=f"{summary['name']}: documents kept and dropped per language",
+    )
+
+
+def publish_dedup_table(summary: dict[str, Any]) -> None:
+    """One table: pairs per key, clusters and their sizes, removals by reason, the clustering's memory."""
+    steps = {step["step"]: step for step in summary["steps"]}
+    rows = [{"what": f"candidate pairs: {key}", "value": count} for key, count in steps["buckets"].get("pairs", {}).items()]
+    cluster = steps["cluster"]
+    rows.append({"what": "documents in a cluster", "value": cluster.get("clustered_docs", 0)})
+    rows.append({"what": "clusters", "value": cluster.get("clusters", 0)})
+    rows += [{"what": f"clusters of size {size}", "value": n} for size, n in cluster.get("cluster_sizes", {}).items()]
+    rows += [{"what": f"removed: {reason}", "value": n} for reason, n in summary.get("drop_reasons", {}).items()]
+    rows.append({"what": "clustering peak memory (MB)", "value": cluster.get("cluster_peak_rss_mb", 0)})
+    create_table_artifact(
+        key=f"{summary['name']}-clusters",
+        table=rows,
+        description=f"{summary['name']}: duplicate pairs, clusters and removals; rejects at {summary.get('rejects')}",
     )

@@ -46,7 +46,7 @@ class MinHashSpec:
 
 def _hash64(shingle: str, function: str) -> int:
     if function == "xxhash":
-        return xxhash.xxh64_intdigest(shingle)
+        return xxhash.xxh64_intdigest(shingle.encode("utf-8"))
     return int.from_bytes(hashlib.sha1(shingle.encode("utf-8")).digest()[:8], "little")
 
 

@@ -53,12 +53,12 @@ def document_keys(text: str | None, url: str | None, language: str | None, param
     """The keys of one document (a pure function: the property tests shuffle its inputs)."""
     normalized = normalize_text(text or "")
     keys: dict = {
-        "exact_key": xxhash.xxh64_intdigest(normalized) if normalized else None,
+        "exact_key": xxhash.xxh64_intdigest(normalized.encode("utf-8")) if normalized else None,
         "url_key": None,
     }
     if params["url_dedup"]:
         url_form = normalize_url(url)
-        keys["url_key"] = xxhash.xxh64_intdigest(url_form) if url_form else None
+        keys["url_key"] = xxhash.xxh64_intdigest(url_form.encode("utf-8")) if url_form else None
     bands = [None] * spec.bands
     if params["near_dedup"] and normalized:
         splitter = params["word_splitters"].get(language or "") or default_splitter(language or "und")

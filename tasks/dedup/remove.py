@@ -1,0 +1,68 @@
+"""dedup's last step, ``remove``: per upstream shard, drop the documents the clustering chose to
+remove and give every kept document its ``dup_cluster_size`` (1 for singletons).
+
+Rejects keep every input column plus ``drop_reason`` (``exact_duplicate``, ``url_duplicate``,
+``near_duplicate``), ``dup_cluster_id`` (the kept document's id) and ``dup_cluster_size``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from fineflow.documents import read_table, write_table
+from fineflow.tasks.dedup.cluster import read_assignments
+
+STEP_VERSION = "1"
+
+
+class MisalignedAssignments(RuntimeError):
+    pass
+
+
+def remove_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
+    started = time.perf_counter()
+    docs = read_table([shard["input"]])
+    assigned = read_assignments(shard["assignments"])
+    rows = (assigned["node"] & 0xFFFFFFFF).to_list()
+    ids = docs.column("id").to_pylist()
+    if any(row >= len(ids) or ids[row] != doc_id for row, doc_id in zip(rows, assigned["id"].to_list())):
+        raise MisalignedAssignments(f"shard {shard['shard']}: cluster assignments do not match {shard['input']}")
+
+    sizes = [1] * docs.num_rows
+    cluster_ids: list[str | None] = [None] * docs.num_rows
+    reasons: list[str | None] = [None] * docs.num_rows
+    for row, cluster_id, size, reason in zip(rows, assigned["cluster_id"].to_list(), assigned["cluster_size"].to_list(), assigned["drop_reason"].to_list()):
+        sizes[row], cluster_ids[row], reasons[row] = size, cluster_id, reason
+    keep = pa.array([r is None for r in reasons], pa.bool_())
+    with_sizes = docs
+    if "dup_cluster_size" in docs.column_names:  # a second dedup stage replaces the first one's sizes
+        with_sizes = docs.drop_columns(["dup_cluster_size"])
+    with_sizes = with_sizes.append_column("dup_cluster_size", pa.array(sizes, pa.int32()))
+    kept = with_sizes.filter(keep)
+    dropped = pc.invert(keep)
+    rejects = with_sizes.filter(dropped)
+    rejects = rejects.append_column("drop_reason", pa.array([r for r in reasons if r], pa.string()))
+    rejects = rejects.append_column("dup_cluster_id", pa.array(cluster_ids, pa.string()).filter(dropped))
+
+    rejects_info = write_table(rejects_url, rejects) if rejects.num_rows else None
+    output_info = write_table(output_url, kept)
+    by_reason = Counter(r for r in reasons if r)
+    languages = Counter(kept.column("language").to_pylist())
+    return {
+        "shard": shard["shard"],
+        "output": output_info,
+        "rejects": rejects_info,
+        "stats": {
+            "docs_in": docs.num_rows,
+            "docs_out": kept.num_rows,
+            "rejects": rejects.num_rows,
+            "drop_reasons": dict(sorted(by_reason.items())),
+            "languages": dict(sorted((k or "und", v) for k, v in languages.items())),
+            "text_chars": sum(len(t) for t in kept.column("text").to_pylist() if t),
+            "seconds": round(time.perf_counter() - started, 3),
+        },
+    }
