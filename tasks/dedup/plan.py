@@ -57,6 +57,8 @@ def plan_dedup(config: DedupStage, root: str, upstream: dict | None) -> list[Ste
     )
     signatures_location = StepLocation(root, "dedup", "signatures", signatures_fp.value)
     previous_files, previous_fp = _previous(config.previous)
+    if previous_fp == signatures_fp.value:
+        raise ValueError(f"previous: {config.previous} holds this run's own signatures (same input and parameters)")
     signature_files = [signatures_location.shard_url(n) for n in range(len(inputs))]
     if previous_files:
         signature_files = signature_files + [buckets.PREVIOUS + url for url in previous_files]
