@@ -153,9 +153,7 @@ def run(
         summary = {
             "run_id": result["run_id"],
             "stages": [
-                {k: s[k] for k in ("name", "docs_in", "docs_out", "shards", "cached_shards", "seconds", "output", "rejects")}
-                | {"skips": s.get("skips", {}), "languages": s.get("languages", {})}
-                | {k: s[k] for k in ("drop_reasons", "drops_by_language") if k in s}
+                {k: v for k, v in s.items() if k != "steps"}
                 | {"steps": [{k: step[k] for k in ("step", "fingerprint", "output", "shards", "cached_shards", "docs_in", "docs_out")} for step in s["steps"]]}
                 for s in result["stages"]
             ],

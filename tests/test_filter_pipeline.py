@@ -1,5 +1,6 @@
-"""The filter stage in the pipeline on real components (Prefect API, Dask LocalCluster):
-rejects as data, drop reasons in the summary and the UI, and tag-then-decide caching."""
+"""The demo's dedup and filter stages in the pipeline on real components (Prefect API, Dask
+LocalCluster): rejects as data, reasons in the summary and the UI, cluster sizes carried along,
+and tag-then-decide caching."""
 
 from __future__ import annotations
 
@@ -42,8 +43,22 @@ def artifact_keys(run_id: str) -> set[str]:
 def test_filter_rejects_reasons_and_a_threshold_change_reruns_only_decide(workdir, tmp_path, dask_address):
     root = str(tmp_path / "store")
     first = run_pipeline(workdir / "demo.yaml", root, dask_address, tmp_path)
-    crawl, filtered = first["stages"]
-    assert filtered["name"] == "filter" and filtered["docs_in"] == crawl["docs_out"]
+    crawl, dedup, filtered = first["stages"]
+    assert [crawl["name"], dedup["name"], filtered["name"]] == ["crawl", "dedup", "filter"]
+
+    # dedup: the sample's copies (same page under tracking parameters or another encoding, English
+    # pages repeated in other language editions) are removed; every kept document has a cluster size.
+    assert 0 < dedup["docs_out"] < dedup["docs_in"] == crawl["docs_out"]
+    assert set(dedup["drop_reasons"]) <= {"exact_duplicate", "url_duplicate", "near_duplicate"}
+    deduped = read_output(dedup["output"])
+    assert deduped["dup_cluster_size"].null_count() == 0 and deduped["dup_cluster_size"].min() == 1
+    dedup_rejects = read_rejects(dedup["rejects"])
+    assert dedup_rejects.height == dedup["docs_in"] - dedup["docs_out"] == sum(dedup["drop_reasons"].values())
+    assert set(dedup_rejects["dup_cluster_id"]) <= set(deduped["id"])
+    assert dedup["clusters"] == deduped.filter(pl.col("dup_cluster_size") > 1).height
+    assert "dedup-clusters" in artifact_keys(first["run_id"])
+
+    assert filtered["docs_in"] == dedup["docs_out"]
     assert 0 < filtered["docs_out"] < filtered["docs_in"]
     assert [s["step"] for s in filtered["steps"]] == ["signals", "decide"]
 
@@ -51,7 +66,8 @@ def test_filter_rejects_reasons_and_a_threshold_change_reruns_only_decide(workdi
     kept = read_output(filtered["output"])
     rejects = read_rejects(filtered["rejects"])
     assert kept.height + rejects.height == filtered["docs_in"]
-    assert set(read_output(crawl["output"]).columns) < set(rejects.columns)
+    assert set(deduped.columns) < set(rejects.columns)  # dup_cluster_size travels with dropped documents too
+    assert "dup_cluster_size" in kept.columns
     assert rejects["drop_reason"].null_count() == 0 and rejects["drop_reason"].str.contains(":").all()
     assert "gopher_qual_stop_words_distinct" in rejects.columns
     counted = rejects.group_by("drop_reason").len()
@@ -74,7 +90,8 @@ def test_filter_rejects_reasons_and_a_threshold_change_reruns_only_decide(workdi
     assert "params.filters" in next(row for key, row in lines.items() if "decide" in key[1])
 
     second = run_pipeline(tuned, root, dask_address, tmp_path)
-    signals_step, decide_step = second["stages"][1]["steps"]
+    assert [s["cached_shards"] == s["shards"] for s in second["stages"][1]["steps"]] == [True] * 4  # dedup untouched
+    signals_step, decide_step = second["stages"][2]["steps"]
     assert signals_step["cached_shards"] == signals_step["shards"] and signals_step["fingerprint"] == filtered["steps"][0]["fingerprint"]
     assert decide_step["cached_shards"] == 0
     assert task_states(second["run_id"], "filter-signals-") == ["Cached"] * signals_step["shards"]
@@ -84,5 +101,5 @@ def test_filter_rejects_reasons_and_a_threshold_change_reruns_only_decide(workdi
     signals = read_output(filtered["steps"][0]["output"])
     short = set(signals.filter(pl.col("gopher_qual_non_symbol_words") < 200)["id"])
     expected = set(kept["id"]) - short
-    assert set(read_output(second["stages"][1]["output"])["id"]) == expected
+    assert set(read_output(second["stages"][2]["output"])["id"]) == expected
     assert len(expected) < kept.height
