@@ -307,3 +307,16 @@ def test_incremental_dedup_against_a_previous_run(planted, tmp_path):
     assert plans["cluster"].fingerprint.components["inputs"]["previous"] == first["plans"][0].fingerprint.value
     with pytest.raises(ValueError, match="this run's own signatures"):
         run_dedup(planted, 2, str(tmp_path / "root"), previous=previous)
+
+
+def test_a_50_mb_single_line_document_is_keyed_on_a_prefix_and_never_confused():
+    from fineflow.tasks.dedup.signatures import document_keys
+
+    params = {"url_dedup": True, "near_dedup": True, "word_splitters": {}, "max_text_chars": 2_000_000}
+    spec = MinHashSpec()
+    line = "word " * 10_000_000  # 50 MB, one line
+    first = document_keys(line + "end one", "https://a.example/1", "en", params, spec)
+    second = document_keys(line + "end two", "https://a.example/2", "en", params, spec)
+    assert first["exact_key"] != second["exact_key"]  # equal prefixes, different texts
+    assert first["band_00"] == second["band_00"] is not None  # near-duplicates by their prefix
+    assert document_keys("", None, None, params, spec)["exact_key"] is None

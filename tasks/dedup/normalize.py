@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from functools import lru_cache
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import regex
@@ -25,20 +24,14 @@ TRACKING_PARAMETERS = frozenset(
 )
 
 
-@lru_cache(maxsize=65536)
-def _is_separator(char: str) -> bool:
-    return unicodedata.category(char)[0] in "PSC"
-
-
-def _punctuation_to_space(text: str) -> str:
-    return "".join(" " if _is_separator(c) else c for c in text)
+_COMBINING_MARKS = regex.compile(r"\p{Mn}+")
+_SEPARATORS = regex.compile(r"[\p{P}\p{S}\p{C}]")
 
 
 def normalize_text(text: str) -> str:
     text = _NUMBERS.sub("0", text.lower())
-    text = _WHITESPACE.sub(" ", _punctuation_to_space(text).strip())
-    text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
-    return text.strip()
+    text = _WHITESPACE.sub(" ", _SEPARATORS.sub(" ", text).strip())
+    return _COMBINING_MARKS.sub("", unicodedata.normalize("NFD", text)).strip()
 
 
 def normalize_url(url: str | None) -> str | None:

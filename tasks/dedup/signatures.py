@@ -21,6 +21,7 @@ from fineflow.tasks.text.words import default_splitter, load_splitter
 
 STEP_VERSION = "1"
 ROW_BITS = 32
+MAX_TEXT_CHARS = 2_000_000
 
 
 def node_id(shard: int, row: int) -> int:
@@ -50,10 +51,20 @@ def signature_schema(bands: int) -> pa.Schema:
 
 
 def document_keys(text: str | None, url: str | None, language: str | None, params: dict, spec: MinHashSpec) -> dict:
-    """The keys of one document (a pure function: the property tests shuffle its inputs)."""
-    normalized = normalize_text(text or "")
+    """The keys of one document (a pure function of its inputs).
+
+    A text longer than ``max_text_chars`` is normalized and shingled on its first
+    ``max_text_chars`` characters (a 50 MB line costs seconds, not minutes); its exact key also
+    covers a hash of the rest, so only truly equal texts share it.
+    """
+    text = text or ""
+    limit = params.get("max_text_chars", MAX_TEXT_CHARS)
+    normalized = normalize_text(text[:limit])
+    exact = normalized
+    if len(text) > limit:
+        exact += "\0" + xxhash.xxh64_hexdigest(text[limit:].encode("utf-8", "surrogatepass"))
     keys: dict = {
-        "exact_key": xxhash.xxh64_intdigest(normalized.encode("utf-8")) if normalized else None,
+        "exact_key": xxhash.xxh64_intdigest(exact.encode("utf-8", "surrogatepass")) if normalized else None,
         "url_key": None,
     }
     if params["url_dedup"]:
