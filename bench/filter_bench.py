@@ -18,7 +18,9 @@ Reported:
 2. Speed: documents per CPU-second (``time.process_time`` around the filtering loop only, one
    process, one thread, after a warm-up that loads tokenizers/blocklists) for each side, per
    filter and for the chain, and the ratio fineflow / datatrove. Also the time to load the URL
-   blocklists on each side.
+   blocklists on each side. The two tools take turns over the same steps of 250 documents
+   (datatrove's worker runs step k while this process waits, then fineflow runs step k), so
+   other load on the machine falls on both alike; absolute numbers still depend on that load.
 
 Like for like:
 
@@ -45,7 +47,9 @@ Usage:
     .venv/bin/python bench/filter_bench.py [--corpus DIR] [--limit N] [--datatrove-python PY] [--out FILE]
 
 datatrove runs in its own virtual environment (it must not be installed into fineflow's), as a
-subprocess of this same file (``--datatrove-worker IN.jsonl OUT.jsonl``). Create it with:
+subprocess of this same file (``--datatrove-worker IN.jsonl OUT.jsonl [--lockstep]``: it reads
+documents with id, text, url, language and language_score and writes one line of decisions per
+document, then a ``_meta`` line with its timings). Create that environment with:
     uv venv bench/.venv-datatrove && VIRTUAL_ENV=bench/.venv-datatrove uv pip install \\
         "datatrove[processing]==0.10.1" spacy jieba pyahocorasick tldextract nltk
 and point ``--datatrove-python`` (or ``DATATROVE_PYTHON``) at ``bench/.venv-datatrove/bin/python``
@@ -80,7 +84,12 @@ FILTERS = ("url", "language", "gopher_repetition", "gopher_quality", "c4", "fine
 CHAIN = "chain"
 TARGET_LANGUAGE, LANGUAGE_THRESHOLD = "en", 0.65
 WARMUP_DOCS = 20
-# A loop faster than this (URL, language) is repeated, up to MAX_REPEATS times, and its fastest run kept.
+# The timed loops run in steps of CHUNK_DOCS documents, alternating between the two tools (datatrove
+# runs step k, then fineflow runs step k, never both at once), so load from other processes on the
+# machine falls on both alike. The fast filters (URL, language) run each group in one step,
+# repeated until MIN_TIMED_S (at most MAX_REPEATS times), keeping the fastest run.
+CHUNK_DOCS = 250
+FAST_FILTERS = ("url", "language")
 MIN_TIMED_S, MAX_REPEATS = 1.0, 20
 MAX_SAVED_DISAGREEMENTS = 300  # per filter, in the JSON
 SHOWN_DISAGREEMENTS = 4  # per filter, on stderr
@@ -126,14 +135,62 @@ def read_list_file(path: Path) -> list[str]:
     return [line for line in lines if line and not line.startswith("#")]
 
 
+def schedule(languages: list[str | None]) -> list[tuple[str, str, list[int]]]:
+    """The timed steps, (filter, group, document indices), identical on both sides."""
+    english = [i for i, lang in enumerate(languages) if lang == TARGET_LANGUAGE]
+    other = [i for i, lang in enumerate(languages) if lang != TARGET_LANGUAGE]
+    steps = []
+    for name in (*FILTERS, CHAIN):
+        for group, indices in (("en", english), ("other", other)):
+            size = max(len(indices), 1) if name in FAST_FILTERS else CHUNK_DOCS
+            for start in range(0, len(indices), size):
+                steps.append((name, group, indices[start : start + size]))
+    return steps
+
+
+def execute(steps, run, n_docs: int, label: str, before=None, after=None, begin=None) -> tuple[dict, dict]:
+    """Run every step (``run(name, indices) -> (per-document results, CPU seconds)``); sum the CPU time per filter and group.
+
+    ``begin(name)`` runs (untimed) before a filter's first step; ``before(k)``/``after(k)`` around step k."""
+    decisions = {name: [None] * n_docs for name in (*FILTERS, CHAIN)}
+    timing = {name: {"cpu_s_en": 0.0, "cpu_s_other": 0.0, "repeats": 1} for name in (*FILTERS, CHAIN)}
+    for k, (name, group, indices) in enumerate(steps):
+        if begin and (k == 0 or steps[k - 1][0] != name):
+            begin(name)
+        if before:
+            before(k)
+        out, cpu = run(name, indices)
+        total, repeats = cpu, 1
+        while name in FAST_FILTERS and total < MIN_TIMED_S and repeats < MAX_REPEATS:
+            again = run(name, indices)[1]
+            cpu, total, repeats = min(cpu, again), total + again, repeats + 1
+        if after:
+            after(k)
+        for i, result in zip(indices, out):
+            decisions[name][i] = result
+        timing[name][f"cpu_s_{group}"] += cpu
+        timing[name]["repeats"] = max(timing[name]["repeats"], repeats)
+        if k + 1 == len(steps) or steps[k + 1][0] != name:
+            timing[name]["cpu_s"] = timing[name]["cpu_s_en"] + timing[name]["cpu_s_other"]
+            print(f"  [{label}] {name}: {timing[name]['cpu_s']:.1f} CPU s", file=sys.stderr, flush=True)
+    return decisions, timing
+
+
 # ---------------------------------------------------------------------------------------------
 # datatrove side (runs under the datatrove interpreter: standard library + datatrove only)
 # ---------------------------------------------------------------------------------------------
 
 
-def datatrove_worker(in_path: str, out_path: str, lists_dir: str) -> None:
+def datatrove_worker(in_path: str, out_path: str, lists_dir: str, lockstep: bool) -> None:
+    """Decide every document with datatrove; with ``lockstep``, run each timed step when the parent
+    sends its number on stdin and answer "done" (the protocol owns the real stdout; anything a
+    library prints goes to stderr)."""
     import logging
     import warnings
+
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
 
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)  # tldextract logs its failed suffix-list download offline
@@ -279,25 +336,17 @@ def datatrove_worker(in_path: str, out_path: str, lists_dir: str) -> None:
         run(name, warm)
     warmup_s = time.perf_counter() - wall0
 
-    english = [i for i, d in enumerate(docs) if d["language"] == TARGET_LANGUAGE]
-    other = [i for i, d in enumerate(docs) if d["language"] != TARGET_LANGUAGE]
-    decisions: dict[str, list] = {}
-    timing: dict[str, dict] = {}
-    for name in (*FILTERS, CHAIN):
-        results: list = [None] * len(docs)
-        seconds = {}
-        for group, indices in (("en", english), ("other", other)):
-            out, cpu = run(name, indices)
-            total, repeats = cpu, 1
-            while total < MIN_TIMED_S and repeats < MAX_REPEATS:
-                again = run(name, indices)[1]
-                cpu, total, repeats = min(cpu, again), total + again, repeats + 1
-            seconds[group] = cpu
-            for i, r in zip(indices, out):
-                results[i] = r
-        decisions[name] = results
-        timing[name] = {"cpu_s_en": seconds["en"], "cpu_s_other": seconds["other"], "cpu_s": seconds["en"] + seconds["other"]}
-        print(f"  [datatrove] {name}: {timing[name]['cpu_s']:.1f} CPU s", file=sys.stderr, flush=True)
+    def wait_for(k: int) -> None:
+        line = sys.stdin.readline()
+        if line.strip() != str(k):
+            raise SystemExit(f"datatrove worker: expected step {k}, got {line!r}")
+
+    steps = schedule([d["language"] for d in docs])
+    if lockstep:
+        protocol.write("ready\n")
+        decisions, timing = execute(steps, run, len(docs), "datatrove", wait_for, lambda k: protocol.write(f"done {k}\n"))
+    else:
+        decisions, timing = execute(steps, run, len(docs), "datatrove")
 
     with open(out_path, "w", encoding="utf-8") as out:
         for i, d in enumerate(docs):
@@ -379,10 +428,9 @@ def extracted_documents(corpus: Path, workers: int) -> tuple[list[dict], dict]:
 # ---------------------------------------------------------------------------------------------
 
 
-def fineflow_side(docs: list[dict]) -> dict:
-    """Per-document (reason, signals) of each filter alone and of the chain, and the CPU time of each loop."""
-    import gc
-
+def fineflow_side(docs: list[dict]):
+    """Build and warm up fineflow's filters; return ``(run(name, indices) -> (results, CPU s), info)``,
+    a result being ``(reason or None, signal values)``."""
     from fineflow.filter_config import FilterStage
     from fineflow.languages import canonical_language
     from fineflow.tasks.filter import url_filter as ff_url_filter
@@ -420,13 +468,11 @@ def fineflow_side(docs: list[dict]) -> dict:
             out.append((decider.reason(row), r.values))
         return out, time.process_time() - started
 
-    splitters = {}
-    for raw in sorted({d["language"] for d in docs if d["language"]}):
-        try:
-            from fineflow.tasks.text.words import default_splitter
-        except ImportError:  # before word splitting moved to tasks/text
-            from fineflow.tasks.filter.words import default_splitter
-        splitters[raw] = configured_splitter(raw, default_splitter)
+    try:
+        from fineflow.tasks.text import words as words_module
+    except ImportError:  # before word splitting moved to tasks/text
+        from fineflow.tasks.filter import words as words_module
+    splitters = {raw: configured_splitter(raw, words_module.default_splitter) for raw in sorted({d["language"] for d in docs if d["language"]})}
 
     runs = {name: [FINEFLOW_FILTERS[name]] for name in FILTERS}
     runs[CHAIN] = [FINEFLOW_FILTERS[name] for name in FILTERS]
@@ -442,38 +488,55 @@ def fineflow_side(docs: list[dict]) -> dict:
         loop(settings, decider, warm)
     warmup_s = time.perf_counter() - wall0
 
-    english = [i for i, d in enumerate(docs) if d["language"] == TARGET_LANGUAGE]
-    other = [i for i, d in enumerate(docs) if d["language"] != TARGET_LANGUAGE]
-    decisions: dict[str, list] = {}
-    timing: dict[str, dict] = {}
-    for name, (settings, decider) in configured.items():
-        results: list = [None] * len(docs)
-        seconds = {}
-        gc.collect()
-        for group, indices in (("en", english), ("other", other)):
-            out, cpu = loop(settings, decider, indices)
-            total, repeats = cpu, 1
-            while total < MIN_TIMED_S and repeats < MAX_REPEATS:
-                again = loop(settings, decider, indices)[1]
-                cpu, total, repeats = min(cpu, again), total + again, repeats + 1
-            seconds[group] = cpu
-            for i, r in zip(indices, out):
-                results[i] = r
-        decisions[name] = results
-        timing[name] = {"cpu_s_en": seconds["en"], "cpu_s_other": seconds["other"], "cpu_s": seconds["en"] + seconds["other"]}
-        print(f"  [fineflow] {name}: {timing[name]['cpu_s']:.1f} CPU s", file=sys.stderr, flush=True)
-    return {"decisions": decisions, "timing": timing, "url_list_loading": url_loading, "warmup_wall_s": warmup_s, "splitters": splitters}
+    def run(name: str, indices: list[int]) -> tuple[list, float]:
+        return loop(*configured[name], indices)
+
+    def begin(name: str) -> None:
+        """Fresh word splitters (and their caches) for each filter, then a warm-up: every filter
+        sees these documents for the first time, as in a pipeline, not after the previous filter
+        has split the same texts; caching across different documents still counts."""
+        words_module.load_splitter.cache_clear()
+        loop(*configured[name], warm)
+
+    return run, begin, {"url_list_loading": url_loading, "warmup_wall_s": warmup_s, "splitters": splitters}
 
 
-def run_datatrove(docs: list[dict], python: str, work: Path) -> tuple[list[dict], dict]:
+def run_both(docs: list[dict], python: str, work: Path) -> tuple[list[dict], dict, dict]:
+    """datatrove (a lockstep subprocess) and fineflow (this process) over the same steps, alternating."""
     in_path, out_path = work / "docs.jsonl", work / "datatrove.jsonl"
     with open(in_path, "w", encoding="utf-8") as f:
         for d in docs:
             f.write(json.dumps({k: d[k] for k in ("id", "text", "url", "language", "language_score")}) + "\n")
-    command = [python, str(Path(__file__).resolve()), "--datatrove-worker", str(in_path), str(out_path)]
-    subprocess.run(command, check=True, cwd=ROOT)
+    command = [python, str(Path(__file__).resolve()), "--datatrove-worker", str(in_path), str(out_path), "--lockstep"]
+    worker = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+    try:
+        print("preparing fineflow's filters (and datatrove's, in its process) ...", file=sys.stderr, flush=True)
+        ff_run, ff_begin, ff_info = fineflow_side(docs)
+
+        def expect(reply: str) -> None:
+            line = worker.stdout.readline()
+            if line.strip() != reply:
+                raise RuntimeError(f"datatrove worker answered {line!r} instead of {reply!r} (exit code {worker.poll()})")
+
+        expect("ready")
+
+        def datatrove_step(k: int) -> None:  # datatrove runs step k, then fineflow does
+            worker.stdin.write(f"{k}\n")
+            worker.stdin.flush()
+            expect(f"done {k}")
+
+        steps = schedule([d["language"] for d in docs])
+        print(f"timing {len(steps)} steps, alternating datatrove / fineflow ...", file=sys.stderr, flush=True)
+        ff_decisions, ff_timing = execute(steps, ff_run, len(docs), "fineflow", before=datatrove_step, begin=ff_begin)
+        worker.stdin.close()
+        if worker.wait() != 0:
+            raise RuntimeError(f"datatrove worker failed with exit code {worker.returncode}")
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
     rows = [json.loads(line) for line in out_path.read_text(encoding="utf-8").splitlines()]
-    return rows[:-1], rows[-1]["_meta"]
+    return rows[:-1], rows[-1]["_meta"], {"decisions": ff_decisions, "timing": ff_timing, **ff_info}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -702,8 +765,9 @@ def main() -> None:
         worker = argparse.ArgumentParser()
         worker.add_argument("--datatrove-worker", nargs=2, metavar=("IN_JSONL", "OUT_JSONL"), required=True)
         worker.add_argument("--blocklists", default=str(DEFAULT_LISTS))
+        worker.add_argument("--lockstep", action="store_true", help="run each timed step when its number arrives on stdin")
         args = worker.parse_args()
-        datatrove_worker(*args.datatrove_worker, args.blocklists)
+        datatrove_worker(*args.datatrove_worker, args.blocklists, args.lockstep)
         return
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -725,10 +789,7 @@ def main() -> None:
     host = machine()
 
     with tempfile.TemporaryDirectory(prefix="filter-bench-") as tmp:
-        print("datatrove side ...", file=sys.stderr, flush=True)
-        dt_rows, dt_meta = run_datatrove(docs, args.datatrove_python, Path(tmp))
-    print("fineflow side ...", file=sys.stderr, flush=True)
-    ff = fineflow_side(docs)
+        dt_rows, dt_meta, ff = run_both(docs, args.datatrove_python, Path(tmp))
 
     agreement = compare(docs, dt_rows, ff, dt_meta["language_fallbacks"])
     speeds = speed(docs, dt_meta, ff)
@@ -752,7 +813,8 @@ def main() -> None:
         },
         "method": {
             "timer": "time.process_time around the filtering loop, one process, one thread, after a warm-up; "
-            f"a loop under {MIN_TIMED_S} s is repeated (up to {MAX_REPEATS} times) and its fastest run kept",
+            f"steps of {CHUNK_DOCS} documents alternate between datatrove and fineflow (never both at once); "
+            f"URL and language run each group in one step, repeated until {MIN_TIMED_S} s (at most {MAX_REPEATS} times), fastest kept",
             "language_filter_datatrove": "emulated on the stored lid.176 language/score: keep if language == 'en' and score > 0.65",
             "word_splitting": "datatrove gets each document's language (fallback en, see datatrove.language_fallbacks); "
             "fineflow picks its splitter from the document's language",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from fineflow.languages import canonical_language
+from fineflow.languages import WordSplitters
 
 
 class DedupStage(BaseModel):
@@ -25,16 +25,11 @@ class DedupStage(BaseModel):
     num_perm: int = Field(default=112, ge=2, le=1024, description="permutations when `threshold` picks bands x rows")
     seed: int = Field(default=1, ge=0)
     hash_function: Literal["xxhash", "sha1"] = "xxhash"
-    word_splitters: dict[str, str] = Field(default_factory=dict, description="language -> word splitter override")
+    word_splitters: WordSplitters = Field(default_factory=dict, description="language -> word splitter override")
     max_text_chars: int = Field(default=2_000_000, gt=0, description="longer texts are shingled on this prefix")
     previous: str | None = Field(
         default=None, description="a previous run's dedup/signatures folder: dedup new documents against it"
     )
-
-    @field_validator("word_splitters")
-    @classmethod
-    def _splitter_keys(cls, value: dict[str, str]) -> dict[str, str]:
-        return {canonical_language(k): v for k, v in value.items()}
 
     @model_validator(mode="after")
     def _bands_from_threshold(self) -> DedupStage:

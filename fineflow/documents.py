@@ -60,3 +60,21 @@ def read_table(urls: list[str]) -> pa.Table:
     if not tables:
         return DOCUMENT_SCHEMA.empty_table()
     return pa.concat_tables(tables, promote_options="default")
+
+
+def commit_shard(
+    shard: int,
+    output_url: str,
+    kept: pa.Table,
+    rejects_url: str | None = None,
+    rejects: pa.Table | None = None,
+    docs_in: int | None = None,
+    **stats,
+) -> dict:
+    """Write a shard's rejects (if any), then its output, last: the output's existence marks the
+    shard committed. Returns the shard task's result, documents counted from the tables."""
+    n_rejects = rejects.num_rows if rejects is not None else 0
+    rejects_info = write_table(rejects_url, rejects) if n_rejects else None
+    output_info = write_table(output_url, kept)
+    counts = {"docs_in": kept.num_rows + n_rejects if docs_in is None else docs_in, "docs_out": kept.num_rows, "rejects": n_rejects}
+    return {"shard": shard, "output": output_info, "rejects": rejects_info, "stats": {**counts, **stats}}

@@ -15,7 +15,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from fineflow.languages import canonical_language
+from fineflow.languages import WordSplitters, canonical_language
 
 PROFILES = ("datatrove-0.10", "fineweb-2024-04")
 
@@ -178,7 +178,7 @@ class FilterStage(_Strict):
         description="'builtin' (FineWeb2's thresholds for the languages fineflow ships), a folder of "
         "<lang>.yaml files (FineWeb2's configs/ work as they are), or None for FineWeb's defaults everywhere",
     )
-    word_splitters: dict[str, str] = Field(default_factory=dict, description="language -> splitter override")
+    word_splitters: WordSplitters = Field(default_factory=dict, description="language -> splitter override")
     max_text_chars: int = Field(default=2_000_000, gt=0, description="longer documents are dropped before splitting")
 
     @field_validator("filters")
@@ -189,11 +189,6 @@ class FilterStage(_Strict):
         if repeated:
             raise ValueError(f"filter(s) listed twice: {', '.join(repeated)}")
         return filters
-
-    @field_validator("word_splitters")
-    @classmethod
-    def _splitter_keys(cls, value: dict[str, str]) -> dict[str, str]:
-        return {canonical_language(k): v for k, v in value.items()}
 
     @model_validator(mode="after")
     def _apply_profile(self) -> FilterStage:

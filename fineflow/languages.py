@@ -9,12 +9,21 @@ lid.176's ``ru``, FineWeb2's ``rus_Cyrl`` and ``rus`` all become ``ru``, and ``c
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Annotated
 
 import langcodes
+from pydantic import AfterValidator
 
 UNKNOWN = "und"
+# language -> word splitter, keyed by canonical codes whatever form the config used
+WordSplitters = Annotated[dict[str, str], AfterValidator(lambda mapping: canonical_keys(mapping))]
 # Scripts langcodes does not recognize as a language's usual one.
 _USUAL_SCRIPTS = {"ko": ("Hang", "Kore"), "ja": ("Jpan", "Hira", "Kana")}
+
+
+def canonical_keys(mapping: dict[str, str]) -> dict[str, str]:
+    """A per-language mapping with its keys in the canonical scheme (config validation)."""
+    return {canonical_language(key): value for key, value in mapping.items()}
 
 
 @lru_cache(maxsize=4096)

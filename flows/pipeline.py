@@ -14,15 +14,16 @@ from prefect_dask import DaskTaskRunner
 
 from fineflow import storage
 from fineflow.config import PipelineConfig
-from fineflow.flows import crawl, progress
+from fineflow.flows import progress
 from fineflow.flows.cluster import dask_cluster
+from fineflow.flows.crawl import crawl_flow
 from fineflow.flows.credentials import apply_credentials
 from fineflow.flows.dedup import dedup_flow
 from fineflow.flows.filter import filter_flow
 from fineflow.flows.results import result_storage
 
 # stage name -> its stage flow (planning lives in fineflow.planning, free of Prefect)
-STAGE_FLOWS = {"crawl": crawl.crawl_flow, "filter": filter_flow, "dedup": dedup_flow}
+STAGE_FLOWS = {"crawl": crawl_flow, "filter": filter_flow, "dedup": dedup_flow}
 
 
 def run_folder(root: str, run_id: str) -> str:

@@ -31,6 +31,12 @@ def run_pipeline(pipeline, storage_url: str, dask_address: str, tmp_path, *extra
     return json.loads(summary_path.read_text())
 
 
+def crawl_only(workdir) -> None:
+    """Cut the demo to its crawl stage, for tests about crawling and storage only."""
+    demo = (workdir / "demo.yaml").read_text()
+    (workdir / "demo.yaml").write_text(demo[: demo.index("  - stage: dedup")])
+
+
 def s3():
     import s3fs
 
@@ -141,6 +147,7 @@ def test_corrupt_inputs_are_counted_and_no_good_record_is_lost(workdir, tmp_path
     (workdir / "data" / "liar.warc.gz").write_bytes(data[: offsets[k]] + liar + data[offsets[k + 1] :])
     (workdir / "data" / "truncated.warc.gz").write_bytes(data[: len(data) // 2])
     (workdir / "data" / "garbage.warc.gz").write_bytes(b"\x1f\x8b\x08not really gzip" + bytes(range(256)) * 40)
+    crawl_only(workdir)
 
     summary = run_pipeline(workdir / "demo.yaml", str(tmp_path / "store"), dask_address, tmp_path)
     crawl = summary["stages"][0]
@@ -182,6 +189,7 @@ def test_s3_credentials_from_a_prefect_block(workdir, seaweed, prefect_api, tmp_
     ).save("test-seaweed", overwrite=True)
     for key in seaweed.environment():
         monkeypatch.delenv(key)
+    crawl_only(workdir)
     cluster = LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING)
     try:
         with Client(cluster) as client:

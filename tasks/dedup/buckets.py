@@ -14,7 +14,7 @@ import time
 import polars as pl
 
 from fineflow import storage
-from fineflow.documents import write_table
+from fineflow.documents import commit_shard
 
 STEP_VERSION = "1"
 
@@ -50,16 +50,7 @@ def buckets_shard(shard: dict, params: dict, output_url: str, rejects_url: str) 
     key = shard["key"]
     keys = read_columns(params["signatures"], ["node", key])
     edges = group_edges(keys, key)
-    info = write_table(output_url, edges.to_arrow())
-    return {
-        "shard": shard["shard"],
-        "output": info,
-        "rejects": None,
-        "stats": {
-            "docs_in": keys.height,
-            "docs_out": edges.height,
-            "rejects": 0,
-            "pairs": {key: edges.height},
-            "seconds": round(time.perf_counter() - started, 3),
-        },
-    }
+    return commit_shard(
+        shard["shard"], output_url, edges.to_arrow(), docs_in=keys.height, pairs={key: edges.height},
+        seconds=round(time.perf_counter() - started, 3),
+    )

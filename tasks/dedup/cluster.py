@@ -25,7 +25,7 @@ import polars as pl
 import psutil
 
 from fineflow import storage
-from fineflow.documents import write_table
+from fineflow.documents import commit_shard, write_table
 from fineflow.tasks.dedup.buckets import read_columns
 from fineflow.tasks.dedup.signatures import ROW_BITS
 
@@ -143,31 +143,26 @@ def cluster_shard(shard: dict, params: dict, output_url: str, rejects_url: str) 
         part = assignments.filter(pl.col("shard") == number).drop("shard").sort("node")
         write_table(assign_url(output_url, number), part.to_arrow())
     clusters = roles.group_by("cluster_id").agg(pl.len().alias("size")).sort("cluster_id")
-    info = write_table(output_url, clusters.to_arrow())
 
     removed = Counter(r for r in assignments["drop_reason"].to_list() if r)
     histogram: Counter[str] = Counter()
     for size in clusters["size"].to_list():
         histogram[next(label for low, label in reversed(SIZE_BINS) if size >= low)] += 1
-    return {
-        "shard": shard["shard"],
-        "output": info,
-        "rejects": None,
-        "stats": {
-            "docs_in": components.height,
-            "docs_out": clusters.height,
-            "rejects": 0,
-            "edges": edges.height,
-            "clusters": clusters.height,
-            "clustered_docs": components.height,
-            "cluster_sizes": dict(sorted(histogram.items())),
-            "to_remove": dict(sorted(removed.items())),
-            "cluster_peak_rss_mb": round(memory.peak / 2**20, 1),
-            "cluster_extra_rss_mb": round((memory.peak - memory.baseline) / 2**20, 1),
-            "worker_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "seconds": round(time.perf_counter() - started, 3),
-        },
-    }
+    return commit_shard(  # the clusters table last: it marks the step's one task committed
+        shard["shard"],
+        output_url,
+        clusters.to_arrow(),
+        docs_in=components.height,
+        edges=edges.height,
+        clusters=clusters.height,
+        clustered_docs=components.height,
+        cluster_sizes=dict(sorted(histogram.items())),
+        to_remove=dict(sorted(removed.items())),
+        cluster_peak_rss_mb=round(memory.peak / 2**20, 1),
+        cluster_extra_rss_mb=round((memory.peak - memory.baseline) / 2**20, 1),
+        worker_peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        seconds=round(time.perf_counter() - started, 3),
+    )
 
 
 def read_assignments(url: str) -> pl.DataFrame:

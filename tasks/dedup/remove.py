@@ -13,7 +13,7 @@ from collections import Counter
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fineflow.documents import read_table, write_table
+from fineflow.documents import commit_shard, read_table
 from fineflow.tasks.dedup.cluster import read_assignments
 
 STEP_VERSION = "1"
@@ -48,21 +48,16 @@ def remove_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -
     rejects = rejects.append_column("drop_reason", pa.array([r for r in reasons if r], pa.string()))
     rejects = rejects.append_column("dup_cluster_id", pa.array(cluster_ids, pa.string()).filter(dropped))
 
-    rejects_info = write_table(rejects_url, rejects) if rejects.num_rows else None
-    output_info = write_table(output_url, kept)
     by_reason = Counter(r for r in reasons if r)
     languages = Counter(kept.column("language").to_pylist())
-    return {
-        "shard": shard["shard"],
-        "output": output_info,
-        "rejects": rejects_info,
-        "stats": {
-            "docs_in": docs.num_rows,
-            "docs_out": kept.num_rows,
-            "rejects": rejects.num_rows,
-            "drop_reasons": dict(sorted(by_reason.items())),
-            "languages": dict(sorted((k or "und", v) for k, v in languages.items())),
-            "text_chars": sum(len(t) for t in kept.column("text").to_pylist() if t),
-            "seconds": round(time.perf_counter() - started, 3),
-        },
-    }
+    return commit_shard(
+        shard["shard"],
+        output_url,
+        kept,
+        rejects_url,
+        rejects,
+        drop_reasons=dict(sorted(by_reason.items())),
+        languages=dict(sorted((k or "und", v) for k, v in languages.items())),
+        text_chars=sum(len(t) for t in kept.column("text").to_pylist() if t),
+        seconds=round(time.perf_counter() - started, 3),
+    )

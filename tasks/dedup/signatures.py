@@ -14,7 +14,7 @@ import time
 import pyarrow as pa
 import xxhash
 
-from fineflow.documents import read_table, write_table
+from fineflow.documents import commit_shard, read_table
 from fineflow.tasks.dedup.minhash import MinHashSpec, band_keys, shingle_hashes, signature
 from fineflow.tasks.dedup.normalize import normalize_text, normalize_url
 from fineflow.tasks.text.words import default_splitter, load_splitter
@@ -101,16 +101,10 @@ def signatures_shard(shard: dict, params: dict, output_url: str, rejects_url: st
     columns["id"] = table.column("id").to_pylist()
     columns["crawl_date"] = table.column("crawl_date").to_pylist()
     output = pa.Table.from_pydict(columns, schema=signature_schema(spec.bands))
-    info = write_table(output_url, output)
-    return {
-        "shard": number,
-        "output": info,
-        "rejects": None,
-        "stats": {
-            "docs_in": table.num_rows,
-            "docs_out": table.num_rows,
-            "rejects": 0,
-            "without_signature": without_signature if params["near_dedup"] else 0,
-            "seconds": round(time.perf_counter() - started, 3),
-        },
-    }
+    return commit_shard(
+        number,
+        output_url,
+        output,
+        without_signature=without_signature if params["near_dedup"] else 0,
+        seconds=round(time.perf_counter() - started, 3),
+    )

@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fineflow.documents import read_table, write_table
+from fineflow.documents import commit_shard, read_table
 from fineflow.tasks.filter import c4, fineweb_quality, gopher_quality, gopher_repetition, language, url_filter, zh_hant
 
 STEP_VERSION = "1"
@@ -123,20 +123,15 @@ def decide_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -
         else:
             dropped_languages[lang][reason] += 1
 
-    rejects_info = write_table(rejects_url, rejects) if rejects.num_rows else None
-    output_info = write_table(output_url, kept)
-    return {
-        "shard": shard["shard"],
-        "output": output_info,
-        "rejects": rejects_info,
-        "stats": {
-            "docs_in": docs.num_rows,
-            "docs_out": kept.num_rows,
-            "rejects": rejects.num_rows,
-            "drop_reasons": dict(sorted(by_reason.items())),
-            "languages": dict(sorted(kept_languages.items())),
-            "drops_by_language": {lang: dict(sorted(c.items())) for lang, c in sorted(dropped_languages.items())},
-            "text_chars": sum(len(t) for t in kept.column("text").to_pylist() if t),
-            "seconds": round(time.perf_counter() - started, 3),
-        },
-    }
+    return commit_shard(
+        shard["shard"],
+        output_url,
+        kept,
+        rejects_url,
+        rejects,
+        drop_reasons=dict(sorted(by_reason.items())),
+        languages=dict(sorted(kept_languages.items())),
+        drops_by_language={lang: dict(sorted(c.items())) for lang, c in sorted(dropped_languages.items())},
+        text_chars=sum(len(t) for t in kept.column("text").to_pylist() if t),
+        seconds=round(time.perf_counter() - started, 3),
+    )

@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fineflow.documents import read_table, write_table
+from fineflow.documents import commit_shard, read_table
 from fineflow.languages import canonical_language
 from fineflow.tasks.filter import c4, fineweb_quality, gopher_quality, gopher_repetition, url_filter, zh_hant
 from fineflow.tasks.filter.gopher_quality import ENGLISH_STOP_WORDS
@@ -234,18 +234,12 @@ def signals_shard(shard: dict, params: dict, output_url: str, rejects_url: str) 
         {"id": ids, "text": rewritten, "language": out_languages, "language_score": out_scores, "input_problem": problems, **columns},
         schema=pa.schema(schema),
     )
-    info = write_table(output_url, output)
-    return {
-        "shard": shard["shard"],
-        "output": info,
-        "rejects": None,
-        "stats": {
-            "docs_in": table.num_rows,
-            "docs_out": output.num_rows,
-            "rejects": 0,
-            "input_problems": dict(sorted(problem_counts.items())),
-            "rewritten": sum(t is not None for t in rewritten),
-            "text_chars": sum(len(t) for t in texts if isinstance(t, str)),
-            "seconds": round(time.perf_counter() - started, 3),
-        },
-    }
+    return commit_shard(
+        shard["shard"],
+        output_url,
+        output,
+        input_problems=dict(sorted(problem_counts.items())),
+        rewritten=sum(t is not None for t in rewritten),
+        text_chars=sum(len(t) for t in texts if isinstance(t, str)),
+        seconds=round(time.perf_counter() - started, 3),
+    )

@@ -11,6 +11,7 @@ character offsets, so per-line rules (C4's sentence count) reuse the same split.
 from __future__ import annotations
 
 import importlib.util
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,9 +45,12 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-# spaCy caches every new token string in its vocabulary; rebuilding the tokenizer past this
-# many strings bounds a worker's memory over millions of documents while keeping the cache warm.
-SPACY_VOCABULARY_LIMIT = 1_000_000
+# spaCy tokenizes each whitespace-delimited chunk on its own (prefixes, suffixes, infixes,
+# exceptions), so the split of a chunk can be cached: web text repeats its chunks, and a dict
+# lookup is much cheaper than a call into the tokenizer. Past this many entries the cache (and
+# spaCy's vocabulary, which grows with every new string) starts afresh, bounding memory.
+SPACY_CACHE_LIMIT = 500_000
+_CHUNKS = re.compile(r"\S+")
 
 
 def _spacy_splitter(code: str) -> Splitter:
@@ -57,23 +61,32 @@ def _spacy_splitter(code: str) -> Splitter:
         with _lock:
             return spacy.blank(code)
 
-    holder = [build()]
+    state = {"nlp": build(), "cache": {}}
+
+    def pieces_of(chunk: str) -> tuple[tuple[int, int], ...]:
+        nlp = state["nlp"]
+        nlp.max_length = len(chunk) + 1  # tokenizer only: no parser memory to protect
+        return tuple((start, length) for start, length in nlp.tokenizer(chunk).to_array([IDX, LENGTH]).tolist())
 
     def split(text: str) -> Words:
-        nlp = holder[0]
-        nlp.max_length = len(text) + 1  # tokenizer only: no parser memory to protect
+        cache: dict[str, tuple] = state["cache"]
         texts: list[str] = []
         starts: list[int] = []
-        # Offsets and lengths as one array: no per-token Python objects.
-        for start, length in nlp.tokenizer(text).to_array([IDX, LENGTH]).tolist():
-            word = text[start : start + length]
-            if word.isspace():
-                continue
-            stripped = word.strip()
-            texts.append(stripped)
-            starts.append(start + (word.index(stripped[0]) if len(stripped) != length else 0))
-        if len(nlp.vocab.strings) > SPACY_VOCABULARY_LIMIT:
-            holder[0] = build()
+        for match in _CHUNKS.finditer(text):
+            chunk = match.group()
+            pieces = cache.get(chunk)
+            if pieces is None:
+                pieces = cache[chunk] = pieces_of(chunk)
+            base = match.start()
+            if len(pieces) == 1:
+                texts.append(chunk)
+                starts.append(base)
+            else:
+                for start, length in pieces:
+                    texts.append(chunk[start : start + length])
+                    starts.append(base + start)
+        if len(cache) > SPACY_CACHE_LIMIT:
+            state["nlp"], state["cache"] = build(), {}
         return Words(texts, starts)
 
     return split
