@@ -47,9 +47,9 @@ datatrove lives in its own environment (never imported into fineflow's): by defa
 ``$DATATROVE_PYTHON`` or ``/work/dt-env/bin/python``. To create one::
 
     uv venv bench/.venv-datatrove && VIRTUAL_ENV=bench/.venv-datatrove uv pip install \\
-        "datatrove[processing]==0.10.1" spacy jieba pyahocorasick tldextract nltk
+        "datatrove[processing]==0.10.1" spacy jieba pyahocorasick tldextract nltk orjson
 
-and pass ``--datatrove-python bench/.venv-datatrove/bin/python``. The datatrove side runs as
+(``orjson`` is what datatrove's JsonlReader/JsonlWriter need; ``datatrove[io]`` brings it too) and pass ``--datatrove-python bench/.venv-datatrove/bin/python``. The datatrove side runs as
 ``<datatrove python> bench/dedup_bench.py --datatrove-worker <in.jsonl.gz> <workdir> <out.json>``.
 
 Results: ``bench/results/dedup-<timestamp>.json`` (or ``--out``) and markdown tables on stdout.

@@ -4,6 +4,8 @@ outside its threshold (FineWeb's thresholds, strict comparisons unless a profile
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fineflow.tasks.filter import c4, fineweb_quality, gopher_quality, gopher_repetition, language, url_filter, zh_hant
 from fineflow.tasks.text.words import load_splitter
@@ -319,3 +321,27 @@ def test_traditional_chinese_rule():
     assert zh_hant.decide(zh_hant.signals("這是繁體中文的文章，說明資料處理。")) is None
     assert zh_hant.decide(zh_hant.signals("这是简体中文的文章，说明数据处理。")) == "simplified_chars"
     assert zh_hant.decide(zh_hant.signals("中文")) == "no_traditional_chars"
+
+
+def reference_repeated_chars(words: list[str], n: int) -> int:
+    """Gopher's definition, step by step: scan left to right; a window seen before counts its
+    characters and the scan jumps past it."""
+    seen: set[tuple] = set()
+    repeated = index = 0
+    while index < len(words) - n + 1:
+        window = tuple(words[index : index + n])
+        if window in seen:
+            repeated += sum(len(w) for w in window)
+            index += n
+        else:
+            seen.add(window)
+            index += 1
+    return repeated
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["a", "bb", "ccc", "dd", "e"]), max_size=80), st.integers(2, 6))
+def test_fast_repeated_ngram_scan_equals_the_definition(words, n):
+    text = " ".join(words) or "x"
+    values = gopher_repetition.signals(text, words, "newlines", [], [n])
+    assert values[f"gopher_rep_dup_{n}_gram_frac"] * len(text) == pytest.approx(reference_repeated_chars(words, n))

@@ -7,6 +7,8 @@ reads, so switching profile never recomputes signals.
 
 from __future__ import annotations
 
+from collections import Counter
+
 from fineflow.tasks.filter.text import is_symbol_word
 
 NAME = "gopher_quality"
@@ -17,18 +19,25 @@ ENGLISH_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 def signals(text: str, words: list[str], stop_words: frozenset[str]) -> dict:
     n_words = len(words)
     denominator = max(n_words, 1)
-    lengths = [len(w) for w in words if not is_symbol_word(w)]
+    counts = Counter(words)  # each distinct word is classified once
+    non_symbol = chars = alpha = 0
+    for word, count in counts.items():
+        if not is_symbol_word(word):
+            non_symbol += count
+            chars += count * len(word)
+        if any(c.isalpha() for c in word):
+            alpha += count
     lines = text.splitlines() or [""]
     present = [w for w in words if w in stop_words]
     values = {
         "words": n_words,
-        "non_symbol_words": len(lengths),
-        "mean_word_length": sum(lengths) / len(lengths) if lengths else 0.0,
+        "non_symbol_words": non_symbol,
+        "mean_word_length": chars / non_symbol if non_symbol else 0.0,
         "hash_ratio": text.count("#") / denominator,
         "ellipsis_ratio": (text.count("...") + text.count("…")) / denominator,
         "bullet_lines_ratio": sum(line.lstrip().startswith(("•", "-")) for line in lines) / len(lines),
         "ellipsis_lines_ratio": sum(line.rstrip().endswith(("...", "…")) for line in lines) / len(lines),
-        "alpha_words_ratio": sum(any(c.isalpha() for c in w) for w in words) / denominator,
+        "alpha_words_ratio": alpha / denominator,
         "stop_words_distinct": len(set(present)),
         "stop_words_count": len(present),
     }

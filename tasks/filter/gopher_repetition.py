@@ -39,22 +39,27 @@ def _top_ngram_chars(keys: np.ndarray, prefix_len: np.ndarray, n: int) -> int:
 
 def _repeated_ngram_chars(keys: np.ndarray, prefix_len: np.ndarray, n: int) -> int:
     """Characters covered by repeated n-grams, scanning left to right and skipping n words after each repeat."""
-    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    _, first, inverse, counts = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
     if counts.max() == 1:
         return 0
+    # Only positions whose n-gram occurred earlier can be repeats; runs of first occurrences
+    # between them are added to ``seen`` in one C-level update instead of one step each.
+    candidates = np.flatnonzero(first[inverse] < np.arange(len(inverse))).tolist()
     ids = inverse.tolist()
     seen: set[int] = set()
     repeated = 0
     index = 0
-    limit = len(ids)
-    while index < limit:
-        key = ids[index]
+    for position in candidates:
+        if position < index:
+            continue  # inside the n words skipped after a repeat
+        seen.update(ids[index:position])
+        key = ids[position]
         if key in seen:
-            repeated += int(prefix_len[index + n] - prefix_len[index])
-            index += n
+            repeated += int(prefix_len[position + n] - prefix_len[position])
+            index = position + n
         else:
             seen.add(key)
-            index += 1
+            index = position + 1
     return repeated
 
 
