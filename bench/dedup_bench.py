@@ -83,7 +83,7 @@ N_GRAMS, BANDS, ROWS, SEED = 5, 14, 8, 1
 STEPS = ("signatures", "buckets", "cluster", "remove")
 SPEED_TARGET = 3.0  # fineflow should be at least this many times faster than datatrove at the largest scale
 FIDELITY_TARGET = 0.99
-INSPECT_LIMIT = 400  # documents of differing clusters whose normalization and words are compared
+INSPECT_LIMIT = 1000  # documents of differing clusters whose words are compared with datatrove's
 PAIR_LIMIT = 40  # pairs per differing group whose true Jaccard is computed
 
 
@@ -276,7 +276,7 @@ def datatrove_band_keys(source: Path, signatures: Path) -> dict[str, list[int]]:
 
 
 def datatrove_inspect(in_path: str, out_path: str) -> None:
-    """datatrove's normalized text and words (English spaCy) for the given documents."""
+    """datatrove's normalized text of every given document, and its words (English spaCy) where asked."""
     from datatrove.utils.text import simplify_text
     from datatrove.utils.word_tokenizers import load_word_tokenizer
 
@@ -284,7 +284,7 @@ def datatrove_inspect(in_path: str, out_path: str) -> None:
     out = {}
     for doc in json.loads(Path(in_path).read_text()):
         normalized = simplify_text(doc["text"])
-        out[doc["id"]] = {"normalized": normalized, "words": tokenizer.word_tokenize(normalized)}
+        out[doc["id"]] = {"normalized": normalized, "words": tokenizer.word_tokenize(normalized) if doc["words"] else None}
     Path(out_path).write_text(json.dumps(out))
 
 
@@ -611,15 +611,69 @@ def word_diff(ff_words: list[str], dt_words: list[str], limit: int = 6) -> list[
     return changes
 
 
-def explain_differences(cmp: dict, ff_keys: dict, dt_keys: dict, docs: dict, work: Path, python: str, splitters: dict) -> dict:
-    """Group the differing documents, and per document say why its signature differs (if it does)."""
-    import unicodedata
-
+def fineflow_view(doc: dict, splitters: dict, max_chars: int | None, words: bool = True) -> dict:
+    """fineflow's normalized text (of the prefix it shingles) and words, as its signatures step makes them."""
     from fineflow.tasks.dedup.normalize import normalize_text
     from fineflow.tasks.text.words import default_splitter, load_splitter
 
-    ff, dt, differing = cmp["_ff"], cmp["_dt"], cmp["_differing"]
-    # groups: documents linked by either tool's clusters
+    text = doc["text"] or ""
+    normalized = normalize_text(text[:max_chars] if max_chars else text)
+    language = doc["language"] or ""
+    splitter = splitters.get(language) or default_splitter(language or "und")
+    return {"normalized": normalized, "splitter": splitter, "words": load_splitter(splitter)(normalized).texts if words else None}
+
+
+def inspect_datatrove(docs: dict, with_words: set[str], work: Path, python: str) -> dict:
+    request, answer = work / "inspect-in.json", work / "inspect-out.json"
+    request.write_text(json.dumps([{"id": d, "text": doc["text"] or "", "words": d in with_words} for d, doc in docs.items()]))
+    run_worker([python, str(Path(__file__).resolve()), "--datatrove-inspect", str(request), str(answer)], work / "inspect.log")
+    view = json.loads(answer.read_text())
+    request.unlink()
+    answer.unlink()
+    return view
+
+
+def signature_causes(status: dict[str, str], docs: dict, dt_view: dict, splitters: dict, max_chars: int | None) -> dict:
+    """Over the whole corpus: why each document's band keys differ between the tools."""
+    import unicodedata
+
+    causes: Counter = Counter()
+    by_language: dict[str, Counter] = defaultdict(Counter)
+    char_docs: Counter = Counter()
+    examples: dict[str, list] = defaultdict(list)
+    for doc_id, state in status.items():
+        doc = docs[doc_id]
+        if state in ("same", "both_none"):
+            cause = "identical"
+        else:
+            mine = fineflow_view(doc, splitters, max_chars, words=False)
+            theirs = dt_view[doc_id]["normalized"]
+            if max_chars and len(doc["text"] or "") > max_chars:
+                cause = f"text over max_text_chars ({max_chars:,}): fineflow shingles a prefix"
+            elif mine["normalized"] != theirs:
+                cause = "normalization (characters datatrove keeps, fineflow turns into spaces)"
+                char_docs.update(set(theirs) - set(mine["normalized"]))
+            elif mine["splitter"] != "spacy:en":
+                cause = f"word splitting ({mine['splitter']} vs datatrove's spaCy en)"
+            else:
+                cause = "unexplained: same normalized text and splitter, different band keys"
+            if len(examples[cause]) < 5:
+                examples[cause].append({"id": doc_id, "url": doc["url"], "language": doc["language"], "signature": state})
+        causes[cause] += 1
+        by_language[doc["language"] or "und"][cause] += 1
+    return {
+        "docs_by_cause": dict(causes.most_common()),
+        "by_language": {k: dict(v) for k, v in sorted(by_language.items(), key=lambda kv: -sum(kv[1].values()))},
+        "chars_kept_only_by_datatrove": [
+            f"U+{ord(c):04X} {unicodedata.name(c, '?')} ({unicodedata.category(c)}): {n} docs" for c, n in char_docs.most_common(25)
+        ],
+        "examples": dict(examples),
+    }
+
+
+def difference_groups(cmp: dict) -> list[set]:
+    """The differing documents, grouped: documents linked by either tool's clusters."""
+    ff, dt = cmp["_ff"], cmp["_dt"]
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:
@@ -628,63 +682,53 @@ def explain_differences(cmp: dict, ff_keys: dict, dt_keys: dict, docs: dict, wor
             x = parent[x]
         return x
 
-    for doc_id in differing:
+    for doc_id in cmp["_differing"]:
         for other in ff[doc_id] | dt[doc_id]:
             parent[find(other)] = find(doc_id)
     grouped: dict[str, set] = defaultdict(set)
     for doc_id in parent:
         grouped[find(doc_id)].add(doc_id)
-    groups = sorted(grouped.values(), key=lambda g: (-len(g), min(g)))
+    return sorted(grouped.values(), key=lambda g: (-len(g), min(g)))
 
-    inspected = [d for g in groups for d in sorted(g)][:INSPECT_LIMIT]
-    request, answer = work / "inspect-in.json", work / "inspect-out.json"
-    request.write_text(json.dumps([{"id": d, "text": docs[d]["text"]} for d in inspected]))
-    run_worker([python, str(Path(__file__).resolve()), "--datatrove-inspect", str(request), str(answer)], work / "inspect.log")
-    dt_view = json.loads(answer.read_text())
 
-    def ff_view(doc_id: str) -> dict:
-        normalized = normalize_text(docs[doc_id]["text"] or "")
-        language = docs[doc_id]["language"] or ""
-        splitter = splitters.get(language) or default_splitter(language or "und")
-        return {"normalized": normalized, "words": load_splitter(splitter)(normalized).texts, "splitter": splitter}
+def explain_differences(cmp: dict, status: dict, docs: dict, dt_view: dict, splitters: dict, max_chars: int | None) -> dict:
+    """Per differing group: both tools' clusters, each member's signature state and why it differs,
+    and the true 5-gram Jaccard (under each tool's words) of the pairs only one tool joins."""
+    import unicodedata
 
+    ff, dt = cmp["_ff"], cmp["_dt"]
     views: dict[str, tuple[dict, dict]] = {}
     causes_total: Counter = Counter()
-    kept_chars: Counter = Counter()
     report = []
-    for group in groups:
+    for group in difference_groups(cmp):
         entries, group_causes = [], Counter()
         for doc_id in sorted(group):
-            status = (
-                "same"
-                if ff_keys[doc_id][0] is not None and ff_keys[doc_id] == dt_keys.get(doc_id)
-                else ("both_none" if ff_keys[doc_id][0] is None and doc_id not in dt_keys else "differ")
-            )
+            doc = docs[doc_id]
             entry = {
                 "id": doc_id,
-                "url": docs[doc_id]["url"],
-                "language": docs[doc_id]["language"],
-                "content_type": docs[doc_id]["content_type"],
-                "chars": len(docs[doc_id]["text"] or ""),
+                "url": doc["url"],
+                "language": doc["language"],
+                "content_type": doc["content_type"],
+                "chars": len(doc["text"] or ""),
                 "fineflow_cluster_size": len(ff[doc_id]),
                 "datatrove_cluster_size": len(dt[doc_id]),
-                "signature": status,
+                "signature": status[doc_id],
             }
-            if doc_id in dt_view:
-                mine, theirs = ff_view(doc_id), dt_view[doc_id]
+            if dt_view.get(doc_id, {}).get("words") is not None:
+                mine, theirs = fineflow_view(doc, splitters, max_chars), dt_view[doc_id]
                 views[doc_id] = (mine, theirs)
                 entry.update(fineflow_words=len(mine["words"]), datatrove_words=len(theirs["words"]), splitter=mine["splitter"])
                 causes = []
-                if status != "same":
+                if status[doc_id] not in ("same", "both_none"):
                     if mine["normalized"] != theirs["normalized"]:
-                        kept = Counter(c for c in theirs["normalized"] if c not in mine["normalized"])
-                        kept_chars.update(kept)
                         causes.append("normalization")
+                        kept = Counter(c for c in theirs["normalized"] if c not in mine["normalized"])
                         entry["chars_kept_only_by_datatrove"] = [
-                            f"U+{ord(c):04X} {unicodedata.name(c, '?')} ({unicodedata.category(c)})" for c, _ in kept.most_common(5)
+                            f"U+{ord(c):04X} {unicodedata.name(c, '?')} ({unicodedata.category(c)}) x{n}" for c, n in kept.most_common(4)
                         ]
+                    if mine["words"] != theirs["words"] and mine["normalized"] == theirs["normalized"]:
+                        causes.append(f"word splitting ({mine['splitter']})")
                     if mine["words"] != theirs["words"]:
-                        causes.append("tokenization" if mine["normalized"] == theirs["normalized"] else "words")
                         entry["word_changes"] = word_diff(mine["words"], theirs["words"])
                     if min(len(mine["words"]), len(theirs["words"])) < N_GRAMS:
                         causes.append(f"fewer than {N_GRAMS} words")
@@ -693,9 +737,8 @@ def explain_differences(cmp: dict, ff_keys: dict, dt_keys: dict, docs: dict, wor
                 entry["causes"] = causes
                 group_causes.update(causes)
             entries.append(entry)
-        if not group_causes and all(e["signature"] in ("same", "both_none") for e in entries):
+        if all(e["signature"] in ("same", "both_none") for e in entries):
             group_causes["clustering (identical signatures, different clusters)"] += 1
-        # the pairs one tool joins and the other does not, with their true 5-gram Jaccard
         pairs = []
         members = sorted(group)
         for i, a in enumerate(members):
@@ -711,28 +754,48 @@ def explain_differences(cmp: dict, ff_keys: dict, dt_keys: dict, docs: dict, wor
                             "jaccard_datatrove_words": jaccard(shingles(views[a][1]["words"]), shingles(views[b][1]["words"])),
                         }
                     )
-        ff_parts = sorted({ff[d] for d in group}, key=len, reverse=True)
-        dt_parts = sorted({dt[d] for d in group}, key=len, reverse=True)
         causes_total.update(group_causes.keys())
         report.append(
             {
                 "docs": len(group),
-                "fineflow_clusters": [sorted(c) for c in ff_parts],
-                "datatrove_clusters": [sorted(c) for c in dt_parts],
+                "fineflow_clusters": [sorted(c) for c in sorted({ff[d] for d in group}, key=len, reverse=True)],
+                "datatrove_clusters": [sorted(c) for c in sorted({dt[d] for d in group}, key=len, reverse=True)],
                 "causes": sorted(group_causes),
                 "members": entries,
                 "split_pairs": pairs,
             }
         )
-    return {
-        "groups": len(groups),
-        "inspected_docs": len(views),
-        "groups_by_cause": dict(causes_total),
-        "chars_kept_only_by_datatrove": [
-            f"U+{ord(c):04X} {unicodedata.name(c, '?')} ({unicodedata.category(c)}) x{n}" for c, n in kept_chars.most_common(20)
-        ],
-        "details": report,
-    }
+    return {"groups": len(report), "groups_by_cause": dict(causes_total), "details": report}
+
+
+def fineflow_on_datatrove_signatures(ff_result: dict, dt_keys: dict, upstream: Path, shards: int, fingerprint: str, work: Path) -> dict:
+    """fineflow's buckets, cluster and remove steps over datatrove's band keys (isolates the clustering)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fineflow.dedup_config import DedupStage
+    from fineflow.documents import write_table
+    from fineflow.manifest import write_manifest
+    from fineflow.steps import run_shard
+    from fineflow.tasks.dedup.plan import plan_dedup
+
+    stage = DedupStage.model_validate({"stage": "dedup", "exact": False, "url": False, "near": True})
+    plans = plan_dedup(stage, str(work / "fineflow-injected"), {"fingerprint": fingerprint + "-dt", "output": str(upstream), "shards": shards})
+    for number in range(shards):
+        table = pq.read_table(Path(ff_result["folders"]["signatures"]) / f"part-{number:05d}.parquet")
+        ids = table.column("id").to_pylist()
+        for band in range(BANDS):
+            index = table.schema.get_field_index(f"band_{band:02d}")
+            values = [dt_keys[d][band] if d in dt_keys else None for d in ids]
+            table = table.set_column(index, table.schema.field(index), pa.array(values, pa.uint64()))
+        write_table(plans[0].location.shard_url(number), table)
+    folders = {}
+    for plan in plans[1:]:
+        results = [run_shard(plan.function, shard, plan.params, plan.location) for shard in plan.shards]
+        write_manifest(plan.location, plan.fingerprint.components, results)
+        folders[plan.step] = plan.location.folder
+    folders["rejects"] = plans[-1].location.rejects_folder
+    return {"folders": folders}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -810,20 +873,23 @@ def machine() -> dict:
 def speed_table(runs: dict) -> str:
     header = (
         "| scale | tool | docs | signatures | buckets | cluster | remove/filter | total | docs/s | "
-        "cluster step peak RSS | overall peak RSS | speedup |"
+        "cluster step peak RSS (growth) | overall peak RSS | speedup vs datatrove |"
     )
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for scale, run in runs.items():
         dt_total = run["datatrove"]["total_seconds"]
-        for tool in ("fineflow", "datatrove"):
-            r = run[tool]
+        tools = [("fineflow", run["fineflow"])]
+        if "fineflow_spacy_en" in run:
+            tools.append(("fineflow, spacy:en for all", run["fineflow_spacy_en"]))
+        tools.append(("datatrove 0.10.1", run["datatrove"]))
+        for tool, r in tools:
             s = r["steps"]
-            speedup = f"{dt_total / r['total_seconds']:.2f}x" if tool == "fineflow" else "1x"
             lines.append(
                 f"| {scale} | {tool} | {run['docs']:,} | "
                 + " | ".join(f"{s[step]['seconds']:.1f} s" for step in STEPS)
                 + f" | **{r['total_seconds']:.1f} s** | {run['docs'] / r['total_seconds']:,.0f} | "
-                f"{s['cluster']['peak_rss_mb']:,.0f} MB | {r['peak_rss_mb']:,.0f} MB | {speedup} |"
+                f"{s['cluster']['peak_rss_mb']:,.0f} MB (+{s['cluster']['extra_rss_mb']:,.0f} MB) | {r['peak_rss_mb']:,.0f} MB | "
+                f"{dt_total / r['total_seconds']:.2f}x |"
             )
     return "\n".join(lines)
 
@@ -859,6 +925,14 @@ def strip_private(value):
 # ---------------------------------------------------------------------------------------------
 
 
+def max_text_chars() -> int | None:
+    """fineflow's default prefix limit for shingling (None where this version has none)."""
+    from fineflow.dedup_config import DedupStage
+
+    field = DedupStage.model_fields.get("max_text_chars")
+    return field.default if field is not None else None
+
+
 def bench_scale(replicas: int, cache: Path, args, work: Path, seed: int) -> dict:
     started = time.perf_counter()
     table = replicate(cache, replicas, seed)
@@ -868,30 +942,51 @@ def bench_scale(replicas: int, cache: Path, args, work: Path, seed: int) -> dict
     fingerprint = f"bench-{cache.stem.rsplit('-', 1)[-1][:12]}-x{replicas}-s{seed}"
     print(f"[{replicas}x] {table.num_rows:,} documents in {shards} shards, prepared in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     detailed = replicas == 1
+    languages = sorted({lang or "und" for lang in table.column("language").to_pylist()})
+    english = {lang: "spacy:en" for lang in languages}
     ff = run_fineflow(upstream, shards, fingerprint, folder, "default")
-    dt = run_datatrove(args.datatrove_python, jsonl, folder, dump_signatures=detailed)
-    run = {"docs": table.num_rows, "shards": shards, "text_chars": sum(len(t) for t in table.column("text").to_pylist()),
-           "fineflow": ff, "datatrove": {k: v for k, v in dt.items() if k not in ("membership", "band_keys")}}
-    dt_members = datatrove_membership(dt)
-    variants = {"per language (default)": ff}
+    dt = run_datatrove(args.datatrove_python, jsonl, folder, dump_signatures=True)
+    run = {
+        "docs": table.num_rows,
+        "shards": shards,
+        "text_chars": sum(len(t) for t in table.column("text").to_pylist()),
+        "fineflow": ff,
+        "datatrove": {k: v for k, v in dt.items() if k not in ("membership", "band_keys")},
+    }
+    dt_members, dt_keys = datatrove_membership(dt), dt["band_keys"]
+    variants = {"per language (default)": (ff, {})}
     if detailed:
-        languages = sorted({lang or "und" for lang in table.column("language").to_pylist()})
-        english = {lang: "spacy:en" for lang in languages}
-        variants["spacy:en for all (ablation)"] = run_fineflow(upstream, shards, fingerprint + "-en", folder, "spacy-en", english)
-        run["fineflow_spacy_en"] = variants["spacy:en for all (ablation)"]
+        run["fineflow_spacy_en"] = run_fineflow(upstream, shards, fingerprint + "-en", folder, "spacy-en", english)
+        variants["spacy:en for all (ablation)"] = (run["fineflow_spacy_en"], english)
+        injected = fineflow_on_datatrove_signatures(ff, dt_keys, upstream, shards, fingerprint, folder)
+        variants["datatrove's band keys (clustering only)"] = (injected, None)
+    columns = ["id", "url", "text", "language", "content_type"]
+    docs = {row["id"]: row for row in table.select(columns).to_pylist()}
+    doc_languages = {d: docs[d]["language"] for d in docs}
+    limit = max_text_chars()
+    dt_view = None
     run["fidelity"] = {}
-    docs = None
-    for label, result in variants.items():
+    for label, (result, splitters) in variants.items():
         cmp = compare(fineflow_membership(result), dt_members)
-        if detailed:
-            if docs is None:
-                columns = ["id", "url", "text", "language", "content_type"]
-                docs = {row["id"]: row for row in table.select(columns).to_pylist()}
-            languages = {d: docs[d]["language"] for d in docs}
-            ff_keys, dt_keys = fineflow_band_keys(result), dt["band_keys"]
-            cmp["signatures"] = signature_agreement(ff_keys, dt_keys, languages)
-            splitters = {} if label.startswith("per language") else english
-            cmp["differences"] = explain_differences(cmp, ff_keys, dt_keys, docs, folder, args.datatrove_python, splitters)
+        if splitters is not None:
+            ff_keys = fineflow_band_keys(result)
+            cmp["signatures"] = signature_agreement(ff_keys, dt_keys, doc_languages)
+        if detailed and splitters is not None:
+            status = cmp["signatures"]["_status"]
+            if dt_view is None:  # words only for the documents of differing groups (both variants)
+                wanted: set[str] = set()
+                for other_label, (other, other_splitters) in variants.items():
+                    if other_splitters is None:
+                        continue
+                    other_cmp = cmp if other is result else compare(fineflow_membership(other), dt_members)
+                    wanted |= {d for g in difference_groups(other_cmp) for d in sorted(g)[:50]}
+                wanted = set(sorted(wanted)[:INSPECT_LIMIT]) if len(wanted) > INSPECT_LIMIT else wanted
+                print(f"[{replicas}x] datatrove's normalization of every document, words of {len(wanted)} ...", file=sys.stderr, flush=True)
+                dt_view = inspect_datatrove(docs, wanted, folder, args.datatrove_python)
+            cmp["signatures"]["causes"] = signature_causes(status, docs, dt_view, splitters, limit)
+            cmp["differences"] = explain_differences(cmp, status, docs, dt_view, splitters, limit)
+        elif cmp["_differing"]:
+            cmp["differences"] = {"groups": len(difference_groups(cmp))}
         run["fidelity"][label] = cmp
         print(f"[{replicas}x] {label}: agreement {cmp['agreement']:.4%}", file=sys.stderr)
     return run

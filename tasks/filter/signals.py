@@ -102,7 +102,7 @@ class SignalSettings:
     max_text_chars: int
     blocklist: Any = None
     lid_model: str | None = None
-    _default_stop_words: frozenset[str] = field(default=frozenset(ENGLISH_STOP_WORDS))
+    default_stop_words: frozenset[str] = field(default=frozenset(ENGLISH_STOP_WORDS))
 
     @classmethod
     def from_params(cls, params: dict) -> SignalSettings:
@@ -122,7 +122,7 @@ class SignalSettings:
         return load_splitter(name)(text)
 
     def stop_words_for(self, language: str) -> frozenset[str]:
-        return self.stop_words.get(language) or self.stop_words.get(language.split("-")[0]) or self._default_stop_words
+        return self.stop_words.get(language) or self.stop_words.get(language.split("-")[0]) or self.default_stop_words
 
 
 @dataclass
