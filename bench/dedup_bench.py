@@ -541,6 +541,7 @@ def compare(ff_members: dict, dt_members: dict) -> dict:
         "flagged_both": len(ff_dup & dt_dup),
         "flagged_only_fineflow": len(ff_dup - dt_dup),
         "flagged_only_datatrove": len(dt_dup - ff_dup),
+        "same_flag": round(1 - len(ff_dup ^ dt_dup) / len(ff), 6),
         "removed_both": sum(ff_members[d]["removed"] and dt_members[d]["removed"] for d in ff),
         "_ff": ff,
         "_dt": dt,
@@ -897,7 +898,7 @@ def speed_table(runs: dict) -> str:
 def fidelity_table(runs: dict) -> str:
     header = (
         "| scale | fineflow words | docs | clusters (fineflow / datatrove) | docs in clusters | removed | "
-        "identical clusters (agreement) | differing docs | identical band keys |"
+        "identical clusters (agreement) | differing docs | same duplicate flag | identical band keys |"
     )
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for scale, run in runs.items():
@@ -907,7 +908,7 @@ def fidelity_table(runs: dict) -> str:
             lines.append(
                 f"| {scale} | {label} | {ff['docs']:,} | {ff['clusters']:,} / {dt['clusters']:,} | "
                 f"{ff['docs_in_clusters']:,} / {dt['docs_in_clusters']:,} | {ff['removed']:,} / {dt['removed']:,} | "
-                f"**{cmp['agreement']:.2%}** | {cmp['differing_docs']:,} | {'' if sig is None else f'{sig:.2%}'} |"
+                f"**{cmp['agreement']:.2%}** | {cmp['differing_docs']:,} | {cmp['same_flag']:.2%} | {'' if sig is None else f'{sig:.2%}'} |"
             )
     return "\n".join(lines)
 

@@ -40,6 +40,10 @@ Like for like:
 * fineflow computes every signal of every configured filter for every document, then decides
   (signals and decide are separate steps in the pipeline); datatrove stops at the first failing
   filter. The chain timings include that difference; the per-filter timings do not have it.
+* Caches: before each filter's timed run fineflow's word splitters are rebuilt (emptying their
+  per-chunk cache) and warmed up, and datatrove's ``split_into_parts`` cache is cleared, so no
+  filter profits from an earlier filter having split the same texts; caching across different
+  documents within a run counts, as it would in a pipeline.
 * A datatrove filter that raises (e.g. Gopher quality on a text with no words divides by zero)
   counts as a drop with reason ``exception:<type>``; a real datatrove run would crash there.
 
@@ -251,7 +255,9 @@ def datatrove_worker(in_path: str, out_path: str, lists_dir: str, lockstep: bool
         if language not in resolved:
             choice, errors = None, []
             base = language.split("-")[0]
-            for candidate in dict.fromkeys([default_codes.get(language, language), default_codes.get(base, base), language, base]):
+            for candidate in dict.fromkeys(
+                [default_codes.get(language, language), default_codes.get(base, base), language, base]
+            ):
                 try:
                     load_word_tokenizer(candidate).word_tokenize("A probe sentence. 一个 probe.")
                     choice = candidate
@@ -311,7 +317,9 @@ def datatrove_worker(in_path: str, out_path: str, lists_dir: str, lockstep: bool
         return True, None
 
     def run(name: str, indices: list[int]) -> tuple[list[tuple[bool, str | None]], float]:
-        documents = [Document(text=docs[i]["text"], id=docs[i]["id"], metadata={"url": docs[i]["url"]}) for i in indices]
+        documents = [
+            Document(text=docs[i]["text"], id=docs[i]["id"], metadata={"url": docs[i]["url"]}) for i in indices
+        ]
         langs = [languages[i] for i in indices]
         records = [docs[i] for i in indices]
         split_into_parts.cache_clear()  # no word splits carried over from the warm-up or the last run
@@ -344,7 +352,9 @@ def datatrove_worker(in_path: str, out_path: str, lists_dir: str, lockstep: bool
     steps = schedule([d["language"] for d in docs])
     if lockstep:
         protocol.write("ready\n")
-        decisions, timing = execute(steps, run, len(docs), "datatrove", wait_for, lambda k: protocol.write(f"done {k}\n"))
+        decisions, timing = execute(
+            steps, run, len(docs), "datatrove", wait_for, lambda k: protocol.write(f"done {k}\n")
+        )
     else:
         decisions, timing = execute(steps, run, len(docs), "datatrove")
 
@@ -398,20 +408,26 @@ def extracted_documents(corpus: Path, workers: int) -> tuple[list[dict], dict]:
     if not files:
         raise SystemExit(f"no *.warc.gz files in {corpus}")
     columns = ["id", "url", "text", "language", "language_score"]
-    config = CrawlStage.model_validate({"stage": "crawl", "inputs": files, "extractor": "trafilatura", "include_text_plain": True})
+    config = CrawlStage.model_validate(
+        {"stage": "crawl", "inputs": files, "extractor": "trafilatura", "include_text_plain": True}
+    )
     with tempfile.TemporaryDirectory(prefix="filter-bench-crawl-") as tmp:
         plans = plan_crawl(config, root=tmp)
         key = "-".join(plan.fingerprint.value for plan in plans)
         cache = RESULTS_DIR / f"filter-input-{key}.parquet"
         info = {"corpus": str(corpus), "files": len(files), "cache": str(cache), "crawl_fingerprint": key}
         if not cache.exists():
-            print(f"extracting {len(files)} WARC files (trafilatura) into {cache.name} ...", file=sys.stderr, flush=True)
+            print(
+                f"extracting {len(files)} WARC files (trafilatura) into {cache.name} ...", file=sys.stderr, flush=True
+            )
             started = time.perf_counter()
             tables = []
             context = multiprocessing.get_context("spawn")
             for plan in plans:
                 with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-                    jobs = [pool.submit(_extract_one, plan.function, s, plan.params, plan.location) for s in plan.shards]
+                    jobs = [
+                        pool.submit(_extract_one, plan.function, s, plan.params, plan.location) for s in plan.shards
+                    ]
                     for job in jobs:
                         job.result()
                 for shard in plan.shards:
@@ -455,7 +471,8 @@ def fineflow_side(docs: list[dict]):
     url_loading = {"wall_s": time.perf_counter() - wall0, "cpu_s": time.process_time() - cpu0}
 
     inputs = [
-        (d["text"], d["url"], canonical_language(d["language"]) if d["language"] else None, d["language_score"]) for d in docs
+        (d["text"], d["url"], canonical_language(d["language"]) if d["language"] else None, d["language_score"])
+        for d in docs
     ]
 
     def loop(settings: SignalSettings, decider: Decider, indices: list[int]) -> tuple[list, float]:
@@ -472,7 +489,10 @@ def fineflow_side(docs: list[dict]):
         from fineflow.tasks.text import words as words_module
     except ImportError:  # before word splitting moved to tasks/text
         from fineflow.tasks.filter import words as words_module
-    splitters = {raw: configured_splitter(raw, words_module.default_splitter) for raw in sorted({d["language"] for d in docs if d["language"]})}
+    splitters = {
+        raw: configured_splitter(raw, words_module.default_splitter)
+        for raw in sorted({d["language"] for d in docs if d["language"]})
+    }
 
     runs = {name: [FINEFLOW_FILTERS[name]] for name in FILTERS}
     runs[CHAIN] = [FINEFLOW_FILTERS[name] for name in FILTERS]
@@ -516,7 +536,9 @@ def run_both(docs: list[dict], python: str, work: Path) -> tuple[list[dict], dic
         def expect(reply: str) -> None:
             line = worker.stdout.readline()
             if line.strip() != reply:
-                raise RuntimeError(f"datatrove worker answered {line!r} instead of {reply!r} (exit code {worker.poll()})")
+                raise RuntimeError(
+                    f"datatrove worker answered {line!r} instead of {reply!r} (exit code {worker.poll()})"
+                )
 
         expect("ready")
 
@@ -686,8 +708,12 @@ def markdown_tables(agreement: dict, speeds: dict, dt_meta: dict, ff: dict, n_do
     }
     lines = [
         f"Decision agreement (keep/drop), each filter alone on every document; {n_en:,} English of {n_docs:,} documents. "
-        f"Last column: documents except those in languages whose datatrove tokenizer needs a package not installed "
-        f"({', '.join(sorted(dt_meta['language_fallbacks'])) or 'none'}; datatrove splits them as English).",
+        + (
+            f"Last column: documents except those in languages whose datatrove tokenizer needs a package not installed "
+            f"({', '.join(sorted(dt_meta['language_fallbacks']))}; datatrove splits them as English)."
+            if dt_meta["language_fallbacks"]
+            else "Last column: every document (datatrove had a tokenizer for every language)."
+        ),
         "",
         "| filter | agreement, English | dropped by datatrove / fineflow (English) | only datatrove / only fineflow drops (English) "
         "| same reason when both drop (English) | agreement, all documents | only datatrove / only fineflow drops (all) "
@@ -738,7 +764,10 @@ def show_disagreements(agreement: dict) -> None:
         items = agreement[name]["disagreements"]
         if not items:
             continue
-        print(f"\n## {name}: {agreement[name]['disagreements_total']} disagreement(s); first {min(len(items), SHOWN_DISAGREEMENTS)}:", file=sys.stderr)
+        print(
+            f"\n## {name}: {agreement[name]['disagreements_total']} disagreement(s); first {min(len(items), SHOWN_DISAGREEMENTS)}:",
+            file=sys.stderr,
+        )
         for x in items[:SHOWN_DISAGREEMENTS]:
             print(
                 f"- {x['id']} [{x['language']}] datatrove={'keep' if x['datatrove_keep'] else 'drop'} ({x['datatrove_reason']}) "
@@ -750,13 +779,22 @@ def show_disagreements(agreement: dict) -> None:
 def machine() -> dict:
     return {
         "cpus": os.cpu_count(),
-        "cpu": next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+        "cpu": next(
+            (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+            platform.processor(),
+        )
         if os.path.exists("/proc/cpuinfo")
         else platform.processor(),
         "load_average": [round(x, 2) for x in os.getloadavg()],  # other load skews the timings
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "git": subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
+        "git": subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip(),
+        # uncommitted changes to the code under test, if any
+        "git_uncommitted": subprocess.run(
+            ["git", "status", "--porcelain", "--", "tasks", "fineflow"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.splitlines(),
     }
 
 
@@ -765,7 +803,9 @@ def main() -> None:
         worker = argparse.ArgumentParser()
         worker.add_argument("--datatrove-worker", nargs=2, metavar=("IN_JSONL", "OUT_JSONL"), required=True)
         worker.add_argument("--blocklists", default=str(DEFAULT_LISTS))
-        worker.add_argument("--lockstep", action="store_true", help="run each timed step when its number arrives on stdin")
+        worker.add_argument(
+            "--lockstep", action="store_true", help="run each timed step when its number arrives on stdin"
+        )
         args = worker.parse_args()
         datatrove_worker(*args.datatrove_worker, args.blocklists, args.lockstep)
         return
@@ -773,9 +813,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="folder of *.warc.gz files")
     parser.add_argument("--limit", type=int, default=None, help="only the first N extracted documents")
-    parser.add_argument("--datatrove-python", default=DEFAULT_DATATROVE_PYTHON, help="python of a datatrove 0.10.1 environment")
-    parser.add_argument("--out", type=Path, default=None, help="result JSON (default: bench/results/filter-<timestamp>.json)")
-    parser.add_argument("--extract-workers", type=int, default=os.cpu_count() or 1, help="processes for the one-time extraction")
+    parser.add_argument(
+        "--datatrove-python", default=DEFAULT_DATATROVE_PYTHON, help="python of a datatrove 0.10.1 environment"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="result JSON (default: bench/results/filter-<timestamp>.json)"
+    )
+    parser.add_argument(
+        "--extract-workers", type=int, default=os.cpu_count() or 1, help="processes for the one-time extraction"
+    )
     args = parser.parse_args()
 
     from importlib.metadata import version
@@ -801,8 +847,13 @@ def main() -> None:
     out = args.out or RESULTS_DIR / f"filter-{datetime.now():%Y%m%d-%H%M%S}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {
-        "input": {**input_info, "documents": len(docs), "english_documents": n_en, "limit": args.limit,
-                  "languages": dict(Counter(d["language"] for d in docs).most_common())},
+        "input": {
+            **input_info,
+            "documents": len(docs),
+            "english_documents": n_en,
+            "limit": args.limit,
+            "languages": dict(Counter(d["language"] for d in docs).most_common()),
+        },
         "machine": {**host, "load_average_after": [round(x, 2) for x in os.getloadavg()]},
         "versions": {
             "fineflow": version("fineflow"),
@@ -829,7 +880,12 @@ def main() -> None:
             "tokenizer_languages": dt_meta["tokenizer_languages"],
             "timing": dt_meta["timing"],
         },
-        "fineflow": {"url_list_loading": ff["url_list_loading"], "warmup_wall_s": ff["warmup_wall_s"], "timing": ff["timing"]},
+        "fineflow": {
+            "url_list_loading": ff["url_list_loading"],
+            "warmup_wall_s": ff["warmup_wall_s"],
+            "splitters": ff["splitters"],
+            "timing": ff["timing"],
+        },
         "speed": speeds,
         "agreement": agreement,
         "table": table,

@@ -17,6 +17,8 @@ from pydantic import AfterValidator
 UNKNOWN = "und"
 # language -> word splitter, keyed by canonical codes whatever form the config used
 WordSplitters = Annotated[dict[str, str], AfterValidator(lambda mapping: canonical_keys(mapping))]
+# Individual languages langcodes does not fold into their macrolanguage (lid.176 says "no").
+_MACROLANGUAGES = {"nb": "no"}
 # Scripts langcodes does not recognize as a language's usual one.
 _USUAL_SCRIPTS = {"ko": ("Hang", "Kore"), "ja": ("Jpan", "Hira", "Kana")}
 
@@ -42,6 +44,7 @@ def canonical_language(code: str) -> str:
         if language.script == "Hani" or language.script in _USUAL_SCRIPTS.get(language.language, ()):
             language = language.update_dict({"script": None})
         tag = language.simplify_script().to_tag()
+        tag = _MACROLANGUAGES.get(tag, tag)
     except (ValueError, langcodes.tag_parser.LanguageTagError):
         return raw.lower()
     return tag or UNKNOWN

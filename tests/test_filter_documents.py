@@ -228,6 +228,23 @@ def test_thresholds_enter_only_the_decide_fingerprint():
         assert signals3.fingerprint.value != signals.fingerprint.value
         assert decide3.fingerprint.value != decide.fingerprint.value
     assert plan_steps(base, "u2")[0].fingerprint.value != signals.fingerprint.value
+    # the language filter's score is a threshold; its list decides which documents are measured
+    score = {**base, "filters": [ALL_FILTERS[0], {"name": "language", "min_score": 0.8}, *ALL_FILTERS[2:]]}
+    listed = {**base, "filters": [ALL_FILTERS[0], {"name": "language", "languages": ["en"]}, *ALL_FILTERS[2:]]}
+    assert plan_steps(score)[0].fingerprint.value == signals.fingerprint.value
+    assert plan_steps(listed)[0].fingerprint.value != signals.fingerprint.value
+
+
+def test_unlisted_languages_are_not_measured_and_dropped_as_not_listed(pages):
+    english_only = [ALL_FILTERS[0], {"name": "language", "languages": ["en"]}, *ALL_FILTERS[2:]]
+    decision, values = evaluate(pages["de"][0], english_only, language_configs=None)
+    assert decision == "language:not_listed"
+    assert not any(key.startswith(("gopher_", "c4_", "fineweb_")) for key in values)
+    # a filter placed before the language filter does not trip over the missing signals
+    reordered = [ALL_FILTERS[2], {"name": "language", "languages": ["en"]}]
+    assert evaluate(pages["de"][0], reordered, language_configs=None)[0] == "language:not_listed"
+    english = max(pages["en"], key=lambda r: r["language_score"])
+    assert "gopher_qual_words" in evaluate(english, english_only, language_configs=None)[1]
 
 
 def test_profile_fills_only_unset_options():

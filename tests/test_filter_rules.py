@@ -305,7 +305,7 @@ def test_url_filter_reasons(blocklist, url, reason):
 
 def test_url_filter_default_lists_work_as_crawl_hook():
     check = url_filter.crawl_hook()
-    assert check("https://freeporn.example/") == "domain"
+    assert check("https://freeporn.example/") == "subdomain"
     assert check("https://docs.python.org/3/") is None
 
 
@@ -345,3 +345,17 @@ def test_fast_repeated_ngram_scan_equals_the_definition(words, n):
     text = " ".join(words) or "x"
     values = gopher_repetition.signals(text, words, "newlines", [], [n])
     assert values[f"gopher_rep_dup_{n}_gram_frac"] * len(text) == pytest.approx(reference_repeated_chars(words, n))
+
+
+def test_url_filter_case_rules(blocklist):
+    # host names are case-insensitive; an exact URL is an exact string; URL words are lower-cased
+    assert blocklist.reason("https://WWW.BAD-SITE.COM/x", soft_word_threshold=2) == "domain"
+    assert blocklist.reason("https://FINE.example/one-bad-page.html", soft_word_threshold=2) is None
+    assert blocklist.reason("https://fine.example/Hot-Girls", soft_word_threshold=2) == "soft_blacklisted"
+
+
+def test_hosts_without_a_public_suffix_match_their_parents():
+    check = url_filter.crawl_hook()
+    assert check("https://freeporn.example/x") == "subdomain"  # listed host itself
+    assert check("https://sub.freeporn.example/x") == "domain"
+    assert check("https://freeporn.example.org/x") is None

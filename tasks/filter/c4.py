@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_left
 
-from fineflow.tasks.filter.text import TERMINAL_PUNCTUATION, is_punct_token, line_spans
+from fineflow.tasks.filter.text import SENTENCIZER_PUNCTUATION, is_punct_token, line_spans
 from fineflow.tasks.text.words import Words
 
 NAME = "c4"
@@ -31,7 +31,7 @@ def _sentences(tokens: list[str]) -> int:
     count = 1 if tokens else 0
     after_terminal = False
     for token in tokens:
-        is_terminal = token in TERMINAL_PUNCTUATION
+        is_terminal = token in SENTENCIZER_PUNCTUATION
         if after_terminal and not is_terminal and not is_punct_token(token):
             count += 1
             after_terminal = False

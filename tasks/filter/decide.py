@@ -19,6 +19,13 @@ from fineflow.documents import commit_shard, read_table
 from fineflow.tasks.filter import c4, fineweb_quality, gopher_quality, gopher_repetition, language, url_filter, zh_hant
 
 STEP_VERSION = "1"
+# a signal every measured document has, per filter
+MEASURED_BY = {
+    "gopher_repetition": "gopher_rep_dup_line_frac",
+    "gopher_quality": "gopher_qual_words",
+    "c4": "c4_sentences",
+    "fineweb_quality": "fineweb_non_empty_lines",
+}
 
 
 class MisalignedSignals(RuntimeError):
@@ -55,6 +62,8 @@ class Decider:
         lang = row.get("language") or "und"
         for spec in self.filters:
             kind = spec["name"]
+            if kind in MEASURED_BY and row.get(MEASURED_BY[kind]) is None:
+                continue  # not measured: a language the language filter drops anyway
             limits = self.thresholds(spec, lang)
             if kind == "url":
                 rule = url_filter.decide(row["url_block"], row["url_soft_words"], row["url_subword"], limits["soft_word_threshold"])

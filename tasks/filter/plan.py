@@ -37,6 +37,8 @@ def _signal_specs(config: FilterStage, language_configs: dict[str, dict]) -> lis
         if options.name == "url":
             defaults = url_filter.default_lists()
             spec = {"name": "url", "lists": {k: (defaults[k] if v == "default" else v) for k, v in signal_params.items()}}
+        elif options.name == "language":
+            spec["languages"] = options.languages  # unlisted languages are not measured
         elif options.name == "gopher_repetition":
             top = set(options.top_n_grams)
             dup = set(options.dup_n_grams)

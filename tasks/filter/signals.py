@@ -9,6 +9,7 @@ holds ``id``, the rewritten ``text`` (null when unchanged), the effective langua
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,10 +21,12 @@ import pyarrow.compute as pc
 from fineflow.documents import commit_shard, read_table
 from fineflow.languages import canonical_language
 from fineflow.tasks.filter import c4, fineweb_quality, gopher_quality, gopher_repetition, url_filter, zh_hant
+from fineflow.tasks.filter import language as language_filter
 from fineflow.tasks.filter.gopher_quality import ENGLISH_STOP_WORDS
 from fineflow.tasks.text.words import Words, default_splitter, load_splitter
 
-STEP_VERSION = "1"
+STEP_VERSION = "2"  # 2: unlisted languages are not measured
+_SURROGATE = re.compile("[\ud800-\udfff]")
 NEEDS_WORDS = {"gopher_repetition", "gopher_quality", "c4", "fineweb_quality"}
 
 _BOOL = {"c4_lorem_ipsum", "c4_curly_bracket", "url_subword"}
@@ -102,20 +105,21 @@ class SignalSettings:
     max_text_chars: int
     blocklist: Any = None
     lid_model: str | None = None
+    languages: list[str] | None = None  # only these are measured (the language filter's list)
     default_stop_words: frozenset[str] = field(default=frozenset(ENGLISH_STOP_WORDS))
 
     @classmethod
     def from_params(cls, params: dict) -> SignalSettings:
-        blocklist = lid_model = None
+        blocklist = lid_model = languages = None
         for spec in params["filters"]:
             if spec["name"] == "url":
                 blocklist = url_filter.load_blocklist(spec["lists"])
             if spec["name"] == "language":
-                lid_model = spec.get("model")
+                lid_model, languages = spec.get("model"), spec.get("languages")
         stop_words = {lang: frozenset(words) for lang, words in params["stop_words_by_language"].items()}
         gopher = next((f for f in params["filters"] if f["name"] == "gopher_quality"), None)
         default = frozenset(gopher["stop_words"]) if gopher and gopher.get("stop_words") is not None else frozenset(ENGLISH_STOP_WORDS)
-        return cls(params["filters"], stop_words, params["word_splitters"], params["max_text_chars"], blocklist, lid_model, default)
+        return cls(params["filters"], stop_words, params["word_splitters"], params["max_text_chars"], blocklist, lid_model, languages, default)
 
     def words_for(self, text: str, language: str) -> Words:
         name = self.splitters.get(language) or self.splitters.get(language.split("-")[0]) or default_splitter(language)
@@ -136,13 +140,11 @@ class DocumentSignals:
 
 def input_problem(text: Any, max_chars: int) -> str | None:
     """Why a document cannot be measured at all (it is then dropped with ``input:<problem>``)."""
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str) or not text or text.isspace():
         return "empty_text"
     if len(text) > max_chars:
         return "too_long"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # lone UTF-16 surrogates cannot be stored or tokenized
+    if _SURROGATE.search(text):  # lone UTF-16 surrogates cannot be stored or tokenized
         return "invalid_unicode"
     return None
 
@@ -157,12 +159,15 @@ def document_signals(text: Any, url: str | None, language: str | None, score: fl
         from fineflow.tasks.crawl import langid
 
         language, score = langid.identify(text, settings.lid_model)
+    measured = language_filter.listed(language, settings.languages)
     original = text
     words: Words | None = None
     word_count: int | None = None  # known without a split after C4's rewrite
     values: dict[str, Any] = {}
     for spec in settings.filters:
         kind = spec["name"]
+        if not measured and kind != "url":
+            continue  # the language filter drops it whatever the thresholds
         if kind in NEEDS_WORDS and words is None and not (kind == "fineweb_quality" and word_count is not None):
             words = settings.words_for(text, language)
         if kind == "url":

@@ -10,10 +10,15 @@ from functools import lru_cache
 import regex
 from spacy.pipeline.sentencizer import Sentencizer
 
-# Sentence-final characters: spaCy's sentencizer list plus every Unicode Sentence_Terminal
-# character (the union covers scripts added to Unicode after spaCy's list was written).
-TERMINAL_PUNCTUATION = frozenset(Sentencizer.default_punct_chars) | frozenset(
-    chr(c) for c in range(sys.maxunicode + 1) if regex.match(r"\p{Sentence_Terminal}", chr(c))
+# What spaCy's sentencizer ends a sentence on (C4 counts sentences the way it does).
+SENTENCIZER_PUNCTUATION = frozenset(Sentencizer.default_punct_chars)
+# Line-final characters for FineWeb quality: the sentencizer's list, every Unicode
+# Sentence_Terminal character (scripts added after spaCy's list was written) and the Khmer
+# signs datatrove also counts.
+TERMINAL_PUNCTUATION = (
+    SENTENCIZER_PUNCTUATION
+    | frozenset(chr(c) for c in range(sys.maxunicode + 1) if regex.match(r"\p{Sentence_Terminal}", chr(c)))
+    | frozenset("\u17d6\u17d9\u17da")
 )
 # FineWeb-era (datatrove 0.2.0) FineWeb-quality stop characters.
 LEGACY_STOP_CHARS = (".", "'", '"', "!", "?")

@@ -55,7 +55,7 @@ def _read_list(url: str | None, normalize: bool) -> set[str]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        entries.add(_NON_ALNUM.sub("", line).lower() if normalize else line.lower())
+        entries.add(_NON_ALNUM.sub("", line).lower() if normalize else line)
     return entries
 
 
@@ -71,13 +71,18 @@ class UrlBlocklist:
     def check(self, url: str) -> tuple[str | None, int, bool]:
         """(hard block reason or None, number of soft-banned words, banned sub-word present)."""
         parts = self.extractor(url)
-        # Hosts without a known public suffix (intranet names, IPs) are checked as they are.
-        host = (parts.fqdn or urlsplit(url).hostname or "").lower()
-        if (parts.top_domain_under_public_suffix.lower() or host) in self.domains:
-            return "domain", 0, False
+        host = (parts.fqdn or urlsplit(url).hostname or "").lower()  # host names are case-insensitive
+        registered = parts.top_domain_under_public_suffix.lower()
+        if registered:
+            if registered in self.domains:
+                return "domain", 0, False
+        else:  # no known public suffix (intranet names, .example): any parent domain may be listed
+            labels = host.split(".")
+            if any(".".join(labels[i:]) in self.domains for i in range(1, len(labels) - 1)):
+                return "domain", 0, False
         if host in self.domains:
             return "subdomain", 0, False
-        if url in self.urls or url.lower() in self.urls:
+        if url in self.urls:
             return "url", 0, False
         url_words = set(_NON_ALNUM.split(url.lower()))
         if not url_words.isdisjoint(self.banned_words):
@@ -111,7 +116,7 @@ def _load(domains: str, urls: str, banned: str, soft: str, subwords: str) -> Url
             automaton.add_word(word, index)
         automaton.make_automaton()
     return UrlBlocklist(
-        domains={d.lstrip(".") for d in _read_list(domains, normalize=False)},
+        domains={d.lstrip(".").lower() for d in _read_list(domains, normalize=False)},
         urls=_read_list(urls, normalize=False),
         banned_words=_read_list(banned, normalize=True),
         soft_banned_words=_read_list(soft, normalize=True),

@@ -202,6 +202,8 @@ def default_splitter(language: str) -> str:
         return "kiwi" if _installed("kiwipiepy") else "spacy:xx"
     if base in ("lo", "km", "my", "bo"):
         return "chars"
+    if base == "no":
+        return "spacy:nb"  # spaCy names Norwegian by its written standard, Bokmål
     if base not in _SPACY_NEEDS_EXTRA and _spacy_has(base):
         return f"spacy:{base}"
     return "spacy:xx"
