@@ -37,9 +37,10 @@ Like for like:
   which is what ``LanguageFilter(languages=["en"], language_threshold=0.65)`` decides for lid.176.
 * URL filter: both read fineflow's default lists (``tasks/filter/blocklists/default/``);
   datatrove gets them as ``URLFilter(use_integrated_lists=False, extra_domains=..., ...)``.
-* fineflow computes every signal of every configured filter for every document, then decides
-  (signals and decide are separate steps in the pipeline); datatrove stops at the first failing
-  filter. The chain timings include that difference; the per-filter timings do not have it.
+* fineflow computes every signal of every configured filter for every document in a listed
+  language, then decides (signals and decide are separate steps in the pipeline); datatrove
+  stops at the first failing filter. The chain timings include that difference; the per-filter
+  timings do not have it.
 * Caches: before each filter's timed run fineflow's word splitters are rebuilt (emptying their
   per-chunk cache) and warmed up, and datatrove's ``split_into_parts`` cache is cleared, so no
   filter profits from an earlier filter having split the same texts; caching across different
