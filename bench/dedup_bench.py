@@ -23,10 +23,14 @@ What is measured, per replication factor (``--replicas``, default ``1,16``):
   for all), with the true 5-gram Jaccard of the pairs that one tool joins and the other does not.
   An ablation runs fineflow with every language's splitter set to ``spacy:en`` to isolate the
   normalization differences.
+  A third row runs fineflow's buckets, cluster and remove steps on datatrove's own band keys,
+  which isolates the clustering and keep-one-per-cluster logic from the signatures.
 * speed and memory: wall and CPU seconds of each of the 4 steps (signatures, buckets, cluster,
   remove/filter) and in total, docs/s, peak RSS of each step (``/proc/self/statm`` sampled every
-  10 ms) and of the whole run (``ru_maxrss``). Each tool runs single-process in a fresh
-  subprocess ("compute": fineflow's pure shard functions called directly, no Prefect or Dask).
+  10 ms; "growth" is the step's peak minus the RSS it started with) and of the whole worker
+  (``VmHWM``). Each tool runs single-process in a fresh subprocess ("compute": fineflow's pure
+  shard functions called directly, no Prefect or Dask). CPU seconds are reported next to wall
+  seconds because they are less sensitive to other load on the machine.
 * orchestration (1x only, ``--no-orchestration`` to skip): a cold ``fineflow run`` of
   crawl -> dedup (Prefect + Dask, 2 workers) and the dedup stage's seconds in its summary.
 
@@ -100,6 +104,12 @@ def rss_bytes() -> int:
 
 
 def max_rss_mb() -> float:
+    """This process image's peak resident memory (VmHWM). Not ``ru_maxrss``: Linux carries that
+    over from the parent across fork + exec, so a worker would report the benchmark's own size."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
@@ -248,7 +258,9 @@ def datatrove_worker(input_path: str, workdir: str, out_path: str, dump_signatur
         "steps": steps,
         "imports": import_phase.record(),
         "total_seconds": round(sum(s["seconds"] for s in steps.values()), 3),
+        "total_cpu_seconds": round(sum(s["cpu_seconds"] for s in steps.values()), 3),
         "peak_rss_mb": overall_peak,
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "membership": membership,
         "stats": stats,
     }
@@ -327,7 +339,9 @@ def fineflow_worker(upstream: str, shards: int, fingerprint: str, root: str, out
                 "steps": steps,
                 "imports": import_phase.record(),
                 "total_seconds": round(sum(s["seconds"] for s in steps.values()), 3),
+                "total_cpu_seconds": round(sum(s["cpu_seconds"] for s in steps.values()), 3),
                 "peak_rss_mb": overall_peak,
+                "load_average_after": [round(x, 2) for x in os.getloadavg()],
                 "cluster_stats": cluster_stats,
                 "folders": folders,
             }
@@ -847,6 +861,7 @@ def orchestration(corpus: Path, work: Path, fineflow_cli: Path, workers: int) ->
         "dedup_s": dedup["seconds"],
         "dedup_docs_in": dedup["docs_in"],
         "dedup_docs_out": dedup["docs_out"],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -873,12 +888,12 @@ def machine() -> dict:
 
 def speed_table(runs: dict) -> str:
     header = (
-        "| scale | tool | docs | signatures | buckets | cluster | remove/filter | total | docs/s | "
-        "cluster step peak RSS (growth) | overall peak RSS | speedup vs datatrove |"
+        "| scale | tool | docs | signatures | buckets | cluster | remove/filter | total | CPU | docs/s | "
+        "cluster step peak RSS (growth) | overall peak RSS | speedup vs datatrove (wall / CPU) |"
     )
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for scale, run in runs.items():
-        dt_total = run["datatrove"]["total_seconds"]
+        dt_total, dt_cpu = run["datatrove"]["total_seconds"], run["datatrove"]["total_cpu_seconds"]
         tools = [("fineflow", run["fineflow"])]
         if "fineflow_spacy_en" in run:
             tools.append(("fineflow, spacy:en for all", run["fineflow_spacy_en"]))
@@ -888,9 +903,9 @@ def speed_table(runs: dict) -> str:
             lines.append(
                 f"| {scale} | {tool} | {run['docs']:,} | "
                 + " | ".join(f"{s[step]['seconds']:.1f} s" for step in STEPS)
-                + f" | **{r['total_seconds']:.1f} s** | {run['docs'] / r['total_seconds']:,.0f} | "
+                + f" | **{r['total_seconds']:.1f} s** | {r['total_cpu_seconds']:.1f} s | {run['docs'] / r['total_seconds']:,.0f} | "
                 f"{s['cluster']['peak_rss_mb']:,.0f} MB (+{s['cluster']['extra_rss_mb']:,.0f} MB) | {r['peak_rss_mb']:,.0f} MB | "
-                f"{dt_total / r['total_seconds']:.2f}x |"
+                f"{dt_total / r['total_seconds']:.2f}x / {dt_cpu / r['total_cpu_seconds']:.2f}x |"
             )
     return "\n".join(lines)
 
@@ -959,8 +974,8 @@ def bench_scale(replicas: int, cache: Path, args, work: Path, seed: int) -> dict
     if detailed:
         run["fineflow_spacy_en"] = run_fineflow(upstream, shards, fingerprint + "-en", folder, "spacy-en", english)
         variants["spacy:en for all (ablation)"] = (run["fineflow_spacy_en"], english)
-        injected = fineflow_on_datatrove_signatures(ff, dt_keys, upstream, shards, fingerprint, folder)
-        variants["datatrove's band keys (clustering only)"] = (injected, None)
+    injected = fineflow_on_datatrove_signatures(ff, dt_keys, upstream, shards, fingerprint, folder)
+    variants["datatrove's band keys (clustering only)"] = (injected, None)
     columns = ["id", "url", "text", "language", "content_type"]
     docs = {row["id"]: row for row in table.select(columns).to_pylist()}
     doc_languages = {d: docs[d]["language"] for d in docs}
@@ -987,7 +1002,13 @@ def bench_scale(replicas: int, cache: Path, args, work: Path, seed: int) -> dict
             cmp["signatures"]["causes"] = signature_causes(status, docs, dt_view, splitters, limit)
             cmp["differences"] = explain_differences(cmp, status, docs, dt_view, splitters, limit)
         elif cmp["_differing"]:
-            cmp["differences"] = {"groups": len(difference_groups(cmp))}
+            groups = difference_groups(cmp)
+            status = cmp.get("signatures", {}).get("_status")
+            cmp["differences"] = {"groups": len(groups)}
+            if status is not None:
+                cmp["differences"]["groups_with_identical_signatures"] = sum(
+                    all(status[d] in ("same", "both_none") for d in g) for g in groups
+                )
         run["fidelity"][label] = cmp
         print(f"[{replicas}x] {label}: agreement {cmp['agreement']:.4%}", file=sys.stderr)
     return run
@@ -1048,7 +1069,8 @@ def main() -> None:
         print(
             f"\nOrchestrated 1x (`fineflow run`, crawl -> dedup, Prefect + Dask, {orchestrated['dask_workers']} workers): "
             f"whole run {orchestrated['wall_s']:.1f} s, crawl stage {orchestrated['crawl_s']:.1f} s, dedup stage "
-            f"{orchestrated['dedup_s']:.1f} s (compute only, one process: {one:.1f} s)."
+            f"{orchestrated['dedup_s']:.1f} s (compute only, one process: {one:.1f} s); documents kept: "
+            f"{orchestrated['dedup_docs_out']:,} (compute only: {runs['1x']['fidelity']['per language (default)']['fineflow']['docs'] - runs['1x']['fidelity']['per language (default)']['fineflow']['removed']:,})."
         )
     largest = runs[f"{max(replicas)}x"]
     speedup = largest["datatrove"]["total_seconds"] / largest["fineflow"]["total_seconds"]

@@ -14,7 +14,7 @@ split_en = load_splitter("spacy:en")
 
 
 def words(text: str) -> list[str]:
-    return split_en(text).texts
+    return split_en(text)
 
 
 def distinct_words(n: int, prefix: str = "w") -> list[str]:
@@ -169,7 +169,7 @@ C4_DOC_RULES = {"filter_lorem_ipsum": True, "filter_curly_bracket": True, "min_n
 
 
 def run_c4(text: str, **line_rules) -> tuple[str, str | None]:
-    rewritten, values = c4.rewrite(text, split_en(text), {**C4_LINE_RULES, **line_rules})
+    rewritten, values = c4.rewrite(text, split_en, {**C4_LINE_RULES, **line_rules})
     return rewritten, c4.decide(values, C4_DOC_RULES)
 
 

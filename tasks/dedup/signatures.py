@@ -73,7 +73,7 @@ def document_keys(text: str | None, url: str | None, language: str | None, param
     bands = [None] * spec.bands
     if params["near_dedup"] and normalized:
         splitter = params["word_splitters"].get(language or "") or default_splitter(language or "und")
-        words = load_splitter(splitter)(normalized).texts
+        words = load_splitter(splitter)(normalized)
         sig = signature(shingle_hashes(words, spec), spec)
         if sig is not None:
             bands = band_keys(sig, spec)

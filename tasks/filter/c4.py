@@ -7,18 +7,17 @@ Line rules (they change the text, so they belong to the signal step): a word lon
 bracket, fewer than ``min_num_sentences`` sentences in the kept lines. The rewrite is computed
 as if the document rules were off, so switching them only re-runs the decision.
 
-Sentences are counted on the document's shared word split the way spaCy's sentencizer counts
-them: a token made of sentence-final characters ends a sentence, the next token that is not
-punctuation starts one.
+Sentences are counted on each kept line's words (the document's splitter, after citation
+removal) the way spaCy's sentencizer counts them: a token made of the sentencizer's
+sentence-final characters ends a sentence, the next token that is not punctuation starts one.
 """
 
 from __future__ import annotations
 
 import re
-from bisect import bisect_left
 
-from fineflow.tasks.filter.text import SENTENCIZER_PUNCTUATION, is_punct_token, line_spans
-from fineflow.tasks.text.words import Words
+from fineflow.tasks.filter.text import SENTENCIZER_PUNCTUATION, is_punct_token
+from fineflow.tasks.text.words import Splitter
 
 NAME = "c4"
 PREFIX = "c4_"
@@ -40,26 +39,24 @@ def _sentences(tokens: list[str]) -> int:
     return count
 
 
-def rewrite(text: str, words: Words, options: dict) -> tuple[str, dict]:
+def rewrite(text: str, split: Splitter, options: dict) -> tuple[str, dict]:
     """Apply the line rules; return the kept text and the signals the document rules read.
 
-    ``kept_words`` counts the shared split's words in kept lines: the rewritten text's word
-    count, so a later FineWeb-quality filter needs no second split.
+    ``kept_words`` counts the words of the kept lines: the rewritten text's word count, so a
+    later FineWeb-quality filter needs no second split.
     """
     kept: list[str] = []
     sentences = 0
     lorem = curly = False
     removed = kept_words = 0
-    for start, end in line_spans(text):
-        raw = text[start:end]
-        line = raw.strip()
+    max_len = options["max_word_length"]
+    for line in text.splitlines():
+        line = line.strip()
         parts = line.split()
-        max_len = options["max_word_length"]
         if max_len != -1 and any(len(w) > max_len for w in parts):
             removed += 1
             continue
-        citations = list(CITATION.finditer(line)) if options["remove_citations"] else []
-        if citations:
+        if options["remove_citations"]:
             line = CITATION.sub("", line)
         if options["filter_no_terminal_punct"] and (not line.endswith(END_PUNCTUATION) or line.endswith("...")):
             removed += 1
@@ -76,7 +73,7 @@ def rewrite(text: str, words: Words, options: dict) -> tuple[str, dict]:
         if options["filter_policy"] and any(p in lowered for p in POLICY_PHRASES):
             removed += 1
             continue
-        tokens = _line_tokens(words, start + len(raw) - len(raw.lstrip()), end, citations)
+        tokens = split(line)
         sentences += _sentences(tokens)
         kept_words += len(tokens)
         kept.append(line)
@@ -89,20 +86,6 @@ def rewrite(text: str, words: Words, options: dict) -> tuple[str, dict]:
         "kept_words": kept_words,
     }
     return new_text, {PREFIX + key: value for key, value in values.items()}
-
-
-def _line_tokens(words: Words, start: int, end: int, citations: list[re.Match]) -> list[str]:
-    """The shared split's words inside one line, without those inside removed citations."""
-    low, high = bisect_left(words.starts, start), bisect_left(words.starts, end)
-    tokens = words.texts[low:high]
-    if not citations:
-        return tokens
-    spans = [(start + m.start(), start + m.end()) for m in citations]
-    return [
-        token
-        for token, offset in zip(tokens, words.starts[low:high])
-        if not any(a <= offset < b for a, b in spans)
-    ]
 
 
 def decide(values: dict, thresholds: dict) -> str | None:

@@ -23,11 +23,11 @@ from fineflow.languages import canonical_language
 from fineflow.tasks.filter import c4, fineweb_quality, gopher_quality, gopher_repetition, url_filter, zh_hant
 from fineflow.tasks.filter import language as language_filter
 from fineflow.tasks.filter.gopher_quality import ENGLISH_STOP_WORDS
-from fineflow.tasks.text.words import Words, default_splitter, load_splitter
+from fineflow.tasks.text.words import Splitter, default_splitter, load_splitter
 
 STEP_VERSION = "2"  # 2: unlisted languages are not measured
 _SURROGATE = re.compile("[\ud800-\udfff]")
-NEEDS_WORDS = {"gopher_repetition", "gopher_quality", "c4", "fineweb_quality"}
+NEEDS_WORDS = {"gopher_repetition", "gopher_quality", "fineweb_quality"}  # C4 splits its kept lines itself
 
 _BOOL = {"c4_lorem_ipsum", "c4_curly_bracket", "url_subword"}
 _STRING = {"url_block"}
@@ -121,9 +121,9 @@ class SignalSettings:
         default = frozenset(gopher["stop_words"]) if gopher and gopher.get("stop_words") is not None else frozenset(ENGLISH_STOP_WORDS)
         return cls(params["filters"], stop_words, params["word_splitters"], params["max_text_chars"], blocklist, lid_model, languages, default)
 
-    def words_for(self, text: str, language: str) -> Words:
+    def splitter_for(self, language: str) -> Splitter:
         name = self.splitters.get(language) or self.splitters.get(language.split("-")[0]) or default_splitter(language)
-        return load_splitter(name)(text)
+        return load_splitter(name)
 
     def stop_words_for(self, language: str) -> frozenset[str]:
         return self.stop_words.get(language) or self.stop_words.get(language.split("-")[0]) or self.default_stop_words
@@ -161,7 +161,8 @@ def document_signals(text: Any, url: str | None, language: str | None, score: fl
         language, score = langid.identify(text, settings.lid_model)
     measured = language_filter.listed(language, settings.languages)
     original = text
-    words: Words | None = None
+    split = settings.splitter_for(language)
+    words: list[str] | None = None
     word_count: int | None = None  # known without a split after C4's rewrite
     values: dict[str, Any] = {}
     for spec in settings.filters:
@@ -169,16 +170,16 @@ def document_signals(text: Any, url: str | None, language: str | None, score: fl
         if not measured and kind != "url":
             continue  # the language filter drops it whatever the thresholds
         if kind in NEEDS_WORDS and words is None and not (kind == "fineweb_quality" and word_count is not None):
-            words = settings.words_for(text, language)
+            words = split(text)
         if kind == "url":
             block, soft, subword = settings.blocklist.check(url or "")
             values.update(url_block=block, url_soft_words=soft, url_subword=subword)
         elif kind == "gopher_repetition":
-            values.update(gopher_repetition.signals(text, words.texts, spec["line_split"], spec["top_ns"], spec["dup_ns"]))
+            values.update(gopher_repetition.signals(text, words, spec["line_split"], spec["top_ns"], spec["dup_ns"]))
         elif kind == "gopher_quality":
-            values.update(gopher_quality.signals(text, words.texts, settings.stop_words_for(language)))
+            values.update(gopher_quality.signals(text, words, settings.stop_words_for(language)))
         elif kind == "c4":
-            rewritten, c4_values = c4.rewrite(text, words, spec)
+            rewritten, c4_values = c4.rewrite(text, split, spec)
             values.update(c4_values)
             if rewritten != text:
                 text, words, word_count = rewritten, None, c4_values[c4.PREFIX + "kept_words"]

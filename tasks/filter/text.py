@@ -23,8 +23,6 @@ TERMINAL_PUNCTUATION = (
 # FineWeb-era (datatrove 0.2.0) FineWeb-quality stop characters.
 LEGACY_STOP_CHARS = (".", "'", '"', "!", "?")
 
-# splitlines() boundaries, so C4's line rules see the same lines as str.splitlines().
-_LINE_BREAKS = re.compile(r"\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 PARAGRAPH_BREAK = re.compile(r"\n{2,}")
 LINE_BREAK_RUN = re.compile(r"\n+")
 
@@ -42,18 +40,6 @@ def is_symbol_word(word: str) -> bool:
 def is_punct_token(token: str) -> bool:
     """spaCy's lexical ``is_punct``: every character is Unicode punctuation."""
     return all(unicodedata.category(c)[0] == "P" for c in token)
-
-
-def line_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each line as ``str.splitlines()`` cuts them, line breaks excluded."""
-    spans = []
-    start = 0
-    for match in _LINE_BREAKS.finditer(text):
-        spans.append((start, match.start()))
-        start = match.end()
-    if start < len(text):
-        spans.append((start, len(text)))
-    return spans
 
 
 def duplicate_stats(items: list[str]) -> tuple[int, int]:

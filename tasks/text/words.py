@@ -4,33 +4,22 @@ Whitespace languages use spaCy's rule-based tokenizer for that language (what da
 since 0.3, so word counts and n-grams match FineWeb's current code); Chinese uses jieba;
 Thai, Japanese and Korean use pythainlp, SudachiPy and Kiwi when those optional packages are
 installed (``pip install fineflow[segmenters]``) and otherwise fall back to one word per
-character for scripts written without spaces. A splitter returns the words with their
-character offsets, so per-line rules (C4's sentence count) reuse the same split.
+character for scripts written without spaces. A splitter returns the words in order; C4
+splits each kept line with the same splitter (cheap: spaCy's split is cached per
+whitespace-delimited chunk).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 
 import regex
 
-
-@dataclass(frozen=True)
-class Words:
-    texts: list[str]
-    starts: list[int]
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-
-Splitter = Callable[[str], Words]
+Splitter = Callable[[str], list[str]]
 
 _NO_SPACE_SCRIPTS = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Tibetan}"
 _CHAR_WORDS = regex.compile(rf"[{_NO_SPACE_SCRIPTS}]|[^\s{_NO_SPACE_SCRIPTS}\p{{P}}]+|\p{{P}}")
@@ -50,12 +39,10 @@ def _installed(module: str) -> bool:
 # lookup is much cheaper than a call into the tokenizer. Past this many entries the cache (and
 # spaCy's vocabulary, which grows with every new string) starts afresh, bounding memory.
 SPACY_CACHE_LIMIT = 500_000
-_CHUNKS = re.compile(r"\S+")
 
 
 def _spacy_splitter(code: str) -> Splitter:
     import spacy
-    from spacy.attrs import IDX, LENGTH
 
     def build():
         with _lock:
@@ -63,33 +50,28 @@ def _spacy_splitter(code: str) -> Splitter:
 
     state = {"nlp": build(), "cache": {}}
 
-    def pieces_of(chunk: str) -> tuple[tuple[int, int], ...]:
+    def pieces_of(chunk: str) -> tuple[str, ...]:
         nlp = state["nlp"]
         nlp.max_length = len(chunk) + 1  # tokenizer only: no parser memory to protect
-        return tuple((start, length) for start, length in nlp.tokenizer(chunk).to_array([IDX, LENGTH]).tolist())
+        return tuple(token.text for token in nlp.tokenizer(chunk))
 
-    def split(text: str) -> Words:
-        cache: dict[str, tuple] = state["cache"]
-        texts: list[str] = []
-        starts: list[int] = []
-        for match in _CHUNKS.finditer(text):
-            chunk = match.group()
+    def split(text: str) -> list[str]:
+        cache: dict[str, tuple[str, ...]] = state["cache"]
+        words: list[str] = []
+        for chunk in text.split():  # str.isspace() boundaries, as spaCy's
             pieces = cache.get(chunk)
             if pieces is None:
                 pieces = cache[chunk] = pieces_of(chunk)
-            base = match.start()
-            if len(pieces) == 1:
-                texts.append(chunk)
-                starts.append(base)
-            else:
-                for start, length in pieces:
-                    texts.append(chunk[start : start + length])
-                    starts.append(base + start)
+            words.extend(pieces)
         if len(cache) > SPACY_CACHE_LIMIT:
             state["nlp"], state["cache"] = build(), {}
-        return Words(texts, starts)
+        return words
 
     return split
+
+
+def _stripped(words) -> list[str]:
+    return [w for w in (word.strip() for word in words) if w]
 
 
 def _jieba_splitter() -> Splitter:
@@ -101,39 +83,21 @@ def _jieba_splitter() -> Splitter:
     tokenizer = jieba.Tokenizer()
     with _lock:
         tokenizer.initialize()
-
-    def split(text: str) -> Words:
-        texts, starts = [], []
-        for word, start, _ in tokenizer.tokenize(text):
-            stripped = word.strip()
-            if stripped:
-                texts.append(stripped)
-                starts.append(start + word.index(stripped[0]))
-        return Words(texts, starts)
-
-    return split
+    return lambda text: _stripped(tokenizer.lcut(text))
 
 
 def _thai_splitter() -> Splitter:
     from pythainlp.tokenize import word_tokenize
 
-    def split(text: str) -> Words:
-        return _with_offsets(text, word_tokenize(text, keep_whitespace=False, engine="newmm-safe"))
-
-    return split
+    return lambda text: _stripped(word_tokenize(text, keep_whitespace=False, engine="newmm-safe"))
 
 
 def _sudachi_splitter() -> Splitter:
     from sudachipy import Dictionary, SplitMode
 
     tokenizer = Dictionary().tokenizer(mode=SplitMode.A)
-
-    def split(text: str) -> Words:
-        # Sudachi refuses inputs over ~49 kB: tokenize line by line.
-        words = [m.surface() for line in text.splitlines() for m in tokenizer.tokenize(line[:16000])]
-        return _with_offsets(text, words)
-
-    return split
+    # Sudachi refuses inputs over ~49 kB: tokenize line by line.
+    return lambda text: _stripped(m.surface() for line in text.splitlines() for m in tokenizer.tokenize(line[:16000]))
 
 
 def _kiwi_splitter() -> Splitter:
@@ -141,7 +105,7 @@ def _kiwi_splitter() -> Splitter:
 
     kiwi = Kiwi()
 
-    def split(text: str) -> Words:
+    def split(text: str) -> list[str]:
         # Surface forms (substrings of the text), not Kiwi's normalized morphemes; morphemes that
         # share characters (이 + ㅂ니다 in 입니다) merge into one word.
         spans: list[list[int]] = []
@@ -151,33 +115,13 @@ def _kiwi_splitter() -> Splitter:
                 spans[-1][1] = max(spans[-1][1], end)
             else:
                 spans.append([start, end])
-        kept = [(a, b) for a, b in spans if text[a:b].strip()]
-        return Words([text[a:b] for a, b in kept], [a for a, _ in kept])
+        return _stripped(text[a:b] for a, b in spans)
 
     return split
 
 
-def _char_splitter(text: str) -> Words:
-    texts, starts = [], []
-    for match in _CHAR_WORDS.finditer(text):
-        texts.append(match.group())
-        starts.append(match.start())
-    return Words(texts, starts)
-
-
-def _with_offsets(text: str, words: list[str]) -> Words:
-    texts, starts = [], []
-    position = 0
-    for word in words:
-        word = word.strip()
-        if not word:
-            continue
-        found = text.find(word, position)
-        start = found if found >= 0 else position
-        texts.append(word)
-        starts.append(start)
-        position = start + len(word) if found >= 0 else position
-    return Words(texts, starts)
+def _char_splitter(text: str) -> list[str]:
+    return _CHAR_WORDS.findall(text)
 
 
 def base_language(language: str) -> str:
