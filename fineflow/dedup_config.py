@@ -26,6 +26,9 @@ class DedupStage(BaseModel):
     seed: int = Field(default=1, ge=0)
     hash_function: Literal["xxhash", "sha1"] = "xxhash"
     word_splitters: WordSplitters = Field(default_factory=dict, description="language -> word splitter override")
+    word_splitter: str | None = Field(
+        default=None, description="one splitter for every document, e.g. 'spacy:en' as FineWeb's English dedup did"
+    )
     max_text_chars: int = Field(default=2_000_000, gt=0, description="longer texts are shingled on this prefix")
     previous: str | None = Field(
         default=None, description="a previous run's dedup/signatures folder: dedup new documents against it"

@@ -1,8 +1,8 @@
 """Text and URL normalization before hashing: what counts as "the same" document.
 
 Text (FineWeb's MinHash normalization, datatrove 0.10 order): lower-case, numbers in any script
-(with one decimal part) become ``0``, punctuation, symbols and control characters become
-spaces, whitespace runs collapse, then NFD with combining marks dropped (accents).
+(with one decimal part) become ``0``, punctuation and control characters become spaces,
+whitespace runs collapse, then NFD with combining marks dropped (accents).
 
 URLs: scheme, ``www.``, default ports, fragments, trailing slashes and tracking parameters
 (``utm_*``, ``fbclid``, ``gclid``, ...) do not make two URLs different; the remaining query
@@ -25,12 +25,18 @@ TRACKING_PARAMETERS = frozenset(
 
 
 _COMBINING_MARKS = regex.compile(r"\p{Mn}+")
-_SEPARATORS = regex.compile(r"[\p{P}\p{S}\p{C}]")
+# The characters FineWeb's normalization turns into spaces: ASCII and CJK punctuation, a few
+# symbols, and control characters except tab and newline (datatrove's list, so that signatures
+# match its bit for bit; other symbols such as (c) signs stay part of their word).
+FINEWEB_PUNCTUATION = "!/—”:％１〈&(、━\\【#%「」，】；+^]~“《„';’{|∶´[=-`*．（–？！：$～«〉,><》)?）。…@_.\"}►»" + "".join(
+    chr(c) for low, high in ((0, 9), (11, 32), (127, 160)) for c in range(low, high)
+)
+_TO_SPACES = str.maketrans(FINEWEB_PUNCTUATION, " " * len(FINEWEB_PUNCTUATION))
 
 
 def normalize_text(text: str) -> str:
     text = _NUMBERS.sub("0", text.lower())
-    text = _WHITESPACE.sub(" ", _SEPARATORS.sub(" ", text).strip())
+    text = _WHITESPACE.sub(" ", text.translate(_TO_SPACES).strip())
     return _COMBINING_MARKS.sub("", unicodedata.normalize("NFD", text)).strip()
 
 

@@ -45,6 +45,7 @@ def plan_dedup(config: DedupStage, root: str, upstream: dict | None) -> list[Ste
         "url_dedup": config.url,
         "near_dedup": config.near,
         "word_splitters": dict(sorted(config.word_splitters.items())),
+        "word_splitter": config.word_splitter,
         "max_text_chars": config.max_text_chars,
     }
     signatures_fp = step_fingerprint(

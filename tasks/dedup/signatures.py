@@ -19,7 +19,7 @@ from fineflow.tasks.dedup.minhash import MinHashSpec, band_keys, shingle_hashes,
 from fineflow.tasks.dedup.normalize import normalize_text, normalize_url
 from fineflow.tasks.text.words import default_splitter, load_splitter
 
-STEP_VERSION = "1"
+STEP_VERSION = "2"  # 2: FineWeb's punctuation list in the normalization
 ROW_BITS = 32
 MAX_TEXT_CHARS = 2_000_000
 
@@ -72,7 +72,11 @@ def document_keys(text: str | None, url: str | None, language: str | None, param
         keys["url_key"] = xxhash.xxh64_intdigest(url_form.encode("utf-8")) if url_form else None
     bands = [None] * spec.bands
     if params["near_dedup"] and normalized:
-        splitter = params["word_splitters"].get(language or "") or default_splitter(language or "und")
+        splitter = (
+            params.get("word_splitter")
+            or params["word_splitters"].get(language or "")
+            or default_splitter(language or "und")
+        )
         words = load_splitter(splitter)(normalized)
         sig = signature(shingle_hashes(words, spec), spec)
         if sig is not None:
