@@ -635,7 +635,7 @@ def fineflow_view(doc: dict, splitters: dict, max_chars: int | None, words: bool
     normalized = normalize_text(text[:max_chars] if max_chars else text)
     language = doc["language"] or ""
     splitter = splitters.get(language) or default_splitter(language or "und")
-    return {"normalized": normalized, "splitter": splitter, "words": load_splitter(splitter)(normalized).texts if words else None}
+    return {"normalized": normalized, "splitter": splitter, "words": load_splitter(splitter)(normalized) if words else None}
 
 
 def inspect_datatrove(docs: dict, with_words: set[str], work: Path, python: str) -> dict:
