@@ -314,9 +314,7 @@ def fineflow_worker(upstream: str, shards: int, fingerprint: str, root: str, out
         from fineflow.steps import run_shard
         from fineflow.tasks.dedup.plan import plan_dedup
 
-    stage = DedupStage.model_validate(
-        {"stage": "dedup", "exact": False, "url": False, "near": True, "word_splitters": json.loads(splitters)}
-    )
+    stage = DedupStage.model_validate({"stage": "dedup", "exact": False, "url": False, "near": True, **json.loads(splitters)})
     plans = plan_dedup(stage, root, {"fingerprint": fingerprint, "output": upstream, "shards": shards})
     steps, cluster_stats, folders = {}, {}, {}
     for plan in plans:
@@ -634,7 +632,11 @@ def fineflow_view(doc: dict, splitters: dict, max_chars: int | None, words: bool
     text = doc["text"] or ""
     normalized = normalize_text(text[:max_chars] if max_chars else text)
     language = doc["language"] or ""
-    splitter = splitters.get(language) or default_splitter(language or "und")
+    splitter = (
+        splitters.get("word_splitter")
+        or splitters.get("word_splitters", {}).get(language)
+        or default_splitter(language or "und")
+    )
     return {"normalized": normalized, "splitter": splitter, "words": load_splitter(splitter)(normalized) if words else None}
 
 
@@ -959,7 +961,12 @@ def bench_scale(replicas: int, cache: Path, args, work: Path, seed: int) -> dict
     print(f"[{replicas}x] {table.num_rows:,} documents in {shards} shards, prepared in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     detailed = replicas == 1
     languages = sorted({lang or "und" for lang in table.column("language").to_pylist()})
-    english = {lang: "spacy:en" for lang in languages}
+    from fineflow.dedup_config import DedupStage
+
+    if "word_splitter" in DedupStage.model_fields:
+        english = {"word_splitter": "spacy:en"}
+    else:  # older fineflow: one override per language
+        english = {"word_splitters": {lang: "spacy:en" for lang in languages}}
     ff = run_fineflow(upstream, shards, fingerprint, folder, "default")
     dt = run_datatrove(args.datatrove_python, jsonl, folder, dump_signatures=True)
     run = {
