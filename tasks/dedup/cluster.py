@@ -1,10 +1,9 @@
 """dedup's third step, ``cluster``: connected components over every candidate pair, and which
 member of each cluster is kept.
 
-Components come from min-label propagation with pointer jumping, as polars joins over the edge
-list: only documents that have at least one candidate pair are ever in memory (a few dozen bytes
-each), never the corpus; the number of rounds grows with the logarithm of a component's
-diameter. The kept document is chosen by a documented order, never by traversal order:
+Components come from scipy's sparse connected components over the edge list: only documents
+that have at least one candidate pair are ever in memory (a few dozen bytes each), never the
+corpus. The kept document is chosen by a documented order, never by traversal order:
 a document of a previous run (incremental mode) first, then the earliest ``crawl_date``, then
 the longest text, then the smallest ``id``. Every other member is removed with the reason of
 its relation to the kept one: ``exact_duplicate`` (same normalized text), ``url_duplicate``
@@ -21,7 +20,9 @@ import threading
 import time
 from collections import Counter
 
+import numpy as np
 import polars as pl
+from scipy.sparse import coo_matrix, csgraph
 import psutil
 
 from fineflow import storage
@@ -37,27 +38,13 @@ def connected_components(edges: pl.DataFrame) -> pl.DataFrame:
     """``(node, component)`` for every node of ``edges`` (columns a, b); the component is its smallest node."""
     if edges.is_empty():
         return pl.DataFrame(schema={"node": pl.Int64, "component": pl.Int64})
-    both = pl.concat([edges.select("a", "b"), edges.select(pl.col("b").alias("a"), pl.col("a").alias("b"))])
-    labels = both.group_by("a").agg(pl.col("b").min()).select(
-        pl.col("a").alias("node"), pl.min_horizontal("a", "b").alias("label")
-    )
-    rounds = 0
-    while True:
-        rounds += 1
-        neighbour = (
-            both.join(labels, left_on="b", right_on="node").group_by("a").agg(pl.col("label").min().alias("via"))
-        )
-        step = labels.join(neighbour, left_on="node", right_on="a", how="left").select(
-            "node", pl.min_horizontal("label", "via").alias("label")
-        )
-        # pointer jumping: take the label of your label
-        jumped = step.join(step.rename({"node": "target", "label": "far"}), left_on="label", right_on="target", how="left")
-        step = jumped.select("node", pl.min_horizontal("label", "far").alias("label"))
-        changed = step.join(labels, on="node", suffix="_old").filter(pl.col("label") != pl.col("label_old")).height
-        labels = step
-        if changed == 0 or rounds > 64:
-            break
-    return labels.rename({"label": "component"}).sort("node")
+    a, b = edges["a"].to_numpy(), edges["b"].to_numpy()
+    nodes = np.unique(np.concatenate([a, b]))
+    ia, ib = np.searchsorted(nodes, a), np.searchsorted(nodes, b)
+    graph = coo_matrix((np.ones(len(ia), dtype=np.int8), (ia, ib)), shape=(len(nodes), len(nodes)))
+    _, labels = csgraph.connected_components(graph, directed=False)
+    frame = pl.DataFrame({"node": nodes, "label": labels})
+    return frame.with_columns(pl.col("node").min().over("label").alias("component")).select("node", "component").sort("node")
 
 
 def choose_kept(members: pl.DataFrame) -> pl.DataFrame:
