@@ -22,8 +22,8 @@ from collections import Counter
 
 import numpy as np
 import polars as pl
-from scipy.sparse import coo_matrix, csgraph
 import psutil
+from scipy.sparse import coo_matrix, csgraph
 
 from fineflow import storage
 from fineflow.documents import commit_shard, write_table
