@@ -1021,6 +1021,26 @@ def bench_scale(replicas: int, cache: Path, args, work: Path, seed: int) -> dict
     return run
 
 
+def write_record(out: Path, args, source, cache, host: dict, runs: dict, orchestrated) -> None:
+    """Write the results JSON for the scales measured so far (rewritten after each one)."""
+    largest = runs[max(runs, key=lambda key: int(key.rstrip("x")))]
+    speedup = largest["datatrove"]["total_seconds"] / largest["fineflow"]["total_seconds"]
+    record = {
+        "corpus": str(args.corpus.resolve()),
+        "source": source,
+        "input_cache": str(cache),
+        "minhash": {"n_grams": N_GRAMS, "bands": BANDS, "rows": ROWS, "seed": SEED, "hash": "xxhash64"},
+        "perturbation_seed": args.seed,
+        "machine": host,
+        "targets": {"agreement": FIDELITY_TARGET, "speedup_at_largest_scale": SPEED_TARGET},
+        "speedup_at_largest_scale": round(speedup, 3),
+        "runs": strip_private(runs),
+        "orchestration_1x": orchestrated,
+        "tables": {"fidelity": fidelity_table(runs), "speed": speed_table(runs)},
+    }
+    out.write_text(json.dumps(record, indent=1, default=str))
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--datatrove-worker":
         datatrove_worker(sys.argv[2], sys.argv[3], sys.argv[4], "--dump-signatures" in sys.argv[5:])
@@ -1051,9 +1071,14 @@ def main() -> None:
     work = args.keep or Path(tempfile.mkdtemp(prefix="dedup-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     runs, orchestrated = {}, None
+    out = args.out or RESULTS_DIR / f"dedup-{datetime.now():%Y%m%d-%H%M%S}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     try:
         for factor in replicas:
             runs[f"{factor}x"] = bench_scale(factor, cache, args, work, args.seed)
+            # Saved after every scale: the 16x run takes most of an hour, and a later failure
+            # should not cost the scales already measured.
+            write_record(out, args, source, cache, host, runs, None)
         if 1 in replicas and not args.no_orchestration:
             print("[1x] orchestrated run (fineflow run: crawl -> dedup, Prefect + Dask) ...", file=sys.stderr, flush=True)
             (work / "orchestration").mkdir()
@@ -1079,24 +1104,7 @@ def main() -> None:
             f"{orchestrated['dedup_s']:.1f} s (compute only, one process: {one:.1f} s); documents kept: "
             f"{orchestrated['dedup_docs_out']:,} (compute only: {runs['1x']['fidelity']['per language (default)']['fineflow']['docs'] - runs['1x']['fidelity']['per language (default)']['fineflow']['removed']:,})."
         )
-    largest = runs[f"{max(replicas)}x"]
-    speedup = largest["datatrove"]["total_seconds"] / largest["fineflow"]["total_seconds"]
-    out = args.out or RESULTS_DIR / f"dedup-{datetime.now():%Y%m%d-%H%M%S}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    record = {
-        "corpus": str(args.corpus.resolve()),
-        "source": source,
-        "input_cache": str(cache),
-        "minhash": {"n_grams": N_GRAMS, "bands": BANDS, "rows": ROWS, "seed": SEED, "hash": "xxhash64"},
-        "perturbation_seed": args.seed,
-        "machine": host,
-        "targets": {"agreement": FIDELITY_TARGET, "speedup_at_largest_scale": SPEED_TARGET},
-        "speedup_at_largest_scale": round(speedup, 3),
-        "runs": strip_private(runs),
-        "orchestration_1x": orchestrated,
-        "tables": {"fidelity": fidelity, "speed": speed},
-    }
-    out.write_text(json.dumps(record, indent=1, default=str))
+    write_record(out, args, source, cache, host, runs, orchestrated)
     print(f"\nraw numbers: {out}", file=sys.stderr)
 
 

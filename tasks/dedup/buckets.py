@@ -2,8 +2,7 @@
 key or the URL key), each an independent task over every shard's signatures.
 
 Documents sharing a key form a group; each group becomes a star of edges from its smallest
-node to every other member (k - 1 edges for k members, and a short path for the clustering's
-label propagation). Only the key column and ``node`` are read from each signature file.
+node to every other member (k - 1 edges for k members, the fewest that connect them). Only the key column and ``node`` are read from each signature file.
 """
 
 from __future__ import annotations

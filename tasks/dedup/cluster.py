@@ -30,7 +30,7 @@ from fineflow.documents import commit_shard, write_table
 from fineflow.tasks.dedup.buckets import read_columns
 from fineflow.tasks.dedup.signatures import ROW_BITS
 
-STEP_VERSION = "1"
+STEP_VERSION = "2"
 SIZE_BINS = ((2, "2"), (3, "3-4"), (5, "5-9"), (10, "10-99"), (100, "100-999"), (1000, "1000+"))
 
 
@@ -47,8 +47,12 @@ def connected_components(edges: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(pl.col("node").min().over("label").alias("component")).select("node", "component").sort("node")
 
 
-def choose_kept(members: pl.DataFrame) -> pl.DataFrame:
-    """Per component: size, the kept member, and each member's role (see the module docstring)."""
+def choose_kept(members: pl.DataFrame, exact: bool = True, url: bool = True) -> pl.DataFrame:
+    """Per component: size, the kept member, and each member's role (see the module docstring).
+
+    ``exact``/``url``: whether those passes ran; a pass that is off names no removal, even when
+    the keys happen to match (an exact copy found by MinHash alone is a ``near_duplicate``).
+    """
     ordered = members.sort(
         [pl.col("node") >= 0, "crawl_date", "text_chars", "id"],
         descending=[False, False, True, False],
@@ -66,9 +70,9 @@ def choose_kept(members: pl.DataFrame) -> pl.DataFrame:
     return joined.with_columns(
         pl.when(pl.col("node") == pl.col("kept_node"))
         .then(pl.lit(None, dtype=pl.String))
-        .when(pl.col("exact_key") == pl.col("kept_exact"))
+        .when(pl.lit(exact) & (pl.col("exact_key") == pl.col("kept_exact")))
         .then(pl.lit("exact_duplicate"))
-        .when(pl.col("url_key") == pl.col("kept_url"))
+        .when(pl.lit(url) & (pl.col("url_key") == pl.col("kept_url")))
         .then(pl.lit("url_duplicate"))
         .otherwise(pl.lit("near_duplicate"))
         .alias("drop_reason")
@@ -122,7 +126,7 @@ def cluster_shard(shard: dict, params: dict, output_url: str, rejects_url: str) 
                 pl.lit(None, pl.UInt64).alias("url_key"),
             )
         )
-        roles = choose_kept(members)
+        roles = choose_kept(members, exact=params.get("exact", True), url=params.get("url", True))
     assignments = roles.filter(pl.col("node") >= 0).select(
         "node", "id", "cluster_id", pl.col("cluster_size").cast(pl.Int64), "drop_reason"
     ).with_columns((pl.col("node") // (1 << ROW_BITS)).alias("shard"))

@@ -75,7 +75,7 @@ def plan_dedup(config: DedupStage, root: str, upstream: dict | None) -> list[Ste
     )
     buckets_location = StepLocation(root, "dedup", "buckets", buckets_fp.value)
     cluster_fp = step_fingerprint(
-        stage="dedup", step="cluster", step_version=cluster.STEP_VERSION, params={"keep": "previous,earliest,longest,smallest-id"},
+        stage="dedup", step="cluster", step_version=cluster.STEP_VERSION, params={"keep": "previous,earliest,longest,smallest-id", "exact": config.exact, "url": config.url},
         inputs={"buckets": buckets_fp.value, **chained}, libraries=("polars",),
     )
     cluster_location = StepLocation(root, "dedup", "cluster", cluster_fp.value)
@@ -100,6 +100,8 @@ def plan_dedup(config: DedupStage, root: str, upstream: dict | None) -> list[Ste
                 "edges": [buckets_location.shard_url(n) for n in range(len(keys))],
                 "signatures": signature_files,
                 "upstream_shards": len(inputs),
+                "exact": config.exact,
+                "url": config.url,
             },
             shards=[{"shard": 0}], fingerprint=cluster_fp, root=root,
         ),

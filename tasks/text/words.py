@@ -96,8 +96,14 @@ def _sudachi_splitter() -> Splitter:
     from sudachipy import Dictionary, SplitMode
 
     tokenizer = Dictionary().tokenizer(mode=SplitMode.A)
-    # Sudachi refuses inputs over ~49 kB: tokenize line by line.
-    return lambda text: _stripped(m.surface() for line in text.splitlines() for m in tokenizer.tokenize(line[:16000]))
+    # Sudachi refuses inputs over ~49 kB: tokenize line by line, long lines in 16k-character
+    # pieces (at most 48 kB of UTF-8). Some dictionary entries span a space ("front end"); the
+    # filters count whitespace-free words, so those surfaces are split.
+    def split(text: str) -> list[str]:
+        pieces = (line[i : i + 16000] for line in text.splitlines() for i in range(0, len(line), 16000))
+        return _stripped(part for piece in pieces for m in tokenizer.tokenize(piece) for part in m.surface().split())
+
+    return split
 
 
 def _kiwi_splitter() -> Splitter:
