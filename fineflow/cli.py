@@ -24,6 +24,10 @@ from fineflow.config import ConfigError, load_config
 app = typer.Typer(help="fineflow: turn web crawls into pretraining corpora.", no_args_is_help=True, add_completion=False)
 server_app = typer.Typer(help="The local Prefect server fineflow starts when no PREFECT_API_URL is set.", no_args_is_help=True)
 app.add_typer(server_app, name="server")
+stack_app = typer.Typer(
+    help="The local stack: Prefect server, SeaweedFS S3, Dask scheduler and workers, Prefect worker.", no_args_is_help=True
+)
+app.add_typer(stack_app, name="stack")
 console = Console()
 err = Console(stderr=True)
 
@@ -92,7 +96,9 @@ def _drop_table(stage: dict[str, Any]) -> Table:
 def run(
     pipeline: Annotated[Path, typer.Argument(help="pipeline YAML")],
     storage: Annotated[Optional[str], typer.Option(help="storage root URL (local path or s3://bucket/prefix)")] = None,
-    dask_address: Annotated[Optional[str], typer.Option(help="existing Dask scheduler, e.g. tcp://host:8786")] = None,
+    dask_address: Annotated[
+        Optional[str], typer.Option(help="existing Dask scheduler, e.g. tcp://host:8786", envvar="FINEFLOW_DASK_ADDRESS")
+    ] = None,
     summary_json: Annotated[Optional[Path], typer.Option(help="write the run summary here")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would be cached or recomputed, and why")] = False,
     from_stage: Annotated[Optional[str], typer.Option(help="recompute this stage and those after it")] = None,
@@ -262,6 +268,77 @@ def server_stop() -> None:
     from fineflow.server import stop_server
 
     console.print("stopped" if stop_server() else "no server was running")
+
+
+def _stack_table(report: dict[str, dict]) -> Table:
+    table = Table(title="fineflow stack")
+    for column in ("component", "state", "address"):
+        table.add_column(column)
+    labels = {"prefect": "Prefect server (UI)", "s3": "SeaweedFS S3", "dask": "Dask scheduler (dashboard)", "worker": "Prefect worker"}
+    for name, info in report.items():
+        address = info.get("url") or ""
+        if name == "dask" and info.get("scheduler"):
+            address = f"{info['scheduler']}  {address}"
+        if name == "worker":
+            address = f"pool {info['pool']}"
+        if name == "s3" and address:
+            address = f"{address}  bucket {info['bucket']}"
+        table.add_row(labels[name], "[green]running[/green]" if info["running"] else "[red]stopped[/red]", address)
+    return table
+
+
+@stack_app.command("up")
+def stack_up(
+    dask_workers: Annotated[int, typer.Option(help="Dask worker processes")] = 2,
+    threads_per_worker: Annotated[int, typer.Option(help="threads per Dask worker")] = 1,
+    memory_limit: Annotated[str, typer.Option(help="memory limit per Dask worker, e.g. 4GiB")] = "auto",
+) -> None:
+    """Start every component that is not running (idempotent) and print their addresses."""
+    from fineflow.stack import Stack, stack_dir
+
+    stack = Stack(stack_dir())
+    with err.status("starting the stack (the first start of the Prefect server takes ~20 s) ..."):
+        try:
+            report = stack.up(dask_workers, threads_per_worker, memory_limit)
+        except (RuntimeError, FileNotFoundError) as error:
+            err.print(f"[red]{error}[/red]")
+            raise typer.Exit(1) from None
+    console.print(_stack_table(report))
+    console.print(f"state folder {stack.folder}; use it from a shell with: [bold]eval \"$(fineflow stack env)\"[/bold]")
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """Show each component's state and address; exit 1 if any is stopped."""
+    from fineflow.stack import Stack, stack_dir
+
+    report = Stack(stack_dir()).status()
+    console.print(_stack_table(report))
+    if not all(info["running"] for info in report.values()):
+        raise typer.Exit(1)
+
+
+@stack_app.command("down")
+def stack_down(
+    keep_prefect: Annotated[bool, typer.Option("--keep-prefect", help="leave the Prefect server running")] = False,
+) -> None:
+    """Stop every component; data (S3 objects, Prefect database) stays in the state folder."""
+    from fineflow.stack import Stack, stack_dir
+
+    stopped = Stack(stack_dir()).down(prefect=not keep_prefect)
+    console.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@stack_app.command("env")
+def stack_env() -> None:
+    """Print the stack's environment as shell export lines (PREFECT_API_URL, AWS_*, FINEFLOW_DASK_ADDRESS)."""
+    from fineflow.stack import Stack, export_lines, stack_dir
+
+    environment = Stack(stack_dir()).environment()
+    if not environment:
+        err.print("[red]the stack is not running: fineflow stack up[/red]")
+        raise typer.Exit(1)
+    typer.echo(export_lines(environment))
 
 
 if __name__ == "__main__":

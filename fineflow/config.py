@@ -125,25 +125,30 @@ def parse_config(data: Any, source: str = "", base_dir: Path | None = None) -> P
     if config.stages[0].stage != "crawl":
         raise ConfigError(f"invalid pipeline configuration {source}: the first stage must be crawl (it reads the inputs)")
     for stage in config.stages:
-        if isinstance(stage, DedupStage) and stage.previous:
-            stage.previous = _resolve_input(stage.previous, base)
-        if isinstance(stage, FilterStage):
-            if stage.language_configs not in (None, "builtin"):
-                stage.language_configs = _resolve_input(stage.language_configs, base)
-            for options in stage.filters:
-                for key in type(options).model_fields:
-                    value = getattr(options, key)
-                    if key.endswith("_file") and isinstance(value, str) and value != "default":
-                        setattr(options, key, _resolve_input(value, base))
-        if isinstance(stage, CrawlStage):
-            stage.inputs = [_resolve_input(p, base) for p in stage.inputs]
-            stage.url_filter_options = {
-                k: _resolve_input(v, base) if k.endswith("_file") and isinstance(v, str) else v
-                for k, v in stage.url_filter_options.items()
-            }
-            if stage.listing is not None:
-                stage.listing.path = _resolve_input(stage.listing.path, base)
+        resolve_stage_paths(stage, base)
     return config
+
+
+def resolve_stage_paths(stage: CrawlStage | FilterStage | DedupStage, base: Path) -> None:
+    """Make the stage's local file paths absolute, relative to ``base`` (in place)."""
+    if isinstance(stage, DedupStage) and stage.previous:
+        stage.previous = _resolve_input(stage.previous, base)
+    if isinstance(stage, FilterStage):
+        if stage.language_configs not in (None, "builtin"):
+            stage.language_configs = _resolve_input(stage.language_configs, base)
+        for options in stage.filters:
+            for key in type(options).model_fields:
+                value = getattr(options, key)
+                if key.endswith("_file") and isinstance(value, str) and value != "default":
+                    setattr(options, key, _resolve_input(value, base))
+    if isinstance(stage, CrawlStage):
+        stage.inputs = [_resolve_input(p, base) for p in stage.inputs]
+        stage.url_filter_options = {
+            k: _resolve_input(v, base) if k.endswith("_file") and isinstance(v, str) else v
+            for k, v in stage.url_filter_options.items()
+        }
+        if stage.listing is not None:
+            stage.listing.path = _resolve_input(stage.listing.path, base)
 
 
 def load_config(

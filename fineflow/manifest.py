@@ -84,10 +84,20 @@ def write_manifest(location: StepLocation, components: dict[str, Any], shard_res
             for r in shards
         ],
     }
-    storage.write_bytes(location.manifest_url, json.dumps(manifest, indent=1, sort_keys=True).encode())
+    _write_if_changed(location.manifest_url, json.dumps(manifest, indent=1, sort_keys=True).encode())
     latest = {"fingerprint": location.fingerprint, "components": components}
-    storage.write_bytes(storage.join(location.step_dir, LATEST_NAME), canonical_json(latest).encode())
+    _write_if_changed(storage.join(location.step_dir, LATEST_NAME), canonical_json(latest).encode())
     return manifest
+
+
+def _write_if_changed(url: str, data: bytes) -> None:
+    """A fully cached re-run commits the same manifest: leave the object (and its date) alone."""
+    try:
+        if storage.read_bytes(url) == data:
+            return
+    except FileNotFoundError:
+        pass
+    storage.write_bytes(url, data)
 
 
 def read_manifest(folder: str) -> dict | None:

@@ -58,7 +58,10 @@ def weed_binary() -> str:
     return found
 
 
-def start_seaweed(data_dir: Path, bucket: str, access_key: str, secret_key: str, timeout_s: float = 60.0) -> SeaweedServer:
+def start_seaweed(
+    data_dir: Path, bucket: str, access_key: str, secret_key: str, timeout_s: float = 60.0, detach: bool = False
+) -> SeaweedServer:
+    """Start ``weed mini``; ``detach`` puts it in its own session so that it outlives this process."""
     data_dir.mkdir(parents=True, exist_ok=True)
     ports: dict[str, int] = {}
     for flag in _PORT_FLAGS:
@@ -73,7 +76,9 @@ def start_seaweed(data_dir: Path, bucket: str, access_key: str, secret_key: str,
     ]
     env = {**os.environ, "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
     log = open(data_dir / "weed.log", "ab")
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=detach
+    )
     endpoint = f"http://127.0.0.1:{ports['s3.port']}"
     server = SeaweedServer(endpoint, bucket, access_key, secret_key, process)
     deadline = time.monotonic() + timeout_s
@@ -88,14 +93,17 @@ def start_seaweed(data_dir: Path, bucket: str, access_key: str, secret_key: str,
 
 
 def _bucket_ready(server: SeaweedServer) -> bool:
+    return bucket_ready(server.endpoint, server.bucket, server.access_key, server.secret_key)
+
+
+def bucket_ready(endpoint: str, bucket: str, access_key: str, secret_key: str) -> bool:
     import s3fs
 
     try:
         fs = s3fs.S3FileSystem(
-            key=server.access_key, secret=server.secret_key, client_kwargs={"endpoint_url": server.endpoint},
-            skip_instance_cache=True,
+            key=access_key, secret=secret_key, client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True,
         )
-        fs.ls(server.bucket)
+        fs.ls(bucket)
         return True
     except Exception:  # noqa: BLE001 (not up yet)
         return False

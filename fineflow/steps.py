@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fineflow import faults
 from fineflow.fingerprint import Fingerprint
 from fineflow.manifest import StepLocation, read_latest, read_manifest
 
@@ -49,6 +50,7 @@ def resolve_function(spec: str) -> Callable[..., dict]:
 
 def run_shard(function: str, shard: dict, params: dict, location: StepLocation) -> dict:
     """Run a step's pure shard function; the single entry point for every shard task."""
+    faults.maybe_fire(f"{location.stage}-{location.step}-{shard['shard']:05d}")
     result = resolve_function(function)(
         shard, params, location.shard_url(shard["shard"]), location.rejects_url(shard["shard"])
     )

@@ -6,6 +6,7 @@ import dataclasses
 import time
 from typing import Any
 
+from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 
@@ -19,6 +20,20 @@ from fineflow.steps import StepPlan
 
 class StepFailed(RuntimeError):
     pass
+
+
+# A shard whose worker died is resubmitted this many times by the flow itself: Dask's own
+# rescheduling gives up with KilledWorker, and prefect-dask reports such tasks as crashed.
+MAX_RESUBMITS = 3
+_LOST_WORKER_ERRORS = ("KilledWorker", "CancelledError", "FutureCancelledError", "CommClosedError", "WorkerError")
+
+
+def _crashed(future, error: BaseException) -> bool:  # noqa: ANN001
+    """Whether the task died with its process (retry elsewhere) rather than failed in its code."""
+    state = getattr(future, "state", None)
+    if state is not None and state.is_crashed():
+        return True
+    return type(error).__name__ in _LOST_WORKER_ERRORS
 
 
 def run_step(plan: StepPlan, refresh: bool = False, credentials_block: str | None = None) -> dict[str, Any]:
@@ -38,35 +53,50 @@ def run_step(plan: StepPlan, refresh: bool = False, credentials_block: str | Non
     )
     progress.emit("step_started", stage=plan.stage, step=plan.step, total=total)
 
-    futures = []
-    for shard in plan.shards:
+    def submit(shard: dict):
         number = shard["shard"]
         task = cached_task if number in committed else fresh_task
-        futures.append(
-            task.submit(
-                task_label=plan.task_name(number),
-                cache_key=plan.cache_key(number),
-                function=plan.function,
-                shard=shard,
-                params=plan.params,
-                location=location,
-                credentials_block=credentials_block,
-            )
+        return task.submit(
+            task_label=plan.task_name(number),
+            cache_key=plan.cache_key(number),
+            function=plan.function,
+            shard=shard,
+            params=plan.params,
+            location=location,
+            credentials_block=credentials_block,
         )
 
     results: list[dict] = []
     failures: list[str] = []
-    cached = 0
-    for done, future in enumerate(as_completed(futures), start=1):
-        try:
-            result = future.result()
-        except Exception as error:  # keep waiting: finished shards stay committed for a re-run
-            failures.append(f"{type(error).__name__}: {error}")
-        else:
-            results.append(result)
-            cached += future.state.name == "Cached"  # the final state, set by result()
-        update_progress_artifact(progress_id, progress=100.0 * done / max(total, 1))
-        progress.emit("shard_done", stage=plan.stage, step=plan.step, done=done, total=total, failed=len(failures))
+    cached = done = 0
+    pending = {submit(shard): shard for shard in plan.shards}
+    for attempt in range(1, MAX_RESUBMITS + 2):
+        crashed: list[dict] = []
+        for future in as_completed(list(pending)):
+            shard = pending[future]
+            try:
+                result = future.result()
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as error:  # noqa: BLE001 (classified below; finished shards stay committed)
+                if _crashed(future, error) and attempt <= MAX_RESUBMITS:
+                    crashed.append(shard)  # its worker died: run it again (its output is atomic)
+                    continue
+                failures.append(f"{plan.task_name(shard['shard'])}: {type(error).__name__}: {error}")
+            else:
+                results.append(result)
+                cached += future.state.name == "Cached"  # the final state, set by result()
+            done += 1
+            update_progress_artifact(progress_id, progress=100.0 * done / max(total, 1))
+            progress.emit("shard_done", stage=plan.stage, step=plan.step, done=done, total=total, failed=len(failures))
+        if not crashed:
+            break
+        committed = plan.location.committed_shards()
+        get_run_logger().warning(
+            "%s/%s: %d shard task(s) lost with their Dask worker; resubmitting them (attempt %d of %d)",
+            plan.stage, plan.step, len(crashed), attempt + 1, MAX_RESUBMITS + 1,
+        )
+        pending = {submit(shard): shard for shard in crashed}
 
     if failures:
         raise StepFailed(

@@ -32,7 +32,11 @@ def run_folder(root: str, run_id: str) -> str:
 
 @flow(name="fineflow-pipeline", persist_result=True)
 def pipeline_flow(config: dict[str, Any], from_stage: str | None = None) -> dict[str, Any]:
-    settings = PipelineConfig.model_validate(config)
+    return run_pipeline(PipelineConfig.model_validate(config), from_stage)
+
+
+def run_pipeline(settings: PipelineConfig, from_stage: str | None = None) -> dict[str, Any]:
+    """The pipeline's body, inside a flow run: ``fineflow run``'s flow and the deployed flows share it."""
     root = settings.storage
     apply_credentials(settings.storage_credentials)
     run_id = str(flow_run.id)
@@ -49,16 +53,8 @@ def pipeline_flow(config: dict[str, Any], from_stage: str | None = None) -> dict
         refresh = False
         for stage in settings.stages:
             refresh = refresh or stage.stage == from_stage
-            runnable = STAGE_FLOWS[stage.stage].with_options(
-                task_runner=DaskTaskRunner(address=address),
-                result_storage=result_storage(root, settings.storage_credentials),
-            )
-            summary = runnable(
-                stage_config=stage.model_dump(mode="json"),
-                root=root,
-                upstream=upstream,
-                refresh=refresh,
-                credentials_block=settings.storage_credentials,
+            summary = run_stage_flow(
+                stage.model_dump(mode="json"), address, root, upstream, refresh, settings.storage_credentials
             )
             summaries.append(summary)
             last = summary["steps"][-1]
@@ -74,6 +70,16 @@ def pipeline_flow(config: dict[str, Any], from_stage: str | None = None) -> dict
     storage.write_bytes(storage.join(folder, "summary.json"), json.dumps(result, indent=1).encode())
     create_markdown_artifact(key="pipeline-summary", markdown=_markdown(result), description=f"run {run_id}")
     return result
+
+
+def run_stage_flow(
+    stage_config: dict[str, Any], address: str, root: str, upstream: dict | None, refresh: bool, credentials: str | None
+) -> dict[str, Any]:
+    """Run one stage as a subflow whose tasks go to the Dask scheduler at ``address``."""
+    runnable = STAGE_FLOWS[stage_config["stage"]].with_options(
+        task_runner=DaskTaskRunner(address=address), result_storage=result_storage(root, credentials)
+    )
+    return runnable(stage_config=stage_config, root=root, upstream=upstream, refresh=refresh, credentials_block=credentials)
 
 
 def _markdown(result: dict[str, Any]) -> str:

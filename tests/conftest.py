@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# Fault points (fineflow.faults) for the fault-tolerance tests: set before any Dask worker or
+# Prefect worker starts, so that every process the tests start can find the armed faults.
+FAULTS_DIR = Path(tempfile.mkdtemp(prefix="fineflow-faults-"))
+os.environ["FINEFLOW_FAULTS_DIR"] = str(FAULTS_DIR)
 SAMPLE = REPO / "examples" / "data" / "CC-MAIN-SAMPLE-00000.warc.gz"
 DEMO = REPO / "examples" / "demo.yaml"
 BUCKET = "fineflow-test"
@@ -82,3 +87,15 @@ def workdir(tmp_path) -> Path:
     shutil.copy(SAMPLE, tmp_path / "data" / SAMPLE.name)
     shutil.copy(DEMO, tmp_path / "demo.yaml")
     return tmp_path
+
+
+@pytest.fixture
+def faults():
+    """The fault folder, emptied before and after the test; a fault armed but never fired fails it."""
+    for path in FAULTS_DIR.iterdir():
+        path.unlink()
+    yield FAULTS_DIR
+    unfired = sorted(p.name for p in FAULTS_DIR.iterdir() if not p.name.endswith(".fired"))
+    for path in FAULTS_DIR.iterdir():
+        path.unlink()
+    assert not unfired, f"armed faults never fired: {unfired}"
