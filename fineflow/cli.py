@@ -243,6 +243,78 @@ def inspect(
         console.print(text[:400] + ("…" if len(text) > 400 else ""), markup=False)
 
 
+@app.command()
+def gc(
+    storage: Annotated[str, typer.Option(help="storage root to clean")] = "./fineflow-data",
+    keep_last: Annotated[int, typer.Option(help="keep what the last N runs (by start time) use", min=0)] = 3,
+    keep_run: Annotated[Optional[list[str]], typer.Option(help="also keep what this run uses (repeatable)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would be removed and its bytes per stage")] = False,
+    credentials_block: Annotated[Optional[str], typer.Option(help="prefect-aws AwsCredentials block for s3://")] = None,
+) -> None:
+    """Remove step outputs no kept run uses, with their Prefect cache records, and old run records."""
+    if credentials_block:
+        _connect_api()
+        _use_credentials(credentials_block)
+    from fineflow import gc as collector
+
+    if keep_last == 0 and not keep_run:
+        err.print("[red]--keep-last 0 without --keep-run would remove everything; name a run to keep[/red]")
+        raise typer.Exit(2)
+    try:
+        plan = collector.plan_gc(storage, keep_last=keep_last, keep_runs=tuple(keep_run or ()))
+    except ValueError as error:
+        err.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+    for note in plan.notes:
+        err.print(f"[yellow]{note}[/yellow]")
+    table = Table(title=f"gc of {plan.root}: {'would remove' if dry_run else 'removing'}")
+    for column in ("stage", "step folders", "bytes"):
+        table.add_column(column, justify="right" if column != "stage" else "left")
+    counts: dict[str, int] = {}
+    for step in plan.removed_steps:
+        counts[step.stage] = counts.get(step.stage, 0) + 1
+    for stage, size in plan.bytes_by_stage.items():
+        table.add_row(stage, str(counts.get(stage, "-")), f"{size:,}")
+    table.add_row("total", str(len(plan.removed_steps)), f"{sum(plan.bytes_by_stage.values()):,}")
+    console.print(table)
+    console.print(
+        f"runs kept: {', '.join(r.run_id for r in plan.kept_runs) or 'none'}; "
+        f"runs removed: {len(plan.removed_runs)}; step folders kept: {len(plan.kept_steps)}"
+    )
+    if dry_run:
+        for step in plan.removed_steps:
+            console.print(f"  would remove {step.url}", markup=False)
+        return
+    collector.execute(plan)
+    console.print(f"removed {len(plan.removed_steps)} step folder(s) and {len(plan.removed_runs)} run record(s)")
+
+
+@app.command()
+def report(
+    run: Annotated[str, typer.Argument(help="a run id (with --storage), or a run folder <storage>/_runs/<id>")],
+    storage: Annotated[str, typer.Option(help="storage root the run wrote to")] = "./fineflow-data",
+    out: Annotated[Optional[Path], typer.Option(help="also write a copy here")] = None,
+    credentials_block: Annotated[Optional[str], typer.Option(help="prefect-aws AwsCredentials block for s3://")] = None,
+) -> None:
+    """Write a run's HTML report (charts inlined, opens offline) next to its artifacts."""
+    if credentials_block:
+        _connect_api()
+        _use_credentials(credentials_block)
+    from fineflow import storage as store
+    from fineflow.report import run_folder, write_report
+
+    folder = run if "/" in run else run_folder(store.normalize(storage), run)
+    try:
+        url = write_report(folder)
+    except FileNotFoundError as error:
+        err.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"report written to {url}")
+    if out:
+        out.write_bytes(store.read_bytes(url))
+        console.print(f"copy written to {out}")
+
+
 @server_app.command("start")
 def server_start() -> None:
     """Start (or find) the local Prefect server and print its address."""

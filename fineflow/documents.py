@@ -10,6 +10,7 @@ import hashlib
 import io
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fineflow import storage
@@ -77,4 +78,13 @@ def commit_shard(
     rejects_info = write_table(rejects_url, rejects) if n_rejects else None
     output_info = write_table(output_url, kept)
     counts = {"docs_in": kept.num_rows + n_rejects if docs_in is None else docs_in, "docs_out": kept.num_rows, "rejects": n_rejects}
+    if "text" in kept.schema.names:  # document tables: characters kept and dropped, for the run report's funnel
+        counts["text_chars"] = _characters(kept)
+        counts["rejected_chars"] = _characters(rejects) if n_rejects else 0
     return {"shard": shard, "output": output_info, "rejects": rejects_info, "stats": {**counts, **stats}}
+
+
+def _characters(table: pa.Table) -> int:
+    if "text" not in table.schema.names or table.num_rows == 0:
+        return 0
+    return int(pc.sum(pc.utf8_length(table["text"])).as_py() or 0)

@@ -114,6 +114,36 @@ def remove(url: str, recursive: bool = False) -> None:
         fs.rm(path, recursive=recursive)
 
 
+def total_bytes(url: str) -> int:
+    """Bytes of every object under the folder ``url`` (0 if it does not exist)."""
+    fs, path = filesystem(url)
+    try:
+        return int(fs.du(path, total=True))
+    except FileNotFoundError:
+        return 0
+
+
+def modified(url: str) -> float:
+    """When the object ``url`` was last written, as a POSIX timestamp."""
+    fs, path = filesystem(url)
+    return fs.modified(path).timestamp()
+
+
+def list_files(url: str) -> dict[str, float]:
+    """Files directly inside the folder ``url`` (not sub-folders), with their modification times."""
+    fs, path = filesystem(url)
+    try:
+        entries = fs.ls(path, detail=True)
+    except FileNotFoundError:
+        return {}
+    found = {}
+    for entry in entries:
+        if entry.get("type") == "file":
+            stamp = entry.get("mtime") or entry.get("LastModified") or entry.get("last_modified")
+            found[posixpath.basename(entry["name"])] = stamp.timestamp() if hasattr(stamp, "timestamp") else float(stamp or 0)
+    return found
+
+
 def expand(pattern: str) -> list[str]:
     """Expand a path or glob into sorted file URLs (with protocol for remote storage)."""
     fs, path = filesystem(pattern)

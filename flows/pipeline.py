@@ -21,13 +21,10 @@ from fineflow.flows.credentials import apply_credentials
 from fineflow.flows.dedup import dedup_flow
 from fineflow.flows.filter import filter_flow
 from fineflow.flows.results import result_storage
+from fineflow.report import run_folder, write_report
 
 # stage name -> its stage flow (planning lives in fineflow.planning, free of Prefect)
 STAGE_FLOWS = {"crawl": crawl_flow, "filter": filter_flow, "dedup": dedup_flow}
-
-
-def run_folder(root: str, run_id: str) -> str:
-    return storage.join(root, "_runs", run_id)
 
 
 @flow(name="fineflow-pipeline", persist_result=True)
@@ -68,6 +65,10 @@ def run_pipeline(settings: PipelineConfig, from_stage: str | None = None) -> dic
         "stages": summaries,
     }
     storage.write_bytes(storage.join(folder, "summary.json"), json.dumps(result, indent=1).encode())
+    try:
+        result["report"] = write_report(folder)
+    except Exception as error:  # noqa: BLE001 (the run's data is committed; the report can be rebuilt)
+        logger.warning("the HTML report could not be written (%s); rebuild it with `fineflow report %s`", error, folder)
     create_markdown_artifact(key="pipeline-summary", markdown=_markdown(result), description=f"run {run_id}")
     return result
 
@@ -88,6 +89,7 @@ def _markdown(result: dict[str, Any]) -> str:
         "",
         f"Storage: `{result['storage']}`",
         "",
+        *([f"Report (charts, opens offline): [{result['report']}]({_link(result['report'])})", ""] if result.get("report") else []),
         "| stage | docs in | docs out | tasks | cached | seconds | output |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -96,3 +98,8 @@ def _markdown(result: dict[str, Any]) -> str:
             f"| {s['name']} | {s['docs_in']} | {s['docs_out']} | {s['shards']} | {s['cached_shards']} | {s['seconds']} | `{s['output']}` |"
         )
     return "\n".join(lines)
+
+
+def _link(url: str) -> str:
+    """A clickable address: local paths become file:// URLs (s3:// stays as it is)."""
+    return f"file://{url}" if storage.is_local(url) and url.startswith("/") else url

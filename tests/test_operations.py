@@ -21,6 +21,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from browser import drawn_charts, rendered_dom
 from conftest import REPO
 from test_pipeline_integration import run_pipeline, task_states
 
@@ -183,7 +184,7 @@ def reference(stack, api, deployments) -> dict:
     return {"run_id": run_id, "summary": summary, "outputs": outputs_of(fs, summary)}
 
 
-def test_a_run_started_like_the_ui_runs_on_the_stack(stack, api, deployments, reference):
+def test_a_run_started_like_the_ui_runs_on_the_stack(stack, api, deployments, reference, tmp_path):
     assert {"demo", "weekly", "crawl", "dedup", "filter"} <= set(deployments)
     weekly = httpx.get(f"{api}/deployments/{deployments['weekly']}").json()
     assert [s["schedule"]["cron"] for s in weekly["schedules"]] == ["0 3 * * 1"]
@@ -197,7 +198,16 @@ def test_a_run_started_like_the_ui_runs_on_the_stack(stack, api, deployments, re
     assert [s["name"] for s in summary["stages"]] == ["crawl", "dedup", "filter"]
     assert all(s["docs_out"] > 0 for s in summary["stages"])
     artifacts = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}).json()
-    assert "pipeline-summary" in {a["key"] for a in artifacts}
+    markdown = next(a["data"] for a in artifacts if a["key"] == "pipeline-summary")
+    report_url = f"{summary['storage']}/_runs/{run_id}/report.html"
+    assert report_url in markdown  # the run's artifact links its HTML report
+
+    # the report, as written to S3 by the run, draws every chart in a real browser
+    page = tmp_path / "report.html"
+    page.write_bytes(stack_fs(stack).cat(report_url.removeprefix("s3://")))
+    charts = drawn_charts(rendered_dom(page))
+    assert set(charts) == {"funnel", "characters", "languages", "drops", "clusters"} and all(charts.values()), charts
+    assert charts["funnel"] == 4  # records read, then after crawl, dedup and filter
 
 
 def test_a_failed_stage_retried_like_the_ui_resumes_from_that_stage(stack, api, deployments, reference, faults):
