@@ -66,14 +66,18 @@ def healthy(api_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def _pid_alive(pid: int | None) -> bool:
+def pid_alive(pid: int | None) -> bool:
     if not pid:
         return False
     try:
         os.kill(pid, 0)
     except OSError:
         return False
-    return True
+    try:  # a zombie (exited, not yet reaped by its parent) is not alive
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def _info_file(folder: Path) -> Path:
@@ -140,10 +144,10 @@ def stop_server(folder: Path | None = None) -> bool:
         return False
     pid = data.get("pid")
     stopped = False
-    if _pid_alive(pid):
+    if pid_alive(pid):
         os.killpg(pid, signal.SIGTERM)
         for _ in range(100):
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 break
             time.sleep(0.1)
         stopped = True

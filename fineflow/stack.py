@@ -102,20 +102,20 @@ class Stack:
         }
         s3 = state.get("s3")
         report["s3"] = {
-            "running": bool(s3) and _alive(s3["pid"]) and self._s3_answers(s3),
+            "running": bool(s3) and server.pid_alive(s3["pid"]) and self._s3_answers(s3),
             "url": s3["endpoint"] if s3 else None,
             "bucket": BUCKET,
         }
         dask = state.get("dask")
         report["dask"] = {
-            "running": bool(dask) and _alive(dask["scheduler_pid"]) and _port_open(dask["scheduler"]),
+            "running": bool(dask) and server.pid_alive(dask["scheduler_pid"]) and _port_open(dask["scheduler"]),
             "url": dask["dashboard"] if dask else None,
             "scheduler": dask["scheduler"] if dask else None,
-            "workers": _alive(dask["workers_pid"]) if dask else False,
+            "workers": server.pid_alive(dask["workers_pid"]) if dask else False,
         }
         worker = state.get("worker")
         report["worker"] = {
-            "running": bool(worker) and _alive(worker["pid"]),
+            "running": bool(worker) and server.pid_alive(worker["pid"]),
             "url": None,
             "pool": WORK_POOL,
         }
@@ -148,10 +148,11 @@ class Stack:
             state["dask"] = self._start_dask(environment, dask_workers, threads_per_worker, memory_limit)
             self._save(state)
             current["worker"]["running"] = False  # its flow runs must see the new scheduler address
-        if not current["worker"]["running"]:
+        # a worker polling a Prefect server that has since moved (restarted on another port) is restarted too
+        if not current["worker"]["running"] or state.get("worker", {}).get("api_url") != prefect.api_url:
             _stop(state.get("worker", {}).get("pid"))
             environment = {**os.environ, **self.environment(), "PREFECT_API_URL": prefect.api_url}
-            state["worker"] = {"pid": self._start_worker(environment, prefect.api_url)}
+            state["worker"] = {"pid": self._start_worker(environment, prefect.api_url), "api_url": prefect.api_url}
             self._save(state)
         return self.status()
 
@@ -220,37 +221,23 @@ def _wait(ready, what: str, log: Path, pid: int) -> None:  # noqa: ANN001
     while time.monotonic() < deadline:
         if ready():
             return
-        if not _alive(pid):
+        if not server.pid_alive(pid):
             raise RuntimeError(f"{what} exited during startup; see {log}")
         time.sleep(0.5)
     raise RuntimeError(f"{what} did not come up within {STARTUP_TIMEOUT_S:.0f}s; see {log}")
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:  # a zombie (exited, not yet reaped by its parent) is not alive
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 def _stop(pid: int | None, timeout_s: float = 20.0) -> bool:
-    if not _alive(pid):
+    if not server.pid_alive(pid):
         return False
     try:
         os.killpg(pid, signal.SIGTERM)
     except OSError:
         return False
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and _alive(pid):
+    while time.monotonic() < deadline and server.pid_alive(pid):
         time.sleep(0.2)
-    if _alive(pid):
+    if server.pid_alive(pid):
         try:
             os.killpg(pid, signal.SIGKILL)
         except OSError:

@@ -69,7 +69,7 @@ class DedupRun(Target):
 
 class FilterRun(Target):
     input: str = Field(description="a committed step output folder (with _manifest.json), e.g. a dedup stage's output")
-    stage: FilterStage = Field(default_factory=lambda: FilterStage(stage="filter"))
+    stage: FilterStage = Field(description="the filter stage's settings: its filters in order, per-language thresholds")
     refresh: bool = False
 
 

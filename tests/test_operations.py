@@ -210,6 +210,34 @@ def test_a_run_started_like_the_ui_runs_on_the_stack(stack, api, deployments, re
     assert charts["funnel"] == 4  # records read, then after crawl, dedup and filter
 
 
+def test_stage_deployments_chain_into_the_same_output_as_the_pipeline(stack, api, deployments, reference):
+    """crawl, then dedup and filter on the committed folder before each, each a UI run of its
+    stage deployment; partitioned by the scheduled date; byte for byte the pipeline's output."""
+    import yaml
+
+    crawl, dedup, filter_ = yaml.safe_load((REPO / "examples" / "demo.yaml").read_text())["stages"]
+    crawl["inputs"] = ["examples/data/*.warc.gz"]  # stage deployments resolve paths from their working directory
+    root = f"s3://fineflow/stages-{uuid.uuid4().hex[:8]}"
+    fs = stack_fs(stack)
+
+    def run_stage(name: str, run: dict) -> str:
+        run_id = ui_custom_run(api, deployments[name], {"run": run})
+        finished = wait_for(api, run_id)
+        assert finished["state"]["type"] == "COMPLETED", finished["state"]
+        return finished["expected_start_time"][:10]
+
+    day = run_stage("crawl", {"storage": root, "partition": "scheduled-date", "stage": crawl})
+    partition = f"{root}/{day}"  # the run's scheduled date
+    (crawl_out,) = [p.rsplit("/", 1)[0] for p in fs.glob(f"{partition.removeprefix('s3://')}/crawl/extract/*/_manifest.json")]
+    run_stage("dedup", {"storage": partition, "input": f"s3://{crawl_out}", "stage": dedup})
+    (dedup_out,) = [p.rsplit("/", 1)[0] for p in fs.glob(f"{partition.removeprefix('s3://')}/dedup/remove/*/_manifest.json")]
+    run_stage("filter", {"storage": partition, "input": f"s3://{dedup_out}", "stage": filter_})
+    (filter_out,) = [p.rsplit("/", 1)[0] for p in fs.glob(f"{partition.removeprefix('s3://')}/filter/decide/*/_manifest.json")]
+    for step, folder in (("crawl/extract", crawl_out), ("dedup/remove", dedup_out), ("filter/decide", filter_out)):
+        shards = json.loads(fs.cat(f"{folder}/_manifest.json"))["shards"]
+        assert [(s["file"], s["rows"], s["sha256"]) for s in shards] == reference["outputs"][step], step
+
+
 def test_a_failed_stage_retried_like_the_ui_resumes_from_that_stage(stack, api, deployments, reference, faults):
     from fineflow.faults import arm
 
