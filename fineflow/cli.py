@@ -155,9 +155,12 @@ def run(
     for stage in result["stages"]:
         if stage.get("drop_reasons"):
             console.print(_drop_table(stage))
+    if result.get("report"):
+        console.print(f"HTML report (charts, opens offline): {result['report']}", markup=False)
     if summary_json:
         summary = {
             "run_id": result["run_id"],
+            "report": result.get("report"),
             "stages": [
                 {k: v for k, v in s.items() if k != "steps"}
                 | {"steps": [{k: step[k] for k in ("step", "fingerprint", "output", "shards", "cached_shards", "docs_in", "docs_out")} for step in s["steps"]]}

@@ -365,6 +365,7 @@ def test_from_stage_recomputes_that_stage_and_those_after_it(workdir, tmp_path, 
     (workdir / "demo.yaml").write_text(demo[: demo.index("  - stage: filter")])
     root = str(tmp_path / "store")
     first = run_pipeline(workdir / "demo.yaml", root, dask_address, tmp_path)
+    assert Path(first["report"]).is_file() and Path(first["report"]).parent.name == first["run_id"]
     again = run_pipeline(workdir / "demo.yaml", root, dask_address, tmp_path, "--from-stage", "dedup")
     assert set(task_states(again["run_id"], "crawl-")) == {"Cached"}
     assert set(task_states(again["run_id"], "dedup-")) == {"Completed"}
