@@ -998,7 +998,7 @@ def bench_scale(replicas: int, cache: Path, args, work: Path, seed: int) -> dict
             status = cmp["signatures"]["_status"]
             if dt_view is None:  # words only for the documents of differing groups (both variants)
                 wanted: set[str] = set()
-                for other_label, (other, other_splitters) in variants.items():
+                for other, other_splitters in variants.values():
                     if other_splitters is None:
                         continue
                     other_cmp = cmp if other is result else compare(fineflow_membership(other), dt_members)

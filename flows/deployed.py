@@ -97,7 +97,7 @@ def _dask(target: Target, fallback: DaskConfig) -> DaskConfig:
 
 
 @flow(name="pipeline", persist_result=True)
-def pipeline(run: PipelineRun = PipelineRun()) -> dict[str, Any]:
+def pipeline(run: PipelineRun = PipelineRun()) -> dict[str, Any]:  # noqa: B008 (the form shows these defaults)
     """Run a pipeline file end to end (what ``fineflow run`` does, as a deployment)."""
     config = load_config(Path(run.pipeline), credentials_block=run.credentials_block)
     config.storage = _root(run, config.storage)
