@@ -288,7 +288,11 @@ def gc(
         for step in plan.removed_steps:
             console.print(f"  would remove {step.url}", markup=False)
         return
-    collector.execute(plan)
+    try:
+        collector.execute(plan)
+    except collector.RunStarted as error:
+        err.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from None
     console.print(f"removed {len(plan.removed_steps)} step folder(s) and {len(plan.removed_runs)} run record(s)")
 
 

@@ -27,6 +27,7 @@ from fineflow.manifest import MANIFEST_NAME, read_manifest
 
 RUNS_DIR = "_runs"
 _FINGERPRINT = re.compile(r"[0-9a-f]{16,64}")
+StepKey = tuple[str, str, str]  # (stage, step, fingerprint): the same wherever the storage is mounted
 RESULTS_DIR = "_prefect/results"  # where fineflow.flows.results keeps Prefect's records
 
 
@@ -44,6 +45,10 @@ class StepFolder:
     stage: str
     step: str
     fingerprint: str
+
+    @property
+    def key(self) -> StepKey:
+        return self.stage, self.step, self.fingerprint
 
     @property
     def url(self) -> str:
@@ -65,6 +70,7 @@ class GcPlan:
     removed_records: list[str] = field(default_factory=list)  # flow-level result records of removed runs' era
     bytes_by_stage: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    known_runs: set[str] = field(default_factory=set)
 
 
 def list_runs(root: str) -> list[Run]:
@@ -92,22 +98,34 @@ def list_step_folders(root: str) -> list[StepFolder]:
     return found
 
 
-def used_by(run: Run) -> set[str]:
-    """The step folders (URLs) a run reads or writes."""
+def step_key(url: str) -> StepKey:
+    stage, step, fingerprint = url.rstrip("/").split("/")[-3:]
+    return stage, step, fingerprint
+
+
+def used_by(run: Run) -> set[StepKey]:
+    """The step folders a run reads or writes, as (stage, step, fingerprint)."""
     config = yaml.safe_load(storage.read_bytes(storage.join(run.folder, "config.yaml")))
-    used = {
-        storage.normalize(stage["previous"])
-        for stage in config.get("stages", [])
-        if stage.get("stage") == "dedup" and stage.get("previous")
-    }
+    if config.get("kind") == "stage":  # a stage deployment's run: one stage over a committed input
+        stages = [config["stage"]]
+        used = {step_key(config["upstream"]["output"])} if config.get("upstream") else set()
+    else:
+        stages = config.get("stages", [])
+        used = set()
+    used |= {step_key(stage["previous"]) for stage in stages if stage.get("stage") == "dedup" and stage.get("previous")}
     if run.finished:
         summary = json.loads(storage.read_bytes(storage.join(run.folder, "summary.json")))
-        return used | {storage.normalize(step["output"]) for stage in summary["stages"] for step in stage["steps"]}
-    from fineflow.config import PipelineConfig
-    from fineflow.planning import plan_pipeline
+        return used | {step_key(step["output"]) for stage in summary["stages"] for step in stage["steps"]}
+    # unfinished (failed, cancelled, running): plan it again; same inputs and parameters, same fingerprints
+    from fineflow.planning import plan_pipeline, plan_stage
 
-    plans = plan_pipeline(PipelineConfig.model_validate(config))
-    return used | {storage.normalize(plan.location.folder) for plan in plans}
+    if config.get("kind") == "stage":
+        plans = plan_stage(config["stage"]["stage"], config["stage"], config["storage"], config.get("upstream"))
+    else:
+        from fineflow.config import PipelineConfig
+
+        plans = plan_pipeline(PipelineConfig.model_validate(config))
+    return used | {step_key(plan.location.folder) for plan in plans}
 
 
 def plan_gc(root: str, keep_last: int = 3, keep_runs: tuple[str, ...] = ()) -> GcPlan:
@@ -116,18 +134,20 @@ def plan_gc(root: str, keep_last: int = 3, keep_runs: tuple[str, ...] = ()) -> G
     unknown = sorted(set(keep_runs) - {run.run_id for run in runs})
     if unknown:
         raise ValueError(f"no run {', '.join(unknown)} in {root}/{RUNS_DIR}")
+    steps = list_step_folders(root)
+    if steps and not runs:
+        raise ValueError(f"{root} has step outputs but no run records ({RUNS_DIR}/): nothing tells what is in use")
     kept = [run for index, run in enumerate(runs) if index < keep_last or run.run_id in keep_runs]
     removed_runs = [run for run in runs if run not in kept]
-    steps = list_step_folders(root)
     notes = []
-    used: set[str] = set()
+    used: set[StepKey] = set()
     for run in kept:
         try:
             used |= used_by(run)
         except Exception as error:  # noqa: BLE001 (cannot tell what it uses: keep everything)
             notes.append(f"run {run.run_id}: cannot tell which outputs it uses ({error}); nothing is removed")
-            used |= {step.url for step in steps}
-    removed_steps = [step for step in steps if step.url not in used]
+            used |= {step.key for step in steps}
+    removed_steps = [step for step in steps if step.key not in used]
     bytes_by_stage: dict[str, int] = defaultdict(int)
     for step in removed_steps:
         bytes_by_stage[step.stage] += storage.total_bytes(step.url) + storage.total_bytes(step.records)
@@ -147,14 +167,22 @@ def plan_gc(root: str, keep_last: int = 3, keep_runs: tuple[str, ...] = ()) -> G
         kept_runs=kept,
         removed_runs=removed_runs,
         removed_steps=removed_steps,
-        kept_steps=[step for step in steps if step.url in used],
+        kept_steps=[step for step in steps if step.key in used],
+        known_runs={run.run_id for run in runs},
         removed_records=removed_records,
         bytes_by_stage=dict(sorted(bytes_by_stage.items())),
         notes=notes,
     )
 
 
+class RunStarted(RuntimeError):
+    """A run started after the plan was made: it may use what the plan would remove."""
+
+
 def execute(plan: GcPlan) -> None:
+    started = {run.run_id for run in list_runs(plan.root)} - plan.known_runs
+    if started:
+        raise RunStarted(f"run(s) {', '.join(sorted(started))} started since gc was planned: plan again")
     for step in plan.removed_steps:
         if read_manifest(step.url) is not None:
             storage.remove(storage.join(step.url, MANIFEST_NAME))

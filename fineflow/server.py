@@ -80,6 +80,16 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
+def runs_python_or_weed(pid: int) -> bool:
+    """Whether ``pid`` still runs one of the programs fineflow starts (this Python or SeaweedFS)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc to check (not Linux): trust the recorded pid
+    program = os.path.basename(command[0].decode(errors="replace")) if command and command[0] else ""
+    return program.startswith("python") or program == "weed" or command[0].decode(errors="replace") == sys.executable
+
+
 def _info_file(folder: Path) -> Path:
     return folder / "server.json"
 
@@ -144,7 +154,7 @@ def stop_server(folder: Path | None = None) -> bool:
         return False
     pid = data.get("pid")
     stopped = False
-    if pid_alive(pid):
+    if pid_alive(pid) and runs_python_or_weed(pid):
         os.killpg(pid, signal.SIGTERM)
         for _ in range(100):
             if not pid_alive(pid):

@@ -141,6 +141,8 @@ class Stack:
             )
             state["s3"] = {"endpoint": seaweed.endpoint, "pid": seaweed.process.pid}
             self._save(state)
+            # the Dask workers and the Prefect worker hold the old endpoint in their environment
+            current["dask"]["running"] = current["worker"]["running"] = False
         environment = {**os.environ, **self.environment(), "PREFECT_API_URL": prefect.api_url}
         if not current["dask"]["running"] or not current["dask"]["workers"]:
             for key in ("workers_pid", "scheduler_pid"):
@@ -174,7 +176,10 @@ class Stack:
              "--local-directory", str(self.folder / "dask-workers")],
             environment, self.folder / "dask-workers.log",
         )
-        _wait(lambda: _dask_workers(scheduler) >= workers, "the Dask workers", self.folder / "dask-workers.log", workers_pid)
+        _wait(
+            lambda: _dask_workers(scheduler) >= workers, "the Dask workers", self.folder / "dask-workers.log", workers_pid,
+            also_stop=(scheduler_pid,),
+        )
         return {
             "scheduler": scheduler,
             "dashboard": f"http://127.0.0.1:{dashboard_port}/status",
@@ -216,19 +221,24 @@ def _spawn(command: list[str], environment: dict[str, str], log: Path) -> int:
     return process.pid
 
 
-def _wait(ready, what: str, log: Path, pid: int) -> None:  # noqa: ANN001
+def _wait(ready, what: str, log: Path, pid: int, also_stop: tuple[int, ...] = ()) -> None:  # noqa: ANN001
+    """Wait until ``ready()``; on failure stop ``pid`` (and ``also_stop``), so nothing is left unrecorded."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if ready():
             return
         if not server.pid_alive(pid):
-            raise RuntimeError(f"{what} exited during startup; see {log}")
+            break
         time.sleep(0.5)
-    raise RuntimeError(f"{what} did not come up within {STARTUP_TIMEOUT_S:.0f}s; see {log}")
+    for leftover in (pid, *also_stop):
+        _stop(leftover)
+    raise RuntimeError(f"{what} did not come up within {STARTUP_TIMEOUT_S:.0f}s or exited; see {log}")
 
 
 def _stop(pid: int | None, timeout_s: float = 20.0) -> bool:
-    if not server.pid_alive(pid):
+    """Stop the process group of a stack component; a recorded pid now used by another program
+    (after a reboot) is left alone."""
+    if not server.pid_alive(pid) or not server.runs_python_or_weed(pid):
         return False
     try:
         os.killpg(pid, signal.SIGTERM)

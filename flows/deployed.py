@@ -14,6 +14,7 @@ while next week's run gets a folder of its own.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,7 +28,7 @@ from fineflow.dedup_config import DedupStage
 from fineflow.filter_config import FilterStage
 from fineflow.flows.cluster import dask_cluster
 from fineflow.flows.credentials import apply_credentials
-from fineflow.flows.pipeline import run_pipeline, run_stage_flow
+from fineflow.flows.pipeline import finish_run_record, run_pipeline, run_stage_flow, start_run_record
 from fineflow.manifest import read_manifest
 
 StageName = Literal["crawl", "dedup", "filter"]
@@ -107,12 +108,17 @@ def pipeline(run: PipelineRun = PipelineRun()) -> dict[str, Any]:  # noqa: B008 
 
 
 def _run_one_stage(run: CrawlRun | DedupRun | FilterRun, upstream: dict | None) -> dict[str, Any]:
+    """One stage with a run record like a pipeline's (config, summary, report), so gc sees what it uses."""
     resolve_stage_paths(run.stage, Path.cwd())
     root = _root(run, storage.normalize("./fineflow-data"))
     apply_credentials(run.credentials_block)
+    stage_config = run.stage.model_dump(mode="json")
+    folder = start_run_record(root, {"kind": "stage", "storage": root, "stage": stage_config, "upstream": upstream})
+    started = time.perf_counter()
     with dask_cluster(_dask(run, DaskConfig())) as (address, _):
         get_run_logger().info("%s stage: storage %s, Dask %s", run.stage.stage, root, address)
-        return run_stage_flow(run.stage.model_dump(mode="json"), address, root, upstream, run.refresh, run.credentials_block)
+        summary = run_stage_flow(stage_config, address, root, upstream, run.refresh, run.credentials_block)
+    return finish_run_record(folder, f"{run.stage.stage} stage", root, time.perf_counter() - started, [summary])
 
 
 def _upstream(folder: str, credentials_block: str | None) -> dict[str, Any]:

@@ -25,7 +25,7 @@ class StepFailed(RuntimeError):
 # A shard whose worker died is resubmitted this many times by the flow itself: Dask's own
 # rescheduling gives up with KilledWorker, and prefect-dask reports such tasks as crashed.
 MAX_RESUBMITS = 3
-_LOST_WORKER_ERRORS = ("KilledWorker", "CancelledError", "FutureCancelledError", "CommClosedError", "WorkerError")
+_LOST_WORKER_ERRORS = ("KilledWorker", "CommClosedError", "WorkerError")
 
 
 def _crashed(future, error: BaseException) -> bool:  # noqa: ANN001
@@ -76,9 +76,7 @@ def run_step(plan: StepPlan, refresh: bool = False, credentials_block: str | Non
             shard = pending[future]
             try:
                 result = future.result()
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException as error:  # noqa: BLE001 (classified below; finished shards stay committed)
+            except Exception as error:  # noqa: BLE001 (classified below; finished shards stay committed)
                 if _crashed(future, error) and attempt <= MAX_RESUBMITS:
                     crashed.append(shard)  # its worker died: run it again (its output is atomic)
                     continue
@@ -91,7 +89,7 @@ def run_step(plan: StepPlan, refresh: bool = False, credentials_block: str | Non
             progress.emit("shard_done", stage=plan.stage, step=plan.step, done=done, total=total, failed=len(failures))
         if not crashed:
             break
-        committed = plan.location.committed_shards()
+        committed = set() if refresh else plan.location.committed_shards()
         get_run_logger().warning(
             "%s/%s: %d shard task(s) lost with their Dask worker; resubmitting them (attempt %d of %d)",
             plan.stage, plan.step, len(crashed), attempt + 1, MAX_RESUBMITS + 1,
@@ -119,6 +117,9 @@ def run_step(plan: StepPlan, refresh: bool = False, credentials_block: str | Non
     }
 
 
+_NEWER_COUNTERS = ("text_chars", "rejected_chars")  # absent from cache records written before them
+
+
 def _totals(results: list[dict]) -> dict[str, Any]:
     """Sum the shards' counters; nested counters key by key, peak memory figures by maximum."""
     stats = [result.get("stats", {}) for result in results]
@@ -126,6 +127,8 @@ def _totals(results: list[dict]) -> dict[str, Any]:
     for key in sorted({key for shard in stats for key in shard}):
         target = "rejected" if key == "rejects" else key  # "rejects" names the rejects folder
         values = [shard[key] for shard in stats if key in shard]
+        if key in _NEWER_COUNTERS and len(values) < len(stats):
+            continue  # some shards' cache records predate the counter: a partial sum would mislead
         if all(isinstance(v, dict) for v in values):
             totals[target] = merge_counts(values)
         elif key.endswith("peak_rss_mb"):

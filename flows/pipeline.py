@@ -36,11 +36,8 @@ def run_pipeline(settings: PipelineConfig, from_stage: str | None = None) -> dic
     """The pipeline's body, inside a flow run: ``fineflow run``'s flow and the deployed flows share it."""
     root = settings.storage
     apply_credentials(settings.storage_credentials)
-    run_id = str(flow_run.id)
     logger = get_run_logger()
-    folder = run_folder(root, run_id)
-    # The resolved configuration is stored with every run.
-    storage.write_bytes(storage.join(folder, "config.yaml"), yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False).encode())
+    folder = start_run_record(root, settings.model_dump(mode="json"))
     started = time.perf_counter()
     summaries = []
     with dask_cluster(settings.dask) as (address, dashboard):
@@ -57,19 +54,25 @@ def run_pipeline(settings: PipelineConfig, from_stage: str | None = None) -> dic
             last = summary["steps"][-1]
             upstream = {"fingerprint": last["fingerprint"], "output": last["output"], "shards": last["shards"]}
             progress.emit("stage_done", summary=summary)
-    result = {
-        "run_id": run_id,
-        "pipeline": settings.name,
-        "storage": root,
-        "seconds": round(time.perf_counter() - started, 2),
-        "stages": summaries,
-    }
+    return finish_run_record(folder, settings.name, root, time.perf_counter() - started, summaries)
+
+
+def start_run_record(root: str, config: dict[str, Any]) -> str:
+    """Store the run's resolved configuration in ``<root>/_runs/<run id>/`` (what gc and re-runs read)."""
+    folder = run_folder(root, str(flow_run.id))
+    storage.write_bytes(storage.join(folder, "config.yaml"), yaml.safe_dump(config, sort_keys=False).encode())
+    return folder
+
+
+def finish_run_record(folder: str, name: str, root: str, seconds: float, summaries: list[dict]) -> dict[str, Any]:
+    """Write the run's summary and HTML report next to its configuration; publish the summary artifact."""
+    result = {"run_id": str(flow_run.id), "pipeline": name, "storage": root, "seconds": round(seconds, 2), "stages": summaries}
     storage.write_bytes(storage.join(folder, "summary.json"), json.dumps(result, indent=1).encode())
     try:
         result["report"] = write_report(folder)
     except Exception as error:  # noqa: BLE001 (the run's data is committed; the report can be rebuilt)
-        logger.warning("the HTML report could not be written (%s); rebuild it with `fineflow report %s`", error, folder)
-    create_markdown_artifact(key="pipeline-summary", markdown=_markdown(result), description=f"run {run_id}")
+        get_run_logger().warning("the HTML report could not be written (%s); rebuild it with `fineflow report %s`", error, folder)
+    create_markdown_artifact(key="pipeline-summary", markdown=_markdown(result), description=f"run {result['run_id']}")
     return result
 
 

@@ -7,6 +7,7 @@ API address is exported.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -19,6 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 # Prefect worker starts, so that every process the tests start can find the armed faults.
 FAULTS_DIR = Path(tempfile.mkdtemp(prefix="fineflow-faults-"))
 os.environ["FINEFLOW_FAULTS_DIR"] = str(FAULTS_DIR)
+atexit.register(shutil.rmtree, FAULTS_DIR, ignore_errors=True)
 SAMPLE = REPO / "examples" / "data" / "CC-MAIN-SAMPLE-00000.warc.gz"
 DEMO = REPO / "examples" / "demo.yaml"
 BUCKET = "fineflow-test"

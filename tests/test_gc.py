@@ -61,6 +61,14 @@ def test_gc_keeps_what_kept_runs_use_and_removes_the_rest_with_its_cache_records
     assert str(next(iter(partial))) not in shown  # the kept failed run's partial work stays
     assert storage.exists(first_out + "/_manifest.json") and storage.exists(second_out + "/_manifest.json")
 
+    # the same store reached by another path (a mount, a symlink): the same decisions
+    from fineflow.gc import plan_gc
+
+    elsewhere = tmp_path / "mounted-elsewhere"
+    elsewhere.symlink_to(tmp_path / "store")
+    here, there = plan_gc(root, keep_last=1), plan_gc(str(elsewhere), keep_last=1)
+    assert [s.key for s in there.removed_steps] == [s.key for s in here.removed_steps] and len(here.kept_steps) == 1
+
     # keep the last run (the failed one) and the first by name: the second run goes
     gc(root, "--keep-last", "1", "--keep-run", first["run_id"])
     assert not storage.exists(second_out) and not storage.exists(second_records)
@@ -75,3 +83,14 @@ def test_gc_keeps_what_kept_runs_use_and_removes_the_rest_with_its_cache_records
     crawl = resumed["stages"][0]
     assert 0 < crawl["cached_shards"] < crawl["shards"]
     assert json.loads(storage.read_bytes(f"{root}/_runs/{resumed['run_id']}/summary.json"))["stages"][0]["docs_out"] > 0
+
+
+def test_gc_refuses_a_store_without_run_records(tmp_path):
+    from fineflow.gc import plan_gc
+
+    folder = tmp_path / "crawl" / "extract" / "0123456789abcdef0123"
+    folder.mkdir(parents=True)
+    (folder / "_manifest.json").write_text("{}")
+    (tmp_path / "notes" / "crawl").mkdir(parents=True)  # not a step folder: never listed
+    with pytest.raises(ValueError, match="no run records"):
+        plan_gc(str(tmp_path))

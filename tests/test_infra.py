@@ -55,7 +55,8 @@ def test_compose_file_follows_the_compose_specification():
     assert (INFRA / document["services"]["dask-worker"]["build"]["dockerfile"].removeprefix("infra/")).exists()
 
 
-def test_compose_refuses_to_start_without_its_secrets():
+def test_compose_declares_its_secrets_required():
+    """Every secret is a ${VAR:?message} reference: Compose refuses to start without it."""
     with pytest.raises(KeyError, match="FINEFLOW_S3_SECRET_KEY"):
         compose_file({k: v for k, v in ENV.items() if k != "FINEFLOW_S3_SECRET_KEY"})
 

@@ -176,9 +176,14 @@ def load_splitter(name: str) -> Splitter:
     raise ValueError(f"unknown word splitter {name!r}: use spacy:<code>, jieba, chars, thai, sudachi or kiwi")
 
 
+# Bump when fineflow's own use of a segmenter changes the words (e.g. how surfaces are split).
+SPLITTER_CODE_VERSION = "2"  # 2: Sudachi surfaces split on spaces, long lines in pieces
+
+
 def splitter_versions() -> dict[str, str]:
-    """Versions of every segmenting library present: they decide the words, so the signals' fingerprint."""
-    versions = {}
+    """Versions of every segmenting library present and of fineflow's splitter code: they decide
+    the words, so the fingerprints of every step that splits words."""
+    versions = {"fineflow-splitters": SPLITTER_CODE_VERSION}
     for package in ("spacy", "jieba", "regex", *OPTIONAL_SEGMENTERS.values()):
         try:
             versions[package] = version(package)
