@@ -20,14 +20,12 @@ import concurrent.futures
 import json
 import multiprocessing
 import os
-import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from datetime import datetime
-from importlib.metadata import version
 from pathlib import Path
 
 import psutil
@@ -35,6 +33,8 @@ import yaml
 
 from fineflow.config import CrawlStage
 from fineflow.counters import merge_counts
+
+from common import machine_info, table_head  # bench/common.py (the script's folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parent.parent
 FINEFLOW = Path(sys.executable).with_name("fineflow")
@@ -165,24 +165,18 @@ def bench_environment(env: dict[str, str], home: Path) -> dict[str, str]:
     return env
 
 
-def machine() -> dict:
-    return {
-        "cpus": os.cpu_count(),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "load_average": [round(x, 2) for x in os.getloadavg()],  # other load skews the timings
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "versions": {p: version(p) for p in ("fineflow", "trafilatura", "resiliparse", "prefect", "distributed")},
-        "git": subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
-    }
-
-
 def markdown_table(results: dict) -> str:
-    header = (
-        "| extractor | docs in | docs out | docs/s per core (compute only) | pipeline wall, first run | "
-        "repeat run (ratio) | orchestration | peak RSS per worker | extractor subprocess peak RSS |"
+    lines = table_head(
+        "extractor",
+        "docs in",
+        "docs out",
+        "docs/s per core (compute only)",
+        "pipeline wall, first run",
+        "repeat run (ratio)",
+        "orchestration",
+        "peak RSS per worker",
+        "extractor subprocess peak RSS",
     )
-    lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for name, r in results.items():
         c, p = r["compute"], r["pipeline"]
         repeat = f"{p['repeat_wall_s']:.1f} s ({p['repeat_ratio']:.0%})" + ("" if p["repeat_all_cached"] else " ⚠ not all cached")
@@ -206,7 +200,7 @@ def main() -> None:
     if not files:
         parser.error(f"no *.warc.gz files in {corpus}")
 
-    host = machine()
+    host = machine_info(("fineflow", "trafilatura", "resiliparse", "prefect", "distributed"))
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="crawl-bench-") as tmp:
         work = Path(tmp)

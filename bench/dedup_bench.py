@@ -65,7 +65,6 @@ import argparse
 import gzip
 import json
 import os
-import platform
 import random
 import re
 import resource
@@ -78,6 +77,8 @@ import time
 from collections import Counter, defaultdict
 from datetime import datetime
 from pathlib import Path
+
+from common import machine_info, table_head  # bench/common.py (the script's folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -254,19 +255,22 @@ def datatrove_worker(input_path: str, workdir: str, out_path: str, dump_signatur
         path = work / "logs" / name / "stats.json"
         if path.exists():
             stats[name] = json.loads(path.read_text())
-    result = {
+    result = {**timing_record(steps, import_phase, overall_peak), "membership": membership, "stats": stats}
+    if dump_signatures:
+        result["band_keys"] = datatrove_band_keys(source, work / "signatures")
+    Path(out_path).write_text(json.dumps(result))
+
+
+def timing_record(steps: dict, import_phase, overall_peak: float) -> dict:  # noqa: ANN001
+    """What both tools' workers report: per step and in total, seconds, CPU seconds and memory."""
+    return {
         "steps": steps,
         "imports": import_phase.record(),
         "total_seconds": round(sum(s["seconds"] for s in steps.values()), 3),
         "total_cpu_seconds": round(sum(s["cpu_seconds"] for s in steps.values()), 3),
         "peak_rss_mb": overall_peak,
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "membership": membership,
-        "stats": stats,
     }
-    if dump_signatures:
-        result["band_keys"] = datatrove_band_keys(source, work / "signatures")
-    Path(out_path).write_text(json.dumps(result))
 
 
 def datatrove_band_keys(source: Path, signatures: Path) -> dict[str, list[int]]:
@@ -333,16 +337,7 @@ def fineflow_worker(upstream: str, shards: int, fingerprint: str, root: str, out
     sampler.stop()
     Path(out_path).write_text(
         json.dumps(
-            {
-                "steps": steps,
-                "imports": import_phase.record(),
-                "total_seconds": round(sum(s["seconds"] for s in steps.values()), 3),
-                "total_cpu_seconds": round(sum(s["cpu_seconds"] for s in steps.values()), 3),
-                "peak_rss_mb": overall_peak,
-                "load_average_after": [round(x, 2) for x in os.getloadavg()],
-                "cluster_stats": cluster_stats,
-                "folders": folders,
-            }
+            {**timing_record(steps, import_phase, overall_peak), "cluster_stats": cluster_stats, "folders": folders}
         )
     )
 
@@ -872,28 +867,22 @@ def orchestration(corpus: Path, work: Path, fineflow_cli: Path, workers: int) ->
 # ---------------------------------------------------------------------------------------------
 
 
-def machine() -> dict:
-    from importlib.metadata import version
-
-    import psutil
-
-    return {
-        "cpus": os.cpu_count(),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "versions": {p: version(p) for p in ("fineflow", "polars", "xxhash", "spacy", "numpy")},
-        "git": subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
-    }
-
-
 def speed_table(runs: dict) -> str:
-    header = (
-        "| scale | tool | docs | signatures | buckets | cluster | remove/filter | total | CPU | docs/s | "
-        "cluster step peak RSS (growth) | overall peak RSS | speedup vs datatrove (wall / CPU) |"
+    lines = table_head(
+        "scale",
+        "tool",
+        "docs",
+        "signatures",
+        "buckets",
+        "cluster",
+        "remove/filter",
+        "total",
+        "CPU",
+        "docs/s",
+        "cluster step peak RSS (growth)",
+        "overall peak RSS",
+        "speedup vs datatrove (wall / CPU)",
     )
-    lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for scale, run in runs.items():
         dt_total, dt_cpu = run["datatrove"]["total_seconds"], run["datatrove"]["total_cpu_seconds"]
         tools = [("fineflow", run["fineflow"])]
@@ -913,11 +902,18 @@ def speed_table(runs: dict) -> str:
 
 
 def fidelity_table(runs: dict) -> str:
-    header = (
-        "| scale | fineflow words | docs | clusters (fineflow / datatrove) | docs in clusters | removed | "
-        "identical clusters (agreement) | differing docs | same duplicate flag | identical band keys |"
+    lines = table_head(
+        "scale",
+        "fineflow words",
+        "docs",
+        "clusters (fineflow / datatrove)",
+        "docs in clusters",
+        "removed",
+        "identical clusters (agreement)",
+        "differing docs",
+        "same duplicate flag",
+        "identical band keys",
     )
-    lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for scale, run in runs.items():
         for label, cmp in run["fidelity"].items():
             ff, dt = cmp["fineflow"], cmp["datatrove"]
@@ -1066,7 +1062,7 @@ def main() -> None:
     if not Path(args.datatrove_python).exists():
         parser.error(f"no datatrove python at {args.datatrove_python} (see the module docstring to create one)")
 
-    host = machine()
+    host = machine_info(("fineflow", "polars", "xxhash", "spacy", "numpy"))
     cache, source = extract_documents(args.corpus.resolve())
     work = args.keep or Path(tempfile.mkdtemp(prefix="dedup-bench-"))
     work.mkdir(parents=True, exist_ok=True)

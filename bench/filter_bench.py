@@ -79,6 +79,8 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
+from common import machine_info  # bench/common.py (the script's folder is on sys.path)
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
 DEFAULT_LISTS = ROOT / "tasks" / "filter" / "blocklists" / "default"
@@ -777,28 +779,6 @@ def show_disagreements(agreement: dict) -> None:
             )
 
 
-def machine() -> dict:
-    return {
-        "cpus": os.cpu_count(),
-        "cpu": next(
-            (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-            platform.processor(),
-        )
-        if os.path.exists("/proc/cpuinfo")
-        else platform.processor(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],  # other load skews the timings
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "git": subprocess.run(
-            ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip(),
-        # uncommitted changes to the code under test, if any
-        "git_uncommitted": subprocess.run(
-            ["git", "status", "--porcelain", "--", "tasks", "fineflow"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.splitlines(),
-    }
-
-
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--datatrove-worker":
         worker = argparse.ArgumentParser()
@@ -833,7 +813,7 @@ def main() -> None:
         docs = docs[: args.limit]
     n_en = sum(d["language"] == TARGET_LANGUAGE for d in docs)
     print(f"{len(docs):,} documents ({n_en:,} English)", file=sys.stderr, flush=True)
-    host = machine()
+    host = machine_info(("fineflow", "spacy", "numpy"))
 
     with tempfile.TemporaryDirectory(prefix="filter-bench-") as tmp:
         dt_rows, dt_meta, ff = run_both(docs, args.datatrove_python, Path(tmp))

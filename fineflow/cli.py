@@ -51,6 +51,17 @@ def _connect_api() -> tuple[str, bool]:
     return api_url, started
 
 
+# S3 keys from a Prefect block for the commands that read storage themselves
+CredentialsBlock = Annotated[Optional[str], typer.Option(help="prefect-aws AwsCredentials block for s3://")]
+
+
+def _storage_credentials(block: str | None) -> None:
+    """Load the block from the Prefect API (started if needed) and use it for s3:// access."""
+    if block:
+        _connect_api()
+        _use_credentials(block)
+
+
 def _use_credentials(block: str | None) -> None:
     if block:
         from fineflow.flows.credentials import apply_credentials
@@ -196,14 +207,12 @@ def inspect(
     language: Annotated[Optional[str], typer.Option(help="only this language")] = None,
     where: Annotated[Optional[list[str]], typer.Option(help="COLUMN OP VALUE, e.g. 'language_score>=0.9' (repeatable)")] = None,
     rejects: Annotated[bool, typer.Option("--rejects", help="show the folder's rejected documents")] = False,
-    credentials_block: Annotated[Optional[str], typer.Option(help="prefect-aws AwsCredentials block for s3://")] = None,
+    credentials_block: CredentialsBlock = None,
 ) -> None:
     """Print a few documents and column statistics of a stage output."""
     import polars as pl
 
-    if credentials_block:
-        _connect_api()
-        _use_credentials(credentials_block)
+    _storage_credentials(credentials_block)
 
     from fineflow import storage
     from fineflow.manifest import committed_files, read_manifest
@@ -252,12 +261,10 @@ def gc(
     keep_last: Annotated[int, typer.Option(help="keep what the last N runs (by start time) use", min=0)] = 3,
     keep_run: Annotated[Optional[list[str]], typer.Option(help="also keep what this run uses (repeatable)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would be removed and its bytes per stage")] = False,
-    credentials_block: Annotated[Optional[str], typer.Option(help="prefect-aws AwsCredentials block for s3://")] = None,
+    credentials_block: CredentialsBlock = None,
 ) -> None:
     """Remove step outputs no kept run uses, with their Prefect cache records, and old run records."""
-    if credentials_block:
-        _connect_api()
-        _use_credentials(credentials_block)
+    _storage_credentials(credentials_block)
     from fineflow import gc as collector
 
     if keep_last == 0 and not keep_run:
@@ -301,12 +308,10 @@ def report(
     run: Annotated[str, typer.Argument(help="a run id (with --storage), or a run folder <storage>/_runs/<id>")],
     storage: Annotated[str, typer.Option(help="storage root the run wrote to")] = "./fineflow-data",
     out: Annotated[Optional[Path], typer.Option(help="also write a copy here")] = None,
-    credentials_block: Annotated[Optional[str], typer.Option(help="prefect-aws AwsCredentials block for s3://")] = None,
+    credentials_block: CredentialsBlock = None,
 ) -> None:
     """Write a run's HTML report (charts inlined, opens offline) next to its artifacts."""
-    if credentials_block:
-        _connect_api()
-        _use_credentials(credentials_block)
+    _storage_credentials(credentials_block)
     from fineflow import storage as store
     from fineflow.report import run_folder, write_report
 

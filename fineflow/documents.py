@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections import Counter
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -73,7 +74,8 @@ def commit_shard(
     **stats,
 ) -> dict:
     """Write a shard's rejects (if any), then its output, last: the output's existence marks the
-    shard committed. Returns the shard task's result, documents counted from the tables."""
+    shard committed. Returns the shard task's result, documents counted from the tables (and, for
+    document tables, their characters and languages)."""
     n_rejects = rejects.num_rows if rejects is not None else 0
     rejects_info = write_table(rejects_url, rejects) if n_rejects else None
     output_info = write_table(output_url, kept)
@@ -81,6 +83,9 @@ def commit_shard(
     if "text" in kept.schema.names:  # document tables: characters kept and dropped, for the run report's funnel
         counts["text_chars"] = _characters(kept)
         counts["rejected_chars"] = _characters(rejects) if n_rejects else 0
+    if "language" in kept.schema.names:  # documents kept per language ("und": none detected)
+        languages = Counter(code or "und" for code in kept.column("language").to_pylist())
+        counts["languages"] = dict(sorted(languages.items()))
     return {"shard": shard, "output": output_info, "rejects": rejects_info, "stats": {**counts, **stats}}
 
 

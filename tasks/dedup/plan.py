@@ -15,7 +15,7 @@ from fineflow.fingerprint import step_fingerprint
 from fineflow.manifest import StepLocation, committed_files, read_manifest, shard_name
 from fineflow.steps import StepPlan
 from fineflow.tasks.dedup import buckets, cluster, remove, signatures
-from fineflow.tasks.text.words import splitter_versions
+from fineflow.tasks.text.words import splitter_resources
 
 
 class MissingUpstream(ValueError):
@@ -55,7 +55,7 @@ def plan_dedup(config: DedupStage, root: str, upstream: dict | None) -> list[Ste
         params=signature_params,
         inputs={"upstream": upstream["fingerprint"]},
         libraries=("xxhash", "numpy", "pyarrow"),
-        resources={f"splitter.{k}": v for k, v in splitter_versions().items()},
+        resources=splitter_resources(),
     )
     signatures_location = StepLocation(root, "dedup", "signatures", signatures_fp.value)
     previous_files, previous_fp = _previous(config.previous)

@@ -49,15 +49,12 @@ def remove_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -
     rejects = rejects.append_column("dup_cluster_id", pa.array(cluster_ids, pa.string()).filter(dropped))
 
     by_reason = Counter(r for r in reasons if r)
-    languages = Counter(kept.column("language").to_pylist())
-    return commit_shard(
+    return commit_shard(  # it counts the kept documents' languages and characters
         shard["shard"],
         output_url,
         kept,
         rejects_url,
         rejects,
         drop_reasons=dict(sorted(by_reason.items())),
-        languages=dict(sorted((k or "und", v) for k, v in languages.items())),
-        text_chars=sum(len(t) for t in kept.column("text").to_pylist() if t),
         seconds=round(time.perf_counter() - started, 3),
     )

@@ -123,24 +123,18 @@ def decide_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -
             rejects = rejects.append_column(name, signals.column(name).filter(dropped_mask))
 
     by_reason: Counter[str] = Counter(r for r in reasons if r)
-    kept_languages: Counter[str] = Counter()
     dropped_languages: dict[str, Counter[str]] = defaultdict(Counter)
     for row, reason in zip(rows, reasons):
-        lang = row.get("language") or "und"
-        if reason is None:
-            kept_languages[lang] += 1
-        else:
-            dropped_languages[lang][reason] += 1
+        if reason is not None:
+            dropped_languages[row.get("language") or "und"][reason] += 1
 
-    return commit_shard(
+    return commit_shard(  # it counts the kept documents' languages and characters
         shard["shard"],
         output_url,
         kept,
         rejects_url,
         rejects,
         drop_reasons=dict(sorted(by_reason.items())),
-        languages=dict(sorted(kept_languages.items())),
         drops_by_language={lang: dict(sorted(c.items())) for lang, c in sorted(dropped_languages.items())},
-        text_chars=sum(len(t) for t in kept.column("text").to_pylist() if t),
         seconds=round(time.perf_counter() - started, 3),
     )

@@ -20,7 +20,7 @@ from fineflow.manifest import StepLocation, shard_name
 from fineflow.steps import StepPlan
 from fineflow.tasks.filter import decide, signals, url_filter
 from fineflow.tasks.filter.language_configs import LanguageConfigError, load_language_configs
-from fineflow.tasks.text.words import splitter_versions
+from fineflow.tasks.text.words import splitter_resources
 
 LIBRARIES = ("numpy", "pyarrow", "pyahocorasick", "tldextract", "opencc-python-reimplemented", "fasttext-predict")
 
@@ -105,7 +105,7 @@ def plan_filter(config: FilterStage, root: str, upstream: dict | None) -> list[S
         raise MissingUpstream("the filter stage reads documents: put a crawl (or another document) stage before it")
     signal_params, decide_params = build_params(config)
     specs = signal_params["filters"]
-    resources = {f"splitter.{k}": v for k, v in splitter_versions().items()}
+    resources = splitter_resources()
     for spec in specs:
         if spec["name"] == "url":
             for key, url in spec["lists"].items():

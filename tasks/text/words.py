@@ -190,3 +190,8 @@ def splitter_versions() -> dict[str, str]:
         except PackageNotFoundError:
             versions[package] = "absent"
     return versions
+
+
+def splitter_resources() -> dict[str, str]:
+    """``splitter_versions()`` as fingerprint resources, for every step that splits words."""
+    return {f"splitter.{name}": value for name, value in splitter_versions().items()}
