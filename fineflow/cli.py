@@ -76,7 +76,12 @@ def _dry_run(config) -> None:
     table = Table(title=f"{config.name}: dry run against {config.storage}")
     for column in ("stage", "step", "fingerprint", "tasks", "cached", "recompute", "why"):
         table.add_column(column, no_wrap=column == "fingerprint")
-    for plan in plan_pipeline(config):
+    try:
+        plans = plan_pipeline(config)
+    except (ValueError, FileNotFoundError) as error:  # e.g. a language config folder without configs
+        err.print(f"[red]cannot plan {config.name}: {error}[/red]")
+        raise typer.Exit(2) from None
+    for plan in plans:
         info = explain(plan)
         table.add_row(
             info["stage"], info["step"], info["fingerprint"], str(info["tasks"]), str(info["cached"]),

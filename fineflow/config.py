@@ -126,7 +126,28 @@ def parse_config(data: Any, source: str = "", base_dir: Path | None = None) -> P
         raise ConfigError(f"invalid pipeline configuration {source}: the first stage must be crawl (it reads the inputs)")
     for stage in config.stages:
         resolve_stage_paths(stage, base)
+    missing = [path for stage in config.stages for path in local_files(stage) if not Path(path).exists()]
+    if missing:
+        raise ConfigError(f"invalid pipeline configuration {source}: missing file(s) or folder(s): {', '.join(missing)}")
     return config
+
+
+def local_files(stage: CrawlStage | FilterStage | DedupStage) -> list[str]:
+    """The local files and folders a stage names (blocklists, language configs, listings), once resolved."""
+    named: list[str] = []
+    if isinstance(stage, FilterStage):
+        if stage.language_configs not in (None, "builtin"):
+            named.append(stage.language_configs)
+        for options in stage.filters:
+            named += [
+                getattr(options, key) for key in type(options).model_fields
+                if key.endswith("_file") and isinstance(getattr(options, key), str) and getattr(options, key) != "default"
+            ]
+    if isinstance(stage, CrawlStage):
+        named += [v for k, v in stage.url_filter_options.items() if k.endswith("_file") and isinstance(v, str)]
+        if stage.listing is not None:
+            named.append(stage.listing.path)
+    return [path for path in named if storage.protocol_of(path) == "file"]
 
 
 def resolve_stage_paths(stage: CrawlStage | FilterStage | DedupStage, base: Path) -> None:

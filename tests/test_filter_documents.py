@@ -284,6 +284,20 @@ def test_invalid_filter_config_names_the_problem():
         parse_config({"name": "x", "stages": [{"stage": "filter", "filters": [{"name": "c4"}]}]})
 
 
+def test_files_a_config_names_must_exist_before_anything_runs(tmp_path):
+    from fineflow.config import ConfigError, parse_config
+
+    (tmp_path / "domains.txt").write_text("example.com\n")
+    stages = [{"stage": "crawl", "inputs": ["a"]}, {"stage": "filter", "filters": [{"name": "url", "domains_file": "domains.txt"}]}]
+    config = parse_config({"name": "x", "stages": stages}, base_dir=tmp_path)
+    assert config.stages[1].filters[0].domains_file == str(tmp_path / "domains.txt")
+    stages[1]["language_configs"] = "configs"
+    stages[1]["filters"][0]["banned_words_file"] = "words.txt"
+    with pytest.raises(ConfigError, match="missing file") as error:
+        parse_config({"name": "x", "stages": stages}, base_dir=tmp_path)
+    assert str(tmp_path / "configs") in str(error.value) and str(tmp_path / "words.txt") in str(error.value)
+
+
 @pytest.mark.parametrize(
     ("splitter", "module", "text"),
     [
