@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastwarc.warc import WarcRecord, WarcRecordType
 
 from fineflow.tasks.crawl import charset, content_type
-from fineflow.tasks.crawl.warc import iter_gzip_members
+from fineflow.tasks.crawl.warc import iter_gzip_records
 
 
 def test_utf8_wins_over_a_wrong_latin1_declaration():
@@ -46,7 +46,7 @@ def test_classification():
 
 
 def _sample_responses(sample_warc):
-    for member in iter_gzip_members(str(sample_warc), 0, sample_warc.stat().st_size, 64 << 20):
+    for member in iter_gzip_records(str(sample_warc), 0, sample_warc.stat().st_size, 64 << 20):
         record = WarcRecord.from_bytes(member.data)
         if record.record_type == WarcRecordType.response:
             record.parse_http()

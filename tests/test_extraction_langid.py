@@ -13,14 +13,14 @@ from fastwarc.warc import WarcRecord, WarcRecordType
 from fineflow.languages import canonical_language
 from fineflow.tasks.crawl import charset, langid
 from fineflow.tasks.crawl.sandbox import ExtractionTimeout, SandboxedExtractor
-from fineflow.tasks.crawl.warc import iter_gzip_members
+from fineflow.tasks.crawl.warc import iter_gzip_records
 
 HANDBOOK = "https://debian-handbook.info/browse/{}/stable/"
 
 
 def _pages(sample_warc) -> dict[str, str]:
     pages = {}
-    for member in iter_gzip_members(str(sample_warc), 0, sample_warc.stat().st_size, 64 << 20):
+    for member in iter_gzip_records(str(sample_warc), 0, sample_warc.stat().st_size, 64 << 20):
         record = WarcRecord.from_bytes(member.data)
         if record.record_type != WarcRecordType.response:
             continue

@@ -132,11 +132,11 @@ def test_dry_run_explains_what_changed_and_inspect_reads_output(workdir, tmp_pat
 
 
 def test_corrupt_inputs_are_counted_and_no_good_record_is_lost(workdir, tmp_path, dask_address):
-    from fineflow.tasks.crawl.warc import iter_gzip_members
+    from fineflow.tasks.crawl.warc import iter_gzip_records
 
     sample = workdir / "data" / "CC-MAIN-SAMPLE-00000.warc.gz"
     data = sample.read_bytes()
-    members = list(iter_gzip_members(str(sample), 0, len(data), 1 << 30))
+    members = list(iter_gzip_records(str(sample), 0, len(data), 1 << 30))
     offsets = [m.offset for m in members] + [len(data)]
     # A response whose WARC Content-Length lies (claims 500 bytes more than the record holds).
     import gzip

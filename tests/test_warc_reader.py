@@ -7,14 +7,14 @@ from collections import Counter
 import pytest
 
 from fineflow.tasks.crawl.inputs import describe_files, plan_shards
-from fineflow.tasks.crawl.warc import CORRUPT, TRUNCATED, iter_gzip_members
+from fineflow.tasks.crawl.warc import CORRUPT, TRUNCATED, iter_gzip_records
 
 MAX = 64 << 20
 
 
 def _members(path, start=0, end=None):
     end = end if end is not None else path.stat().st_size
-    return list(iter_gzip_members(str(path), start, end, MAX))
+    return list(iter_gzip_records(str(path), start, end, MAX))
 
 
 def test_ranges_partition_the_records_exactly(sample_warc):

@@ -11,7 +11,7 @@ import hashlib
 
 from fineflow import storage
 from fineflow.fingerprint import file_content_hash
-from fineflow.tasks.crawl.warc import is_gzip
+from fineflow.tasks.crawl.warc import EMPTY, SPLITTABLE, detect_format
 
 
 class InputError(ValueError):
@@ -48,32 +48,32 @@ def expand_inputs(patterns: list[str]) -> list[str]:
 
 
 def describe_files(files: list[str], memo_root: str | None, content_hash: bool) -> list[dict]:
-    """Path, size, compression and (unless the files are immutable by name) content hash."""
+    """Path, size, format (sniffed from the content) and, unless the files are immutable by name,
+    content hash."""
     described = []
     for url in files:
         if content_hash:
             entry = file_content_hash(url, memo_root)
         else:
             entry = {"path": url, "size": storage.size(url)}
-        entry["gzip"] = is_gzip(url) if entry["size"] else False
+        entry["format"] = detect_format(url) if entry["size"] else EMPTY
         described.append(entry)
     return described
 
 
 def plan_shards(files: list[dict], shard_bytes: int) -> list[dict]:
-    """Split gzip-per-record files into byte ranges of about ``shard_bytes``; others stay whole."""
+    """Split gzip-per-record files into byte ranges of about ``shard_bytes``; others stay whole.
+
+    Empty files get no shard (the stage warns about them)."""
     shards = []
     for entry in sorted(files, key=lambda e: e["path"]):
-        size = entry["size"]
-        if size == 0:
+        size, fmt = entry["size"], entry["format"]
+        if size == 0 or fmt == EMPTY:
             continue
-        if entry["gzip"]:
-            pieces = max(1, round(size / shard_bytes))
-            bounds = [size * i // pieces for i in range(pieces + 1)]
-            for start, end in zip(bounds, bounds[1:]):
-                shards.append({"path": entry["path"], "start": start, "end": end, "gzip": True})
-        else:
-            shards.append({"path": entry["path"], "start": 0, "end": size, "gzip": False})
+        pieces = max(1, round(size / shard_bytes)) if fmt in SPLITTABLE else 1
+        bounds = [size * i // pieces for i in range(pieces + 1)]
+        for start, end in zip(bounds, bounds[1:]):
+            shards.append({"path": entry["path"], "start": start, "end": end, "format": fmt})
     for index, shard in enumerate(shards):
         shard["shard"] = index
     return shards

@@ -22,9 +22,9 @@ from fineflow.documents import DOCUMENT_SCHEMA, rejects_schema, write_table
 from fineflow.tasks.crawl import charset, content_type, langid
 from fineflow.tasks.crawl.sandbox import ExtractionFailed, ExtractionTimeout, thread_extractor
 from fineflow.tasks.crawl.url_hooks import load_hook
-from fineflow.tasks.crawl.warc import CORRUPT, TRUNCATED, iter_gzip_members, iter_plain_records
+from fineflow.tasks.crawl.warc import CORRUPT, TRUNCATED, iter_records
 
-STEP_VERSION = "2"  # 2: the extraction limit counts CPU seconds  # bump when this step's output for the same input and parameters changes
+STEP_VERSION = "3"  # 3: records split by their trailers (whole-file gzip, zstd, lying lengths); bump when this step's output for the same input and parameters changes
 LIBRARIES = ("fastwarc", "trafilatura", "resiliparse", "charset-normalizer", "fasttext-predict", "langcodes", "pyarrow")
 
 DOCUMENT_TYPES = (WarcRecordType.response, WarcRecordType.conversion, WarcRecordType.resource)
@@ -38,25 +38,6 @@ def document_id(record_id: str | None, url: str, payload: bytes) -> str:
     """Stable id: from the WARC-Record-ID, or from URL and content for records without one."""
     basis = record_id.encode() if record_id else url.encode() + b"\0" + payload
     return hashlib.blake2b(basis, digest_size=16).hexdigest()
-
-
-def _block_length_problem(data: bytes, declared: str | None) -> str | None:
-    """Compare the WARC Content-Length with the bytes the record really holds."""
-    header_end = data.find(b"\r\n\r\n")
-    if header_end < 0:
-        return CORRUPT
-    block = len(data) - header_end - 4
-    if data.endswith(b"\r\n\r\n") and block >= 4:
-        block -= 4
-    try:
-        expected = int(declared or "")
-    except ValueError:
-        return CORRUPT
-    if expected > block:
-        return TRUNCATED
-    if expected < block:
-        return CORRUPT
-    return None
 
 
 class _ShardWriter:
@@ -81,12 +62,6 @@ class _ShardWriter:
         return docs, rejects
 
 
-def _members(shard: dict, params: dict):
-    if shard["gzip"]:
-        return iter_gzip_members(shard["path"], shard["start"], shard["end"], params["max_record_bytes"])
-    return iter_plain_records(shard["path"])
-
-
 def extract_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
     """Process one shard; write its documents (and rejects, if any) atomically; return stats."""
     started = time.perf_counter()
@@ -100,7 +75,7 @@ def extract_shard(shard: dict, params: dict, output_url: str, rejects_url: str) 
     extract_seconds = 0.0
     languages: Counter[str] = Counter()
 
-    for member in _members(shard, params):
+    for member in iter_records(shard, params["max_record_bytes"]):
         if member.problem:
             docs_in += 1
             skips[member.problem] += 1
@@ -116,10 +91,6 @@ def extract_shard(shard: dict, params: dict, output_url: str, rejects_url: str) 
             continue
         docs_in += 1
         headers = record.headers
-        problem = _block_length_problem(member.data, headers.get("Content-Length"))
-        if problem:
-            skips[problem] += 1
-            continue
         url = headers.get("WARC-Target-URI") or ""
         record_id = record.record_id
         crawl_date = record.record_date
@@ -160,7 +131,7 @@ def extract_shard(shard: dict, params: dict, output_url: str, rejects_url: str) 
         values = {
             "id": document_id(record_id, url, payload),
             "url": url,
-            "source": f"{shard['path']}@{member.offset}",
+            "source": f"{shard['path']}@{member.locator}",
             "crawl_date": crawl_date,
             "warc_record_id": record_id,
             "content_type": "text/html" if kind == content_type.HTML else "text/plain",
