@@ -30,11 +30,10 @@ from pathlib import Path
 
 import psutil
 import yaml
+from common import machine_info, table_head  # bench/common.py (the script's folder is on sys.path)
 
 from fineflow.config import CrawlStage
 from fineflow.counters import merge_counts
-
-from common import machine_info, table_head  # bench/common.py (the script's folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parent.parent
 FINEFLOW = Path(sys.executable).with_name("fineflow")

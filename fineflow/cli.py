@@ -12,12 +12,13 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from fineflow.config import ConfigError, load_config
 
@@ -32,14 +33,23 @@ console = Console()
 err = Console(stderr=True)
 
 
+def _fail(message: str, code: int = 2) -> NoReturn:
+    """Print ``message`` literally (paths may hold ``[...]``) in red, and exit."""
+    err.print(Text(str(message), style="red"), soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _warn(message: str) -> None:
+    err.print(Text(str(message), style="yellow"), soft_wrap=True)
+
+
 def _load(pipeline: Path, storage: str | None, dask_address: str | None, credentials_block: str | None):
     try:
         return load_config(
             pipeline, storage_override=storage, dask_address=dask_address, credentials_block=credentials_block
         )
     except ConfigError as error:
-        err.print(f"[red]{error}[/red]")
-        raise typer.Exit(2) from None
+        _fail(str(error))
 
 
 def _connect_api() -> tuple[str, bool]:
@@ -48,7 +58,22 @@ def _connect_api() -> tuple[str, bool]:
 
     api_url, started = ensure_api()
     os.environ["PREFECT_API_URL"] = api_url
+    if not started:
+        _show_dead_runs(api_url)
     return api_url, started
+
+
+def _show_dead_runs(api_url: str) -> None:
+    """Runs of this API whose fineflow process died are marked Crashed (fineflow.flows.liveness)."""
+    from fineflow.flows.liveness import mark_dead_runs
+
+    try:
+        marked = mark_dead_runs(api_url)
+    except Exception as error:  # noqa: BLE001 (never block a command on this housekeeping)
+        _warn(f"could not check for runs whose process died: {error}")
+        return
+    for run_id in marked:
+        _warn(f"flow run {run_id} was still Running although its fineflow process is gone: marked Crashed")
 
 
 # S3 keys from a Prefect block for the commands that read storage themselves
@@ -73,38 +98,37 @@ def _dry_run(config) -> None:
     from fineflow.planning import plan_pipeline
     from fineflow.steps import explain
 
-    table = Table(title=f"{config.name}: dry run against {config.storage}")
+    table = Table(title=Text(f"{config.name}: dry run against {config.storage}"))
     for column in ("stage", "step", "fingerprint", "tasks", "cached", "recompute", "why"):
         table.add_column(column, no_wrap=column == "fingerprint")
     try:
         plans = plan_pipeline(config)
-    except (ValueError, FileNotFoundError) as error:  # e.g. a language config folder without configs
-        err.print(f"[red]cannot plan {config.name}: {error}[/red]")
-        raise typer.Exit(2) from None
-    for plan in plans:
-        info = explain(plan)
-        table.add_row(
-            info["stage"], info["step"], info["fingerprint"], str(info["tasks"]), str(info["cached"]),
-            str(info["recompute"]), info["reason"],
-        )
+        infos = [explain(plan) for plan in plans]
+    except (ValueError, OSError) as error:  # e.g. a language config folder without configs
+        _fail(f"cannot plan {config.name}: {error}")
+    for info in infos:
+        table.add_row(*(Text(str(info[key])) for key in ("stage", "step", "fingerprint", "tasks", "cached", "recompute", "reason")))
     console.print(table)
+    for plan in plans:
+        for warning in plan.warnings:
+            _warn(f"warning: {plan.stage}: {warning}")
 
 
 def _summary_table(result: dict[str, Any]) -> Table:
-    table = Table(title=f"run {result['run_id']} ({result['seconds']} s)")
+    table = Table(title=Text(f"run {result['run_id']} ({result['seconds']} s)"))
     for column in ("stage", "docs in", "docs out", "tasks", "cached", "seconds", "output"):
         table.add_column(column, overflow="fold")
     for s in result["stages"]:
-        table.add_row(s["name"], str(s["docs_in"]), str(s["docs_out"]), str(s["shards"]), str(s["cached_shards"]), str(s["seconds"]), s["output"])
+        table.add_row(*(Text(str(s[key])) for key in ("name", "docs_in", "docs_out", "shards", "cached_shards", "seconds", "output")))
     return table
 
 
 def _drop_table(stage: dict[str, Any]) -> Table:
-    table = Table(title=f"{stage['name']}: dropped documents by reason (rejects: {stage.get('rejects')})")
+    table = Table(title=Text(f"{stage['name']}: dropped documents by reason (rejects: {stage.get('rejects')})"))
     table.add_column("reason")
     table.add_column("documents", justify="right")
     for reason, count in sorted(stage["drop_reasons"].items(), key=lambda item: -item[1]):
-        table.add_row(reason, str(count))
+        table.add_row(Text(reason), str(count))
     return table
 
 
@@ -121,23 +145,28 @@ def run(
     credentials_block: Annotated[
         Optional[str], typer.Option(help="prefect-aws AwsCredentials block for s3:// (default: AWS_* environment)")
     ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="treat warnings (empty input files, globs matching nothing, ...) as errors")
+    ] = False,
 ) -> None:
     """Run a pipeline end to end on Prefect + Dask."""
     config = _load(pipeline, storage, dask_address, credentials_block)
+    config.strict = config.strict or strict
     if from_stage and from_stage not in [s.stage for s in config.stages]:
-        err.print(f"[red]--from-stage {from_stage!r} is not a stage of {pipeline}[/red]")
-        raise typer.Exit(2)
-    if dry_run and not config.storage_credentials:
+        _fail(f"--from-stage {from_stage!r} is not a stage of {pipeline}")
+    if summary_json and not summary_json.resolve().parent.is_dir():
+        _fail(f"--summary-json: the folder {summary_json.resolve().parent} does not exist")
+    if config.storage_credentials:  # the block's keys are needed to check the storage
+        api_url, started = _connect_api()
+        _use_credentials(config.storage_credentials)
+    _preflight(config)
+    if dry_run:
         _dry_run(config)  # needs no Prefect API
         return
-
-    api_url, started = _connect_api()
-    if dry_run:
-        _use_credentials(config.storage_credentials)
-        _dry_run(config)
-        return
+    if not config.storage_credentials:
+        api_url, started = _connect_api()
     ui = api_url.removesuffix("/api")
-    err.print(f"Prefect API {api_url} ({'started now' if started else 'running'}); UI: [bold]{ui}[/bold]")
+    err.print(Text.assemble(f"Prefect API {api_url} ({'started now' if started else 'running'}); UI: ", (ui, "bold")))
 
     from fineflow.flows import progress
     from fineflow.flows.pipeline import pipeline_flow
@@ -155,7 +184,7 @@ def run(
             elif event == "shard_done":
                 bar.update(bars[(data["stage"], data["step"])], completed=data["done"])
             elif event == "cluster" and data.get("dashboard"):
-                bar.console.print(f"Dask dashboard: {data['dashboard']}")
+                bar.console.print(Text(f"Dask dashboard: {data['dashboard']}"))
 
         unsubscribe = progress.subscribe(on_event)
         try:
@@ -163,20 +192,23 @@ def run(
         finally:
             unsubscribe()
     if not state.is_completed():
-        err.print(f"[red]run failed: {state.message}[/red]")
-        err.print(f"see the flow run in the Prefect UI: {ui}/runs")
+        err.print(Text(f"run failed: {state.message}", style="red"))
+        err.print(Text(f"see the flow run in the Prefect UI: {ui}/runs"))
         raise typer.Exit(1)
     result = state.result()
     console.print(_summary_table(result))
     for stage in result["stages"]:
         if stage.get("drop_reasons"):
             console.print(_drop_table(stage))
+    for warning in result.get("warnings", []):
+        _warn(f"warning: {warning}")
     if result.get("report"):
         console.print(f"HTML report (charts, opens offline): {result['report']}", markup=False)
     if summary_json:
         summary = {
             "run_id": result["run_id"],
             "report": result.get("report"),
+            "warnings": result.get("warnings", []),
             "stages": [
                 {k: v for k, v in s.items() if k != "steps"}
                 | {"steps": [{k: step[k] for k in ("step", "fingerprint", "output", "shards", "cached_shards", "docs_in", "docs_out")} for step in s["steps"]]}
@@ -184,25 +216,42 @@ def run(
             ],
         }
         summary_json.write_text(json.dumps(summary, indent=2))
-        err.print(f"summary written to {summary_json}")
+        err.print(Text(f"summary written to {summary_json}"))
+
+
+def _preflight(config) -> None:
+    """Storage, inputs and models checked before anything starts (fineflow.preflight)."""
+    from fineflow.preflight import PreflightError, preflight
+
+    try:
+        preflight(config)
+    except PreflightError as error:
+        _fail(str(error))
 
 
 _WHERE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(==|!=|>=|<=|>|<)\s*(.+?)\s*$")
 
 
-def _where_expression(clause: str):
+def _filter_where(frame, clause: str):
+    """``frame`` filtered by ``COLUMN OP VALUE``; a wrong column or type is a one-line error."""
     import polars as pl
 
     match = _WHERE.match(clause)
     if not match:
-        raise typer.BadParameter(f"{clause!r}: expected COLUMN OP VALUE, e.g. language_score>=0.9")
+        _fail(f"--where {clause!r}: expected COLUMN OP VALUE, e.g. language_score>=0.9")
     column, op, raw = match.groups()
+    if column not in frame.columns:
+        _fail(f"--where {clause!r}: no column {column!r}; the columns are {', '.join(frame.columns)}")
     try:
         value: Any = json.loads(raw)
     except ValueError:
         value = raw.strip("'\"")
     col = pl.col(column)
-    return {"==": col == value, "!=": col != value, ">=": col >= value, "<=": col <= value, ">": col > value, "<": col < value}[op]
+    expression = {"==": col == value, "!=": col != value, ">=": col >= value, "<=": col <= value, ">": col > value, "<": col < value}[op]
+    try:
+        return frame.filter(expression)
+    except pl.exceptions.PolarsError:
+        _fail(f"--where {clause!r}: cannot compare column {column!r} ({frame.schema[column]}) with {value!r}")
 
 
 @app.command()
@@ -212,6 +261,9 @@ def inspect(
     language: Annotated[Optional[str], typer.Option(help="only this language")] = None,
     where: Annotated[Optional[list[str]], typer.Option(help="COLUMN OP VALUE, e.g. 'language_score>=0.9' (repeatable)")] = None,
     rejects: Annotated[bool, typer.Option("--rejects", help="show the folder's rejected documents")] = False,
+    uncommitted: Annotated[
+        bool, typer.Option("--uncommitted", help="look into a step folder that has no manifest (a failed or running step)")
+    ] = False,
     credentials_block: CredentialsBlock = None,
 ) -> None:
     """Print a few documents and column statistics of a stage output."""
@@ -219,28 +271,37 @@ def inspect(
 
     _storage_credentials(credentials_block)
 
-    from fineflow import storage
-    from fineflow.manifest import committed_files, read_manifest
+    from fineflow.manifest import DamagedFile
+    from fineflow.readers import NotReadable, files_to_read
 
-    if read_manifest(url) is not None or url.rstrip("/").endswith("/rejects"):
-        files = committed_files(url, rejects=rejects)
-    else:
-        files = storage.expand(url)
+    try:
+        files, notes = files_to_read(url, rejects=rejects, uncommitted=uncommitted)
+    except (NotReadable, OSError) as error:
+        _fail(str(error), 1)
+    for note in notes:
+        _warn(note)
     if not files:
-        err.print(f"[red]{url}: no committed parquet files[/red]")
-        raise typer.Exit(1)
-    frame = pl.concat([pl.read_parquet(io.BytesIO(storage.read_bytes(f))) for f in files], how="diagonal_relaxed")
+        _fail(f"{url}: no committed {'rejects' if rejects else 'documents'}", 1)
+    frames = []
+    for entry in files:
+        try:
+            frames.append(pl.read_parquet(io.BytesIO(entry.read())))
+        except DamagedFile as error:
+            _fail(str(error), 1)
+        except (pl.exceptions.PolarsError, OSError) as error:
+            _fail(f"{entry.url} is not readable Parquet: {str(error).splitlines()[0] if str(error) else type(error).__name__}", 1)
+    frame = pl.concat(frames, how="diagonal_relaxed")
     if language:
-        frame = frame.filter(pl.col("language") == language)
+        frame = _filter_where(frame, f"language=={json.dumps(language)}")
     for clause in where or []:
-        frame = frame.filter(_where_expression(clause))
-    console.print(f"[bold]{frame.height}[/bold] documents in {len(files)} file(s)")
+        frame = _filter_where(frame, clause)
+    console.print(Text.assemble((str(frame.height), "bold"), f" documents in {len(files)} file(s)"))
     if "language" in frame.columns and frame.height:
         counts = frame["language"].value_counts().sort("count", descending=True)
-        console.print("languages: " + ", ".join(f"{r['language']}={r['count']}" for r in counts.head(20).to_dicts()))
+        console.print(Text("languages: " + ", ".join(f"{r['language']}={r['count']}" for r in counts.head(20).to_dicts())))
     if "drop_reason" in frame.columns and frame.height:
         counts = frame["drop_reason"].value_counts().sort("count", descending=True)
-        console.print("drop reasons: " + ", ".join(f"{r['drop_reason']}={r['count']}" for r in counts.to_dicts()))
+        console.print(Text("drop reasons: " + ", ".join(f"{r['drop_reason']}={r['count']}" for r in counts.to_dicts())))
     numeric = [c for c, t in frame.schema.items() if t.is_numeric()]
     if "text" in frame.columns:
         frame = frame.with_columns(pl.col("text").str.len_chars().alias("text_chars"))
@@ -251,12 +312,13 @@ def inspect(
             stats.add_column(column)
         for column in numeric:
             series = frame[column]
-            stats.add_row(column, f"{series.min():.4g}", f"{series.mean():.4g}", f"{series.max():.4g}", str(series.null_count()))
+            figures = (series.min(), series.mean(), series.max())  # None where every value is null
+            stats.add_row(Text(column), *("-" if v is None else f"{v:.4g}" for v in figures), str(series.null_count()))
         console.print(stats)
     for row in frame.head(n).to_dicts():
         text = (row.get("text") or "").replace("\n", " ")
-        console.rule(f"{row.get('id')} [{row.get('language')} {row.get('language_score') or 0:.2f}]")
-        console.print(f"{row.get('url')}  {row.get('drop_reason') or ''}")
+        console.rule(Text(f"{row.get('id')} [{row.get('language')} {row.get('language_score') or 0:.2f}]"))
+        console.print(Text(f"{row.get('url')}  {row.get('drop_reason') or ''}"))
         console.print(text[:400] + ("…" if len(text) > 400 else ""), markup=False)
 
 
@@ -273,15 +335,14 @@ def gc(
     from fineflow import gc as collector
 
     if keep_last == 0 and not keep_run:
-        err.print("[red]--keep-last 0 without --keep-run would remove everything; name a run to keep[/red]")
-        raise typer.Exit(2)
+        _fail("--keep-last 0 without --keep-run would remove everything; name a run to keep")
+    _check_root(storage)
     try:
         plan = collector.plan_gc(storage, keep_last=keep_last, keep_runs=tuple(keep_run or ()))
     except ValueError as error:
-        err.print(f"[red]{error}[/red]")
-        raise typer.Exit(2) from None
+        _fail(str(error))
     for note in plan.notes:
-        err.print(f"[yellow]{note}[/yellow]")
+        _warn(note)
     table = Table(title=f"gc of {plan.root}: {'would remove' if dry_run else 'removing'}")
     for column in ("stage", "step folders", "bytes"):
         table.add_column(column, justify="right" if column != "stage" else "left")
@@ -303,9 +364,58 @@ def gc(
     try:
         collector.execute(plan)
     except collector.RunStarted as error:
-        err.print(f"[red]{error}[/red]")
-        raise typer.Exit(1) from None
+        _fail(str(error), 1)
     console.print(f"removed {len(plan.removed_steps)} step folder(s) and {len(plan.removed_runs)} run record(s)")
+
+
+def _check_root(root: str) -> None:
+    """A storage root that exists (a typo must not read as an empty store)."""
+    from fineflow import storage as store
+    from fineflow.preflight import PreflightError, check_storage_url
+
+    try:
+        check_storage_url(root, "--storage")
+        exists = store.exists(root)
+    except (PreflightError, OSError, ValueError) as error:
+        _fail(str(error))
+    if not exists:
+        _fail(f"--storage: {store.normalize(root)} does not exist")
+
+
+@app.command()
+def verify(
+    run: Annotated[Optional[str], typer.Argument(help="a run id (default: the newest run in the storage)")] = None,
+    storage: Annotated[str, typer.Option(help="storage root the run wrote to")] = "./fineflow-data",
+    credentials_block: CredentialsBlock = None,
+) -> None:
+    """Check every committed file of a run against its manifest's sha256; exit 1 if any is damaged."""
+    _storage_credentials(credentials_block)
+    _check_root(storage)
+    from fineflow import gc as collector
+    from fineflow import storage as store
+    from fineflow.manifest import verify_folder
+
+    root = store.normalize(storage)
+    runs = collector.list_runs(root)
+    chosen = [r for r in runs if r.run_id == run] if run else runs[:1]
+    if not chosen:
+        _fail(f"no run {run} in {root}" if run else f"no runs recorded in {root}", 1)
+    target = chosen[0]
+    folders = sorted(store.join(root, *key) for key in collector.used_by(target))
+    table = Table(title=Text(f"verify run {target.run_id} in {root}"))
+    for column in ("step folder", "files", "damaged"):
+        table.add_column(column, overflow="fold")
+    problems: list[str] = []
+    for folder in folders:
+        checked, found = verify_folder(folder)
+        problems += found
+        table.add_row(Text(folder), str(checked), str(len(found)))
+    console.print(table)
+    for problem in problems:
+        err.print(Text(problem, style="red"))
+    if problems:
+        _fail(f"{len(problems)} damaged or missing file(s); a re-run of the pipeline recomputes them", 1)
+    console.print(f"all {len(folders)} step folder(s) match their manifests")
 
 
 @app.command()
@@ -324,8 +434,7 @@ def report(
     try:
         url = write_report(folder)
     except FileNotFoundError as error:
-        err.print(f"[red]{error}[/red]")
-        raise typer.Exit(1) from None
+        _fail(str(error), 1)
     console.print(f"report written to {url}")
     if out:
         out.write_bytes(store.read_bytes(url))
@@ -347,9 +456,11 @@ def server_status() -> None:
 
     info = running_server()
     if info is None:
-        console.print(f"no fineflow Prefect server running (state folder {state_dir()})")
+        console.print(Text(f"no fineflow Prefect server running (state folder {state_dir()})"))
         raise typer.Exit(1)
-    console.print(f"Prefect UI {info.url}  pid {info.pid}  state folder {state_dir()}")
+    console.print(Text(f"Prefect UI {info.url}  pid {info.pid}  state folder {state_dir()}"))
+    os.environ["PREFECT_API_URL"] = info.api_url
+    _show_dead_runs(info.api_url)
 
 
 @server_app.command("stop")
@@ -390,8 +501,7 @@ def stack_up(
         try:
             report = stack.up(dask_workers, threads_per_worker, memory_limit)
         except (RuntimeError, FileNotFoundError) as error:
-            err.print(f"[red]{error}[/red]")
-            raise typer.Exit(1) from None
+            _fail(str(error), 1)
     console.print(_stack_table(report))
     console.print(f"state folder {stack.folder}; use it from a shell with: [bold]eval \"$(fineflow stack env)\"[/bold]")
 
@@ -425,8 +535,7 @@ def stack_env() -> None:
 
     environment = Stack(stack_dir()).environment()
     if not environment:
-        err.print("[red]the stack is not running: fineflow stack up[/red]")
-        raise typer.Exit(1)
+        _fail("the stack is not running: fineflow stack up", 1)
     typer.echo(export_lines(environment))
 
 

@@ -87,6 +87,7 @@ class PipelineConfig(_Strict):
         default=None, description="name of a prefect-aws AwsCredentials block for s3:// (default: AWS_* environment)"
     )
     dask: DaskConfig = Field(default_factory=DaskConfig)
+    strict: bool = Field(default=False, description="warnings (an empty input file, a glob matching nothing, ...) fail the run")
     stages: list[StageConfig] = Field(min_length=1)
 
     @field_validator("stages")

@@ -36,6 +36,21 @@ def _plan_dedup(stage_config: dict[str, Any], root: str, upstream: dict | None) 
 PLANNERS = {"crawl": _plan_crawl, "filter": _plan_filter, "dedup": _plan_dedup}
 
 
+def _preflight_crawl(stage: CrawlStage) -> list[str]:
+    from fineflow.tasks.crawl.plan import preflight_crawl
+
+    return preflight_crawl(stage)
+
+
+# Cheap checks a stage runs before any work (see fineflow.preflight); stages without any are absent.
+PREFLIGHTS = {"crawl": _preflight_crawl}
+
+
+def preflight_stage(stage: Any) -> list[str]:
+    check = PREFLIGHTS.get(stage.stage)
+    return check(stage) if check else []
+
+
 def plan_stage(name: str, stage_config: dict[str, Any], root: str, upstream: dict | None) -> list[StepPlan]:
     return PLANNERS[name](stage_config, root, upstream)
 

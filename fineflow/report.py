@@ -31,6 +31,8 @@ def load_summary(folder: str) -> dict[str, Any]:
         return json.loads(storage.read_bytes(storage.join(folder, "summary.json")))
     except FileNotFoundError:
         raise FileNotFoundError(f"{folder} has no summary.json: not the folder of a finished run") from None
+    except (ValueError, UnicodeDecodeError):  # damaged: not JSON (any more)
+        raise FileNotFoundError(f"{folder}/summary.json is damaged (not valid JSON); re-run the pipeline to write it again") from None
 
 
 def _funnel(summary: dict) -> go.Figure:
@@ -103,6 +105,14 @@ def _stage_table(summary: dict) -> str:
     return f"<table>{head}{rows}</table>"
 
 
+def _warnings(summary: dict) -> str:
+    warnings = summary.get("warnings") or []
+    if not warnings:
+        return ""
+    items = "".join(f"<li>{html.escape(warning)}</li>" for warning in warnings)
+    return f'<section class="warnings"><h2>Warnings</h2><ul>{items}</ul></section>'
+
+
 def build_report(summary: dict[str, Any]) -> str:
     """The whole page as one string."""
     figures = {
@@ -131,6 +141,7 @@ section.chart {{ margin: 1.5rem 0; }}
 <h1>{html.escape(summary.get('pipeline', 'pipeline'))}: run <code>{html.escape(summary['run_id'])}</code></h1>
 <p>Storage <code>{html.escape(summary.get('storage', ''))}</code>; {summary.get('seconds', 0)} s.</p>
 {_stage_table(summary)}
+{_warnings(summary)}
 {charts}
 </body></html>
 """

@@ -32,6 +32,9 @@ class StepPlan:
     fingerprint: Fingerprint
     location: StepLocation = field(init=False)
     root: str = ""
+    warnings: tuple[str, ...] = ()  # found while planning (e.g. an input glob that matches nothing)
+    inputs: dict[str, Any] | None = None  # what the step reads, for the summary (e.g. files by format)
+    checks: str | None = None  # "package.module:function(totals) -> [warning]", run on the step's totals
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "location", StepLocation(self.root, self.stage, self.step, self.fingerprint.value))
@@ -60,12 +63,14 @@ def run_shard(function: str, shard: dict, params: dict, location: StepLocation) 
 
 def explain(plan: StepPlan) -> dict[str, Any]:
     """What a run would do for this step, and why (used by ``fineflow run --dry-run``)."""
-    committed = plan.location.committed_shards()
+    committed = plan.location.intact_shards()
     shard_ids = [s["shard"] for s in plan.shards]
     done = [s for s in shard_ids if s in committed]
     manifest = read_manifest(plan.location.folder)
     if manifest is not None and len(done) == len(shard_ids):
         reason = "cached: committed output with this fingerprint exists"
+    elif manifest is not None:
+        reason = f"repair: {len(shard_ids) - len(done)} committed shard(s) are missing or no longer match the manifest"
     else:
         latest = read_latest(plan.location)
         if latest is None:

@@ -8,8 +8,10 @@ on S3 (an object appears whole or not at all), temp-file-and-rename locally.
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
+import shutil
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -26,6 +28,11 @@ def configure(protocol: str, **options: Any) -> None:
     _protocol_options[protocol] = dict(options)
 
 
+def protocol_options(protocol: str) -> dict[str, Any]:
+    """The fsspec options set for ``protocol`` in this process (empty: from the environment)."""
+    return dict(_protocol_options.get(protocol, {}))
+
+
 def protocol_of(url: str) -> str:
     if "://" not in url:
         return "file"
@@ -37,7 +44,8 @@ def normalize(url: str) -> str:
     if protocol_of(url) == "file":
         path = url[len("file://") :] if url.startswith("file://") else url
         return os.path.abspath(os.path.expanduser(path))
-    return url.rstrip("/")
+    protocol, rest = url.split("://", 1)
+    return f"{protocol}://{rest.rstrip('/')}"  # "s3://" stays a (bucketless) s3 URL
 
 
 def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -67,20 +75,48 @@ def write_bytes(url: str, data: bytes) -> None:
     fs, path = filesystem(url)
     if isinstance(fs, LocalFileSystem):
         directory = os.path.dirname(path)
-        os.makedirs(directory, exist_ok=True)
         tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
         try:
+            os.makedirs(directory, exist_ok=True)
             with open(tmp, "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
+        except OSError as error:
+            if error.errno in PERMANENT_ERRNOS:
+                raise _explained(error, directory) from error
+            raise
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     else:
         # One PutObject (or one multipart upload, equally atomic) per object.
         fs.pipe_file(path, data)
+
+
+# Errors no retry can fix: a full disk or quota, a read-only or forbidden place.
+PERMANENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def _explained(error: OSError, directory: str) -> OSError:
+    """The same error, saying which storage it concerns (the run's message shows it)."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = shutil.disk_usage(_existing_parent(directory)).free
+        detail = f"the storage holding {directory} is full ({free:,} bytes free)"
+    elif error.errno == errno.EROFS:
+        detail = f"the storage holding {directory} is read-only"
+    else:
+        detail = f"no permission to write in {directory}"
+    explained = type(error)(error.errno, f"{error.strerror}: {detail}")
+    explained.filename = error.filename
+    return explained
+
+
+def _existing_parent(path: str) -> str:
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
 
 
 def read_bytes(url: str) -> bytes:
@@ -141,6 +177,26 @@ def list_files(url: str) -> dict[str, float]:
         if entry.get("type") == "file":
             stamp = entry.get("mtime") or entry.get("LastModified") or entry.get("last_modified")
             found[posixpath.basename(entry["name"])] = stamp.timestamp() if hasattr(stamp, "timestamp") else float(stamp or 0)
+    return found
+
+
+def list_entries(url: str) -> dict[str, dict[str, Any]]:
+    """Files directly inside the folder ``url``: ``{name: {"size", "token"}}`` in one listing call.
+
+    ``token`` changes whenever the object is rewritten: the ETag on S3 (the MD5 of a single-part
+    object), the modification time locally.
+    """
+    fs, path = filesystem(url)
+    try:
+        entries = fs.ls(path, detail=True)
+    except FileNotFoundError:
+        return {}
+    found = {}
+    for entry in entries:
+        if entry.get("type") != "file":
+            continue
+        token = entry.get("ETag") or entry.get("etag") or entry.get("mtime") or entry.get("LastModified")
+        found[posixpath.basename(entry["name"])] = {"size": int(entry.get("size") or 0), "token": str(token).strip('"')}
     return found
 
 

@@ -15,7 +15,7 @@ from fineflow.flows import progress
 from fineflow.flows.results import result_storage
 from fineflow.flows.shard_task import shard_task
 from fineflow.manifest import write_manifest
-from fineflow.steps import StepPlan
+from fineflow.steps import StepPlan, resolve_function
 
 
 class StepFailed(RuntimeError):
@@ -39,13 +39,14 @@ def _crashed(future, error: BaseException) -> bool:  # noqa: ANN001
 def run_step(plan: StepPlan, refresh: bool = False, credentials_block: str | None = None) -> dict[str, Any]:
     """Submit every shard task, wait for all of them, write the manifest; return step totals.
 
-    A shard whose committed file is missing is forced to recompute even if a cache record
-    exists, so a deleted artifact can never be "Cached". With ``refresh`` every shard recomputes.
+    A shard whose committed file is missing, or no longer matches the step's manifest, is
+    forced to recompute even if a cache record exists, so a deleted or damaged artifact can
+    never be "Cached". With ``refresh`` every shard recomputes.
     """
     started = time.perf_counter()
     cached_task = shard_task.with_options(result_storage=result_storage(plan.root, credentials_block))
     fresh_task = cached_task.with_options(refresh_cache=True)
-    committed = set() if refresh else plan.location.committed_shards()
+    committed = set() if refresh else _intact_shards(plan)
     location = dataclasses.asdict(plan.location)
     total = len(plan.shards)
     progress_id = create_progress_artifact(
@@ -89,7 +90,7 @@ def run_step(plan: StepPlan, refresh: bool = False, credentials_block: str | Non
             progress.emit("shard_done", stage=plan.stage, step=plan.step, done=done, total=total, failed=len(failures))
         if not crashed:
             break
-        committed = set() if refresh else plan.location.committed_shards()
+        committed = set() if refresh else plan.location.committed_shards()  # just rewritten by this run
         get_run_logger().warning(
             "%s/%s: %d shard task(s) lost with their Dask worker; resubmitting them (attempt %d of %d)",
             plan.stage, plan.step, len(crashed), attempt + 1, MAX_RESUBMITS + 1,
@@ -103,6 +104,9 @@ def run_step(plan: StepPlan, refresh: bool = False, credentials_block: str | Non
         )
     manifest = write_manifest(plan.location, plan.fingerprint.components, results)
     totals = _totals(results)
+    warnings = [*plan.warnings, *(resolve_function(plan.checks)(totals) if plan.checks else [])]
+    for warning in warnings:
+        get_run_logger().warning("%s/%s: %s", plan.stage, plan.step, warning)
     return {
         "stage": plan.stage,
         "step": plan.step,
@@ -113,8 +117,21 @@ def run_step(plan: StepPlan, refresh: bool = False, credentials_block: str | Non
         "cached_shards": cached,
         "seconds": round(time.perf_counter() - started, 2),
         "manifest_shards": len(manifest["shards"]),
+        "warnings": warnings,
+        **({"inputs": plan.inputs} if plan.inputs else {}),
         **totals,
     }
+
+
+def _intact_shards(plan: StepPlan) -> set[int]:
+    intact = plan.location.intact_shards()
+    damaged = sorted(plan.location.committed_shards() - intact)
+    if damaged:
+        get_run_logger().warning(
+            "%s/%s: %d committed shard(s) no longer match the manifest (%s): recomputing them",
+            plan.stage, plan.step, len(damaged), ", ".join(map(str, damaged[:10])),
+        )
+    return intact
 
 
 _NEWER_COUNTERS = ("text_chars", "rejected_chars")  # absent from cache records written before them

@@ -10,17 +10,19 @@ import yaml
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
+from prefect.settings import PREFECT_API_URL
 from prefect_dask import DaskTaskRunner
 
 from fineflow import storage
 from fineflow.config import PipelineConfig
-from fineflow.flows import progress
+from fineflow.flows import liveness, progress
 from fineflow.flows.cluster import dask_cluster
 from fineflow.flows.crawl import crawl_flow
 from fineflow.flows.credentials import apply_credentials
 from fineflow.flows.dedup import dedup_flow
 from fineflow.flows.filter import filter_flow
 from fineflow.flows.results import result_storage
+from fineflow.preflight import preflight
 from fineflow.report import run_folder, write_report
 
 # stage name -> its stage flow (planning lives in fineflow.planning, free of Prefect)
@@ -36,6 +38,16 @@ def run_pipeline(settings: PipelineConfig, from_stage: str | None = None) -> dic
     """The pipeline's body, inside a flow run: ``fineflow run``'s flow and the deployed flows share it."""
     root = settings.storage
     apply_credentials(settings.storage_credentials)
+    preflight(settings)  # a clear one-line failure before the cluster starts (deployed runs have no CLI)
+    run_id = str(flow_run.id)
+    liveness.register(run_id, PREFECT_API_URL.value())  # if this process dies, the next command says so
+    try:
+        return _run_stages(settings, from_stage, root)
+    finally:
+        liveness.unregister(run_id)
+
+
+def _run_stages(settings: PipelineConfig, from_stage: str | None, root: str) -> dict[str, Any]:
     logger = get_run_logger()
     folder = start_run_record(root, settings.model_dump(mode="json"))
     started = time.perf_counter()
@@ -54,19 +66,31 @@ def run_pipeline(settings: PipelineConfig, from_stage: str | None = None) -> dic
             last = summary["steps"][-1]
             upstream = {"fingerprint": last["fingerprint"], "output": last["output"], "shards": last["shards"]}
             progress.emit("stage_done", summary=summary)
-    return finish_run_record(folder, settings.name, root, time.perf_counter() - started, summaries)
+    result = finish_run_record(folder, settings.name, root, time.perf_counter() - started, summaries)
+    if settings.strict and result["warnings"]:
+        raise StrictWarnings(f"strict: {len(result['warnings'])} warning(s): " + "; ".join(result["warnings"]))
+    return result
+
+
+class StrictWarnings(RuntimeError):
+    """A run with ``strict`` that warned: its outputs are committed, but it counts as failed."""
 
 
 def start_run_record(root: str, config: dict[str, Any]) -> str:
     """Store the run's resolved configuration in ``<root>/_runs/<run id>/`` (what gc and re-runs read)."""
     folder = run_folder(root, str(flow_run.id))
     storage.write_bytes(storage.join(folder, "config.yaml"), yaml.safe_dump(config, sort_keys=False).encode())
+    storage.write_bytes(storage.join(folder, "process.json"), json.dumps(liveness.process_record()).encode())
     return folder
 
 
 def finish_run_record(folder: str, name: str, root: str, seconds: float, summaries: list[dict]) -> dict[str, Any]:
     """Write the run's summary and HTML report next to its configuration; publish the summary artifact."""
-    result = {"run_id": str(flow_run.id), "pipeline": name, "storage": root, "seconds": round(seconds, 2), "stages": summaries}
+    warnings = [f"{stage['name']}: {warning}" for stage in summaries for warning in stage.get("warnings", [])]
+    result = {
+        "run_id": str(flow_run.id), "pipeline": name, "storage": root, "seconds": round(seconds, 2),
+        "warnings": warnings, "stages": summaries,
+    }
     storage.write_bytes(storage.join(folder, "summary.json"), json.dumps(result, indent=1).encode())
     try:
         result["report"] = write_report(folder)
@@ -100,6 +124,8 @@ def _markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {s['name']} | {s['docs_in']} | {s['docs_out']} | {s['shards']} | {s['cached_shards']} | {s['seconds']} | `{s['output']}` |"
         )
+    if result.get("warnings"):
+        lines += ["", "### Warnings", "", *(f"- {warning}" for warning in result["warnings"])]
     return "\n".join(lines)
 
 

@@ -15,15 +15,18 @@ from prefect.tasks import exponential_backoff
 from fineflow.flows.credentials import apply_credentials
 from fineflow.manifest import StepLocation
 from fineflow.steps import run_shard
+from fineflow.storage import PERMANENT_ERRNOS
 
 _TRANSIENT_NAMES = ("Connection", "Timeout", "Throttl", "SlowDown", "ServiceUnavailable", "ReadTimeout")
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
 def is_transient(error: BaseException | None) -> bool:
-    """Network and storage hiccups are worth retrying; bad data and bugs are not."""
+    """Network and storage hiccups are worth retrying; bad data, bugs and full disks are not."""
     if error is None or isinstance(error, _PERMANENT):
         return False
+    if isinstance(error, OSError) and error.errno in PERMANENT_ERRNOS:
+        return False  # a full disk stays full for the next try
     if isinstance(error, (ConnectionError, TimeoutError)):
         return True
     if any(part in type(error).__name__ for part in _TRANSIENT_NAMES):

@@ -7,9 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
-
 from test_pipeline_integration import crawl_only, run_pipeline
+from typer.testing import CliRunner
 
 pytestmark = pytest.mark.integration
 

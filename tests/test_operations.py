@@ -19,11 +19,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from browser import drawn_charts, rendered_dom
+from test_pipeline_integration import run_pipeline, task_states
 from typer.testing import CliRunner
 
-from browser import drawn_charts, rendered_dom
 from conftest import REPO
-from test_pipeline_integration import run_pipeline, task_states
 
 pytestmark = pytest.mark.integration
 
@@ -91,7 +91,7 @@ def call(method: str, url: str, **kwargs) -> httpx.Response:
 
 
 def ui_custom_run(api: str, deployment_id: str, parameters: dict) -> str:
-    response = call("POST", 
+    response = call("POST",
         f"{api}/deployments/{deployment_id}/create_flow_run",
         json={"parameters": parameters, "state": {"type": "SCHEDULED", "message": "Run from the Prefect UI"}},
     )
@@ -100,7 +100,7 @@ def ui_custom_run(api: str, deployment_id: str, parameters: dict) -> str:
 
 
 def ui_retry(api: str, run_id: str) -> None:
-    response = call("POST", 
+    response = call("POST",
         f"{api}/flow_runs/{run_id}/set_state",
         json={"state": {"type": "SCHEDULED", "name": "AwaitingRetry", "message": "Retry from the UI"}, "force": False},
     )
@@ -362,7 +362,7 @@ def test_a_killed_dask_worker_mid_stage_loses_nothing(workdir, tmp_path, prefect
         cluster.close()
     assert "resubmitting" in "\n".join(
         run_logs(prefect_api, child["id"])
-        for child in call("POST", 
+        for child in call("POST",
             f"{prefect_api}/flow_runs/filter", json={"flow_runs": {"parent_flow_run_id": {"any_": [faulted["run_id"]]}}}
         ).json()
     )

@@ -12,7 +12,16 @@ import zstandard
 
 from fineflow.tasks.crawl.inputs import describe_files, plan_shards
 from fineflow.tasks.crawl.stage import extract_shard
-from fineflow.tasks.crawl.warc import CORRUPT, GZIP, GZIP_STREAM, PLAIN, ZSTD, ZSTD_DICTIONARY_FRAME, detect_format, iter_gzip_records
+from fineflow.tasks.crawl.warc import (
+    CORRUPT,
+    GZIP,
+    GZIP_STREAM,
+    PLAIN,
+    ZSTD,
+    ZSTD_DICTIONARY_FRAME,
+    detect_format,
+    iter_gzip_records,
+)
 
 PARAMS = dict(
     extractor="resiliparse", extraction_timeout_s=30.0, include_text_plain=False, keep_truncated=False,

@@ -39,10 +39,13 @@ def streams(draw):
     """(pieces, honest records): each piece is (bytes, is_honest_record)."""
     pieces = []
     for number in range(draw(st.integers(1, 8))):
-        kind = draw(st.sampled_from(["record"] * 6 + ["garbage", "liar"]))
+        kind = draw(st.sampled_from(["record"] * 6 + ["garbage", "liar", "nested"]))
         body = draw(_BODY)
         if kind == "record":
             pieces.append((_record(number, body), True))
+        elif kind == "nested":  # a record whose body is a .warc.gz: real gzip members inside a member
+            inner = b"".join(gzip.compress(_record(1000 + number * 10 + i, body)) for i in range(draw(st.integers(1, 3))))
+            pieces.append((_record(number, inner), True))
         elif kind == "garbage":
             pieces.append((draw(_GARBAGE), False))
         else:

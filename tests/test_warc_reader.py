@@ -76,3 +76,34 @@ def test_garbage_file_is_one_corrupt_record(tmp_path):
     path.write_bytes(b"\x1f\x8b\x08 this is not gzip at all" * 100)
     members = _members(path)
     assert [m.problem for m in members] == [CORRUPT]
+
+
+def test_a_warc_gz_inside_a_record_is_never_taken_for_members_of_the_file(sample_warc, tmp_path):
+    """Deflate stores incompressible bytes verbatim, so a record whose body is a .warc.gz carries
+    real gzip members inside its own member: a shard starting among them must step over them."""
+    import gzip
+
+    records = [m.data for m in _members(sample_warc)[:6]]
+    inner = b"".join(gzip.compress(r) for r in records[1:4])
+    head = (
+        "WARC/1.0\r\nWARC-Type: resource\r\nWARC-Target-URI: https://example.org/crawl.warc.gz\r\n"
+        f"Content-Type: application/warc\r\nContent-Length: {len(inner)}\r\n\r\n"
+    ).encode()
+    path = tmp_path / "nested.warc.gz"
+    path.write_bytes(gzip.compress(records[0]) + gzip.compress(head + inner + b"\r\n\r\n") + gzip.compress(records[5]))
+    whole = [(m.offset, m.inner, m.length, m.problem) for m in _members(path)]
+    assert [m[3] for m in whole] == [None, None, None] and len(whole) == 3
+    size = path.stat().st_size
+    for cut in range(1, size, 7):  # every shard boundary, including those inside the embedded members
+        split = [(m.offset, m.inner, m.length, m.problem) for a, b in ((0, cut), (cut, size)) for m in _members(path, a, b)]
+        assert split == whole, cut
+
+
+def test_a_damaged_zstd_dictionary_is_one_corrupt_record(tmp_path):
+    from fineflow.tasks.crawl.warc import ZSTD, detect_format, iter_records
+
+    path = tmp_path / "bad-dictionary.warc.zst"
+    path.write_bytes(b"]*M\x18\t\x00\x00\x00(\xb5/\xfd\x14\x00-\x06'")  # found by bench/fuzz_warc.py
+    assert detect_format(str(path)) == ZSTD
+    records = list(iter_records({"path": str(path), "format": ZSTD, "start": 0, "end": 17}, MAX))
+    assert [m.problem for m in records] == [CORRUPT]

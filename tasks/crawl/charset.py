@@ -34,8 +34,32 @@ def declared_in_markup(body: bytes) -> str | None:
     return match.group(1).decode("ascii", errors="ignore") if match else None
 
 
+def utf16_without_bom(body: bytes, declared: str | None = None) -> str | None:
+    """``utf-16-le``/``utf-16-be`` for a BOM-less body that is UTF-16 by its bytes or its label.
+
+    Markup is ASCII, so UTF-16 HTML has a zero byte in most of its code units, always on the
+    same side; binary formats do not show that pattern.
+    """
+    if body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return None  # decode() reads the BOM
+    head = body[:1024]
+    head = head[: len(head) // 2 * 2]
+    units = len(head) // 2
+    if units < 2:
+        return None
+    even, odd = head[0::2].count(0), head[1::2].count(0)
+    if odd >= 0.3 * units and even <= 0.05 * units:
+        return "utf-16-le"
+    if even >= 0.3 * units and odd <= 0.05 * units:
+        return "utf-16-be"
+    codec = _codec(declared)
+    if codec in ("utf-16", "utf-16-le", "utf-16-be") and b"\x00" in head:
+        return "utf-16-be" if codec == "utf-16-be" else "utf-16-le"
+    return None
+
+
 def looks_binary(body: bytes) -> bool:
-    """NUL bytes in the first KiB: an image or archive, not text (UTF-16 is caught by its BOM)."""
+    """NUL bytes in the first KiB: an image or archive, not text (check ``utf16_without_bom`` first)."""
     return b"\x00" in body[:1024] and not body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
 
 

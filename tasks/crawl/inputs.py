@@ -37,14 +37,28 @@ def listing_paths(listing: str, base_url: str, limit: int | None, sample: float 
     return [p if "://" in p else f"{base}/{p.lstrip('/')}" for p in paths]
 
 
-def expand_inputs(patterns: list[str]) -> list[str]:
+def _is_glob(pattern: str) -> bool:
+    return any(ch in pattern for ch in "*?[")
+
+
+def expand_inputs(patterns: list[str]) -> tuple[list[str], list[str]]:
+    """The files the patterns name, and warnings.
+
+    A missing file, or patterns that match nothing at all, are errors; one glob matching
+    nothing among others that match is a warning (a weekly listing may have an empty day).
+    """
     files: list[str] = []
+    warnings: list[str] = []
     for pattern in patterns:
         matches = storage.expand(pattern)
         if not matches:
-            raise InputError(f"input {pattern!r} matches no file")
+            if not _is_glob(pattern):
+                raise InputError(f"inputs: {pattern} does not exist")
+            warnings.append(f"inputs: the glob {pattern} matches no file")
         files.extend(matches)
-    return sorted(set(files))
+    if not files:
+        raise InputError(f"inputs: {', '.join(patterns)} match no file")
+    return sorted(set(files)), warnings
 
 
 def describe_files(files: list[str], memo_root: str | None, content_hash: bool) -> list[dict]:
@@ -77,3 +91,24 @@ def plan_shards(files: list[dict], shard_bytes: int) -> list[dict]:
     for index, shard in enumerate(shards):
         shard["shard"] = index
     return shards
+
+
+def input_warnings(files: list[dict], shard_bytes: int) -> list[str]:
+    """What a user should hear about the inputs before reading them."""
+    warnings = []
+    for entry in files:
+        if entry["format"] == EMPTY:
+            warnings.append(f"inputs: {entry['path']} is empty")
+        elif entry["format"] not in SPLITTABLE and entry["size"] > shard_bytes:
+            warnings.append(
+                f"inputs: {entry['path']} ({entry['format']}, {entry['size']:,} bytes) cannot be split at byte "
+                "offsets and is read as one shard; recompress it with a gzip member per record to parallelise it"
+            )
+    return warnings
+
+
+def format_counts(files: list[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for entry in files:
+        counts[entry["format"]] = counts.get(entry["format"], 0) + 1
+    return dict(sorted(counts.items()))

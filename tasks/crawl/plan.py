@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from fineflow import storage
 from fineflow.config import CrawlStage
 from fineflow.fingerprint import file_content_hash, step_fingerprint
 from fineflow.steps import StepPlan
 from fineflow.tasks.crawl import langid, stage
-from fineflow.tasks.crawl.inputs import describe_files, expand_inputs, listing_paths, plan_shards
+from fineflow.tasks.crawl.inputs import (
+    InputError,
+    describe_files,
+    expand_inputs,
+    format_counts,
+    input_warnings,
+    listing_paths,
+    plan_shards,
+)
 
 # Parameters that change what the step produces; all of them enter the fingerprint.
 _PARAMS = (
@@ -22,7 +31,21 @@ _PARAMS = (
 )
 
 
+def preflight_crawl(config: CrawlStage) -> list[str]:
+    """Cheap checks before any work (listings and sizes, no content read): raises ``InputError``
+    for what makes the run impossible, returns warnings for what it would only report."""
+    try:
+        langid.resolve_model_path(config.langid_model)
+    except FileNotFoundError as error:
+        raise InputError(f"langid_model: {error}") from None
+    if config.listing is not None:
+        return []
+    files, warnings = expand_inputs(config.inputs)
+    return warnings + [f"inputs: {url} is empty" for url in files if storage.size(url) == 0]
+
+
 def plan_crawl(config: CrawlStage, root: str) -> list[StepPlan]:
+    warnings: list[str] = []
     if config.listing is not None:
         listing = config.listing
         files = listing_paths(listing.path, listing.base_url, listing.limit, listing.sample, listing.seed)
@@ -31,7 +54,7 @@ def plan_crawl(config: CrawlStage, root: str) -> list[StepPlan]:
         described = describe_files(files, memo_root=root, content_hash=False)
         inputs = {"listing": file_content_hash(listing.path, root), "files": described}
     else:
-        files = expand_inputs(config.inputs)
+        files, warnings = expand_inputs(config.inputs)
         described = describe_files(files, memo_root=root, content_hash=True)
         inputs = {"files": described}
     params = {name: getattr(config, name) for name in _PARAMS}
@@ -58,5 +81,12 @@ def plan_crawl(config: CrawlStage, root: str) -> list[StepPlan]:
             shards=plan_shards(described, config.shard_bytes),
             fingerprint=fingerprint,
             root=root,
+            warnings=tuple(warnings + input_warnings(described, config.shard_bytes)),
+            inputs={
+                "files": len(described),
+                "bytes": sum(entry["size"] for entry in described),
+                "formats": format_counts(described),
+            },
+            checks="fineflow.tasks.crawl.stage:file_warnings",
         )
     ]

@@ -25,7 +25,7 @@ OVERSIZED = "oversized_record"
 _CHUNK = 1 << 20
 _MAX_HEADER = 1 << 20  # WARC headers longer than this are not headers
 _START = b"WARC/"
-_VERSION = re.compile(rb"WARC/\d+\.\d+\r?\n")
+VERSION_LINE = re.compile(rb"WARC/\d+\.\d+\r?\n")  # a record's first line
 _CONTENT_LENGTH = re.compile(rb"\r?\ncontent-length[ \t]*:[ \t]*(\d+)[ \t]*\r?(?=\n|$)", re.IGNORECASE)
 _TRAILER = b"\r\n\r\n"
 
@@ -109,7 +109,7 @@ def _next_start(buffer: _Buffer, after: int) -> int:
         hit = buffer.find(_START, position, discard=True)
         if hit < 0:
             return -1
-        if _VERSION.match(buffer.slice(hit, hit + 16)):
+        if VERSION_LINE.match(buffer.slice(hit, hit + 16)):
             return hit
         position = hit + 1
 
@@ -121,7 +121,7 @@ def _start_within(buffer: _Buffer, start: int, stop: int) -> int:
         hit = buffer.find_within(_START, position, stop)
         if hit < 0:
             return -1
-        if _VERSION.match(buffer.slice(hit, hit + 16)):
+        if VERSION_LINE.match(buffer.slice(hit, hit + 16)):
             return hit
         position = hit + 1
 
@@ -129,13 +129,14 @@ def _start_within(buffer: _Buffer, start: int, stop: int) -> int:
 def _trailer_end(buffer: _Buffer, block_end: int) -> int:
     """Where the record ending at ``block_end`` really ends, or -1 if its length cannot be right.
 
-    The trailer must be ``\\r\\n\\r\\n``; at the very end of the stream a shorter run of line
-    breaks (or none) is accepted. A length that overshoots into the trailer is a lie too.
+    The trailer must be ``\\r\\n\\r\\n``; a stream ending inside it still holds the whole block.
+    A length that overshoots into the trailer is a lie too. A block ending exactly at the end of
+    the stream is not accepted: a cut there looks the same as a length that lies.
     """
     after = buffer.slice(block_end, block_end + 5)
     if after.startswith(_TRAILER):
         return block_end + 4
-    if len(after) <= 4 and not after.strip(b"\r\n"):
+    if 0 < len(after) < 4 and _TRAILER.startswith(after):
         return block_end + len(after)
     return -1
 
@@ -154,7 +155,7 @@ def iter_spans(read: Reader, reopen: Callable[[int], Reader], max_record_bytes: 
         buffer.fill(position + 16)
         if buffer.end <= position:
             return
-        if not _VERSION.match(buffer.slice(position, position + 16)):
+        if not VERSION_LINE.match(buffer.slice(position, position + 16)):
             position = yield from _resync(buffer, position, position)
             if position < 0:
                 return
@@ -211,6 +212,9 @@ def iter_spans(read: Reader, reopen: Callable[[int], Reader], max_record_bytes: 
             position = following
             continue
         end = _trailer_end(buffer, block_end)
+        if end < 0 and buffer.eof and buffer.end == block_end:
+            yield Span(position, buffer.end - position, None, TRUNCATED)  # cut right after the block
+            return
         if end < 0:
             position = yield from _resync(buffer, position, header_end)
             if position < 0:

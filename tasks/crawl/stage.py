@@ -100,7 +100,7 @@ def extract_shard(shard: dict, params: dict, output_url: str, rejects_url: str) 
             skips[TRUNCATED] += 1
             continue
 
-        http_charset = None
+        http_charset = utf16 = raw = None
         if record.record_type == WarcRecordType.conversion:
             payload = record.reader.read()
             kind = content_type.TEXT
@@ -120,6 +120,14 @@ def extract_shard(shard: dict, params: dict, output_url: str, rejects_url: str) 
             else:
                 http_type = headers.get("Content-Type")
             payload = record.reader.read()
+            utf16 = charset.utf16_without_bom(payload, http_charset)
+            if utf16:  # read it now: the checks below look at bytes, and UTF-16 is full of NULs
+                try:
+                    raw, payload = payload, payload.decode(utf16).encode("utf-8")
+                except UnicodeDecodeError:
+                    skips["undecodable"] += 1
+                    continue
+                http_charset = None
             if charset.looks_binary(payload):
                 skips["not_html"] += 1
                 continue
@@ -129,7 +137,7 @@ def extract_shard(shard: dict, params: dict, output_url: str, rejects_url: str) 
                 continue
 
         values = {
-            "id": document_id(record_id, url, payload),
+            "id": document_id(record_id, url, raw or payload),
             "url": url,
             "source": f"{shard['path']}@{member.locator}",
             "crawl_date": crawl_date,
@@ -148,7 +156,7 @@ def extract_shard(shard: dict, params: dict, output_url: str, rejects_url: str) 
             skips["undecodable"] += 1
             continue
         body, encoding = decoded
-        values["charset"] = encoding
+        values["charset"] = utf16 or encoding
 
         if kind == content_type.HTML:
             t0 = time.perf_counter()
@@ -193,6 +201,9 @@ def extract_shard(shard: dict, params: dict, output_url: str, rejects_url: str) 
             "rejects": rejected,
             "skips": dict(sorted(skips.items())),
             "other_records": other_records,
+            # per input file, so that a file without any document is reported (file_warnings)
+            "docs_in_by_file": {shard["path"]: docs_in},
+            "other_records_by_file": {shard["path"]: other_records},
             "bytes_in": shard["end"] - shard["start"],
             "text_chars": sum(len(t) for t in writer.rows["text"]),
             "languages": dict(sorted(languages.items())),
@@ -204,3 +215,14 @@ def extract_shard(shard: dict, params: dict, output_url: str, rejects_url: str) 
             "extractor_peak_rss_mb": extractor.peak_rss_mb() or 0.0,
         },
     }
+
+
+def file_warnings(totals: dict) -> list[str]:
+    """Input files that gave no document record at all (only warcinfo, requests, metadata)."""
+    documents = totals.get("docs_in_by_file", {})
+    others = totals.get("other_records_by_file", {})
+    return [
+        f"inputs: {path} holds no document record ({others.get(path, 0)} records, none a response, resource or conversion)"
+        for path, count in sorted(documents.items())
+        if count == 0
+    ]

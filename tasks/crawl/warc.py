@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from fineflow import storage
-from fineflow.tasks.crawl.records import CORRUPT, OVERSIZED, TRUNCATED, Span, iter_spans
+from fineflow.tasks.crawl.records import CORRUPT, OVERSIZED, TRUNCATED, VERSION_LINE, Span, iter_spans
 
 __all__ = ["CORRUPT", "OVERSIZED", "TRUNCATED", "Record", "detect_format", "iter_records", "SPLITTABLE"]
 
@@ -37,6 +37,7 @@ ZSTD_DICTIONARY_FRAME = (0x184D2A5D).to_bytes(4, "little")
 _PIECE = 64 * 1024
 _OUT = 1 << 20
 _READ = 4 * 1024 * 1024
+LOOKBACK = 8 * 1024 * 1024  # compressed bytes a split read walks back over to find the member chain
 
 GZIP, GZIP_STREAM, ZSTD, PLAIN, EMPTY = "gzip", "gzip-stream", "zstd", "warc", "empty"
 SPLITTABLE = (GZIP,)
@@ -243,13 +244,17 @@ def _member_records(url: str, window: _Window, offset: int, max_record_bytes: in
     return streams[-1]
 
 
-def _plain_gap(url: str, window: _Window, start: int, stop: int, max_record_bytes: int) -> Iterator[Record]:
-    """What lies between gzip members: uncompressed records (a file mixing both) or garbage."""
+def _first_plain_record(window: _Window, start: int, max_record_bytes: int) -> Span | None:
+    """The uncompressed record starting at ``start`` if it is whole and honest, else None.
+
+    The read is bounded, so a broken record never pulls the rest of the file into memory.
+    """
+    limit = start + max_record_bytes + 2 * _READ
     cursor = start
 
     def read() -> bytes:
         nonlocal cursor
-        chunk = window.slice(cursor, min(_READ, stop - cursor)) if cursor < stop else b""
+        chunk = window.slice(cursor, min(_READ, limit - cursor)) if cursor < limit else b""
         cursor += len(chunk)
         return chunk
 
@@ -258,15 +263,87 @@ def _plain_gap(url: str, window: _Window, start: int, stop: int, max_record_byte
         cursor = start + position
         return read
 
-    for span in iter_spans(read, reopen, max_record_bytes):
-        yield Record(start + span.start, None, span.length, span.data, span.problem)
+    span = next(iter_spans(read, reopen, max_record_bytes), None)
+    return span if span is not None and span.start == 0 and span.problem in (None, OVERSIZED) else None
 
 
-def _gap(url: str, window: _Window, start: int, max_record_bytes: int) -> tuple[list[Record], int]:
-    """What lies between a member's end (or the file's head) and the next member: records or garbage."""
-    following = _next_member_start(window, start + 1, 1 << 62)
-    stop = following if following >= 0 else window.end  # no member follows: the window is at the end
-    return list(_plain_gap(url, window, start, stop, max_record_bytes)), following
+def _next_boundary(window: _Window, position: int) -> int:
+    """Where the next gzip member or uncompressed record starts after ``position`` (or the end)."""
+    member = _next_member_start(window, position + 1, 1 << 62)
+    record = position + 1
+    while True:
+        record = window.find(b"WARC/", record, member if member >= 0 else 1 << 62)
+        if record < 0 or VERSION_LINE.match(window.slice(record, 16)):
+            break
+        record += 1
+    found = [p for p in (member, record) if p >= 0]
+    return min(found) if found else window.end
+
+
+def _gap(window: _Window, start: int, max_record_bytes: int):
+    """Yield what lies between a member's end (or the file's head) and the next member:
+    uncompressed records (a file mixing both) or garbage; return where the next member starts."""
+    position = start
+    while True:
+        if not window.slice(position, 1):
+            return -1
+        if position != start and _is_member_start(window, position):
+            return position
+        span = _first_plain_record(window, position, max_record_bytes)
+        if span is not None:
+            yield Record(position, None, span.length, span.data, span.problem)
+            position += span.length
+            continue
+        stop = _next_boundary(window, position)
+        yield Record(position, None, stop - position, None, CORRUPT)
+        position = stop
+
+
+def _drain(generator) -> int:  # noqa: ANN001
+    """Run a generator to its end, dropping what it yields; return what it returns."""
+    while True:
+        try:
+            next(generator)
+        except StopIteration as stop:
+            return stop.value
+
+
+def _first_member_from(url: str, start: int, max_record_bytes: int) -> int:
+    """The first member of the file's member chain at or after ``start``, found by walking the
+    chain from ``LOOKBACK`` bytes earlier (inflating members only to find their ends).
+
+    A record whose body is itself a ``.warc.gz`` carries real gzip members inside its own member
+    (deflate stores incompressible bytes as they are); scanning forward from ``start`` would take
+    one of those for a record. Walking from before ``start`` steps over them, as a whole read does,
+    so split reads equal the whole read unless such a record is longer than ``LOOKBACK``.
+    """
+    anchor = max(0, start - LOOKBACK)
+    window = _Window(url, anchor)
+    try:
+        if anchor == 0 and not _is_member_start(window, 0):
+            position = _drain(_gap(window, 0, max_record_bytes))  # the file's head, as a whole read
+        else:
+            position = _next_member_start(window, anchor, 1 << 62)
+        while 0 <= position < start:
+            stream = _MemberStream(window, position)
+            while stream.read():
+                pass
+            if stream.problem == TRUNCATED:
+                return -1
+            if stream.problem == CORRUPT:
+                position = _next_member_start(window, position + 1, 1 << 62)
+                continue
+            following = stream.end
+            if not window.slice(following, 1):
+                return -1
+            if _is_member_start(window, following):
+                position = following
+            else:  # skip what lies between members exactly as a whole read does
+                position = _drain(_gap(window, following, max_record_bytes))
+            window.release(max(position, anchor))
+        return position
+    finally:
+        window.close()
 
 
 def iter_gzip_records(url: str, start: int, end: int, max_record_bytes: int) -> Iterator[Record]:
@@ -277,13 +354,12 @@ def iter_gzip_records(url: str, start: int, end: int, max_record_bytes: int) -> 
         if start == 0:
             if not _is_member_start(window, 0):
                 if window.slice(0, 1):
-                    records, position = _gap(url, window, 0, max_record_bytes)  # the file's head
-                    yield from records
+                    position = yield from _gap(window, 0, max_record_bytes)  # the file's head
                 else:
                     position = -1
         else:
             # The bytes before the first member here belong to a member that started earlier.
-            position = _next_member_start(window, start, end)
+            position = _first_member_from(url, start, max_record_bytes)
         while 0 <= position < end:
             stream = yield from _member_records(url, window, position, max_record_bytes)
             if stream.problem == TRUNCATED:
@@ -299,8 +375,7 @@ def iter_gzip_records(url: str, start: int, end: int, max_record_bytes: int) -> 
                 else:
                     # Bytes after a good member that are not a member: this shard owns them (even
                     # past ``end``) because its last member ends where they begin.
-                    records, position = _gap(url, window, following, max_record_bytes)
-                    yield from records
+                    position = yield from _gap(window, following, max_record_bytes)
             if position >= 0:
                 window.release(position)
     finally:
@@ -320,13 +395,18 @@ def _zstd_reader(url: str) -> tuple[Callable[[], bytes], Callable[[], str | None
     dictionary = None
     if head[:4] == ZSTD_DICTIONARY_FRAME and len(head) == 8:
         raw = handle.read(int.from_bytes(head[4:8], "little"))
-        if raw.startswith(ZSTD_MAGIC):  # the dictionary may itself be compressed
-            raw = zstandard.ZstdDecompressor().decompressobj().decompress(raw)
-        dictionary = zstandard.ZstdCompressionDict(raw)
+        try:
+            if raw.startswith(ZSTD_MAGIC):  # the dictionary may itself be compressed
+                raw = zstandard.ZstdDecompressor().decompressobj().decompress(raw)
+            dictionary = zstandard.ZstdCompressionDict(raw)
+        except zstandard.ZstdError:
+            dictionary = False  # a damaged dictionary: nothing after it can be read
     else:
         handle.seek(0)
     decompressor = zstandard.ZstdDecompressor(dict_data=dictionary) if dictionary else zstandard.ZstdDecompressor()
     state: dict = {"problem": None, "done": False, "pending": b"", "frame": decompressor.decompressobj(), "fed": False}
+    if dictionary is False:
+        state["done"], state["problem"] = True, CORRUPT
 
     def read() -> bytes:
         while not state["done"]:
@@ -411,8 +491,13 @@ def detect_format(url: str) -> str:
     try:
         if head.startswith(GZIP_MAGIC):
             return GZIP_STREAM if _first_member_holds_more(url, window) else GZIP
-        # Uncompressed records or garbage first: gzip if a member starts in the first MiB (the
-        # gzip reader reads uncompressed records between members too).
+        if head.startswith(b"WARC/"):
+            # Uncompressed: a plain file, unless gzip members follow its first record (a mixed file;
+            # the gzip reader reads the uncompressed records between members too).
+            first = next(iter_plain_records(url, 1 << 20))
+            if first.problem in (None, OVERSIZED):
+                return GZIP if _is_member_start(window, first.offset + first.length) else PLAIN
+        # Garbage first: gzip if a member starts in the first MiB.
         return GZIP if _next_member_start(window, 1, 1 << 20) >= 0 else PLAIN
     finally:
         window.close()
