@@ -93,22 +93,22 @@ def plan_shards(files: list[dict], shard_bytes: int) -> list[dict]:
     return shards
 
 
-def input_warnings(files: list[dict], shard_bytes: int) -> list[str]:
+def input_warnings(files: list[dict]) -> list[str]:
     """What a user should hear about the inputs before reading them."""
-    warnings = []
-    for entry in files:
-        if entry["format"] == EMPTY:
-            warnings.append(f"inputs: {entry['path']} is empty")
-        elif entry["format"] not in SPLITTABLE and entry["size"] > shard_bytes:
-            warnings.append(
-                f"inputs: {entry['path']} ({entry['format']}, {entry['size']:,} bytes) cannot be split at byte "
-                "offsets and is read as one shard; recompress it with a gzip member per record to parallelise it"
-            )
-    return warnings
+    return [f"inputs: {entry['path']} is empty" for entry in files if entry["format"] == EMPTY]
 
 
-def format_counts(files: list[dict]) -> dict[str, int]:
-    counts: dict[str, int] = {}
+def describe_inputs(files: list[dict], shard_bytes: int) -> dict:
+    """The inputs for the summary: files and bytes by format, and which files are read whole."""
+    formats: dict[str, int] = {}
     for entry in files:
-        counts[entry["format"]] = counts.get(entry["format"], 0) + 1
-    return dict(sorted(counts.items()))
+        formats[entry["format"]] = formats.get(entry["format"], 0) + 1
+    whole = [e["path"] for e in files if e["format"] not in SPLITTABLE and e["format"] != EMPTY and e["size"] > shard_bytes]
+    return {
+        "files": len(files),
+        "bytes": sum(entry["size"] for entry in files),
+        "formats": dict(sorted(formats.items())),
+        # A gzip stream, zstd or uncompressed file cannot be split at byte offsets: one shard each,
+        # however large (recompress with a gzip member per record to parallelise it).
+        "one_shard_per_file": {"files": len(whole), "bytes": sum(e["size"] for e in files if e["path"] in set(whole)), "first": whole[:10]},
+    }

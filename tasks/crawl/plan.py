@@ -10,8 +10,8 @@ from fineflow.tasks.crawl import langid, stage
 from fineflow.tasks.crawl.inputs import (
     InputError,
     describe_files,
+    describe_inputs,
     expand_inputs,
-    format_counts,
     input_warnings,
     listing_paths,
     plan_shards,
@@ -81,12 +81,8 @@ def plan_crawl(config: CrawlStage, root: str) -> list[StepPlan]:
             shards=plan_shards(described, config.shard_bytes),
             fingerprint=fingerprint,
             root=root,
-            warnings=tuple(warnings + input_warnings(described, config.shard_bytes)),
-            inputs={
-                "files": len(described),
-                "bytes": sum(entry["size"] for entry in described),
-                "formats": format_counts(described),
-            },
+            warnings=tuple(warnings + input_warnings(described)),
+            inputs=describe_inputs(described, config.shard_bytes),
             checks="fineflow.tasks.crawl.stage:file_warnings",
         )
     ]
