@@ -70,3 +70,47 @@ def test_real_latin1_pages_decode_without_replacement_characters(sample_warc):
         assert "\ufffd" not in text and encoding != "utf-8"
         checked += 1
     assert checked >= 3  # the sample has pages served as ISO-8859-1, declared or not
+
+
+def _http_record(url: str, body: bytes, content_type: str = "text/html") -> bytes:
+    import gzip
+    import uuid
+
+    http = f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+    head = (
+        f"WARC/1.0\r\nWARC-Type: response\r\nWARC-Target-URI: {url}\r\nWARC-Date: 2026-09-01T00:00:00Z\r\n"
+        f"WARC-Record-ID: <urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, url)}>\r\n"
+        f"Content-Type: application/http; msgtype=response\r\nContent-Length: {len(http)}\r\n\r\n"
+    ).encode()
+    return gzip.compress(head + http + b"\r\n\r\n")
+
+
+def test_utf16_pages_without_a_bom_are_decoded_or_counted_undecodable(tmp_path):
+    import polars as pl
+
+    from fineflow.tasks.crawl.inputs import describe_files, plan_shards
+    from fineflow.tasks.crawl.stage import extract_shard
+
+    page = (
+        "<html><head><title>Météo</title></head><body><article><p>"
+        + "Die Wettervorhersage für morgen: sonnig, warm und trocken in den Bergen und im Tal. " * 8
+        + "</p></article></body></html>"
+    )
+    broken = page.encode("utf-16-le")[:-1] + b"\x00\xd8"  # a lone surrogate: not UTF-16 at all
+    path = tmp_path / "utf16.warc.gz"
+    path.write_bytes(
+        _http_record("https://example.org/le", page.encode("utf-16-le"))
+        + _http_record("https://example.org/be", page.encode("utf-16-be"), "text/html; charset=utf-16be")
+        + _http_record("https://example.org/broken", broken)
+    )
+    (shard,) = plan_shards(describe_files([str(path)], None, True), 1 << 30)
+    params = dict(
+        extractor="resiliparse", extraction_timeout_s=30.0, include_text_plain=False, keep_truncated=False,
+        max_record_bytes=1 << 20, langid_model="lid.176", url_filter=None, url_filter_options={},
+    )
+    stats = extract_shard(shard, params, str(tmp_path / "part.parquet"), str(tmp_path / "rejects.parquet"))["stats"]
+    docs = pl.read_parquet(tmp_path / "part.parquet").sort("url")
+    assert docs["url"].to_list() == ["https://example.org/be", "https://example.org/le"]
+    assert docs["charset"].to_list() == ["utf-16-be", "utf-16-le"]
+    assert all("Wettervorhersage für morgen" in text for text in docs["text"]) and (docs["language"] == "de").all()
+    assert stats["skips"] == {"undecodable": 1}  # never "not_html"
