@@ -7,7 +7,7 @@ file in shards cut at any byte offsets gives exactly what one whole read gives.
 Setup (a separate venv; atheris 3.1.0 ships wheels for CPython 3.12-3.14 only, none for 3.11)::
 
     uv venv bench/.venv-fuzz --python 3.12
-    uv pip install --python bench/.venv-fuzz atheris==3.1.0 zstandard fsspec
+    uv pip install --python bench/.venv-fuzz atheris==3.1.0 backports.zstd zstandard fsspec
 
 The harness puts the repository root on ``sys.path`` (``import fineflow`` then maps
 ``fineflow.tasks`` to ``tasks/``), so the project itself need not be installed there.

@@ -58,15 +58,16 @@ def _connect_api() -> tuple[str, bool]:
 
     api_url, started = ensure_api()
     os.environ["PREFECT_API_URL"] = api_url
-    if not started:
-        _show_dead_runs(api_url)
+    _show_dead_runs(api_url)  # a just-started server still holds the runs of its last life
     return api_url, started
 
 
 def _show_dead_runs(api_url: str) -> None:
     """Runs of this API whose fineflow process died are marked Crashed (fineflow.flows.liveness)."""
-    from fineflow.flows.liveness import mark_dead_runs
+    from fineflow.flows.liveness import mark_dead_runs, registry
 
+    if not any(registry().glob("*.json")):
+        return  # nothing registered: no need to ask the API
     try:
         marked = mark_dead_runs(api_url)
     except Exception as error:  # noqa: BLE001 (never block a command on this housekeeping)
@@ -343,20 +344,20 @@ def gc(
         _fail(str(error))
     for note in plan.notes:
         _warn(note)
-    table = Table(title=f"gc of {plan.root}: {'would remove' if dry_run else 'removing'}")
+    table = Table(title=Text(f"gc of {plan.root}: {'would remove' if dry_run else 'removing'}"))
     for column in ("stage", "step folders", "bytes"):
         table.add_column(column, justify="right" if column != "stage" else "left")
     counts: dict[str, int] = {}
     for step in plan.removed_steps:
         counts[step.stage] = counts.get(step.stage, 0) + 1
     for stage, size in plan.bytes_by_stage.items():
-        table.add_row(stage, str(counts.get(stage, "-")), f"{size:,}")
+        table.add_row(Text(stage), str(counts.get(stage, "-")), f"{size:,}")
     table.add_row("total", str(len(plan.removed_steps)), f"{sum(plan.bytes_by_stage.values()):,}")
     console.print(table)
-    console.print(
+    console.print(Text(
         f"runs kept: {', '.join(r.run_id for r in plan.kept_runs) or 'none'}; "
         f"runs removed: {len(plan.removed_runs)}; step folders kept: {len(plan.kept_steps)}"
-    )
+    ))
     if dry_run:
         for step in plan.removed_steps:
             console.print(f"  would remove {step.url}", markup=False)
@@ -401,13 +402,19 @@ def verify(
     if not chosen:
         _fail(f"no run {run} in {root}" if run else f"no runs recorded in {root}", 1)
     target = chosen[0]
-    folders = sorted(store.join(root, *key) for key in collector.used_by(target))
+    try:
+        folders = sorted(store.join(root, *key) for key in collector.used_by(target))
+    except (ValueError, OSError) as error:  # an unfinished run is re-planned: its inputs may be gone
+        _fail(f"cannot list what run {target.run_id} uses: {error}", 1)
     table = Table(title=Text(f"verify run {target.run_id} in {root}"))
     for column in ("step folder", "files", "damaged"):
         table.add_column(column, overflow="fold")
     problems: list[str] = []
     for folder in folders:
-        checked, found = verify_folder(folder)
+        try:
+            checked, found = verify_folder(folder)
+        except (OSError, ValueError) as error:
+            checked, found = 0, [f"{folder}: {error}"]
         problems += found
         table.add_row(Text(folder), str(checked), str(len(found)))
     console.print(table)
@@ -435,10 +442,10 @@ def report(
         url = write_report(folder)
     except FileNotFoundError as error:
         _fail(str(error), 1)
-    console.print(f"report written to {url}")
+    console.print(Text(f"report written to {url}"))
     if out:
         out.write_bytes(store.read_bytes(url))
-        console.print(f"copy written to {out}")
+        console.print(Text(f"copy written to {out}"))
 
 
 @server_app.command("start")
@@ -447,7 +454,7 @@ def server_start() -> None:
     from fineflow.server import start_server
 
     info = start_server()
-    console.print(f"Prefect UI {info.url}  (export PREFECT_API_URL={info.api_url})")
+    console.print(Text(f"Prefect UI {info.url}  (export PREFECT_API_URL={info.api_url})"))
 
 
 @server_app.command("status")
@@ -503,7 +510,7 @@ def stack_up(
         except (RuntimeError, FileNotFoundError) as error:
             _fail(str(error), 1)
     console.print(_stack_table(report))
-    console.print(f"state folder {stack.folder}; use it from a shell with: [bold]eval \"$(fineflow stack env)\"[/bold]")
+    console.print(Text.assemble(f"state folder {stack.folder}; use it from a shell with: ", ('eval "$(fineflow stack env)"', "bold")))
 
 
 @stack_app.command("status")

@@ -23,7 +23,7 @@ DOCUMENT_SCHEMA = pa.schema(
         pa.field("text", pa.string()),
         pa.field("language", pa.string()),
         pa.field("language_score", pa.float32()),
-        pa.field("source", pa.string()),  # "<input file>@<record offset>"
+        pa.field("source", pa.string()),  # "<input file>@<offset>" or "@<unit offset>+<offset in it>" (tasks/crawl/warc.py)
         pa.field("crawl_date", pa.timestamp("us", tz="UTC")),
         pa.field("warc_record_id", pa.string()),
         pa.field("content_type", pa.string()),

@@ -8,7 +8,8 @@ run writing the same storage never exposes a half-written or foreign artifact.
 
 Committed files are also checked against their manifest: cheaply before a cache hit (size and
 change token from one listing; a file whose token changed but not its size is hashed), fully
-by ``fineflow verify`` and by every reader (sha256 of what it read).
+by ``fineflow verify`` and by ``fineflow inspect`` (sha256 of what it reads). Stages read their
+upstream after its step was checked this way in the same run.
 """
 
 from __future__ import annotations
@@ -98,8 +99,8 @@ def _matches(url: str, found: dict | None, entry: dict) -> bool:
     same size (a copied store, a rewrite in place) is settled by the content's sha256."""
     if found is None or found["size"] != entry.get("bytes"):
         return False
-    if entry.get("token") in (None, found["token"]) or not entry.get("sha256"):
-        return True
+    if entry.get("token") == found["token"] or not entry.get("sha256"):
+        return True  # (a manifest written before tokens were recorded is hashed once, below)
     try:
         return hashlib.sha256(storage.read_bytes(url)).hexdigest() == entry["sha256"]
     except FileNotFoundError:

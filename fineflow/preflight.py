@@ -78,22 +78,36 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0]
 
 
+def check_storage(url: str, key: str = "storage") -> None:
+    """A storage URL that can be used: well formed, and on S3 reachable with credentials."""
+    check_storage_url(url, key)
+    if storage.protocol_of(url) == "s3":
+        check_s3(url, key)
+
+
+def check_stage(stage: Any) -> list[str]:
+    """A stage's own cheap checks (its inputs, models); any failure is one line naming the stage."""
+    from fineflow.planning import preflight_stage
+
+    try:
+        return [f"{stage.stage}: {warning}" for warning in preflight_stage(stage)]
+    except PreflightError as error:
+        raise PreflightError(f"stages.{stage.stage}.{error}") from None
+    except (ValueError, OSError) as error:
+        raise PreflightError(f"stages.{stage.stage}.{_first_line(error)}") from None
+    except Exception as error:  # noqa: BLE001 (a client library's own error types: still one line)
+        raise PreflightError(f"stages.{stage.stage}: {type(error).__name__}: {_first_line(error)}") from None
+
+
 def preflight(config: PipelineConfig) -> list[str]:
     """Raise ``PreflightError`` for what makes the run impossible; return the warnings found.
 
     With ``strict`` the warnings are errors too.
     """
-    from fineflow.planning import preflight_stage
-
-    check_storage_url(config.storage)
-    if storage.protocol_of(config.storage) == "s3":
-        check_s3(config.storage)
+    check_storage(config.storage)
     warnings: list[str] = []
     for stage in config.stages:
-        try:
-            warnings += [f"{stage.stage}: {warning}" for warning in preflight_stage(stage)]
-        except (ValueError, FileNotFoundError) as error:
-            raise PreflightError(f"stages.{stage.stage}.{_first_line(error)}") from None
+        warnings += check_stage(stage)
     if config.strict and warnings:
         raise PreflightError(f"strict: {len(warnings)} warning(s) would be errors: {'; '.join(warnings)}")
     return warnings

@@ -42,7 +42,9 @@ def files_to_read(url: str, rejects: bool = False, uncommitted: bool = False) ->
         raise NotReadable(f"{url} does not exist")
     name = posixpath.basename(url.rstrip("/"))
     if any(ch in url for ch in "*?["):
-        return _loose_files(storage.expand(url), url), []
+        if rejects:
+            raise NotReadable("--rejects needs a step's output folder, not a glob")
+        return _loose_files(storage.expand(url), url), [f"{url}: files read as they are, without a manifest to check them against"]
     if not _is_folder(url):
         _parquet_check(url)
         return [CommittedFile(url, 0, None, None)], [f"{url} is one file: read as it is, without a manifest to check it against"]

@@ -20,16 +20,19 @@ from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
+from prefect.settings import PREFECT_API_URL
 from pydantic import BaseModel, Field
 
 from fineflow import storage
 from fineflow.config import CrawlStage, DaskConfig, load_config, resolve_stage_paths
 from fineflow.dedup_config import DedupStage
 from fineflow.filter_config import FilterStage
+from fineflow.flows import liveness
 from fineflow.flows.cluster import dask_cluster
 from fineflow.flows.credentials import apply_credentials
 from fineflow.flows.pipeline import finish_run_record, run_pipeline, run_stage_flow, start_run_record
 from fineflow.manifest import read_manifest
+from fineflow.preflight import check_stage, check_storage
 
 StageName = Literal["crawl", "dedup", "filter"]
 Partition = Literal["none", "scheduled-date", "scheduled-week"]
@@ -112,13 +115,20 @@ def _run_one_stage(run: CrawlRun | DedupRun | FilterRun, upstream: dict | None) 
     resolve_stage_paths(run.stage, Path.cwd())
     root = _root(run, storage.normalize("./fineflow-data"))
     apply_credentials(run.credentials_block)
-    stage_config = run.stage.model_dump(mode="json")
-    folder = start_run_record(root, {"kind": "stage", "storage": root, "stage": stage_config, "upstream": upstream})
-    started = time.perf_counter()
-    with dask_cluster(_dask(run, DaskConfig())) as (address, _):
-        get_run_logger().info("%s stage: storage %s, Dask %s", run.stage.stage, root, address)
-        summary = run_stage_flow(stage_config, address, root, upstream, run.refresh, run.credentials_block)
-    return finish_run_record(folder, f"{run.stage.stage} stage", root, time.perf_counter() - started, [summary])
+    run_id = str(flow_run.id)
+    liveness.register(run_id, PREFECT_API_URL.value())
+    try:
+        check_storage(root)  # one-line errors before the cluster starts, as for a pipeline
+        check_stage(run.stage)
+        stage_config = run.stage.model_dump(mode="json")
+        folder = start_run_record(root, {"kind": "stage", "storage": root, "stage": stage_config, "upstream": upstream})
+        started = time.perf_counter()
+        with dask_cluster(_dask(run, DaskConfig())) as (address, _):
+            get_run_logger().info("%s stage: storage %s, Dask %s", run.stage.stage, root, address)
+            summary = run_stage_flow(stage_config, address, root, upstream, run.refresh, run.credentials_block)
+        return finish_run_record(folder, f"{run.stage.stage} stage", root, time.perf_counter() - started, [summary])
+    finally:
+        liveness.unregister(run_id)
 
 
 def _upstream(folder: str, credentials_block: str | None) -> dict[str, Any]:

@@ -47,6 +47,7 @@ def run_step(plan: StepPlan, refresh: bool = False, credentials_block: str | Non
     cached_task = shard_task.with_options(result_storage=result_storage(plan.root, credentials_block))
     fresh_task = cached_task.with_options(refresh_cache=True)
     committed = set() if refresh else _intact_shards(plan)
+    damaged = set() if refresh else plan.location.committed_shards() - committed
     location = dataclasses.asdict(plan.location)
     total = len(plan.shards)
     progress_id = create_progress_artifact(
@@ -90,7 +91,8 @@ def run_step(plan: StepPlan, refresh: bool = False, credentials_block: str | Non
             progress.emit("shard_done", stage=plan.stage, step=plan.step, done=done, total=total, failed=len(failures))
         if not crashed:
             break
-        committed = set() if refresh else plan.location.committed_shards()  # just rewritten by this run
+        # Files rewritten by this run count; a damaged file whose recompute was lost does not.
+        committed = set() if refresh else plan.location.committed_shards() - damaged
         get_run_logger().warning(
             "%s/%s: %d shard task(s) lost with their Dask worker; resubmitting them (attempt %d of %d)",
             plan.stage, plan.step, len(crashed), attempt + 1, MAX_RESUBMITS + 1,
@@ -105,6 +107,8 @@ def run_step(plan: StepPlan, refresh: bool = False, credentials_block: str | Non
     manifest = write_manifest(plan.location, plan.fingerprint.components, results)
     totals = _totals(results)
     warnings = [*plan.warnings, *(resolve_function(plan.checks)(totals) if plan.checks else [])]
+    # Per-input-file counters serve the checks only: a listing of many files would bloat summaries.
+    totals = {key: value for key, value in totals.items() if not key.endswith("_by_file")}
     for warning in warnings:
         get_run_logger().warning("%s/%s: %s", plan.stage, plan.step, warning)
     return {

@@ -18,9 +18,20 @@ from pathlib import Path
 
 import psutil
 
-from fineflow.server import fineflow_home
+from fineflow.server import fineflow_home, running_server, state_dir
 
 UNFINISHED = ("PENDING", "RUNNING", "SCHEDULED", "PAUSED", "CANCELLING")
+PAGE = 200  # the API's largest page
+
+
+def _all_pages(read) -> list:  # noqa: ANN001
+    found, offset = [], 0
+    while page := read(offset):
+        found += page
+        offset += len(page)
+        if len(page) < PAGE:
+            break
+    return found
 
 
 def registry() -> Path:
@@ -32,10 +43,17 @@ def process_record() -> dict:
     return {"host": socket.gethostname(), "pid": os.getpid(), "started": psutil.Process().create_time()}
 
 
+def _local_server_home(api_url: str | None) -> str | None:
+    """The state folder of fineflow's own Prefect server when ``api_url`` is it: the same database
+    is still that server's after a restart on another port."""
+    server = running_server()
+    return str(state_dir()) if server is not None and server.api_url == api_url else None
+
+
 def register(flow_run_id: str, api_url: str | None) -> None:
     folder = registry()
     folder.mkdir(parents=True, exist_ok=True)
-    record = {"flow_run_id": flow_run_id, "api_url": api_url, **process_record()}
+    record = {"flow_run_id": flow_run_id, "api_url": api_url, "server_home": _local_server_home(api_url), **process_record()}
     tmp = folder / f".{flow_run_id}.tmp"
     tmp.write_text(json.dumps(record))
     tmp.replace(folder / f"{flow_run_id}.json")
@@ -60,12 +78,14 @@ def is_alive(record: dict) -> bool:
 def mark_dead_runs(api_url: str) -> list[str]:
     """Mark the registered runs of ``api_url`` whose process is gone as Crashed; return their ids."""
     marked = []
+    home = _local_server_home(api_url)
     for path in sorted(registry().glob("*.json")):
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if record.get("api_url") != api_url or is_alive(record):
+        same_server = record.get("api_url") == api_url or (home is not None and record.get("server_home") == home)
+        if not same_server or is_alive(record):
             continue
         message = (
             f"the fineflow process that ran it (pid {record['pid']} on {record['host']}) is gone: "
@@ -100,17 +120,17 @@ def crash_run_tree(flow_run_id: str, message: str) -> bool:
             return False
         runs, frontier = [root], [root.id]
         while frontier:
-            children = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=frontier))
+            parents = FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=frontier))
+            children = _all_pages(
+                lambda offset, parents=parents: client.read_flow_runs(flow_run_filter=parents, limit=PAGE, offset=offset)
             )
             runs += children
             frontier = [child.id for child in children]
-        tasks = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id for run in runs])),
-            task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(any_=list(UNFINISHED)))),
-        )
-        for task_run in tasks:
-            client.set_task_run_state(task_run.id, Crashed(message=message), force=True)
+        unfinished = TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(any_=list(UNFINISHED))))
+        in_tree = FlowRunFilter(id=FlowRunFilterId(any_=[run.id for run in runs]))
+        while tasks := client.read_task_runs(flow_run_filter=in_tree, task_run_filter=unfinished, limit=PAGE):
+            for task_run in tasks:  # each one set leaves the filter: read again until none is left
+                client.set_task_run_state(task_run.id, Crashed(message=message), force=True)
         for run in reversed(runs):  # children first, so the UI never shows a finished parent over running children
             if run.state is not None and not run.state.is_final():
                 client.set_flow_run_state(run.id, Crashed(message=message), force=True)

@@ -38,10 +38,10 @@ def run_pipeline(settings: PipelineConfig, from_stage: str | None = None) -> dic
     """The pipeline's body, inside a flow run: ``fineflow run``'s flow and the deployed flows share it."""
     root = settings.storage
     apply_credentials(settings.storage_credentials)
-    preflight(settings)  # a clear one-line failure before the cluster starts (deployed runs have no CLI)
     run_id = str(flow_run.id)
     liveness.register(run_id, PREFECT_API_URL.value())  # if this process dies, the next command says so
     try:
+        preflight(settings)  # a clear one-line failure before the cluster starts (deployed runs have no CLI)
         return _run_stages(settings, from_stage, root)
     finally:
         liveness.unregister(run_id)

@@ -23,9 +23,9 @@ def stage_summary(name: str, steps: list[dict[str, Any]], seconds: float) -> dic
         "rejects": rejects[-1] if rejects else None,
         "skips": merge_counts(s.get("skips", {}) for s in steps),
         "languages": last.get("languages", {}),
-        "text_chars": last.get("text_chars"),
+        "text_chars": last.get("text_chars"),  # characters of text kept (None for runs cached before it was counted)
         "warnings": [warning for step in steps for warning in step.get("warnings", [])],
-        **({"inputs": first["inputs"]} if first.get("inputs") else {}),  # characters of text kept (None for runs cached before it was counted)
+        **({"inputs": first["inputs"]} if first.get("inputs") else {}),
         **{key: last[key] for key in ("drop_reasons", "drops_by_language") if key in last},
         **{key: step[key] for step in steps for key in ("clusters", "cluster_sizes", "cluster_peak_rss_mb") if key in step},
         "steps": steps,

@@ -176,3 +176,22 @@ def test_summary_json_of_a_damaged_run_record_is_a_clear_error(tmp_path):
     run.mkdir(parents=True)
     (run / "summary.json").write_text('{"run_id": "abc", "stages": [')  # cut short
     _one_line_error(_invoke("report", str(run)), "summary.json is damaged", code=1)
+
+
+def test_s3_inputs_are_checked_before_anything_starts(workdir, tmp_path):
+    env = {key: None for key in os.environ if key.startswith("AWS_")}
+    env |= {"AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}
+    pipeline = _pipeline(workdir, "[s3://crawl-bucket/warc/*.warc.gz]")
+    for dry_run in ([], ["--dry-run"]):
+        result = _invoke("run", pipeline, "--storage", str(tmp_path / "store"), *dry_run, env=env)
+        _one_line_error(result, "stages.crawl.inputs", "s3://crawl-bucket", "needs S3 credentials")
+    unreachable = {"AWS_ACCESS_KEY_ID": "key", "AWS_SECRET_ACCESS_KEY": "not-a-secret", "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+    result = _invoke("run", pipeline, "--storage", str(tmp_path / "store"), env=unreachable)
+    _one_line_error(result, "stages.crawl.inputs", "cannot reach the S3 endpoint")
+
+
+def test_rich_markup_in_a_storage_path_is_printed_as_it_is(tmp_path):
+    root = tmp_path / "s[/x]"
+    (root / "_runs").mkdir(parents=True)
+    result = _invoke("gc", "--storage", str(root), "--dry-run")
+    assert result.exit_code in (0, 2) and "Traceback" not in result.output and "MarkupError" not in result.output

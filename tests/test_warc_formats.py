@@ -8,7 +8,7 @@ import re
 
 import polars as pl
 import pytest
-import zstandard
+from backports import zstd
 
 from fineflow.tasks.crawl.inputs import describe_files, plan_shards
 from fineflow.tasks.crawl.stage import extract_shard
@@ -52,10 +52,9 @@ def reference(sample_warc, tmp_path_factory):
 
 def _zstd_with_dictionary(data: bytes, records: list[bytes]) -> bytes:
     """The WARC-zstd convention: a dictionary in a skippable frame, then one frame per record."""
-    dictionary = zstandard.train_dictionary(16384, records[:200])
-    frame = zstandard.ZstdCompressor().compress(dictionary.as_bytes())  # the dictionary may be compressed
-    compressor = zstandard.ZstdCompressor(dict_data=dictionary)
-    return ZSTD_DICTIONARY_FRAME + len(frame).to_bytes(4, "little") + frame + b"".join(compressor.compress(r) for r in records)
+    dictionary = zstd.train_dict(records[:200], 16384)
+    frame = zstd.compress(dictionary.dict_content)  # the dictionary may be compressed
+    return ZSTD_DICTIONARY_FRAME + len(frame).to_bytes(4, "little") + frame + b"".join(zstd.compress(r, zstd_dict=dictionary) for r in records)
 
 
 @pytest.mark.parametrize("shape", ["gzip-stream", "zstd", "zstd-dictionary", "plain"])
@@ -64,7 +63,7 @@ def test_every_shape_gives_the_same_documents_and_ids(sample_warc, tmp_path, ref
     raw = b"".join(records)
     content = {
         "gzip-stream": lambda: gzip.compress(raw),
-        "zstd": lambda: zstandard.ZstdCompressor().compress(raw),
+        "zstd": lambda: zstd.compress(raw),
         "zstd-dictionary": lambda: _zstd_with_dictionary(raw, records),
         "plain": lambda: raw,
     }[shape]()
@@ -136,3 +135,65 @@ def test_uncompressed_records_between_gzip_members_are_read(sample_warc, tmp_pat
     _, docs, stats = _extract(path, tmp_path, shard_bytes=300_000)
     assert docs.sort("id")["id"].to_list() == reference[0]["id"].to_list()
     assert sum(s["skips"].get(CORRUPT, 0) for s in stats) == 0
+
+
+def test_gzip_members_cut_by_size_are_one_stream(sample_warc, tmp_path, reference):
+    """bgzip-style files: members of a fixed size, records spanning them (as `gzip -d` reads them)."""
+    raw = b"".join(_records(sample_warc))
+    blocks = b"".join(gzip.compress(raw[i : i + 60_000]) for i in range(0, len(raw), 60_000))
+    path = _write(tmp_path / "blocks.warc.gz", blocks)
+    assert detect_format(str(path)) == GZIP_STREAM
+    _, docs, stats = _extract(path, tmp_path)
+    assert docs.sort("id")["id"].to_list() == reference[0]["id"].to_list() and CORRUPT not in stats[0]["skips"]
+
+
+def test_hostile_records_are_counted_not_raised(sample_warc, tmp_path):
+    from fineflow.tasks.crawl.warc import iter_records
+
+    good = _records(sample_warc)[1]
+    cases = {
+        "huge length": b"WARC/1.0\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\nabc\r\n\r\n" + good,
+        "no trailer in its member": gzip.compress(good[:-4]) + gzip.compress(good),
+        "short trailer in its member": gzip.compress(good[:-2]) + gzip.compress(good),
+        "endless headers": b"WARC/1.0\r\nX: y\r\n" * 20_000 + good,
+    }
+    for name, data in cases.items():
+        path = _write(tmp_path / "case", data)
+        records = list(iter_records({"path": str(path), "format": detect_format(str(path)), "start": 0, "end": len(data)}, 1 << 20))
+        kept = [r.data for r in records if r.data]
+        assert kept and all(k.rstrip(b"\r\n") == good.rstrip(b"\r\n") for k in kept), name
+        assert sum(r.length for r in records if r.inner is None) in (0, len(data)), name
+
+
+def test_a_member_failing_its_checksum_does_not_yield_its_record(sample_warc, tmp_path):
+    from fineflow.tasks.crawl.warc import iter_gzip_records
+
+    records = _records(sample_warc)[:3]
+    members = [bytearray(gzip.compress(r)) for r in records]
+    members[1][-8] ^= 0xFF  # the CRC32 in the member's trailer
+    path = _write(tmp_path / "crc.warc.gz", b"".join(bytes(m) for m in members))
+    found = list(iter_gzip_records(str(path), 0, path.stat().st_size, 1 << 20))
+    assert [r.data for r in found if r.data] == [records[0], records[2]]
+    assert [r.problem for r in found if r.problem] == [CORRUPT]
+
+
+def test_zstd_garbage_between_frames_and_damaged_dictionaries_are_counted(sample_warc, tmp_path):
+    from fineflow.tasks.crawl.warc import iter_records
+
+    records = _records(sample_warc)[:5]
+    frames = [zstd.compress(r) for r in records]
+
+    def read(data: bytes):
+        path = _write(tmp_path / "input.zst", data)
+        found = list(iter_records({"path": str(path), "format": ZSTD, "start": 0, "end": len(data)}, 1 << 20))
+        return [r.data for r in found if r.data], [r.problem for r in found if r.problem]
+
+    assert read(frames[0] + b"garbage between frames" + b"".join(frames[1:])) == (records, [CORRUPT])
+    dictionary = zstd.train_dict(_records(sample_warc)[:200], 16384)
+    damaged = bytearray(dictionary.dict_content)
+    damaged[20:60] = bytes(40)
+    with_dictionary = b"".join(zstd.compress(r, zstd_dict=dictionary) for r in records)
+    frame = ZSTD_DICTIONARY_FRAME + len(damaged).to_bytes(4, "little") + bytes(damaged)
+    assert read(frame + with_dictionary) == ([], [CORRUPT])
+    cut = ZSTD_DICTIONARY_FRAME + (len(dictionary.dict_content) + 999).to_bytes(4, "little") + dictionary.dict_content
+    assert read(cut) == ([], [CORRUPT])

@@ -8,7 +8,7 @@ import gzip
 import os
 import uuid
 
-import zstandard
+from backports import zstd
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -54,9 +54,10 @@ def streams(draw):
     return pieces
 
 
-def _lies_land_cleanly(pieces) -> bool:
-    """Exclude the one ambiguous case: a lying length landing exactly on another record's trailer."""
-    data = b"".join(p for p, _ in pieces)
+def _lies_land_cleanly(pieces, cut: int | None = None) -> bool:
+    """Exclude the one ambiguous case: a lying length landing exactly on another record's trailer
+    (or on the end of the data: a cut there looks like an honest last record)."""
+    data = b"".join(p for p, _ in pieces)[:cut]
     position = 0
     for piece, honest in pieces:
         if not honest and piece.startswith(b"WARC/"):
@@ -93,7 +94,7 @@ def test_reader_keeps_exactly_the_honest_records(tmp_path_factory, pieces, shape
     elif shape == "gzip-stream":
         data = gzip.compress(b"".join(p for p, _ in pieces))
     else:
-        data = zstandard.ZstdCompressor().compress(b"".join(p for p, _ in pieces))
+        data = zstd.compress(b"".join(p for p, _ in pieces))
     path = _write(tmp_path_factory, data)
     fmt = detect_format(str(path))
     records = list(iter_records({"path": str(path), "format": fmt, "start": 0, "end": len(data)}, MAX))
@@ -105,9 +106,9 @@ def test_reader_keeps_exactly_the_honest_records(tmp_path_factory, pieces, shape
 @SETTINGS
 @given(pieces=streams(), cut=st.floats(0, 1))
 def test_uncompressed_spans_tile_the_stream_and_truncation_keeps_the_prefix(pieces, cut):
-    assume(_lies_land_cleanly(pieces))
     data = b"".join(p for p, _ in pieces)
     data = data[: int(len(data) * cut)]
+    assume(_lies_land_cleanly(pieces, len(data)))
     chunks = iter([data[i : i + 37] for i in range(0, len(data), 37)])  # small reads: buffer edges
     spans = list(iter_spans(lambda: next(chunks, b""), lambda position: iter([data[position:], b""]).__next__, MAX))
     position = 0

@@ -103,12 +103,12 @@ def describe_inputs(files: list[dict], shard_bytes: int) -> dict:
     formats: dict[str, int] = {}
     for entry in files:
         formats[entry["format"]] = formats.get(entry["format"], 0) + 1
-    whole = [e["path"] for e in files if e["format"] not in SPLITTABLE and e["format"] != EMPTY and e["size"] > shard_bytes]
+    whole = [e for e in files if e["format"] not in SPLITTABLE and e["format"] != EMPTY and e["size"] > shard_bytes]
     return {
         "files": len(files),
         "bytes": sum(entry["size"] for entry in files),
         "formats": dict(sorted(formats.items())),
         # A gzip stream, zstd or uncompressed file cannot be split at byte offsets: one shard each,
         # however large (recompress with a gzip member per record to parallelise it).
-        "one_shard_per_file": {"files": len(whole), "bytes": sum(e["size"] for e in files if e["path"] in set(whole)), "first": whole[:10]},
+        "one_shard_per_file": {"files": len(whole), "bytes": sum(e["size"] for e in whole), "first": [e["path"] for e in whole[:10]]},
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fineflow import storage
 from fineflow.config import CrawlStage
 from fineflow.fingerprint import file_content_hash, step_fingerprint
+from fineflow.preflight import check_storage
 from fineflow.steps import StepPlan
 from fineflow.tasks.crawl import langid, stage
 from fineflow.tasks.crawl.inputs import (
@@ -31,6 +32,11 @@ _PARAMS = (
 )
 
 
+def _bucket(url: str) -> str:
+    protocol, rest = url.split("://", 1)
+    return f"{protocol}://{rest.split('/', 1)[0]}"
+
+
 def preflight_crawl(config: CrawlStage) -> list[str]:
     """Cheap checks before any work (listings and sizes, no content read): raises ``InputError``
     for what makes the run impossible, returns warnings for what it would only report."""
@@ -38,6 +44,11 @@ def preflight_crawl(config: CrawlStage) -> list[str]:
         langid.resolve_model_path(config.langid_model)
     except FileNotFoundError as error:
         raise InputError(f"langid_model: {error}") from None
+    # Remote inputs: credentials and endpoint first, for a clear error instead of a listing's traceback.
+    for bucket in sorted({_bucket(pattern) for pattern in config.inputs if "://" in pattern}):
+        check_storage(bucket, "inputs")
+    if config.listing is not None and "://" in config.listing.path:
+        check_storage(_bucket(config.listing.path), "listing.path")
     if config.listing is not None:
         return []
     files, warnings = expand_inputs(config.inputs)

@@ -1,8 +1,8 @@
 """Split an uncompressed WARC byte stream into records, trusting no ``Content-Length`` blindly.
 
 A record is ``WARC/x.y`` + headers + a blank line + ``Content-Length`` bytes + ``\\r\\n\\r\\n``.
-A record is accepted only when its declared length lands on that trailer (or on a shorter run
-of line breaks followed by the next ``WARC/`` line or the end of the stream). When it does not,
+A record is accepted only when its declared length lands on that trailer (or, where the stream
+ends, on a shorter run of line breaks). When it does not,
 the length lies: the record is a ``corrupt_record`` and reading resynchronises on the next
 ``WARC/<version>`` line after the record's headers, so a lying length can neither
 swallow the records after it nor leak their bytes into its own text. Every byte of the stream
@@ -26,7 +26,8 @@ _CHUNK = 1 << 20
 _MAX_HEADER = 1 << 20  # WARC headers longer than this are not headers
 _START = b"WARC/"
 VERSION_LINE = re.compile(rb"WARC/\d+\.\d+\r?\n")  # a record's first line
-_CONTENT_LENGTH = re.compile(rb"\r?\ncontent-length[ \t]*:[ \t]*(\d+)[ \t]*\r?(?=\n|$)", re.IGNORECASE)
+# At most 18 digits: a longer length is a lie (and would not fit a file anyway).
+_CONTENT_LENGTH = re.compile(rb"\r?\ncontent-length[ \t]*:[ \t]*(\d{1,18})[ \t]*\r?(?=\n|$)", re.IGNORECASE)
 _TRAILER = b"\r\n\r\n"
 
 Reader = Callable[[], bytes]
@@ -129,14 +130,16 @@ def _start_within(buffer: _Buffer, start: int, stop: int) -> int:
 def _trailer_end(buffer: _Buffer, block_end: int) -> int:
     """Where the record ending at ``block_end`` really ends, or -1 if its length cannot be right.
 
-    The trailer must be ``\\r\\n\\r\\n``; a stream ending inside it still holds the whole block.
-    A length that overshoots into the trailer is a lie too. A block ending exactly at the end of
-    the stream is not accepted: a cut there looks the same as a length that lies.
+    The trailer must be ``\\r\\n\\r\\n``. Only where the stream ends (a gzip member holding
+    one record, the end of a file) are fewer line breaks, or none, accepted. Accepting a short
+    trailer before the next record too would let a length that lies by a few bytes more than a
+    later record's size swallow the records in between; a record written with a short trailer
+    is counted as ``corrupt_record`` instead, and the record after it is kept.
     """
     after = buffer.slice(block_end, block_end + 5)
     if after.startswith(_TRAILER):
         return block_end + 4
-    if 0 < len(after) < 4 and _TRAILER.startswith(after):
+    if len(after) <= 4 and not after.strip(b"\r\n"):
         return block_end + len(after)
     return -1
 
@@ -161,10 +164,12 @@ def iter_spans(read: Reader, reopen: Callable[[int], Reader], max_record_bytes: 
                 return
             continue
 
-        header_end = buffer.find_within(b"\r\n\r\n", position, position + _MAX_HEADER)
-        # A record start inside what would be this record's headers: this one is a broken head.
-        inner = _start_within(buffer, position, header_end if header_end >= 0 else buffer.end)
-        if inner >= 0:
+        # Headers end at the first blank line; a record start before it means a broken head. The
+        # next start bounds the search, so hostile input costs linear time, not 1 MiB a candidate.
+        buffer.fill(position + _MAX_HEADER)
+        inner = _start_within(buffer, position, min(buffer.end, position + _MAX_HEADER))
+        header_end = buffer.find_within(b"\r\n\r\n", position, inner if inner >= 0 else position + _MAX_HEADER)
+        if inner >= 0 and header_end < 0:
             yield Span(position, inner - position, None, CORRUPT)
             position = inner
             continue
@@ -212,9 +217,6 @@ def iter_spans(read: Reader, reopen: Callable[[int], Reader], max_record_bytes: 
             position = following
             continue
         end = _trailer_end(buffer, block_end)
-        if end < 0 and buffer.eof and buffer.end == block_end:
-            yield Span(position, buffer.end - position, None, TRUNCATED)  # cut right after the block
-            return
         if end < 0:
             position = yield from _resync(buffer, position, header_end)
             if position < 0:

@@ -66,11 +66,16 @@ class Record:
 
 
 class _Window:
-    """A forward-only window over a file from ``start``: buffered reads, absolute offsets."""
+    """A window over a file from ``start``: buffered reads, absolute offsets, bounded memory.
 
-    def __init__(self, url: str, start: int):
-        self._handle = storage.open_input(url)
+    Reading goes forward and drops what it has passed (``release``); a read behind the buffer
+    (rare: a resync after a damaged member) seeks back and reads again, so it stays correct.
+    """
+
+    def __init__(self, url: str, start: int, chunk: int = _READ):
+        self._handle = storage.open_input(url, block_size=max(chunk, 1 << 16))
         self._handle.seek(start)
+        self._chunk = chunk
         self._buffer = bytearray()
         self._base = start
         self.at_eof = False
@@ -82,22 +87,31 @@ class _Window:
     def end(self) -> int:
         return self._base + len(self._buffer)
 
+    def _rewind(self, offset: int) -> None:
+        if offset < self._base:
+            self._handle.seek(offset)
+            self._buffer = bytearray()
+            self._base = offset
+            self.at_eof = False
+
     def _fill(self, upto: int) -> None:
         while not self.at_eof and self._base + len(self._buffer) < upto:
-            chunk = self._handle.read(_READ)
+            chunk = self._handle.read(self._chunk)
             if not chunk:
                 self.at_eof = True
             self._buffer += chunk
 
     def slice(self, offset: int, length: int) -> bytes:
+        self._rewind(offset)
         self._fill(offset + length)
         lo = offset - self._base
         return bytes(self._buffer[lo : lo + length])
 
     def find(self, pattern: bytes, offset: int, limit: int) -> int:
         """First offset >= ``offset`` and < ``limit`` where ``pattern`` starts, or -1."""
+        self._rewind(offset)
         while True:
-            self._fill(offset + _READ)
+            self._fill(offset + self._chunk)
             lo = offset - self._base
             hit = self._buffer.find(pattern, lo)
             if hit >= 0:
@@ -107,11 +121,12 @@ class _Window:
             if self.at_eof or end >= limit:
                 return -1
             offset = max(offset, end - len(pattern) + 1)
+            self.release(offset)  # a long search holds at most a chunk or two
 
     def release(self, offset: int) -> None:
         """Drop buffered bytes before ``offset`` (they will not be needed again)."""
         drop = offset - self._base
-        if drop > _READ:
+        if drop > self._chunk:
             del self._buffer[:drop]
             self._base = offset
 
@@ -135,6 +150,7 @@ class _MemberStream:
         while not self.done:
             data = self._tail
             if not data:
+                self._window.release(self._position)  # every byte before it has been inflated
                 data = self._window.slice(self._position, _PIECE)
                 if not data:
                     self.done, self.problem = True, TRUNCATED
@@ -216,8 +232,9 @@ def _unit_records(
         if problem:
             yield Record(offset, 0, 0, None, problem)
         return
-    if problem and last.problem in (TRUNCATED, CORRUPT):
-        # The unit broke inside its last record: say why (a damaged stream, or the file ends).
+    if problem and (last.problem in (TRUNCATED, CORRUPT) or problem == CORRUPT):
+        # The unit broke inside its last record, or failed its checksum after it: that record is
+        # not trusted, and the problem says why (a damaged stream, or the file ends).
         yield Record(offset, last.start, last.length, None, problem)
         return
     yield Record(offset, last.start, last.length, last.data, last.problem)
@@ -267,23 +284,21 @@ def _first_plain_record(window: _Window, start: int, max_record_bytes: int) -> S
     return span if span is not None and span.start == 0 and span.problem in (None, OVERSIZED) else None
 
 
-def _next_boundary(window: _Window, position: int) -> int:
-    """Where the next gzip member or uncompressed record starts after ``position`` (or the end)."""
-    member = _next_member_start(window, position + 1, 1 << 62)
+def _next_plain_start(window: _Window, position: int, limit: int) -> int:
+    """Where the next uncompressed record starts after ``position`` and before ``limit``, or -1."""
     record = position + 1
-    while True:
-        record = window.find(b"WARC/", record, member if member >= 0 else 1 << 62)
-        if record < 0 or VERSION_LINE.match(window.slice(record, 16)):
-            break
+    while (record := window.find(b"WARC/", record, limit)) >= 0:
+        if VERSION_LINE.match(window.slice(record, 16)):
+            return record
         record += 1
-    found = [p for p in (member, record) if p >= 0]
-    return min(found) if found else window.end
+    return -1
 
 
 def _gap(window: _Window, start: int, max_record_bytes: int):
     """Yield what lies between a member's end (or the file's head) and the next member:
     uncompressed records (a file mixing both) or garbage; return where the next member starts."""
     position = start
+    member = -1  # the next member start found so far (searched again only once passed)
     while True:
         if not window.slice(position, 1):
             return -1
@@ -294,7 +309,11 @@ def _gap(window: _Window, start: int, max_record_bytes: int):
             yield Record(position, None, span.length, span.data, span.problem)
             position += span.length
             continue
-        stop = _next_boundary(window, position)
+        if member <= position:
+            member = _next_member_start(window, position + 1, 1 << 62)
+        record = _next_plain_start(window, position, member if member >= 0 else 1 << 62)
+        found = [p for p in (member, record) if p >= 0]
+        stop = min(found) if found else window.end  # neither: the searches read to the end
         yield Record(position, None, stop - position, None, CORRUPT)
         position = stop
 
@@ -382,73 +401,165 @@ def iter_gzip_records(url: str, start: int, end: int, max_record_bytes: int) -> 
         window.close()
 
 
-def _zstd_reader(url: str) -> tuple[Callable[[], bytes], Callable[[], str | None], Callable[[], None]]:
-    """A read function over the decompressed frames, a problem getter, and a closer.
+def _zstd():
+    try:
+        from compression import zstd  # Python 3.14+
+    except ImportError:
+        from backports import zstd
+    return zstd
 
-    Frames are fed by hand (not with a stream reader) so that input ending inside a frame is
-    seen: it is ``truncated``, never an empty result.
+
+def _is_frame_start(head: bytes) -> bool:
+    """A zstd frame, or a skippable frame (magic 0x184D2A50-0x184D2A5F)."""
+    return head[:4] == ZSTD_MAGIC or (len(head) >= 4 and head[1:4] == b"\x2a\x4d\x18" and head[0] & 0xF0 == 0x50)
+
+
+def _next_frame(data: bytes, start: int) -> int:
+    """The first position >= ``start`` where a zstd frame or skippable frame begins, or -1."""
+    found = [data.find(ZSTD_MAGIC, start)]
+    position = start + 1
+    while (hit := data.find(b"\x2a\x4d\x18", position)) >= 0:
+        if data[hit - 1] & 0xF0 == 0x50:
+            found.append(hit - 1)
+            break
+        position = hit + 1
+    found = [f for f in found if f >= start]
+    return min(found) if found else -1
+
+
+class _ZstdStream:
+    """The decompressed bytes of a zstd file, frame after frame, at most ``_OUT`` bytes a read.
+
+    Input that ends inside a frame is ``truncated``; a frame that does not decompress is
+    ``corrupt_record``. Garbage between frames is skipped to the next frame, and one NUL byte
+    stands in for it in the output, so the record reader counts it as corrupt instead of
+    losing it silently.
     """
-    import zstandard
 
-    handle = storage.open_input(url)
-    head = handle.read(8)
-    dictionary = None
-    if head[:4] == ZSTD_DICTIONARY_FRAME and len(head) == 8:
-        raw = handle.read(int.from_bytes(head[4:8], "little"))
-        try:
-            if raw.startswith(ZSTD_MAGIC):  # the dictionary may itself be compressed
-                raw = zstandard.ZstdDecompressor().decompressobj().decompress(raw)
-            dictionary = zstandard.ZstdCompressionDict(raw)
-        except zstandard.ZstdError:
-            dictionary = False  # a damaged dictionary: nothing after it can be read
-    else:
-        handle.seek(0)
-    decompressor = zstandard.ZstdDecompressor(dict_data=dictionary) if dictionary else zstandard.ZstdDecompressor()
-    state: dict = {"problem": None, "done": False, "pending": b"", "frame": decompressor.decompressobj(), "fed": False}
-    if dictionary is False:
-        state["done"], state["problem"] = True, CORRUPT
+    def __init__(self, url: str):
+        self._zstd = _zstd()
+        self._handle = storage.open_input(url)
+        self.problem: str | None = None
+        self._done = False
+        self._dictionary = None
+        self._pending = self._handle.read(8)
+        if self._pending[:4] == ZSTD_DICTIONARY_FRAME and len(self._pending) == 8:
+            size = int.from_bytes(self._pending[4:8], "little")
+            raw = self._handle.read(size)
+            self._pending = b""
+            try:
+                if len(raw) != size:
+                    raise ValueError("the dictionary frame is cut short")
+                if raw.startswith(ZSTD_MAGIC):  # the dictionary may itself be compressed
+                    raw = self._zstd.decompress(raw)
+                self._dictionary = self._zstd.ZstdDict(raw)
+                self._zstd.ZstdDecompressor(zstd_dict=self._dictionary)  # checks the dictionary's tables
+            except (self._zstd.ZstdError, ValueError, EOFError):
+                self._done, self.problem = True, CORRUPT  # nothing after a damaged dictionary can be read
+        self._frame = None
 
-    def read() -> bytes:
-        while not state["done"]:
-            data, state["pending"] = state["pending"] or handle.read(_PIECE), b""
-            if not data:
-                state["done"] = True
-                if state["fed"]:
-                    state["problem"] = TRUNCATED  # the input ends inside a frame
+    def close(self) -> None:
+        self._handle.close()
+
+    def _take(self, size: int = _PIECE) -> bytes:
+        data, self._pending = self._pending or self._handle.read(size), b""
+        return data
+
+    def _skip_garbage(self, data: bytes) -> None:
+        """Drop bytes up to the next frame start (or the end of the file)."""
+        while True:
+            hit = _next_frame(data, 1)
+            if hit >= 0:
+                self._pending = data[hit:]
+                return
+            more = self._handle.read(_PIECE)
+            if not more:
+                return
+            data = data[-4:] + more  # a magic number may straddle the two reads
+
+
+    def read(self) -> bytes:
+        while not self._done:
+            if self._frame is None:
+                data = self._take()
+                if len(data) < 4:
+                    data += self._handle.read(4 - len(data))
+                if not data:
+                    self._done = True
+                    return b""
+                if not _is_frame_start(data):
+                    self._skip_garbage(data)
+                    return b"\x00"  # stands for the garbage: the record reader counts it
+                self._pending = data
+                zstd = self._zstd
+                self._frame = zstd.ZstdDecompressor(zstd_dict=self._dictionary) if self._dictionary else zstd.ZstdDecompressor()
+            data = self._take() if self._frame.needs_input else b""
+            if self._frame.needs_input and not data:
+                self._done, self.problem = True, TRUNCATED  # the input ends inside a frame
                 return b""
             try:
-                out = state["frame"].decompress(data)
-            except zstandard.ZstdError:
-                state["done"], state["problem"] = True, CORRUPT
+                out = self._frame.decompress(data, _OUT)
+            except (self._zstd.ZstdError, EOFError):
+                self._done, self.problem = True, CORRUPT
                 return b""
-            state["fed"] = True
-            if state["frame"].eof:
-                state["pending"] = state["frame"].unused_data
-                state["frame"], state["fed"] = decompressor.decompressobj(), False
+            if self._frame.eof:
+                self._pending, self._frame = self._frame.unused_data, None
             if out:
                 return out
         return b""
 
-    return read, lambda: state["problem"], handle.close
+
+def _unit_stream_records(open_stream: Callable[[], object], max_record_bytes: int) -> Iterator[Record]:
+    """Records of a file read as one decompressed stream (offset 0; ``inner`` in the stream)."""
+    streams = [open_stream()]
+
+    def reopen(position: int) -> Callable[[], bytes]:
+        streams.append(open_stream())
+        return _skipping(streams[-1].read, position)
+
+    try:
+        spans = iter_spans(streams[0].read, reopen, max_record_bytes)
+        yield from _unit_records(spans, 0, lambda: streams[-1].problem)
+    finally:
+        for stream in streams:
+            stream.close()
 
 
 def iter_zstd_records(url: str, max_record_bytes: int) -> Iterator[Record]:
-    read, problem, close = _zstd_reader(url)
-    extra: list[Callable[[], None]] = []
-    problems = [problem]
+    return _unit_stream_records(lambda: _ZstdStream(url), max_record_bytes)
 
-    def reopen(position: int) -> Callable[[], bytes]:
-        again, again_problem, again_close = _zstd_reader(url)
-        extra.append(again_close)
-        problems.append(again_problem)
-        return _skipping(again, position)
 
-    try:
-        yield from _unit_records(iter_spans(read, reopen, max_record_bytes), 0, lambda: problems[-1]())
-    finally:
-        close()
-        for closer in extra:
-            closer()
+class _GzipStream:
+    """Every gzip member of a file, inflated one after the other (as ``gzip -d`` reads them), for
+    files whose members do not hold whole records: one stream over the file, or blocks cut by size."""
+
+    def __init__(self, url: str):
+        self._window = _Window(url, 0)
+        self._member = _MemberStream(self._window, 0)
+        self.problem: str | None = None
+
+    def close(self) -> None:
+        self._window.close()
+
+    def read(self) -> bytes:
+        while True:
+            out = self._member.read()
+            if out:
+                return out
+            member = self._member
+            if member.problem or member.end is None:
+                self.problem = member.problem
+                return b""
+            if not self._window.slice(member.end, 1):
+                return b""  # the end of the file
+            if self._window.slice(member.end, 3) != GZIP_MAGIC:
+                self.problem = CORRUPT  # trailing bytes that are not gzip: counted, not read
+                return b""
+            self._member = _MemberStream(self._window, member.end)
+
+
+def iter_gzip_stream_records(url: str, max_record_bytes: int) -> Iterator[Record]:
+    return _unit_stream_records(lambda: _GzipStream(url), max_record_bytes)
 
 
 def iter_plain_records(url: str, max_record_bytes: int) -> Iterator[Record]:
@@ -468,8 +579,10 @@ def iter_plain_records(url: str, max_record_bytes: int) -> Iterator[Record]:
 def iter_records(shard: dict, max_record_bytes: int) -> Iterator[Record]:
     """The records of one planned shard, whatever its file's format."""
     path, fmt = shard["path"], shard["format"]
-    if fmt in (GZIP, GZIP_STREAM):  # a stream is one shard over the whole file
+    if fmt == GZIP:
         return iter_gzip_records(path, shard["start"], shard["end"], max_record_bytes)
+    if fmt == GZIP_STREAM:
+        return iter_gzip_stream_records(path, max_record_bytes)
     if fmt == ZSTD:
         return iter_zstd_records(path, max_record_bytes)
     if fmt == PLAIN:
@@ -481,20 +594,22 @@ def iter_records(shard: dict, max_record_bytes: int) -> Iterator[Record]:
 
 def detect_format(url: str) -> str:
     """The file's format, from its first bytes (and, for gzip, its first member)."""
-    with storage.open_input(url) as handle:
+    with storage.open_input(url, block_size=1 << 16) as handle:
         head = handle.read(8)
     if not head:
         return EMPTY
     if head.startswith(ZSTD_MAGIC) or head[:4] == ZSTD_DICTIONARY_FRAME:
         return ZSTD
-    window = _Window(url, 0)
+    window = _Window(url, 0, chunk=1 << 16)
     try:
         if head.startswith(GZIP_MAGIC):
-            return GZIP_STREAM if _first_member_holds_more(url, window) else GZIP
+            return GZIP if _first_member_is_one_record(url, window) else GZIP_STREAM
         if head.startswith(b"WARC/"):
             # Uncompressed: a plain file, unless gzip members follow its first record (a mixed file;
             # the gzip reader reads the uncompressed records between members too).
-            first = next(iter_plain_records(url, 1 << 20))
+            records = iter_plain_records(url, 1 << 20)
+            first = next(records)
+            records.close()
             if first.problem in (None, OVERSIZED):
                 return GZIP if _is_member_start(window, first.offset + first.length) else PLAIN
         # Garbage first: gzip if a member starts in the first MiB.
@@ -503,14 +618,29 @@ def detect_format(url: str) -> str:
         window.close()
 
 
-def _first_member_holds_more(url: str, window: _Window) -> bool:
-    """Whether the first gzip member holds more than one record (a whole-file stream)."""
+def _first_member_is_one_record(url: str, window: _Window) -> bool:
+    """Whether the first gzip member holds exactly one whole record (Common Crawl's layout,
+    splittable), rather than several (one stream) or part of one (members cut by size)."""
     if not _is_member_start(window, 0):
-        return False
-    # Records over 1 MiB are skipped unread here: only their number matters.
+        return True  # damaged head: the member reader resynchronises and counts it
+    # Records over 1 MiB are skipped unread here: only their number and ends matter.
     records = _member_records(url, window, 0, 1 << 20)
-    for count, _record in enumerate(records, start=1):
-        if count > 1:
-            records.close()
-            return True
+    found = []
+    try:
+        while len(found) < 2:
+            found.append(next(records))
+    except StopIteration as stop:
+        stream = stop.value
+        if len(found) != 1:
+            return not found
+        if found[0].problem == TRUNCATED and stream.problem is None:
+            # The member ends inside its record: cut by size (BGZF-like), unless the next member
+            # starts a record (then this record's length lies, and members hold records).
+            head = window.slice(stream.end, 4096)
+            try:
+                return not head.startswith(GZIP_MAGIC) or zlib.decompressobj(31).decompress(head, 5) == b"WARC/"
+            except zlib.error:
+                return True
+        return True
+    records.close()
     return False
