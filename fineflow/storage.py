@@ -167,21 +167,12 @@ def modified(url: str) -> float:
 
 def list_files(url: str) -> dict[str, float]:
     """Files directly inside the folder ``url`` (not sub-folders), with their modification times."""
-    fs, path = filesystem(url)
-    try:
-        entries = fs.ls(path, detail=True)
-    except FileNotFoundError:
-        return {}
-    found = {}
-    for entry in entries:
-        if entry.get("type") == "file":
-            stamp = entry.get("mtime") or entry.get("LastModified") or entry.get("last_modified")
-            found[posixpath.basename(entry["name"])] = stamp.timestamp() if hasattr(stamp, "timestamp") else float(stamp or 0)
-    return found
+    return {name: entry["modified"] for name, entry in list_entries(url).items()}
 
 
 def list_entries(url: str) -> dict[str, dict[str, Any]]:
-    """Files directly inside the folder ``url``: ``{name: {"size", "token"}}`` in one listing call.
+    """Files directly inside the folder ``url``: ``{name: {"size", "token", "modified"}}`` in one
+    listing call.
 
     ``token`` changes whenever the object is rewritten: the ETag on S3 (the MD5 of a single-part
     object), the modification time locally.
@@ -195,8 +186,13 @@ def list_entries(url: str) -> dict[str, dict[str, Any]]:
     for entry in entries:
         if entry.get("type") != "file":
             continue
-        token = entry.get("ETag") or entry.get("etag") or entry.get("mtime") or entry.get("LastModified")
-        found[posixpath.basename(entry["name"])] = {"size": int(entry.get("size") or 0), "token": str(token).strip('"')}
+        stamp = entry.get("mtime") or entry.get("LastModified") or entry.get("last_modified")
+        token = entry.get("ETag") or entry.get("etag") or stamp
+        found[posixpath.basename(entry["name"])] = {
+            "size": int(entry.get("size") or 0),
+            "token": str(token).strip('"'),
+            "modified": stamp.timestamp() if hasattr(stamp, "timestamp") else float(stamp or 0),
+        }
     return found
 
 

@@ -107,3 +107,35 @@ def test_a_damaged_zstd_dictionary_is_one_corrupt_record(tmp_path):
     assert detect_format(str(path)) == ZSTD
     records = list(iter_records({"path": str(path), "format": ZSTD, "start": 0, "end": 17}, MAX))
     assert [m.problem for m in records] == [CORRUPT]
+
+
+def test_an_uncompressed_head_never_spans_a_member(sample_warc, tmp_path):
+    """Found by bench/fuzz_warc.py: a broken uncompressed head whose header end and length lie past
+    the next member was taken for one record holding that member's bytes."""
+    import gzip
+
+    records = [m.data for m in _members(sample_warc)[:3]]
+    path = tmp_path / "mixed.warc.gz"
+    path.write_bytes(
+        gzip.compress(records[0])
+        + b"WARC/1.0\r\nX-Broken: head\r\n"  # no blank line: its headers never end here
+        + gzip.compress(records[2])
+        + b"\r\nContent-Length: 10\r\n\r\n0123456789\r\n\r\n"
+    )
+    found = _members(path)
+    assert [m.data for m in found if m.data] == [records[0], records[2]]
+    assert [m.problem for m in found if m.problem] == [CORRUPT, CORRUPT]
+
+
+def test_an_oversized_uncompressed_record_between_members_is_oversized(sample_warc, tmp_path):
+    """Found by bench/fuzz_warc.py: the check for a member inside a record's headers looked past
+    the headers of a record too large to hold, and called it corrupt."""
+    import gzip
+
+    from fineflow.tasks.crawl.warc import OVERSIZED
+
+    records = [m.data for m in _members(sample_warc)[:3]]
+    path = tmp_path / "mixed.warc.gz"
+    path.write_bytes(gzip.compress(records[0]) + records[1] + gzip.compress(records[2]))
+    found = list(iter_gzip_records(str(path), 0, path.stat().st_size, 100))  # every record is oversized
+    assert [(m.inner is None, m.problem) for m in found] == [(False, OVERSIZED), (True, OVERSIZED), (False, OVERSIZED)]

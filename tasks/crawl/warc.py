@@ -34,6 +34,7 @@ __all__ = ["CORRUPT", "OVERSIZED", "TRUNCATED", "Record", "detect_format", "iter
 GZIP_MAGIC = b"\x1f\x8b\x08"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 ZSTD_DICTIONARY_FRAME = (0x184D2A5D).to_bytes(4, "little")
+ZSTD_DICTIONARY_MAGIC = (0xEC30A437).to_bytes(4, "little")
 _PIECE = 64 * 1024
 _OUT = 1 << 20
 _READ = 4 * 1024 * 1024
@@ -196,18 +197,18 @@ def _skipping(read: Callable[[], bytes], count: int) -> Callable[[], bytes]:
 
 
 def _is_member_start(window: _Window, offset: int) -> bool:
-    """A gzip header whose data inflates cleanly to WARC bytes (at the file's head: to anything)."""
+    """A gzip header whose data inflates cleanly to ``WARC/`` (at the file's head: to anything)."""
     head = window.slice(offset, 4096)
     if not head.startswith(GZIP_MAGIC):
         return False
     decompressor = zlib.decompressobj(31)
     try:
-        out = decompressor.decompress(head, 4096)
+        out = decompressor.decompress(head, 16)
     except zlib.error:
         return False
     if offset == 0:
         return bool(out) or decompressor.eof
-    return b"WARC/" in out
+    return out.startswith(b"WARC/")
 
 
 def _next_member_start(window: _Window, offset: int, limit: int) -> int:
@@ -262,7 +263,7 @@ def _member_records(url: str, window: _Window, offset: int, max_record_bytes: in
 
 
 def _first_plain_record(window: _Window, start: int, max_record_bytes: int) -> Span | None:
-    """The uncompressed record starting at ``start`` if it is whole and honest, else None.
+    """The first span (a record, or a problem) of the uncompressed bytes at ``start``.
 
     The read is bounded, so a broken record never pulls the rest of the file into memory.
     """
@@ -280,8 +281,7 @@ def _first_plain_record(window: _Window, start: int, max_record_bytes: int) -> S
         cursor = start + position
         return read
 
-    span = next(iter_spans(read, reopen, max_record_bytes), None)
-    return span if span is not None and span.start == 0 and span.problem in (None, OVERSIZED) else None
+    return next(iter_spans(read, reopen, max_record_bytes), None)
 
 
 def _next_plain_start(window: _Window, position: int, limit: int) -> int:
@@ -294,27 +294,36 @@ def _next_plain_start(window: _Window, position: int, limit: int) -> int:
     return -1
 
 
+def _member_in_head(window: _Window, position: int, span: Span) -> bool:
+    """Whether a gzip member starts inside a would-be record's headers: then it is no record (a
+    body may hold a .warc.gz, headers are text)."""
+    head_end = window.find(b"\r\n\r\n", position, position + span.length)
+    return _next_member_start(window, position + 1, head_end if head_end >= 0 else position + span.length) >= 0
+
+
 def _gap(window: _Window, start: int, max_record_bytes: int):
     """Yield what lies between a member's end (or the file's head) and the next member:
     uncompressed records (a file mixing both) or garbage; return where the next member starts."""
     position = start
-    member = -1  # the next member start found so far (searched again only once passed)
+    member: int | None = None  # the next member start (-1: none to the end), searched again once passed
     while True:
         if not window.slice(position, 1):
             return -1
         if position != start and _is_member_start(window, position):
             return position
         span = _first_plain_record(window, position, max_record_bytes)
-        if span is not None:
+        if span is not None and span.problem in (None, OVERSIZED) and not _member_in_head(window, position, span):
             yield Record(position, None, span.length, span.data, span.problem)
             position += span.length
             continue
-        if member <= position:
+        if member is None or 0 <= member <= position:
             member = _next_member_start(window, position + 1, 1 << 62)
         record = _next_plain_start(window, position, member if member >= 0 else 1 << 62)
         found = [p for p in (member, record) if p >= 0]
         stop = min(found) if found else window.end  # neither: the searches read to the end
-        yield Record(position, None, stop - position, None, CORRUPT)
+        # Cut off by what follows (a member, a record) it is corrupt; at the end of the file, truncated.
+        problem = TRUNCATED if not found and span is not None and span.problem == TRUNCATED else CORRUPT
+        yield Record(position, None, stop - position, None, problem)
         position = stop
 
 
@@ -452,7 +461,8 @@ class _ZstdStream:
                     raise ValueError("the dictionary frame is cut short")
                 if raw.startswith(ZSTD_MAGIC):  # the dictionary may itself be compressed
                     raw = self._zstd.decompress(raw)
-                self._dictionary = self._zstd.ZstdDict(raw)
+                # A trained dictionary starts with its magic number; anything else is raw content.
+                self._dictionary = self._zstd.ZstdDict(raw, is_raw=not raw.startswith(ZSTD_DICTIONARY_MAGIC))
                 self._zstd.ZstdDecompressor(zstd_dict=self._dictionary)  # checks the dictionary's tables
             except (self._zstd.ZstdError, ValueError, EOFError):
                 self._done, self.problem = True, CORRUPT  # nothing after a damaged dictionary can be read
