@@ -11,7 +11,8 @@ import pytest
 from fastwarc.warc import WarcRecord, WarcRecordType
 
 from fineflow.languages import canonical_language
-from fineflow.tasks.crawl import charset, langid
+from fineflow.tasks.crawl import charset
+from fineflow.tasks.text import langid
 from fineflow.tasks.crawl.sandbox import ExtractionTimeout, SandboxedExtractor
 from fineflow.tasks.crawl.warc import iter_gzip_records
 

@@ -7,7 +7,8 @@ from fineflow.config import CrawlStage
 from fineflow.fingerprint import file_content_hash, step_fingerprint
 from fineflow.preflight import check_storage
 from fineflow.steps import StepPlan
-from fineflow.tasks.crawl import langid, stage
+from fineflow.tasks.crawl import stage
+from fineflow.tasks.text import langid
 from fineflow.tasks.crawl.inputs import (
     InputError,
     describe_files,

@@ -19,7 +19,8 @@ import pyarrow as pa
 from fastwarc.warc import WarcRecord, WarcRecordType
 
 from fineflow.documents import DOCUMENT_SCHEMA, rejects_schema, write_table
-from fineflow.tasks.crawl import charset, content_type, langid
+from fineflow.tasks.crawl import charset, content_type
+from fineflow.tasks.text import langid
 from fineflow.tasks.crawl.sandbox import ExtractionFailed, ExtractionTimeout, thread_extractor
 from fineflow.tasks.crawl.url_hooks import load_hook
 from fineflow.tasks.crawl.warc import CORRUPT, TRUNCATED, iter_records

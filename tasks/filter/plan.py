@@ -112,7 +112,7 @@ def plan_filter(config: FilterStage, root: str, upstream: dict | None) -> list[S
                 if url:
                     resources[f"url_filter.{key}"] = file_content_hash(url)["blake2b"]
         if spec["name"] == "language" and spec.get("model"):
-            from fineflow.tasks.crawl import langid
+            from fineflow.tasks.text import langid
 
             resources["language.model"] = langid.model_hash(spec["model"])
     signals_fp = step_fingerprint(

@@ -156,7 +156,7 @@ def document_signals(text: Any, url: str | None, language: str | None, score: fl
     if problem:
         return DocumentSignals(None, language, score, problem, {})
     if settings.lid_model:
-        from fineflow.tasks.crawl import langid
+        from fineflow.tasks.text import langid
 
         language, score = langid.identify(text, settings.lid_model)
     measured = language_filter.listed(language, settings.languages)

@@ -1,1 +1,1 @@
-"""Text utilities shared by stages (word splitting per language)."""
+"""Text utilities shared by stages: word splitting per language, language identification."""
