@@ -12,9 +12,9 @@ from fastwarc.warc import WarcRecord, WarcRecordType
 
 from fineflow.languages import canonical_language
 from fineflow.tasks.crawl import charset
-from fineflow.tasks.text import langid
 from fineflow.tasks.crawl.sandbox import ExtractionTimeout, SandboxedExtractor
 from fineflow.tasks.crawl.warc import iter_gzip_records
+from fineflow.tasks.text import langid
 
 HANDBOOK = "https://debian-handbook.info/browse/{}/stable/"
 

@@ -8,7 +8,6 @@ from fineflow.fingerprint import file_content_hash, step_fingerprint
 from fineflow.preflight import check_storage
 from fineflow.steps import StepPlan
 from fineflow.tasks.crawl import stage
-from fineflow.tasks.text import langid
 from fineflow.tasks.crawl.inputs import (
     InputError,
     describe_files,
@@ -18,6 +17,7 @@ from fineflow.tasks.crawl.inputs import (
     listing_paths,
     plan_shards,
 )
+from fineflow.tasks.text import langid
 
 # Parameters that change what the step produces; all of them enter the fingerprint.
 _PARAMS = (

@@ -20,10 +20,10 @@ from fastwarc.warc import WarcRecord, WarcRecordType
 
 from fineflow.documents import DOCUMENT_SCHEMA, rejects_schema, write_table
 from fineflow.tasks.crawl import charset, content_type
-from fineflow.tasks.text import langid
 from fineflow.tasks.crawl.sandbox import ExtractionFailed, ExtractionTimeout, thread_extractor
 from fineflow.tasks.crawl.url_hooks import load_hook
 from fineflow.tasks.crawl.warc import CORRUPT, TRUNCATED, iter_records
+from fineflow.tasks.text import langid
 
 STEP_VERSION = "3"  # 3: records split by their trailers (whole-file gzip, zstd, lying lengths); bump when this step's output for the same input and parameters changes
 LIBRARIES = ("fastwarc", "trafilatura", "resiliparse", "charset-normalizer", "fasttext-predict", "langcodes", "pyarrow")
