@@ -110,11 +110,19 @@ def test_gc_and_verify_on_a_storage_root_that_does_not_exist(tmp_path):
     _one_line_error(_invoke("verify", "--storage", str(tmp_path / "nowhere")), "--storage", "does not exist")
 
 
-@pytest.fixture
-def committed_step(workdir, tmp_path):
+@pytest.fixture(scope="module")
+def committed_step(tmp_path_factory):
     """A crawl step committed by its pure functions (no orchestration needed), with rejects."""
+    import shutil
+
+    from conftest import DEMO, SAMPLE
     from fineflow.config import load_config
 
+    workdir = tmp_path_factory.mktemp("committed")
+    tmp_path = workdir
+    (workdir / "data").mkdir()
+    shutil.copy(SAMPLE, workdir / "data" / SAMPLE.name)
+    shutil.copy(DEMO, workdir / "demo.yaml")
     blocklist = workdir / "domains.txt"
     blocklist.write_text("docs.python.org\n")
     extra = (
@@ -150,8 +158,13 @@ def test_inspect_explains_what_it_cannot_read(committed_step, workdir, tmp_path)
 
 
 def test_inspect_refuses_uncommitted_and_damaged_files(committed_step, tmp_path):
-    location, results = committed_step
     import shutil
+
+    from fineflow.manifest import StepLocation
+
+    shared, results = committed_step
+    shutil.copytree(shared.root, tmp_path / "store")  # damaged below: a copy, not the module's step
+    location = StepLocation(str(tmp_path / "store"), shared.stage, shared.step, shared.fingerprint)
 
     partial = tmp_path / "partial"
     shutil.copytree(location.folder, partial)
