@@ -32,8 +32,8 @@ import psutil
 import yaml
 from common import machine_info, table_head  # bench/common.py (the script's folder is on sys.path)
 
-from fineflow.config import CrawlStage
 from fineflow.counters import merge_counts
+from fineflow.tasks.crawl.config import CrawlStage
 
 ROOT = Path(__file__).resolve().parent.parent
 FINEFLOW = Path(sys.executable).with_name("fineflow")
@@ -136,7 +136,7 @@ def pipeline(corpus: Path, extractor: str, workers: int, shard_bytes: int, work:
     storage = work / f"storage-{extractor}"
     first_s, first_server_cpu, first = timed_run(spec, storage, work / f"{extractor}-first.json", env)
     repeat_s, repeat_server_cpu, repeat = timed_run(spec, storage, work / f"{extractor}-repeat.json", env)
-    shard_stats = [s["stats"] for s in json.loads((Path(first["output"]) / "_manifest.json").read_text())["shards"]]
+    shard_stats = [s["stats"] for s in json.loads((Path(first["output"]).parent / "_manifest.json").read_text())["shards"]]
     return {
         "shards": first["shards"],
         "docs_in": first["docs_in"],

@@ -309,17 +309,24 @@ def datatrove_inspect(in_path: str, out_path: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def _context(root: str, fingerprint: str, upstream: str, shards: int):
+    """What the pipeline gives dedup's planner: its root, and one upstream folder of ``shards`` files."""
+    from fineflow.steps import PlanContext, Source, StageInputs
+
+    return PlanContext(root=root, name="dedup", kind="dedup", inputs=StageInputs((Source("upstream", fingerprint, upstream, shards),)))
+
+
 def fineflow_worker(upstream: str, shards: int, fingerprint: str, root: str, out_path: str, splitters: str) -> None:
     sampler = RssSampler()
     import_phase = sampler.phase()
     with import_phase:
-        from fineflow.dedup_config import DedupStage
         from fineflow.manifest import write_manifest
         from fineflow.steps import run_shard
+        from fineflow.tasks.dedup.config import DedupStage
         from fineflow.tasks.dedup.plan import plan_dedup
 
     stage = DedupStage.model_validate({"stage": "dedup", "exact": False, "url": False, "near": True, **json.loads(splitters)})
-    plans = plan_dedup(stage, root, {"fingerprint": fingerprint, "output": upstream, "shards": shards})
+    plans = plan_dedup(stage, _context(root, fingerprint, upstream, shards))
     steps, cluster_stats, folders = {}, {}, {}
     for plan in plans:
         phase = sampler.phase()
@@ -352,8 +359,8 @@ def extract_documents(corpus: Path) -> tuple[Path, dict]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from fineflow.config import CrawlStage
     from fineflow.steps import run_shard
+    from fineflow.tasks.crawl.config import CrawlStage
     from fineflow.tasks.crawl.plan import plan_crawl
 
     files = sorted(str(p) for p in corpus.glob("*.warc.gz"))
@@ -363,7 +370,9 @@ def extract_documents(corpus: Path) -> tuple[Path, dict]:
         config = CrawlStage.model_validate(
             {"stage": "crawl", "inputs": files, "extractor": "resiliparse", "include_text_plain": True}
         )
-        plans = plan_crawl(config, root=tmp)
+        from fineflow.steps import PlanContext
+
+        plans = plan_crawl(config, PlanContext(root=tmp, name="crawl", kind="crawl"))
         fingerprint = plans[0].fingerprint.value
         cache = RESULTS_DIR / f"dedup-input-{fingerprint}.parquet"
         info = {"files": len(files), "corpus_bytes": sum(Path(f).stat().st_size for f in files), "crawl_fingerprint": fingerprint}
@@ -785,14 +794,14 @@ def fineflow_on_datatrove_signatures(ff_result: dict, dt_keys: dict, upstream: P
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from fineflow.dedup_config import DedupStage
     from fineflow.documents import write_table
     from fineflow.manifest import write_manifest
     from fineflow.steps import run_shard
+    from fineflow.tasks.dedup.config import DedupStage
     from fineflow.tasks.dedup.plan import plan_dedup
 
     stage = DedupStage.model_validate({"stage": "dedup", "exact": False, "url": False, "near": True})
-    plans = plan_dedup(stage, str(work / "fineflow-injected"), {"fingerprint": fingerprint + "-dt", "output": str(upstream), "shards": shards})
+    plans = plan_dedup(stage, _context(str(work / "fineflow-injected"), fingerprint + "-dt", str(upstream), shards))
     for number in range(shards):
         table = pq.read_table(Path(ff_result["folders"]["signatures"]) / f"part-{number:05d}.parquet")
         ids = table.column("id").to_pylist()
@@ -941,7 +950,7 @@ def strip_private(value):
 
 def max_text_chars() -> int | None:
     """fineflow's default prefix limit for shingling (None where this version has none)."""
-    from fineflow.dedup_config import DedupStage
+    from fineflow.tasks.dedup.config import DedupStage
 
     field = DedupStage.model_fields.get("max_text_chars")
     return field.default if field is not None else None
@@ -957,7 +966,7 @@ def bench_scale(replicas: int, cache: Path, args, work: Path, seed: int) -> dict
     print(f"[{replicas}x] {table.num_rows:,} documents in {shards} shards, prepared in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     detailed = replicas == 1
     languages = sorted({lang or "und" for lang in table.column("language").to_pylist()})
-    from fineflow.dedup_config import DedupStage
+    from fineflow.tasks.dedup.config import DedupStage
 
     if "word_splitter" in DedupStage.model_fields:
         english = {"word_splitter": "spacy:en"}

@@ -404,7 +404,8 @@ def extracted_documents(corpus: Path, workers: int) -> tuple[list[dict], dict]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from fineflow.config import CrawlStage
+    from fineflow.steps import PlanContext
+    from fineflow.tasks.crawl.config import CrawlStage
     from fineflow.tasks.crawl.plan import plan_crawl
 
     files = sorted(str(p) for p in corpus.glob("*.warc.gz"))
@@ -415,7 +416,7 @@ def extracted_documents(corpus: Path, workers: int) -> tuple[list[dict], dict]:
         {"stage": "crawl", "inputs": files, "extractor": "trafilatura", "include_text_plain": True}
     )
     with tempfile.TemporaryDirectory(prefix="filter-bench-crawl-") as tmp:
-        plans = plan_crawl(config, root=tmp)
+        plans = plan_crawl(config, PlanContext(root=tmp, name="crawl", kind="crawl"))
         key = "-".join(plan.fingerprint.value for plan in plans)
         cache = RESULTS_DIR / f"filter-input-{key}.parquet"
         info = {"corpus": str(corpus), "files": len(files), "cache": str(cache), "crawl_fingerprint": key}
@@ -450,9 +451,9 @@ def extracted_documents(corpus: Path, workers: int) -> tuple[list[dict], dict]:
 def fineflow_side(docs: list[dict]):
     """Build and warm up fineflow's filters; return ``(run(name, indices) -> (results, CPU s), info)``,
     a result being ``(reason or None, signal values)``."""
-    from fineflow.filter_config import FilterStage
     from fineflow.languages import canonical_language
     from fineflow.tasks.filter import url_filter as ff_url_filter
+    from fineflow.tasks.filter.config import FilterStage
     from fineflow.tasks.filter.decide import Decider
     from fineflow.tasks.filter.plan import build_params
     from fineflow.tasks.filter.signals import SignalSettings, document_signals

@@ -95,7 +95,8 @@ def _use_credentials(block: str | None) -> None:
         apply_credentials(block)
 
 
-def _dry_run(config) -> None:
+def _dry_run(config, from_stage: str | None = None) -> None:
+    from fineflow.dag import descendants
     from fineflow.planning import plan_pipeline
     from fineflow.steps import explain
 
@@ -103,16 +104,33 @@ def _dry_run(config) -> None:
     for column in ("stage", "step", "fingerprint", "tasks", "cached", "recompute", "why"):
         table.add_column(column, no_wrap=column == "fingerprint")
     try:
-        plans = plan_pipeline(config)
-        infos = [explain(plan) for plan in plans]
+        planned = plan_pipeline(config)
+        infos = {node.name: [explain(plan) for plan in plans] for node, plans in planned}
     except (ValueError, OSError) as error:  # e.g. a language config folder without configs
         _fail(f"cannot plan {config.name}: {error}")
-    for info in infos:
-        table.add_row(*(Text(str(info[key])) for key in ("stage", "step", "fingerprint", "tasks", "cached", "recompute", "reason")))
+    forced = descendants([node for node, _ in planned], from_stage) if from_stage else set()
+    dag = Table(title=Text(f"{config.name}: stages (DAG order)"))
+    for column in ("stage", "kind", "reads", "state", "why"):
+        dag.add_column(column, overflow="fold")
+    for node, _ in planned:
+        steps = infos[node.name]
+        pending = [info for info in steps if info["recompute"]]
+        if node.name in forced:
+            state, why = "recompute", f"--from-stage {from_stage}"
+        elif pending:
+            state, why = pending[0]["reason"].split(":", 1)[0], f"{pending[0]['step']}: {pending[0]['reason']}"
+        else:
+            state, why = "cached", "every step committed with its fingerprint"
+        reads = ", ".join(str(ref) for ref in node.inputs) or "(its input files)"
+        dag.add_row(Text(node.name), Text(node.config.stage), Text(reads), Text(state), Text(why))
+        for info in steps:
+            table.add_row(*(Text(str(info[key])) for key in ("stage", "step", "fingerprint", "tasks", "cached", "recompute", "reason")))
+    console.print(dag)
     console.print(table)
-    for plan in plans:
-        for warning in plan.warnings:
-            _warn(f"warning: {plan.stage}: {warning}")
+    for _, plans in planned:
+        for plan in plans:
+            for warning in plan.warnings:
+                _warn(f"warning: {plan.name}: {warning}")
 
 
 def _summary_table(result: dict[str, Any]) -> Table:
@@ -142,7 +160,7 @@ def run(
     ] = None,
     summary_json: Annotated[Optional[Path], typer.Option(help="write the run summary here")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would be cached or recomputed, and why")] = False,
-    from_stage: Annotated[Optional[str], typer.Option(help="recompute this stage and those after it")] = None,
+    from_stage: Annotated[Optional[str], typer.Option(help="recompute this stage (by name) and the stages that read it")] = None,
     credentials_block: Annotated[
         Optional[str], typer.Option(help="prefect-aws AwsCredentials block for s3:// (default: AWS_* environment)")
     ] = None,
@@ -153,8 +171,8 @@ def run(
     """Run a pipeline end to end on Prefect + Dask."""
     config = _load(pipeline, storage, dask_address, credentials_block)
     config.strict = config.strict or strict
-    if from_stage and from_stage not in [s.stage for s in config.stages]:
-        _fail(f"--from-stage {from_stage!r} is not a stage of {pipeline}")
+    if from_stage and from_stage not in [s.label for s in config.stages]:
+        _fail(f"--from-stage {from_stage!r} is not a stage of {pipeline} (stages: {', '.join(s.label for s in config.stages)})")
     if summary_json and not summary_json.resolve().parent.is_dir():
         _fail(f"--summary-json: the folder {summary_json.resolve().parent} does not exist")
     if config.storage_credentials:  # the block's keys are needed to check the storage
@@ -162,7 +180,7 @@ def run(
         _use_credentials(config.storage_credentials)
     _preflight(config)
     if dry_run:
-        _dry_run(config)  # needs no Prefect API
+        _dry_run(config, from_stage)  # needs no Prefect API
         return
     if not config.storage_credentials:
         api_url, started = _connect_api()
@@ -281,6 +299,7 @@ def inspect(
         _fail(str(error), 1)
     for note in notes:
         _warn(note)
+    _show_artifacts(url)
     if not files:
         _fail(f"{url}: no committed {'rejects' if rejects else 'documents'}", 1)
     frames = []
@@ -321,6 +340,27 @@ def inspect(
         console.rule(Text(f"{row.get('id')} [{row.get('language')} {row.get('language_score') or 0:.2f}]"))
         console.print(Text(f"{row.get('url')}  {row.get('drop_reason') or ''}"))
         console.print(text[:400] + ("…" if len(text) > 400 else ""), markup=False)
+
+
+def _show_artifacts(url: str) -> None:
+    """The artifacts a committed step lists (tokenizers, models, reports ...), with size and hash."""
+    from fineflow.manifest import committed_artifacts, read_manifest
+
+    try:
+        if read_manifest(url) is None:
+            return
+        artifacts = committed_artifacts(url)
+    except (OSError, ValueError):
+        return  # not a step folder: nothing to list
+    if not artifacts:
+        return
+    folder = artifacts[0].url.rsplit("/", 1)[0]
+    table = Table(title=Text(f"{len(artifacts)} artifact(s) in {folder}"))
+    for column in ("file", "bytes", "sha256"):
+        table.add_column(column, overflow="fold")
+    for entry in artifacts:
+        table.add_row(Text(entry.url.rsplit("/", 1)[1]), f"{entry.bytes:,}", Text((entry.sha256 or "")[:16]))
+    console.print(table)
 
 
 @app.command()

@@ -35,11 +35,30 @@ REJECT_EXTRA_FIELDS = [pa.field("drop_reason", pa.string(), nullable=False)]
 
 
 def rejects_schema(schema: pa.Schema) -> pa.Schema:
-    return pa.schema(list(schema) + REJECT_EXTRA_FIELDS)
+    return set_columns_schema(schema, REJECT_EXTRA_FIELDS)
+
+
+def set_columns_schema(schema: pa.Schema, fields: list[pa.Field]) -> pa.Schema:
+    names = {field.name for field in fields}
+    return pa.schema([field for field in schema if field.name not in names] + fields)
+
+
+def set_columns(table: pa.Table, columns: dict[str, pa.Array]) -> pa.Table:
+    """``table`` with these columns appended, replacing same-named ones (a stage reading another
+    stage's rejects gets their ``drop_reason``: its own verdict replaces it)."""
+    table = table.drop_columns([name for name in columns if name in table.column_names])
+    for name, values in columns.items():
+        table = table.append_column(name, values)
+    return table
 
 
 def table_to_parquet_bytes(table: pa.Table) -> bytes:
     sink = io.BytesIO()
+    if table.num_rows == 0:
+        # No row group at all (not one of 0 rows, which Hugging Face datasets cannot read): the
+        # schema alone, so an empty shard still loads everywhere with the step's one schema.
+        pq.ParquetWriter(sink, table.schema, compression="zstd").close()
+        return sink.getvalue()
     # Row groups of ~64k rows keep readers' memory bounded; statistics help `inspect` filters.
     pq.write_table(table, sink, compression="zstd", row_group_size=65536, write_statistics=True)
     return sink.getvalue()
@@ -57,6 +76,20 @@ def write_table(url: str, table: pa.Table) -> dict:
     }
 
 
+def read_input(shard: dict) -> pa.Table:
+    """The documents of a shard task's ``input``; in a fan-in (``union``: one shard of each input)
+    conformed to the union of the inputs' columns, in their order, missing columns null."""
+    table = read_table([shard["input"]])
+    if not shard.get("union"):
+        return table
+    schema = pa.unify_schemas([pq.read_schema(io.BytesIO(storage.read_bytes(url))) for url in shard["union"]])
+    columns = [
+        table.column(field.name).cast(field.type) if field.name in table.schema.names else pa.nulls(table.num_rows, field.type)
+        for field in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
 def read_table(urls: list[str]) -> pa.Table:
     tables = [pq.read_table(io.BytesIO(storage.read_bytes(u))) for u in urls]
     if not tables:
@@ -71,13 +104,20 @@ def commit_shard(
     rejects_url: str | None = None,
     rejects: pa.Table | None = None,
     docs_in: int | None = None,
+    artifacts: list[dict] | None = None,
     **stats,
 ) -> dict:
-    """Write a shard's rejects (if any), then its output, last: the output's existence marks the
-    shard committed. Returns the shard task's result, documents counted from the tables (and, for
-    document tables, their characters and languages)."""
+    """Write a shard's rejects, then its output, last: the output's existence marks the shard
+    committed. A document step (one given ``rejects_url``) writes a rejects file for every shard,
+    empty ones too (with the rejects schema), so ``NAME.rejects`` has as many shards as the step.
+    ``artifacts`` are what ``fineflow.artifacts.commit_artifact`` returned for files committed
+    before. Returns the shard task's result, documents counted from the tables (and, for document
+    tables, their characters and languages)."""
     n_rejects = rejects.num_rows if rejects is not None else 0
-    rejects_info = write_table(rejects_url, rejects) if n_rejects else None
+    rejects_info = None
+    if rejects_url is not None:
+        rejects_table = rejects if rejects is not None else rejects_schema(kept.schema).empty_table()
+        rejects_info = write_table(rejects_url, rejects_table)
     output_info = write_table(output_url, kept)
     counts = {"docs_in": kept.num_rows + n_rejects if docs_in is None else docs_in, "docs_out": kept.num_rows, "rejects": n_rejects}
     if "text" in kept.schema.names:  # document tables: characters kept and dropped, for the run report's funnel
@@ -86,10 +126,31 @@ def commit_shard(
     if "language" in kept.schema.names:  # documents kept per language ("und": none detected)
         languages = Counter(code or "und" for code in kept.column("language").to_pylist())
         counts["languages"] = dict(sorted(languages.items()))
-    return {"shard": shard, "output": output_info, "rejects": rejects_info, "stats": {**counts, **stats}}
+    result = {"shard": shard, "output": output_info, "rejects": rejects_info, "stats": {**counts, **stats}}
+    if artifacts:
+        result["artifacts"] = artifacts
+    return result
 
 
 def _characters(table: pa.Table) -> int:
     if "text" not in table.schema.names or table.num_rows == 0:
         return 0
     return int(pc.sum(pc.utf8_length(table["text"])).as_py() or 0)
+
+
+def duplicate_ids(folders: list[str], limit: int = 10) -> list[str]:
+    """Document ids found in more than one of these committed folders (up to ``limit``, sorted).
+
+    Reads only the ``id`` column of each file (what a fan-in checks before it reads a union).
+    """
+    from fineflow.manifest import committed_entries
+
+    seen: dict[str, int] = {}
+    repeated: set[str] = set()
+    for index, folder in enumerate(folders):
+        for entry in committed_entries(folder):
+            ids = pq.read_table(io.BytesIO(entry.read()), columns=["id"]).column("id").to_pylist()
+            for doc_id in ids:
+                if seen.setdefault(doc_id, index) != index:
+                    repeated.add(doc_id)
+    return sorted(repeated)[:limit]

@@ -76,12 +76,15 @@ def step_fingerprint(
     libraries: tuple[str, ...] = (),
     resources: dict[str, str] | None = None,
 ) -> Fingerprint:
+    from fineflow.manifest import LAYOUT  # (manifest imports this module)
+
     return Fingerprint(
         {
             "stage": stage,
             "step": step,
             "code": {
                 "fineflow": __version__,
+                "layout": LAYOUT,  # where a step's files go: a new layout is a new folder, never a misread
                 "step": step_version,
                 "libraries": library_versions(libraries),
                 "resources": dict(sorted((resources or {}).items())),

@@ -4,7 +4,8 @@ records, and the records of runs that are not kept.
 What a run uses: a finished run lists its step folders in ``_runs/<id>/summary.json``; an
 unfinished one (failed, cancelled or still running: no summary yet) is planned again from its
 stored ``config.yaml``, which gives the same fingerprints, so a failed run that is kept can still
-be retried and resume. A dedup stage's ``previous:`` index is used too. Runs are kept by
+be retried and resume. Step folders a stage names in its config (``external_steps``, e.g. a
+dedup stage's ``previous:`` index) are used too. Runs are kept by
 recency (``keep_last``, by start time) and by name (``keep_runs``).
 
 Order of removal per step folder: its manifest first (the step reads as uncommitted from then
@@ -22,8 +23,8 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from fineflow import storage
-from fineflow.manifest import MANIFEST_NAME, read_manifest
+from fineflow import registry, storage
+from fineflow.manifest import MANIFEST_NAME, read_raw_manifest, step_folder_of
 
 RUNS_DIR = "_runs"
 _FINGERPRINT = re.compile(r"[0-9a-f]{16,64}")
@@ -87,10 +88,8 @@ def list_runs(root: str) -> list[Run]:
 
 def list_step_folders(root: str) -> list[StepFolder]:
     """``<root>/<stage>/<step>/<fingerprint>`` folders; anything else in the root is never touched."""
-    from fineflow.planning import PLANNERS
-
     found = []
-    for stage in sorted(storage.list_names(root) & set(PLANNERS)):
+    for stage in sorted(storage.list_names(root) & set(registry.kinds())):
         for step in sorted(storage.list_names(storage.join(root, stage))):
             for fingerprint in sorted(storage.list_names(storage.join(root, stage, step))):
                 if _FINGERPRINT.fullmatch(fingerprint):
@@ -99,32 +98,34 @@ def list_step_folders(root: str) -> list[StepFolder]:
 
 
 def step_key(url: str) -> StepKey:
-    stage, step, fingerprint = url.rstrip("/").split("/")[-3:]
+    """(stage, step, fingerprint) of a step folder, or of its data/ or rejects/ folder."""
+    stage, step, fingerprint = step_folder_of(url).split("/")[-3:]
     return stage, step, fingerprint
 
 
 def used_by(run: Run) -> set[StepKey]:
     """The step folders a run reads or writes, as (stage, step, fingerprint)."""
+    from fineflow.config import validate_pipeline
+    from fineflow.planning import all_steps, inputs_from_json, plan_stage
+
     config = yaml.safe_load(storage.read_bytes(storage.join(run.folder, "config.yaml")))
     if config.get("kind") == "stage":  # a stage deployment's run: one stage over a committed input
-        stages = [config["stage"]]
-        used = {step_key(config["upstream"]["output"])} if config.get("upstream") else set()
+        stages = [registry.validate_stage(config["stage"])]
+        sources = config.get("inputs") or ([{**config["upstream"], "folder": config["upstream"]["output"]}] if config.get("upstream") else [])
+        used = {step_key(source["folder"]) for source in sources}
     else:
-        stages = config.get("stages", [])
+        pipeline = validate_pipeline(config)
+        stages = pipeline.stages
         used = set()
-    used |= {step_key(stage["previous"]) for stage in stages if stage.get("stage") == "dedup" and stage.get("previous")}
+    used |= {step_key(folder) for stage in stages for folder in stage.external_steps()}
     if run.finished:
         summary = json.loads(storage.read_bytes(storage.join(run.folder, "summary.json")))
         return used | {step_key(step["output"]) for stage in summary["stages"] for step in stage["steps"]}
     # unfinished (failed, cancelled, running): plan it again; same inputs and parameters, same fingerprints
-    from fineflow.planning import plan_pipeline, plan_stage
-
     if config.get("kind") == "stage":
-        plans = plan_stage(config["stage"]["stage"], config["stage"], config["storage"], config.get("upstream"))
+        plans = plan_stage(stages[0], config["storage"], inputs_from_json(config.get("inputs")))
     else:
-        from fineflow.config import PipelineConfig
-
-        plans = plan_pipeline(PipelineConfig.model_validate(config))
+        plans = all_steps(pipeline)
     return used | {step_key(plan.location.folder) for plan in plans}
 
 
@@ -184,7 +185,7 @@ def execute(plan: GcPlan) -> None:
     if started:
         raise RunStarted(f"run(s) {', '.join(sorted(started))} started since gc was planned: plan again")
     for step in plan.removed_steps:
-        if read_manifest(step.url) is not None:
+        if read_raw_manifest(step.url) is not None:
             storage.remove(storage.join(step.url, MANIFEST_NAME))
         storage.remove(step.records, recursive=True)
         storage.remove(step.url, recursive=True)

@@ -24,17 +24,38 @@ from fineflow.fingerprint import canonical_json
 
 MANIFEST_NAME = "_manifest.json"
 LATEST_NAME = "_latest.json"
+LAYOUT = 2  # 2: documents in data/, rejects and artifacts beside it (1: shards beside the manifest)
+DATA_DIR = "data"
 REJECTS_DIR = "rejects"
+ARTIFACTS_DIR = "artifacts"
+_PARTS = (DATA_DIR, REJECTS_DIR, ARTIFACTS_DIR)
+
+
+class OldLayout(ValueError):
+    """A step folder written by fineflow before layout 2: its files are not where readers look."""
 
 
 def shard_name(shard: int) -> str:
     return f"part-{shard:05d}.parquet"
 
 
+def step_folder_of(url: str) -> str:
+    """The step folder of ``url``: the folder itself, or the step folder above its data/, rejects/
+    or artifacts/ folder (summaries name data/ and rejects/)."""
+    url = url.rstrip("/")
+    head, _, tail = url.rpartition("/")
+    return head if tail in _PARTS and head else url
+
+
+def artifact_url_of(output_url: str, name: str) -> str:
+    """Where a shard task commits artifact ``name``: its step folder's artifacts/ (from its shard URL)."""
+    return storage.join(step_folder_of(output_url.rsplit("/", 1)[0]), ARTIFACTS_DIR, name)
+
+
 @dataclass(frozen=True)
 class StepLocation:
     root: str
-    stage: str
+    stage: str  # the stage kind: two stages of one kind with the same inputs and parameters share work
     step: str
     fingerprint: str
 
@@ -47,32 +68,48 @@ class StepLocation:
         return storage.join(self.step_dir, self.fingerprint)
 
     @property
+    def data_folder(self) -> str:
+        """Only the step's output Parquet files: what dataset readers are pointed at."""
+        return storage.join(self.folder, DATA_DIR)
+
+    @property
     def rejects_folder(self) -> str:
         return storage.join(self.folder, REJECTS_DIR)
+
+    @property
+    def artifacts_folder(self) -> str:
+        return storage.join(self.folder, ARTIFACTS_DIR)
 
     @property
     def manifest_url(self) -> str:
         return storage.join(self.folder, MANIFEST_NAME)
 
     def shard_url(self, shard: int) -> str:
-        return storage.join(self.folder, shard_name(shard))
+        return storage.join(self.data_folder, shard_name(shard))
 
     def rejects_url(self, shard: int) -> str:
         return storage.join(self.rejects_folder, shard_name(shard))
 
+    def artifact_url(self, name: str) -> str:
+        return storage.join(self.artifacts_folder, name)
+
+    def latest_url(self, name: str) -> str:
+        """The last fingerprint stage ``name`` planned for this step (what ``--dry-run`` compares with)."""
+        return storage.join(self.step_dir, f"_latest.{name}.json")
+
     def committed_shards(self) -> set[int]:
         """Shard numbers whose output object exists (one listing call)."""
-        return {shard for shard in (_shard_number(name) for name in storage.list_names(self.folder)) if shard is not None}
+        return {shard for shard in (_shard_number(name) for name in storage.list_names(self.data_folder)) if shard is not None}
 
     def intact_shards(self) -> set[int]:
-        """Shards whose files exist and still match the manifest, when there is one.
-
-        Without a manifest (a step that has not finished) existence is all there is to check.
+        """Shards whose files (output, rejects, artifacts) exist and still match the manifest, when
+        there is one. Without a manifest (a step that has not finished) existence is all there is to check.
         """
-        listing = storage.list_entries(self.folder)
+        listing = storage.list_entries(self.data_folder)
         manifest = read_manifest(self.folder)
         entries = {entry["shard"]: entry for entry in manifest["shards"]} if manifest else {}
         rejects_listing = storage.list_entries(self.rejects_folder) if any(e.get("rejects") for e in entries.values()) else {}
+        artifacts_listing = storage.list_entries(self.artifacts_folder) if any(e.get("artifacts") for e in entries.values()) else {}
         intact = set()
         for name, found in listing.items():
             shard = _shard_number(name)
@@ -81,9 +118,13 @@ class StepLocation:
             entry = entries.get(shard)
             if entry is None and manifest is None:
                 intact.add(shard)
-            elif entry is not None and _matches(storage.join(self.folder, name), found, entry):
+            elif entry is not None and _matches(storage.join(self.data_folder, name), found, entry):
                 rejects = entry.get("rejects")
-                if not rejects or _matches(self.rejects_url(shard), rejects_listing.get(rejects["file"]), rejects):
+                if rejects and not _matches(self.rejects_url(shard), rejects_listing.get(rejects["file"]), rejects):
+                    continue
+                if all(
+                    _matches(self.artifact_url(a["file"]), artifacts_listing.get(a["file"]), a) for a in entry.get("artifacts") or []
+                ):
                     intact.add(shard)
         return intact
 
@@ -107,13 +148,23 @@ def _matches(url: str, found: dict | None, entry: dict) -> bool:
         return False
 
 
-def write_manifest(location: StepLocation, components: dict[str, Any], shard_results: list[dict]) -> dict:
-    """Commit a step: list its shards (sorted) and totals, written last and atomically."""
+def write_manifest(location: StepLocation, components: dict[str, Any], shard_results: list[dict], name: str | None = None) -> dict:
+    """Commit a step: list its shards (sorted), their rejects and artifacts, written last and atomically.
+
+    ``name`` is the pipeline stage that ran it: its ``_latest`` record is what ``--dry-run`` compares with.
+    """
     shards = sorted(shard_results, key=lambda r: r["shard"])
-    tokens = {name: found["token"] for name, found in storage.list_entries(location.folder).items()}
+    tokens = {f"{DATA_DIR}/{n}": f["token"] for n, f in storage.list_entries(location.data_folder).items()}
     if any(r.get("rejects") for r in shards):
         tokens |= {f"{REJECTS_DIR}/{n}": f["token"] for n, f in storage.list_entries(location.rejects_folder).items()}
+    if any(r.get("artifacts") for r in shards):
+        tokens |= {f"{ARTIFACTS_DIR}/{n}": f["token"] for n, f in storage.list_entries(location.artifacts_folder).items()}
+
+    def listed(info: dict | None, folder: str) -> dict | None:
+        return {**info, "token": tokens.get(f"{folder}/{info['file']}")} if info else None
+
     manifest = {
+        "layout": LAYOUT,
         "stage": location.stage,
         "step": location.step,
         "fingerprint": location.fingerprint,
@@ -125,8 +176,9 @@ def write_manifest(location: StepLocation, components: dict[str, Any], shard_res
                 "rows": r["output"]["rows"] if r.get("output") else 0,
                 "bytes": r["output"]["bytes"] if r.get("output") else 0,
                 "sha256": r["output"]["sha256"] if r.get("output") else None,
-                "token": tokens.get(r["output"]["file"]) if r.get("output") else None,
-                "rejects": {**r["rejects"], "token": tokens.get(f"{REJECTS_DIR}/{r['rejects']['file']}")} if r.get("rejects") else None,
+                "token": tokens.get(f"{DATA_DIR}/{r['output']['file']}") if r.get("output") else None,
+                "rejects": listed(r.get("rejects"), REJECTS_DIR),
+                **({"artifacts": [listed(a, ARTIFACTS_DIR) for a in r["artifacts"]]} if r.get("artifacts") else {}),
                 "stats": r.get("stats", {}),
             }
             for r in shards
@@ -134,7 +186,7 @@ def write_manifest(location: StepLocation, components: dict[str, Any], shard_res
     }
     _write_if_changed(location.manifest_url, json.dumps(manifest, indent=1, sort_keys=True).encode())
     latest = {"fingerprint": location.fingerprint, "components": components}
-    _write_if_changed(storage.join(location.step_dir, LATEST_NAME), canonical_json(latest).encode())
+    _write_if_changed(location.latest_url(name or location.stage), canonical_json(latest).encode())
     return manifest
 
 
@@ -148,16 +200,29 @@ def _write_if_changed(url: str, data: bytes) -> None:
     storage.write_bytes(url, data)
 
 
-def read_manifest(folder: str) -> dict | None:
+def read_raw_manifest(folder: str) -> dict | None:
+    """A step folder's manifest whatever its layout (gc removes old folders too)."""
     try:
-        return json.loads(storage.read_bytes(storage.join(folder, MANIFEST_NAME)))
+        return json.loads(storage.read_bytes(storage.join(step_folder_of(folder), MANIFEST_NAME)))
     except FileNotFoundError:
         return None
 
 
-def read_latest(location: StepLocation) -> dict | None:
+def read_manifest(folder: str) -> dict | None:
+    """The manifest of a step folder (or of the step above a data/, rejects/ or artifacts/ folder)."""
+    manifest = read_raw_manifest(folder)
+    if manifest is not None and manifest.get("layout") != LAYOUT:
+        raise OldLayout(
+            f"{step_folder_of(folder)} was written by an older fineflow (documents beside the manifest, no data/ "
+            "folder) and is not read as it is: re-run its pipeline (new outputs get new folders) and remove the old "
+            "ones with `fineflow gc`"
+        )
+    return manifest
+
+
+def read_latest(location: StepLocation, name: str | None = None) -> dict | None:
     try:
-        return json.loads(storage.read_bytes(storage.join(location.step_dir, LATEST_NAME)))
+        return json.loads(storage.read_bytes(location.latest_url(name or location.stage)))
     except FileNotFoundError:
         return None
 
@@ -187,28 +252,36 @@ class CommittedFile:
         return data
 
 
-def _step_folder(folder: str, rejects: bool) -> tuple[str, bool]:
-    """``folder`` may also be a step's ``rejects/`` folder, as stage summaries name it."""
-    if folder.rstrip("/").endswith("/" + REJECTS_DIR) and read_manifest(folder) is None:
-        return folder.rstrip("/").rsplit("/", 1)[0], True
-    return folder, rejects
-
-
 def committed_entries(folder: str, rejects: bool = False) -> list[CommittedFile]:
-    """The shard files a manifest lists (documents, or rejects with ``rejects=True``)."""
-    folder, rejects = _step_folder(folder, rejects)
-    manifest = read_manifest(folder)
+    """The shard files a manifest lists: documents, or rejects with ``rejects=True`` (or when
+    ``folder`` is the step's rejects/ folder)."""
+    rejects = rejects or folder.rstrip("/").endswith("/" + REJECTS_DIR)
+    step = step_folder_of(folder)
+    manifest = read_manifest(step)
     if manifest is None:
         raise FileNotFoundError(f"{folder} has no {MANIFEST_NAME}: the step never completed there")
     files = []
     for entry in manifest["shards"]:
         if rejects:
             info = entry.get("rejects")
-            if info and info.get("rows"):
-                files.append(CommittedFile(storage.join(folder, REJECTS_DIR, info["file"]), info["rows"], info.get("bytes"), info.get("sha256")))
+            if info:
+                files.append(CommittedFile(storage.join(step, REJECTS_DIR, info["file"]), info["rows"], info.get("bytes"), info.get("sha256")))
         elif entry.get("file"):
-            files.append(CommittedFile(storage.join(folder, entry["file"]), entry["rows"], entry.get("bytes"), entry.get("sha256")))
+            files.append(CommittedFile(storage.join(step, DATA_DIR, entry["file"]), entry["rows"], entry.get("bytes"), entry.get("sha256")))
     return files
+
+
+def committed_artifacts(folder: str) -> list[CommittedFile]:
+    """The artifacts a step's manifest lists (tokenizers, models, assignments, reports ...)."""
+    step = step_folder_of(folder)
+    manifest = read_manifest(step)
+    if manifest is None:
+        raise FileNotFoundError(f"{folder} has no {MANIFEST_NAME}: the step never completed there")
+    return [
+        CommittedFile(storage.join(step, ARTIFACTS_DIR, info["file"]), 0, info.get("bytes"), info.get("sha256"))
+        for entry in manifest["shards"]
+        for info in entry.get("artifacts") or []
+    ]
 
 
 def committed_files(folder: str, rejects: bool = False) -> list[str]:
@@ -220,7 +293,7 @@ def verify_folder(folder: str) -> tuple[int, list[str]]:
     """Read every file a step's manifest lists and check its sha256: (files checked, problems)."""
     if read_manifest(folder) is None:
         return 0, [f"{folder}: no {MANIFEST_NAME} (the step never completed)"]
-    entries = committed_entries(folder) + committed_entries(folder, rejects=True)
+    entries = committed_entries(folder) + committed_entries(folder, rejects=True) + committed_artifacts(folder)
     problems = []
     for entry in entries:
         try:

@@ -1,70 +1,44 @@
-"""Plan stages without running them: used by the stage flows and by ``--dry-run``.
+"""Plan stages without running them: used by the stage flows, ``--dry-run``, gc and preflight.
 
-Each stage maps to a planner ``(stage_config, root, upstream) -> [StepPlan]``; ``upstream``
-describes the previous stage's final step (fingerprint, output folder, shard count), which is
-known before anything runs because fingerprints chain from inputs and parameters.
+Each stage kind's planner (``fineflow.registry``) maps ``(config, PlanContext)`` to step plans;
+the context says where it writes and what it reads (``StageInputs``), which is known before
+anything runs because fingerprints chain from inputs and parameters.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fineflow.config import CrawlStage, PipelineConfig
-from fineflow.dedup_config import DedupStage
-from fineflow.filter_config import FilterStage
-from fineflow.steps import StepPlan
+from fineflow import registry
+from fineflow.config import PipelineConfig
+from fineflow.dag import Node, plan_dag
+from fineflow.stage_config import StageConfig
+from fineflow.steps import PlanContext, Source, StageInputs, StepPlan
 
 
-def _plan_crawl(stage_config: dict[str, Any], root: str, upstream: dict | None) -> list[StepPlan]:
-    from fineflow.tasks.crawl.plan import plan_crawl
-
-    return plan_crawl(CrawlStage.model_validate(stage_config), root)
-
-
-def _plan_filter(stage_config: dict[str, Any], root: str, upstream: dict | None) -> list[StepPlan]:
-    from fineflow.tasks.filter.plan import plan_filter
-
-    return plan_filter(FilterStage.model_validate(stage_config), root, upstream)
+def preflight_stage(stage: StageConfig) -> list[str]:
+    """The kind's cheap checks before any work (raises for a run that cannot start)."""
+    return registry.of(stage).call("preflight", stage) or []
 
 
-def _plan_dedup(stage_config: dict[str, Any], root: str, upstream: dict | None) -> list[StepPlan]:
-    from fineflow.tasks.dedup.plan import plan_dedup
-
-    return plan_dedup(DedupStage.model_validate(stage_config), root, upstream)
-
-
-PLANNERS = {"crawl": _plan_crawl, "filter": _plan_filter, "dedup": _plan_dedup}
+def plan_stage(stage: StageConfig, root: str, inputs: StageInputs | None, name: str | None = None) -> list[StepPlan]:
+    kind = registry.of(stage)
+    context = PlanContext(root=root, name=name or stage.label, kind=kind.kind, inputs=inputs)
+    return registry.resolve_function(kind.planner)(stage, context)
 
 
-def _preflight_crawl(stage: CrawlStage) -> list[str]:
-    from fineflow.tasks.crawl.plan import preflight_crawl
-
-    return preflight_crawl(stage)
-
-
-# Cheap checks a stage runs before any work (see fineflow.preflight); stages without any are absent.
-PREFLIGHTS = {"crawl": _preflight_crawl}
+def inputs_from_json(data: list[dict[str, Any]] | None) -> StageInputs | None:
+    """``StageInputs`` from their JSON form (stage flows' parameters, run records)."""
+    return StageInputs(tuple(Source(**source) for source in data)) if data else None
 
 
-def preflight_stage(stage: Any) -> list[str]:
-    check = PREFLIGHTS.get(stage.stage)
-    return check(stage) if check else []
+def inputs_to_json(inputs: StageInputs | None) -> list[dict[str, Any]] | None:
+    return [source.__dict__ for source in inputs.sources] if inputs else None
 
 
-def plan_stage(name: str, stage_config: dict[str, Any], root: str, upstream: dict | None) -> list[StepPlan]:
-    return PLANNERS[name](stage_config, root, upstream)
+def plan_pipeline(config: PipelineConfig) -> list[tuple[Node, list[StepPlan]]]:
+    return plan_dag(config.stages, config.storage)
 
 
-def upstream_of(plans: list[StepPlan]) -> dict[str, Any]:
-    last = plans[-1]
-    return {"fingerprint": last.fingerprint.value, "output": last.location.folder, "shards": len(last.shards)}
-
-
-def plan_pipeline(config: PipelineConfig) -> list[StepPlan]:
-    plans: list[StepPlan] = []
-    upstream = None
-    for stage in config.stages:
-        stage_plans = plan_stage(stage.stage, stage.model_dump(mode="json"), config.storage, upstream)
-        plans.extend(stage_plans)
-        upstream = upstream_of(stage_plans)
-    return plans
+def all_steps(config: PipelineConfig) -> list[StepPlan]:
+    return [plan for _, plans in plan_pipeline(config) for plan in plans]

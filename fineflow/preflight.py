@@ -90,13 +90,13 @@ def check_stage(stage: Any) -> list[str]:
     from fineflow.planning import preflight_stage
 
     try:
-        return [f"{stage.stage}: {warning}" for warning in preflight_stage(stage)]
+        return [f"{stage.label}: {warning}" for warning in preflight_stage(stage)]
     except PreflightError as error:
-        raise PreflightError(f"stages.{stage.stage}.{error}") from None
+        raise PreflightError(f"stages.{stage.label}.{error}") from None
     except (ValueError, OSError) as error:
-        raise PreflightError(f"stages.{stage.stage}.{_first_line(error)}") from None
+        raise PreflightError(f"stages.{stage.label}.{_first_line(error)}") from None
     except Exception as error:  # noqa: BLE001 (a client library's own error types: still one line)
-        raise PreflightError(f"stages.{stage.stage}: {type(error).__name__}: {_first_line(error)}") from None
+        raise PreflightError(f"stages.{stage.label}: {type(error).__name__}: {_first_line(error)}") from None
 
 
 def preflight(config: PipelineConfig) -> list[str]:

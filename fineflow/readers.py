@@ -10,7 +10,17 @@ from __future__ import annotations
 import posixpath
 
 from fineflow import storage
-from fineflow.manifest import MANIFEST_NAME, REJECTS_DIR, CommittedFile, committed_entries, read_manifest
+from fineflow.manifest import (
+    ARTIFACTS_DIR,
+    DATA_DIR,
+    MANIFEST_NAME,
+    REJECTS_DIR,
+    CommittedFile,
+    OldLayout,
+    committed_entries,
+    read_manifest,
+    step_folder_of,
+)
 
 PARQUET_MAGIC = b"PAR1"
 
@@ -48,8 +58,13 @@ def files_to_read(url: str, rejects: bool = False, uncommitted: bool = False) ->
     if not _is_folder(url):
         _parquet_check(url)
         return [CommittedFile(url, 0, None, None)], [f"{url} is one file: read as it is, without a manifest to check it against"]
-    if read_manifest(url) is not None or (name == REJECTS_DIR and read_manifest(posixpath.dirname(url)) is not None):
-        return committed_entries(url, rejects=rejects), []
+    try:
+        if read_manifest(url) is not None:
+            if name == ARTIFACTS_DIR:
+                raise NotReadable(f"{url} holds a step's artifacts, not documents: `fineflow inspect {step_folder_of(url)}` lists them")
+            return committed_entries(url, rejects=rejects), []
+    except OldLayout as error:
+        raise NotReadable(str(error)) from None
     names = storage.list_names(url)
     if name == "_runs" or posixpath.basename(posixpath.dirname(url)) == "_runs":
         raise NotReadable(f"{url} holds run records, not documents: `fineflow report` shows a run, its summary.json names its outputs")
@@ -58,14 +73,16 @@ def files_to_read(url: str, rejects: bool = False, uncommitted: bool = False) ->
             f"{url} is a storage root: pass a step's output folder (<root>/<stage>/<step>/<fingerprint>), "
             "as `fineflow run` prints it and the run's summary.json names it"
         )
-    parts = sorted(n for n in names if n.startswith("part-") and n.endswith(".parquet"))
+    step = step_folder_of(url)
+    data_names = storage.list_names(storage.join(step, DATA_DIR)) if DATA_DIR in names or name == DATA_DIR else set()
+    parts = sorted(n for n in data_names if n.startswith("part-") and n.endswith(".parquet"))
     if parts:  # a step folder whose manifest was never written: a failed or running step
         if not uncommitted:
             raise NotReadable(
                 f"{url} is uncommitted: it has no {MANIFEST_NAME} (its step failed or is still running), so its files "
                 "are not trusted; re-run the pipeline, or pass --uncommitted to look anyway"
             )
-        folder = storage.join(url, REJECTS_DIR) if rejects else url
+        folder = storage.join(step, REJECTS_DIR if rejects or name == REJECTS_DIR else DATA_DIR)
         files = sorted(n for n in storage.list_names(folder) if n.startswith("part-") and n.endswith(".parquet"))
         return (
             [CommittedFile(storage.join(folder, n), 0, None, None) for n in files],
@@ -79,7 +96,10 @@ def files_to_read(url: str, rejects: bool = False, uncommitted: bool = False) ->
 
 def _loose_files(urls: list[str], pattern: str) -> list[CommittedFile]:
     """Files named directly (a glob, or a folder of Parquet files fineflow did not write)."""
-    urls = [u for u in urls if f"/{REJECTS_DIR}/" not in u and not posixpath.basename(u).startswith(".tmp-")]
+    urls = [
+        u for u in urls
+        if f"/{REJECTS_DIR}/" not in u and f"/{ARTIFACTS_DIR}/" not in u and not posixpath.basename(u).startswith(".tmp-")
+    ]
     if not urls:
         raise NotReadable(f"{pattern} matches no Parquet file")
     for url in urls:

@@ -2,8 +2,9 @@
 
 Charts are plotly figures with plotly.js inlined once in the page (no CDN: the report opens
 offline, from object storage or a laptop): the documents and characters kept by each stage,
-documents per language after each stage, why documents were dropped or skipped, and the dedup
-stage's cluster sizes. Stages added later (quality buckets, token counts) add charts here.
+documents per language after each stage, why documents were dropped or skipped, the pipeline's
+DAG with document counts on its edges (when it is not a straight line), and the charts each
+stage kind contributes through the registry (dedup's cluster sizes, ...).
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ import json
 from typing import Any
 
 import plotly.graph_objects as go
+import yaml
 from plotly.offline import get_plotlyjs
 
-from fineflow import storage
+from fineflow import registry, storage
 
 REPORT_NAME = "report.html"
-CHART_IDS = ("funnel", "characters", "languages", "drops", "clusters")
-_LAYOUT = {"margin": {"l": 60, "r": 20, "t": 50, "b": 60}, "height": 380, "template": "plotly_white"}
+LAYOUT = {"margin": {"l": 60, "r": 20, "t": 50, "b": 60}, "height": 380, "template": "plotly_white"}
 
 
 def run_folder(root: str, run_id: str) -> str:
@@ -40,7 +41,7 @@ def _funnel(summary: dict) -> go.Figure:
     labels = [f"{stages[0]['name']} input (records)"] + [f"after {s['name']}" for s in stages]
     values = [stages[0]["docs_in"]] + [s["docs_out"] for s in stages]
     figure = go.Figure(go.Funnel(y=labels, x=values, textinfo="value+percent initial"))
-    figure.update_layout(title="Documents kept by each stage", **_LAYOUT)
+    figure.update_layout(title="Documents kept by each stage", **LAYOUT)
     return figure
 
 
@@ -49,7 +50,7 @@ def _characters(summary: dict) -> go.Figure | None:
     if not stages:
         return None
     figure = go.Figure(go.Bar(x=[s["name"] for s in stages], y=[s["text_chars"] / 1e6 for s in stages], texttemplate="%{y:.2f}"))
-    figure.update_layout(title="Text kept after each stage (million characters)", yaxis_title="M characters", **_LAYOUT)
+    figure.update_layout(title="Text kept after each stage (million characters)", yaxis_title="M characters", **LAYOUT)
     return figure
 
 
@@ -59,7 +60,7 @@ def _languages(summary: dict) -> go.Figure:
     figure = go.Figure(
         [go.Bar(name=s["name"], x=languages, y=[s.get("languages", {}).get(lang, 0) for lang in languages]) for s in summary["stages"]]
     )
-    figure.update_layout(title="Documents per language after each stage", barmode="group", **_LAYOUT)
+    figure.update_layout(title="Documents per language after each stage", barmode="group", **LAYOUT)
     return figure
 
 
@@ -77,22 +78,70 @@ def _drops(summary: dict) -> go.Figure | None:
             for name in dict.fromkeys(n for n, _, _ in rows)
         ]
     )
-    layout = {**_LAYOUT, "height": max(300, 26 * len(rows) + 120), "margin": {**_LAYOUT["margin"], "l": 320}}
+    layout = {**LAYOUT, "height": max(300, 26 * len(rows) + 120), "margin": {**LAYOUT["margin"], "l": 320}}
     figure.update_layout(title="Documents dropped or skipped, by reason", **layout)
     return figure
 
 
-def _clusters(summary: dict) -> go.Figure | None:
-    dedup = next((s for s in summary["stages"] if s.get("cluster_sizes")), None)
-    if dedup is None:
-        return None
-    sizes = dedup["cluster_sizes"]
-    figure = go.Figure(go.Bar(x=list(sizes), y=list(sizes.values()), text=list(sizes.values())))
-    figure.update_layout(
-        title=f"Duplicate clusters by size ({dedup.get('clusters', sum(sizes.values()))} clusters)",
-        xaxis_title="documents in the cluster", yaxis_title="clusters", xaxis_type="category", **_LAYOUT,
+def _edges(summary: dict) -> list[tuple[str, str, int]]:
+    """(from, to, documents) for every input a stage read, from the stages' ``input`` records."""
+    by_name = {s["name"]: s for s in summary["stages"]}
+    edges = []
+    for stage in summary["stages"]:
+        for source in stage.get("input") or []:
+            producer = by_name.get(source["stage"])
+            if producer is None:
+                count = stage["docs_in"] if len(stage["input"]) == 1 else 0
+                edges.append((source["stage"], stage["name"], count))
+            elif source.get("rejects"):
+                edges.append((f"{producer['name']}.rejects", stage["name"], producer.get("rejected", 0)))
+            else:
+                edges.append((producer["name"], stage["name"], producer["docs_out"]))
+    return edges
+
+
+def _is_line(summary: dict) -> bool:
+    stages = summary["stages"]
+    if not any(s.get("input") for s in stages):
+        return True  # a summary from before pipelines were DAGs
+    expected = [(a["name"], b["name"]) for a, b in zip(stages, stages[1:])]
+    return [(a, b) for a, b, _ in _edges(summary)] == expected
+
+
+def _dag(summary: dict) -> go.Figure | None:
+    """The pipeline as a Sankey diagram: a link per input, as wide as the documents it carried."""
+    if _is_line(summary):
+        return None  # the funnel already shows a straight line
+    edges = _edges(summary)
+    nodes = list(dict.fromkeys([s["name"] for s in summary["stages"]] + [n for a, b, _ in edges for n in (a, b)]))
+    figure = go.Figure(
+        go.Sankey(
+            node={"label": nodes, "pad": 20},
+            link={
+                "source": [nodes.index(a) for a, _, _ in edges],
+                "target": [nodes.index(b) for _, b, _ in edges],
+                "value": [max(n, 1) for _, _, n in edges],  # an empty edge still shows
+                "label": [f"{n:,} documents" for _, _, n in edges],
+                "customdata": [n for _, _, n in edges],
+                "hovertemplate": "%{source.label} → %{target.label}: %{customdata:,} documents<extra></extra>",
+            },
+        )
     )
+    figure.update_layout(title="Pipeline DAG: documents along each input", **LAYOUT)
     return figure
+
+
+def _stage_figures(summary: dict) -> dict[str, go.Figure]:
+    """Charts the stage kinds contribute (registry ``figures``), keyed by chart id."""
+    figures: dict[str, go.Figure] = {}
+    kinds = registry.kinds()
+    for stage in summary["stages"]:
+        kind = kinds.get(stage.get("kind", stage["name"]))
+        if kind is None or kind.figures is None:
+            continue
+        for chart, figure in kind.call("figures", stage):
+            figures[chart if chart not in figures else f"{chart}-{stage['name']}"] = figure  # a second stage of a kind
+    return figures
 
 
 def _stage_table(summary: dict) -> str:
@@ -120,7 +169,8 @@ def build_report(summary: dict[str, Any]) -> str:
         "characters": _characters(summary),
         "languages": _languages(summary),
         "drops": _drops(summary),
-        "clusters": _clusters(summary),
+        "dag": _dag(summary),
+        **_stage_figures(summary),
     }
     charts = "\n".join(
         f'<section class="chart">{figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"chart-{name}")}</section>'
@@ -147,8 +197,22 @@ section.chart {{ margin: 1.5rem 0; }}
 """
 
 
+def _load_run_plugins(folder: str) -> None:
+    """The run's plug-in stage kinds, so their charts are drawn by ``fineflow report`` too."""
+    try:
+        config = yaml.safe_load(storage.read_bytes(storage.join(folder, "config.yaml"))) or {}
+    except (FileNotFoundError, yaml.YAMLError):
+        return
+    if config.get("plugins"):
+        try:
+            registry.load_plugins(config["plugins"], config.get("plugins_from"))
+        except registry.RegistryError:
+            pass  # the plug-in is gone: its stages are reported without their own charts
+
+
 def write_report(folder: str) -> str:
     """Build the report of the run in ``folder`` (its ``_runs/<id>``) and write it there; return its URL."""
+    _load_run_plugins(folder)
     url = storage.join(folder, REPORT_NAME)
     storage.write_bytes(url, build_report(load_summary(folder)).encode("utf-8"))
     return url

@@ -15,11 +15,12 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
-from fineflow import faults
-from fineflow.fingerprint import Fingerprint
-from fineflow.manifest import StepLocation, read_latest, read_manifest
+from fineflow import faults, storage
+from fineflow.fingerprint import Fingerprint, step_fingerprint
+from fineflow.manifest import StepLocation, read_latest, read_manifest, shard_name
 
 
 @dataclass(frozen=True)
@@ -35,15 +36,105 @@ class StepPlan:
     warnings: tuple[str, ...] = ()  # found while planning (e.g. an input glob that matches nothing)
     inputs: dict[str, Any] | None = None  # what the step reads, for the summary (e.g. files by format)
     checks: str | None = None  # "package.module:function(totals) -> [warning]", run on the step's totals
+    name: str = ""  # the pipeline stage's name (default: the kind); storage and cache keys use the kind
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "location", StepLocation(self.root, self.stage, self.step, self.fingerprint.value))
+        if not self.name:
+            object.__setattr__(self, "name", self.stage)
 
     def cache_key(self, shard: int) -> str:
         return f"{self.stage}/{self.step}/{self.fingerprint.value}/{shard:05d}"
 
     def task_name(self, shard: int) -> str:
-        return f"{self.stage}-{self.step}-{shard:05d}"
+        return f"{self.name}-{self.step}-{shard:05d}"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One document input of a stage: the documents (or rejects) of another stage's document step,
+    known at planning time (fingerprint, folder, shard count) before anything runs."""
+
+    stage: str  # the producing stage's name (summary, report), or a folder given to a deployment
+    fingerprint: str
+    folder: str  # its data/ or rejects/ folder
+    shards: int
+    rejects: bool = False
+
+    @property
+    def key(self) -> str:
+        """What a reading step's fingerprint chains on."""
+        return f"{self.fingerprint}:rejects" if self.rejects else self.fingerprint
+
+    def shard_urls(self) -> list[str]:
+        return [storage.join(self.folder, shard_name(n)) for n in range(self.shards)]
+
+
+@dataclass(frozen=True)
+class StageInputs:
+    """What a document-reading stage reads: one source, or the union of several (a fan-in)."""
+
+    sources: tuple[Source, ...]
+
+    @property
+    def fingerprint(self) -> str | list[str]:
+        keys = [source.key for source in self.sources]
+        return keys[0] if len(keys) == 1 else keys
+
+    def shards(self) -> list[dict[str, Any]]:
+        """One task input per upstream shard, numbered across the sources in their order; in a
+        fan-in each names one shard of every non-empty source, to conform it to their union."""
+        union = [source.shard_urls()[0] for source in self.sources if source.shards] if len(self.sources) > 1 else []
+        urls = [url for source in self.sources for url in source.shard_urls()]
+        return [{"shard": n, "input": url, **({"union": union} if union else {})} for n, url in enumerate(urls)]
+
+    def describe(self) -> list[dict[str, Any]]:
+        """For the summary and the report: which stages' outputs were read."""
+        return [{"stage": s.stage, "rejects": s.rejects, "folder": s.folder, "shards": s.shards} for s in self.sources]
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What a stage's planner gets besides its config: where it writes, its name, what it reads."""
+
+    root: str
+    name: str
+    kind: str
+    inputs: StageInputs | None = None
+
+    def step(
+        self,
+        module: ModuleType,
+        function: str,
+        *,
+        step: str,
+        params: dict[str, Any],
+        chained: dict[str, Any],
+        shards: list[dict[str, Any]],
+        resources: dict[str, str] | None = None,
+        fingerprint_params: dict[str, Any] | None = None,
+        **extra: Any,
+    ) -> StepPlan:
+        """A step of this stage: its fingerprint from the module's ``STEP_VERSION`` and
+        ``LIBRARIES``, the parameters (or ``fingerprint_params`` where ``params`` hold storage
+        URLs, which must not enter a fingerprint), what it chains on (``chained``: upstream
+        fingerprints) and resource hashes; its function ``module:function``."""
+        fingerprint = step_fingerprint(
+            stage=self.kind,
+            step=step,
+            step_version=module.STEP_VERSION,
+            params=params if fingerprint_params is None else fingerprint_params,
+            inputs=chained,
+            libraries=tuple(getattr(module, "LIBRARIES", ())),
+            resources=resources,
+        )
+        return StepPlan(
+            stage=self.kind, step=step, function=f"{module.__name__}:{function}", params=params, shards=shards,
+            fingerprint=fingerprint, root=self.root, name=self.name, **extra,
+        )
+
+    def location(self, step: str, fingerprint: Fingerprint) -> StepLocation:
+        return StepLocation(self.root, self.kind, step, fingerprint.value)
 
 
 def resolve_function(spec: str) -> Callable[..., dict]:
@@ -72,7 +163,7 @@ def explain(plan: StepPlan) -> dict[str, Any]:
     elif manifest is not None:
         reason = f"repair: {len(shard_ids) - len(done)} committed shard(s) are missing or no longer match the manifest"
     else:
-        latest = read_latest(plan.location)
+        latest = read_latest(plan.location, plan.name)
         if latest is None:
             reason = "recompute: this step never ran in this storage"
         elif latest["fingerprint"] == plan.fingerprint.value:
@@ -81,12 +172,13 @@ def explain(plan: StepPlan) -> dict[str, Any]:
             changed = plan.fingerprint.changed_components(latest["components"])
             reason = "recompute: changed " + ", ".join(changed[:8]) + (" ..." if len(changed) > 8 else "")
     return {
-        "stage": plan.stage,
+        "stage": plan.name,
+        "kind": plan.stage,
         "step": plan.step,
         "fingerprint": plan.fingerprint.value,
         "tasks": len(shard_ids),
         "cached": len(done),
         "recompute": len(shard_ids) - len(done),
         "reason": reason,
-        "output": plan.location.folder,
+        "output": plan.location.data_folder,
     }

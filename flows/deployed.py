@@ -15,26 +15,27 @@ from __future__ import annotations
 
 import os
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from prefect import flow, get_run_logger
+from prefect import Flow, flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_API_URL
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
-from fineflow import storage
-from fineflow.config import CrawlStage, DaskConfig, load_config, resolve_stage_paths
-from fineflow.dedup_config import DedupStage
-from fineflow.filter_config import FilterStage
+from fineflow import registry, storage
+from fineflow.config import DaskConfig, load_config, resolve_stage_paths
+from fineflow.dag import Node
 from fineflow.flows import liveness
 from fineflow.flows.cluster import dask_cluster
 from fineflow.flows.credentials import apply_credentials
 from fineflow.flows.pipeline import finish_run_record, run_pipeline, run_stage_flow, start_run_record
-from fineflow.manifest import read_manifest
+from fineflow.manifest import DATA_DIR, REJECTS_DIR, read_manifest, step_folder_of
+from fineflow.planning import inputs_to_json
 from fineflow.preflight import check_stage, check_storage
+from fineflow.steps import Source, StageInputs
 
-StageName = Literal["crawl", "dedup", "filter"]
 Partition = Literal["none", "scheduled-date", "scheduled-week"]
 
 
@@ -57,24 +58,19 @@ class PipelineRun(Target):
     pipeline: str = Field(
         default="examples/demo.yaml", description="pipeline YAML, relative to the deployment's working directory"
     )
-    from_stage: StageName | None = Field(default=None, description="recompute this stage and those after it")
+    from_stage: str | None = Field(default=None, description="recompute this stage (by name) and the stages that read it")
 
 
-class CrawlRun(Target):
-    stage: CrawlStage = Field(description="the crawl stage's settings (inputs relative to the working directory)")
+class StageRun(Target):
+    """One stage's run: its kind's settings as ``stage`` (each kind's run model adds it)."""
+
     refresh: bool = Field(default=False, description="recompute even what is cached")
 
 
-class DedupRun(Target):
-    input: str = Field(description="a committed step output folder (with _manifest.json), e.g. a crawl stage's output")
-    stage: DedupStage = Field(default_factory=lambda: DedupStage(stage="dedup"))
-    refresh: bool = False
-
-
-class FilterRun(Target):
-    input: str = Field(description="a committed step output folder (with _manifest.json), e.g. a dedup stage's output")
-    stage: FilterStage = Field(description="the filter stage's settings: its filters in order, per-language thresholds")
-    refresh: bool = False
+class ReadingStageRun(StageRun):
+    input: str = Field(
+        description="a committed output folder to read: a summary's `output` (…/data) or `rejects` folder, or a step folder"
+    )
 
 
 def partition_name(kind: Partition) -> str | None:
@@ -110,49 +106,63 @@ def pipeline(run: PipelineRun = PipelineRun()) -> dict[str, Any]:  # noqa: B008 
     return run_pipeline(config, run.from_stage)
 
 
-def _run_one_stage(run: CrawlRun | DedupRun | FilterRun, upstream: dict | None) -> dict[str, Any]:
+def _run_one_stage(run: StageRun, inputs: StageInputs | None) -> dict[str, Any]:
     """One stage with a run record like a pipeline's (config, summary, report), so gc sees what it uses."""
-    resolve_stage_paths(run.stage, Path.cwd())
+    stage = run.stage  # type: ignore[attr-defined]  (each kind's run model has it)
+    resolve_stage_paths(stage, Path.cwd())
     root = _root(run, storage.normalize("./fineflow-data"))
     apply_credentials(run.credentials_block)
     run_id = str(flow_run.id)
     liveness.register(run_id, PREFECT_API_URL.value())
     try:
         check_storage(root)  # one-line errors before the cluster starts, as for a pipeline
-        check_stage(run.stage)
-        stage_config = run.stage.model_dump(mode="json")
-        folder = start_run_record(root, {"kind": "stage", "storage": root, "stage": stage_config, "upstream": upstream})
+        check_stage(stage)
+        stage_config = stage.model_dump(mode="json")
+        record = {"kind": "stage", "storage": root, "stage": stage_config, "inputs": inputs_to_json(inputs)}
+        folder = start_run_record(root, record)
         started = time.perf_counter()
         with dask_cluster(_dask(run, DaskConfig())) as (address, _):
-            get_run_logger().info("%s stage: storage %s, Dask %s", run.stage.stage, root, address)
-            summary = run_stage_flow(stage_config, address, root, upstream, run.refresh, run.credentials_block)
-        return finish_run_record(folder, f"{run.stage.stage} stage", root, time.perf_counter() - started, [summary])
+            get_run_logger().info("%s stage: storage %s, Dask %s", stage.label, root, address)
+            node = Node(stage.label, stage, ())
+            summary = run_stage_flow(node, address, root, inputs, run.refresh, run.credentials_block)
+        return finish_run_record(folder, f"{stage.label} stage", root, time.perf_counter() - started, [summary])
     finally:
         liveness.unregister(run_id)
 
 
-def _upstream(folder: str, credentials_block: str | None) -> dict[str, Any]:
+def input_source(folder: str, credentials_block: str | None) -> StageInputs:
+    """A committed folder given by path: a summary's output (data/) or rejects, or a step folder."""
     apply_credentials(credentials_block)
-    folder = storage.normalize(folder)
+    folder = storage.normalize(folder).rstrip("/")
+    rejects = folder.endswith("/" + REJECTS_DIR)
     manifest = read_manifest(folder)
     if manifest is None:
         raise ValueError(f"input {folder} has no _manifest.json: give the output folder of a completed step")
-    return {"fingerprint": manifest["fingerprint"], "output": folder, "shards": len(manifest["shards"])}
+    step = step_folder_of(folder)
+    data = storage.join(step, REJECTS_DIR if rejects else DATA_DIR)
+    return StageInputs((Source(folder, manifest["fingerprint"], data, len(manifest["shards"]), rejects),))
 
 
-@flow(name="crawl-stage", persist_result=True)
-def crawl_stage(run: CrawlRun) -> dict[str, Any]:
-    """Crawl WARC/WET files into documents."""
-    return _run_one_stage(run, None)
+@lru_cache(maxsize=None)  # one flow object per kind, wherever it is asked for
+def _stage_flow(kind: registry.StageKind) -> Flow:
+    """The deployable flow of one stage kind: its settings form is the kind's config model."""
+    base = ReadingStageRun if kind.reads_documents else StageRun
+    model = create_model(
+        f"{kind.kind.title().replace('_', '')}Run",
+        __base__=base,
+        stage=(kind.config, Field(description=f"the {kind.kind} stage's settings (paths relative to the working directory)")),
+    )
+
+    def run_stage(run):  # noqa: ANN001, ANN202 (annotated below: the model is made at run time)
+        inputs = input_source(run.input, run.credentials_block) if kind.reads_documents else None
+        return _run_one_stage(run, inputs)
+
+    run_stage.__annotations__ = {"run": model, "return": dict[str, Any]}
+    run_stage.__name__ = f"{kind.kind}_stage"
+    run_stage.__doc__ = kind.description or f"The {kind.kind} stage alone."
+    return flow(name=f"{kind.kind}-stage", persist_result=True)(run_stage)
 
 
-@flow(name="dedup-stage", persist_result=True)
-def dedup_stage(run: DedupRun) -> dict[str, Any]:
-    """Deduplicate a committed document folder."""
-    return _run_one_stage(run, _upstream(run.input, run.credentials_block))
-
-
-@flow(name="filter-stage", persist_result=True)
-def filter_stage(run: FilterRun) -> dict[str, Any]:
-    """Filter a committed document folder."""
-    return _run_one_stage(run, _upstream(run.input, run.credentials_block))
+def stage_flows() -> dict[str, Flow]:
+    """``<kind>_stage``: a deployable flow per registered stage kind (see deployments/stages.py)."""
+    return {f"{kind}_stage": _stage_flow(stage) for kind, stage in sorted(registry.kinds().items())}

@@ -51,9 +51,9 @@ def run_step(plan: StepPlan, refresh: bool = False, credentials_block: str | Non
     location = dataclasses.asdict(plan.location)
     total = len(plan.shards)
     progress_id = create_progress_artifact(
-        progress=0.0, key=f"{plan.stage}-{plan.step}-progress", description=f"{plan.stage}/{plan.step}: shards done"
+        progress=0.0, key=f"{plan.name}-{plan.step}-progress", description=f"{plan.name}/{plan.step}: shards done"
     )
-    progress.emit("step_started", stage=plan.stage, step=plan.step, total=total)
+    progress.emit("step_started", stage=plan.name, step=plan.step, total=total)
 
     def submit(shard: dict):
         number = shard["shard"]
@@ -88,35 +88,39 @@ def run_step(plan: StepPlan, refresh: bool = False, credentials_block: str | Non
                 cached += future.state.name == "Cached"  # the final state, set by result()
             done += 1
             update_progress_artifact(progress_id, progress=100.0 * done / max(total, 1))
-            progress.emit("shard_done", stage=plan.stage, step=plan.step, done=done, total=total, failed=len(failures))
+            progress.emit("shard_done", stage=plan.name, step=plan.step, done=done, total=total, failed=len(failures))
         if not crashed:
             break
         # Files rewritten by this run count; a damaged file whose recompute was lost does not.
         committed = set() if refresh else plan.location.committed_shards() - damaged
         get_run_logger().warning(
             "%s/%s: %d shard task(s) lost with their Dask worker; resubmitting them (attempt %d of %d)",
-            plan.stage, plan.step, len(crashed), attempt + 1, MAX_RESUBMITS + 1,
+            plan.name, plan.step, len(crashed), attempt + 1, MAX_RESUBMITS + 1,
         )
         pending = {submit(shard): shard for shard in crashed}
 
     if failures:
         raise StepFailed(
-            f"{plan.stage}/{plan.step}: {len(failures)} of {total} shards failed; finished shards are committed "
+            f"{plan.name}/{plan.step}: {len(failures)} of {total} shards failed; finished shards are committed "
             f"and a re-run recomputes only the rest. First error: {failures[0]}"
         )
-    manifest = write_manifest(plan.location, plan.fingerprint.components, results)
+    manifest = write_manifest(plan.location, plan.fingerprint.components, results, plan.name)
     totals = _totals(results)
     warnings = [*plan.warnings, *(resolve_function(plan.checks)(totals) if plan.checks else [])]
     # Per-input-file counters serve the checks only: a listing of many files would bloat summaries.
     totals = {key: value for key, value in totals.items() if not key.endswith("_by_file")}
     for warning in warnings:
-        get_run_logger().warning("%s/%s: %s", plan.stage, plan.step, warning)
+        get_run_logger().warning("%s/%s: %s", plan.name, plan.step, warning)
+    artifacts = [plan.location.artifact_url(a["file"]) for entry in manifest["shards"] for a in entry.get("artifacts") or []]
     return {
-        "stage": plan.stage,
+        "stage": plan.name,
+        "kind": plan.stage,
         "step": plan.step,
         "fingerprint": plan.fingerprint.value,
-        "output": plan.location.folder,
+        "output": plan.location.data_folder,
+        # (every shard of a document step has a rejects file; a summary names the folder when it holds any)
         "rejects": plan.location.rejects_folder if totals["rejected"] else None,
+        **({"artifacts": artifacts} if artifacts else {}),
         "shards": total,
         "cached_shards": cached,
         "seconds": round(time.perf_counter() - started, 2),
@@ -133,7 +137,7 @@ def _intact_shards(plan: StepPlan) -> set[int]:
     if damaged:
         get_run_logger().warning(
             "%s/%s: %d committed shard(s) no longer match the manifest (%s): recomputing them",
-            plan.stage, plan.step, len(damaged), ", ".join(map(str, damaged[:10])),
+            plan.name, plan.step, len(damaged), ", ".join(map(str, damaged[:10])),
         )
     return intact
 

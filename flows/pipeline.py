@@ -1,9 +1,16 @@
-"""The pipeline flow: run the configured stages in order on one shared Dask cluster."""
+"""The pipeline flow: run the configured stages as a DAG on one shared Dask cluster.
+
+A stage starts as soon as every stage it reads has finished, so independent branches run at
+the same time (each stage is a subflow whose shard tasks go to the shared cluster). A failed
+stage stops only the stages that read it; its siblings finish and commit.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import json
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import yaml
@@ -13,25 +20,25 @@ from prefect.runtime import flow_run
 from prefect.settings import PREFECT_API_URL
 from prefect_dask import DaskTaskRunner
 
-from fineflow import storage
-from fineflow.config import PipelineConfig
+from fineflow import registry, storage
+from fineflow.config import PipelineConfig, validate_pipeline
+from fineflow.dag import InputRef, Node, build_dag, descendants
+from fineflow.documents import duplicate_ids
 from fineflow.flows import liveness, progress
 from fineflow.flows.cluster import dask_cluster
-from fineflow.flows.crawl import crawl_flow
 from fineflow.flows.credentials import apply_credentials
-from fineflow.flows.dedup import dedup_flow
-from fineflow.flows.filter import filter_flow
 from fineflow.flows.results import result_storage
+from fineflow.flows.stage import stage_flow
+from fineflow.manifest import REJECTS_DIR, step_folder_of
+from fineflow.planning import inputs_to_json
 from fineflow.preflight import preflight
 from fineflow.report import run_folder, write_report
-
-# stage name -> its stage flow (planning lives in fineflow.planning, free of Prefect)
-STAGE_FLOWS = {"crawl": crawl_flow, "filter": filter_flow, "dedup": dedup_flow}
+from fineflow.steps import Source, StageInputs
 
 
 @flow(name="fineflow-pipeline", persist_result=True)
 def pipeline_flow(config: dict[str, Any], from_stage: str | None = None) -> dict[str, Any]:
-    return run_pipeline(PipelineConfig.model_validate(config), from_stage)
+    return run_pipeline(validate_pipeline(config), from_stage)
 
 
 def run_pipeline(settings: PipelineConfig, from_stage: str | None = None) -> dict[str, Any]:
@@ -47,29 +54,98 @@ def run_pipeline(settings: PipelineConfig, from_stage: str | None = None) -> dic
         liveness.unregister(run_id)
 
 
+class StagesFailed(RuntimeError):
+    """One or more stages failed; the stages that read them did not run, the others committed."""
+
+
 def _run_stages(settings: PipelineConfig, from_stage: str | None, root: str) -> dict[str, Any]:
     logger = get_run_logger()
+    nodes = build_dag(settings.stages)
+    if from_stage is not None and from_stage not in {node.name for node in nodes}:
+        raise ValueError(f"from_stage {from_stage!r} is not a stage of this pipeline ({', '.join(n.name for n in nodes)})")
+    refresh = descendants(nodes, from_stage) if from_stage else set()
     folder = start_run_record(root, settings.model_dump(mode="json"))
     started = time.perf_counter()
-    summaries = []
     with dask_cluster(settings.dask) as (address, dashboard):
         logger.info("Dask scheduler %s%s", address, f", dashboard {dashboard}" if dashboard else "")
         progress.emit("cluster", address=address, dashboard=dashboard)
-        upstream = None
-        refresh = False
-        for stage in settings.stages:
-            refresh = refresh or stage.stage == from_stage
-            summary = run_stage_flow(
-                stage.model_dump(mode="json"), address, root, upstream, refresh, settings.storage_credentials
-            )
-            summaries.append(summary)
-            last = summary["steps"][-1]
-            upstream = {"fingerprint": last["fingerprint"], "output": last["output"], "shards": last["shards"]}
-            progress.emit("stage_done", summary=summary)
+        summaries = run_dag(nodes, address, root, refresh, settings.storage_credentials)
     result = finish_run_record(folder, settings.name, root, time.perf_counter() - started, summaries)
     if settings.strict and result["warnings"]:
         raise StrictWarnings(f"strict: {len(result['warnings'])} warning(s): " + "; ".join(result["warnings"]))
     return result
+
+
+def source_from_summary(ref: InputRef, summary: dict[str, Any]) -> Source:
+    """What reading ``ref`` means once its stage has committed (its document step's folders)."""
+    kind = registry.get(summary["kind"])
+    step = next(step for step in summary["steps"] if step["step"] == kind.document_step)
+    folder = storage.join(step_folder_of(summary["output"]), REJECTS_DIR) if ref.rejects else summary["output"]
+    return Source(ref.stage, step["fingerprint"], folder, step["shards"], ref.rejects)
+
+
+def _inputs(node: Node, summaries: dict[str, dict]) -> StageInputs | None:
+    if not node.inputs:
+        return None
+    inputs = StageInputs(tuple(source_from_summary(ref, summaries[ref.stage]) for ref in node.inputs))
+    if len(inputs.sources) > 1:
+        repeated = duplicate_ids([source.folder for source in inputs.sources])
+        if repeated:
+            raise StagesFailed(
+                f"stage {node.name}: its inputs ({', '.join(map(str, node.inputs))}) share document id(s) "
+                f"{', '.join(repeated)}: a union must not hold a document twice (deduplicate one branch against the other first)"
+            )
+    return inputs
+
+
+def run_dag(nodes: list[Node], address: str, root: str, refresh: set[str], credentials: str | None) -> list[dict[str, Any]]:
+    """Run every stage once its inputs are committed; return their summaries in DAG order."""
+    logger = get_run_logger()
+    summaries: dict[str, dict] = {}
+    failed: dict[str, BaseException] = {}
+    skipped: list[str] = []
+    waiting = list(nodes)
+    running: dict[Future, Node] = {}
+    with ThreadPoolExecutor(max_workers=max(len(nodes), 1), thread_name_prefix="fineflow-stage") as pool:
+        while waiting or running:
+            for node in list(waiting):
+                needs = [ref.stage for ref in node.inputs]
+                if any(name in failed or name in skipped for name in needs):
+                    skipped.append(node.name)
+                    waiting.remove(node)
+                    logger.error("stage %s does not run: its input stage failed", node.name)
+                elif all(name in summaries for name in needs):
+                    waiting.remove(node)
+                    try:
+                        inputs = _inputs(node, summaries)
+                    except Exception as error:  # noqa: BLE001 (this branch fails; the others go on)
+                        failed[node.name] = error
+                        continue
+                    context = contextvars.copy_context()  # the subflow runs under this flow run
+                    future = pool.submit(
+                        context.run, run_stage_flow, node, address, root, inputs, node.name in refresh, credentials
+                    )
+                    running[future] = node
+            if not running:
+                continue
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in finished:
+                node = running.pop(future)
+                try:
+                    summaries[node.name] = future.result()
+                except Exception as error:  # noqa: BLE001 (reported below, after the other branches finish)
+                    failed[node.name] = error
+                    logger.error("stage %s failed: %s", node.name, error)
+                else:
+                    progress.emit("stage_done", summary=summaries[node.name])
+    if failed:
+        if len(failed) == 1:  # its own error, as a straight pipeline always reported it
+            raise next(iter(failed.values()))
+        raise StagesFailed(
+            "; ".join(f"stage {name} failed: {type(error).__name__}: {error}" for name, error in failed.items())
+            + (f"; not run (an input failed): {', '.join(skipped)}" if skipped else "")
+        )
+    return [summaries[node.name] for node in nodes]
 
 
 class StrictWarnings(RuntimeError):
@@ -101,13 +177,16 @@ def finish_run_record(folder: str, name: str, root: str, seconds: float, summari
 
 
 def run_stage_flow(
-    stage_config: dict[str, Any], address: str, root: str, upstream: dict | None, refresh: bool, credentials: str | None
+    node: Node, address: str, root: str, inputs: StageInputs | None, refresh: bool, credentials: str | None
 ) -> dict[str, Any]:
-    """Run one stage as a subflow whose tasks go to the Dask scheduler at ``address``."""
-    runnable = STAGE_FLOWS[stage_config["stage"]].with_options(
+    """Run one stage as a subflow (its kind's flow) whose tasks go to the Dask scheduler at ``address``."""
+    runnable = stage_flow(node.config.stage).with_options(
         task_runner=DaskTaskRunner(address=address), result_storage=result_storage(root, credentials)
     )
-    return runnable(stage_config=stage_config, root=root, upstream=upstream, refresh=refresh, credentials_block=credentials)
+    return runnable(
+        name=node.name, stage_config=node.config.model_dump(mode="json"), root=root, inputs=inputs_to_json(inputs),
+        refresh=refresh, credentials_block=credentials,
+    )
 
 
 def _markdown(result: dict[str, Any]) -> str:

@@ -14,11 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fineflow.dedup_config import DedupStage
 from fineflow.documents import DOCUMENT_SCHEMA
 from fineflow.steps import run_shard
 from fineflow.tasks.dedup.buckets import group_edges
 from fineflow.tasks.dedup.cluster import choose_kept, connected_components
+from fineflow.tasks.dedup.config import DedupStage
 from fineflow.tasks.dedup.minhash import MinHashSpec, bands_for_threshold, shingle_hashes, signature
 from fineflow.tasks.dedup.normalize import normalize_text, normalize_url
 from fineflow.tasks.dedup.plan import plan_dedup
@@ -211,8 +211,11 @@ def write_shard(path, docs: list[dict]) -> None:
 
 
 def run_dedup(upstream_folder: str, shards: int, root: str, upstream_fp: str = "up", **options) -> dict[str, list]:
-    upstream = {"fingerprint": upstream_fp, "output": upstream_folder, "shards": shards}
-    plans = plan_dedup(DedupStage.model_validate({"stage": "dedup", **options}), root, upstream)
+    from fineflow.steps import PlanContext, Source, StageInputs
+
+    upstream = StageInputs((Source("upstream", upstream_fp, upstream_folder, shards),))
+    context = PlanContext(root=root, name="dedup", kind="dedup", inputs=upstream)
+    plans = plan_dedup(DedupStage.model_validate({"stage": "dedup", **options}), context)
     results = {}
     for plan in plans:
         results[plan.step] = [run_shard(plan.function, s, plan.params, plan.location) for s in plan.shards]
@@ -284,18 +287,18 @@ def test_a_crashed_clustering_then_a_rerun_equals_an_uninterrupted_run(planted, 
 
     clean = run_dedup(planted, 2, str(tmp_path / "clean"))
     calls = {"n": 0}
-    real_write = cluster.write_table
+    real_commit = cluster.commit_artifact
 
-    def crash_on_second_file(url, table):
+    def crash_on_second_file(url, name, data):
         calls["n"] += 1
         if calls["n"] == 2:
             raise OSError("worker lost while writing")
-        return real_write(url, table)
+        return real_commit(url, name, data)
 
-    monkeypatch.setattr(cluster, "write_table", crash_on_second_file)
+    monkeypatch.setattr(cluster, "commit_artifact", crash_on_second_file)
     with pytest.raises(OSError):
         run_dedup(planted, 2, str(tmp_path / "crashed"))
-    monkeypatch.setattr(cluster, "write_table", real_write)
+    monkeypatch.setattr(cluster, "commit_artifact", real_commit)
     rerun = run_dedup(planted, 2, str(tmp_path / "crashed"))
     for step in ("cluster", "remove"):
         a = [r["output"]["sha256"] for r in clean[step]]

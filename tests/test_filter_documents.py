@@ -7,9 +7,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fineflow.filter_config import FilterStage
 from fineflow.tasks.crawl.inputs import describe_files, plan_shards
 from fineflow.tasks.crawl.stage import extract_shard
+from fineflow.tasks.filter.config import FilterStage
 from fineflow.tasks.filter.decide import Decider, decide_shard
 from fineflow.tasks.filter.language_configs import LanguageConfigError, load_language_configs
 from fineflow.tasks.filter.plan import build_params
@@ -206,10 +206,12 @@ def test_builtin_configs_cover_the_sample_languages():
 
 
 def plan_steps(stage: dict, upstream_fingerprint: str = "u1"):
+    from fineflow.steps import PlanContext, Source, StageInputs
     from fineflow.tasks.filter.plan import plan_filter
 
     config = FilterStage.model_validate({"stage": "filter", **stage})
-    return plan_filter(config, "/tmp/nowhere", {"fingerprint": upstream_fingerprint, "output": "/tmp/up", "shards": 2})
+    inputs = StageInputs((Source(stage="up", fingerprint=upstream_fingerprint, folder="/tmp/up/data", shards=2),))
+    return plan_filter(config, PlanContext(root="/tmp/nowhere", name="filter", kind="filter", inputs=inputs))
 
 
 def test_thresholds_enter_only_the_decide_fingerprint():
@@ -262,10 +264,10 @@ def test_presets_load_and_plan(preset):
     from pathlib import Path
 
     from fineflow.config import load_config
-    from fineflow.planning import plan_pipeline
+    from fineflow.planning import all_steps
 
     config = load_config(Path(__file__).parent.parent / "examples" / preset, storage_override="/tmp/fineflow-preset-check")
-    steps = [(s.stage, s.step) for s in plan_pipeline(config)]
+    steps = [(s.stage, s.step) for s in all_steps(config)]
     assert steps[0] == ("crawl", "extract") and steps[-2:] == [("filter", "signals"), ("filter", "decide")]
     if preset == "demo.yaml":
         assert [step for stage, step in steps if stage == "dedup"] == ["signatures", "buckets", "cluster", "remove"]
@@ -280,7 +282,7 @@ def test_invalid_filter_config_names_the_problem():
         parse_config(
             {"name": "x", "stages": [{"stage": "crawl", "inputs": ["a"]}, {"stage": "filter", "filters": [{"name": "gopher_quality", "min_doc_words": "many"}]}]}
         )
-    with pytest.raises(ConfigError, match="first stage must be crawl"):
+    with pytest.raises(ConfigError, match="stage filter: it reads documents, but no stage comes before it"):
         parse_config({"name": "x", "stages": [{"stage": "filter", "filters": [{"name": "c4"}]}]})
 
 
@@ -334,5 +336,5 @@ def test_an_empty_shard_gives_empty_outputs(crawled, tmp_path):
     shard = {"shard": 0, "input": str(tmp_path / "input.parquet"), "signals": str(tmp_path / "signals.parquet")}
     signals_shard(shard, signal_params, shard["signals"], "")
     result = decide_shard(shard, decide_params, str(tmp_path / "kept.parquet"), str(tmp_path / "rejects.parquet"))
-    assert result["stats"]["docs_in"] == result["stats"]["docs_out"] == 0 and result["rejects"] is None
+    assert result["stats"]["docs_in"] == result["stats"]["docs_out"] == 0 and result["rejects"]["rows"] == 0
     assert pq.read_table(tmp_path / "kept.parquet").schema.names == empty.schema.names

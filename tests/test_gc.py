@@ -10,6 +10,8 @@ import pytest
 from test_pipeline_integration import crawl_only, run_pipeline
 from typer.testing import CliRunner
 
+from fineflow.manifest import step_folder_of
+
 pytestmark = pytest.mark.integration
 
 
@@ -48,7 +50,7 @@ def test_gc_keeps_what_kept_runs_use_and_removes_the_rest_with_its_cache_records
     assert failed.exit_code == 1
     runs = list_runs(root)
     assert [r.finished for r in runs] == [False, True, True] and runs[2].run_id == first["run_id"]
-    first_out, second_out = first["stages"][0]["output"], second["stages"][0]["output"]
+    first_out, second_out = (step_folder_of(run["stages"][0]["output"]) for run in (first, second))
     second_records = f"{root}/_prefect/results/crawl/extract/{second_out.rsplit('/', 1)[1]}"
     partial = {p for p in (tmp_path / "store" / "crawl" / "extract").iterdir() if p.is_dir() and str(p) not in (first_out, second_out)}
     assert len(partial) == 1 and storage.exists(second_records)
@@ -77,7 +79,7 @@ def test_gc_keeps_what_kept_runs_use_and_removes_the_rest_with_its_cache_records
     again = run_pipeline(workdir / "demo.yaml", root, dask_address, tmp_path)
     assert again["stages"][0]["cached_shards"] == again["stages"][0]["shards"]  # kept: still Cached
     rebuilt = run_pipeline(resiliparse, root, dask_address, tmp_path)
-    assert rebuilt["stages"][0]["cached_shards"] == 0 and shard_hashes(rebuilt["stages"][0]["output"]) == before
+    assert rebuilt["stages"][0]["cached_shards"] == 0 and shard_hashes(step_folder_of(rebuilt["stages"][0]["output"])) == before
     resumed = run_pipeline(failing, root, dask_address, tmp_path)  # the fault fired once: this retry resumes
     crawl = resumed["stages"][0]
     assert 0 < crawl["cached_shards"] < crawl["shards"]

@@ -126,3 +126,23 @@ def test_the_dockerfile_copies_what_exists():
     paths = [p for line in copied for p in line.split()]
     assert {"fineflow", "tasks", "flows", "deployments", "uv.lock", "prefect.yaml"} <= set(paths)
     assert all((REPO / p).exists() for p in paths)
+
+
+def test_prefect_yaml_deploys_every_registered_stage_kind():
+    """prefect.yaml is written by hand (descriptions, defaults, schedules): this keeps its stage
+    deployments and the registry in step, both ways."""
+    from fineflow import registry
+    from fineflow.flows.deployed import stage_flows
+
+    deployments = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
+    stages = {d["name"]: d for d in deployments if "stage" in d.get("tags", [])}
+    assert set(stages) == set(registry.kinds()), "prefect.yaml's stage deployments differ from the registered kinds"
+    flows = stage_flows()
+    import deployments.stages as entrypoints
+
+    for kind, deployment in stages.items():
+        assert deployment["entrypoint"] == f"deployments/stages.py:{kind}_stage"
+        assert getattr(entrypoints, f"{kind}_stage") is flows[f"{kind}_stage"]
+        default = deployment.get("parameters", {}).get("run", {}).get("stage")
+        if default is not None:  # the form's defaults are a valid config of that kind
+            registry.get(kind).config.model_validate(default)

@@ -19,6 +19,8 @@ from test_operations import call, tree_task_runs
 from test_pipeline_integration import crawl_only, read_output, task_states
 from typer.testing import CliRunner
 
+from fineflow.manifest import step_folder_of
+
 pytestmark = pytest.mark.integration
 
 
@@ -111,7 +113,7 @@ def test_a_damaged_cache_is_recomputed_never_reported_cached(workdir, tmp_path, 
     result, first = _run(workdir / "demo.yaml", store, dask_address, tmp_path)
     assert result.exit_code == 0, result.output
     output = first["stages"][0]["output"]
-    manifest = json.loads(Path(output, "_manifest.json").read_bytes())
+    manifest = json.loads(Path(step_folder_of(output), "_manifest.json").read_bytes())
     assert len(manifest["shards"]) == 3
     _damage(f"{output}/part-00001.parquet", truncate=False)
     _damage(f"{output}/part-00002.parquet", truncate=True)
@@ -127,7 +129,7 @@ def test_a_damaged_cache_is_recomputed_never_reported_cached(workdir, tmp_path, 
     def committed(shards: list[dict]) -> list[tuple]:
         return [(s["file"], s["rows"], s["bytes"], s["sha256"]) for s in shards]
 
-    assert committed(json.loads(Path(output, "_manifest.json").read_bytes())["shards"]) == committed(manifest["shards"])
+    assert committed(json.loads(Path(step_folder_of(output), "_manifest.json").read_bytes())["shards"]) == committed(manifest["shards"])
     assert _cli("verify", "--storage", store).exit_code == 0
 
 

@@ -32,8 +32,8 @@ def _imports(path: Path, package: str | None = None) -> list[str]:
 
 
 def _stage_packages() -> set[str]:
-    """Packages under tasks/ with a planner are stages; the others (text, ...) are shared code."""
-    return {p.parent.name for p in TASKS.glob("*/plan.py")}
+    """Packages under tasks/ that register a kind are stages; the others (text, ...) are shared code."""
+    return {p.parent.name for p in TASKS.glob("*/kind.py")}
 
 
 def test_stage_code_imports_neither_orchestration_nor_other_stages():
@@ -68,3 +68,56 @@ def test_the_checker_sees_a_violation(tmp_path):
     path.write_text("import dask\nfrom prefect import flow\nfrom fineflow.tasks.filter import decide\nfrom . import stage\n")
     found = _imports(path, "fineflow.tasks.crawl")
     assert {"dask", "prefect", "fineflow.tasks.filter.decide", "fineflow.tasks.crawl.stage"} <= set(found)
+
+
+def _strings(path: Path) -> list[tuple[int, str]]:
+    """String constants of a file other than docstrings: what code branches on or builds."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        (node.lineno, node.value) for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+    ]
+
+
+def test_only_a_stage_package_names_its_kind():
+    """The registry derives everything; no other code lists, names or imports a stage kind."""
+    import re
+
+    kinds = sorted(_stage_packages())
+    word = re.compile(r"(?<![\w/-])(" + "|".join(kinds) + r")(?![\w-])")  # not in an API path
+    problems = []
+    files = [p for p in (REPO / "fineflow").glob("*.py")] + list((REPO / "flows").rglob("*.py"))
+    files += list((REPO / "deployments").rglob("*.py")) + [p for p in TASKS.rglob("*.py") if p.relative_to(TASKS).parts[0] not in kinds]
+    for path in sorted(files):
+        for module in _imports(path):
+            parts = module.split(".")
+            if parts[:2] == ["fineflow", "tasks"] and len(parts) > 2 and parts[2] in kinds:
+                problems.append(f"{path.relative_to(REPO)} imports {module}")
+        for line, value in _strings(path):
+            if word.search(value):
+                problems.append(f"{path.relative_to(REPO)}:{line} names a stage kind: {value[:80]!r}")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_internal_import_resolves_statically():
+    """mypy (a static tool: no import hooks, no path tricks) finds every ``fineflow.*`` module
+    that the code imports, through the package's links to tasks/ and flows/."""
+    import re
+    import subprocess
+    import sys
+
+    targets = ["fineflow", "tests"]  # tests import fineflow.tasks.*, fineflow.flows.* and deployments throughout
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--follow-imports=silent", "--no-error-summary", "--cache-dir", str(REPO / ".mypy_cache"), *targets],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    # type errors are not this test's business; an internal module mypy cannot find is
+    unresolved = [line for line in done.stdout.splitlines() if re.search(r'import-(not-found|untyped)|Cannot find', line) and '"fineflow' in line]
+    assert done.returncode in (0, 1), done.stderr[-2000:]  # 2: mypy itself failed
+    assert not unresolved, "\n".join(unresolved)

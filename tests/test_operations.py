@@ -24,6 +24,7 @@ from test_pipeline_integration import run_pipeline, task_states
 from typer.testing import CliRunner
 
 from conftest import REPO
+from fineflow.manifest import step_folder_of
 
 pytestmark = pytest.mark.integration
 
@@ -145,7 +146,7 @@ def outputs_of(fs, summary: dict) -> dict[str, list]:
     found = {}
     for stage in summary["stages"]:
         for step in stage["steps"]:
-            manifest = json.loads(fs.cat(step["output"].removeprefix("s3://") + "/_manifest.json"))
+            manifest = json.loads(fs.cat(step_folder_of(step["output"]).removeprefix("s3://") + "/_manifest.json"))
             found[f"{stage['name']}/{step['step']}"] = [(s["file"], s["rows"], s["sha256"]) for s in manifest["shards"]]
     return found
 
@@ -371,7 +372,7 @@ def test_a_killed_dask_worker_mid_stage_loses_nothing(workdir, tmp_path, prefect
         found = {}
         for stage in summary["stages"]:
             for step in stage["steps"]:
-                manifest = json.loads(storage.read_bytes(step["output"] + "/_manifest.json"))
+                manifest = json.loads(storage.read_bytes(step_folder_of(step["output"]) + "/_manifest.json"))
                 found[f"{stage['name']}/{step['step']}"] = [(s["file"], s["rows"], s["sha256"]) for s in manifest["shards"]]
         return found
 

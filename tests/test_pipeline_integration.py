@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import BUCKET
+from fineflow.manifest import step_folder_of
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +80,7 @@ def test_demo_on_s3_then_cached_then_changed(workdir, s3_root, dask_address, tmp
 
     # The artifacts are really in the bucket: manifest, every shard it lists, cache records.
     fs = s3()
-    manifest = json.loads(fs.cat(crawl["output"] + "/_manifest.json"))
+    manifest = json.loads(fs.cat(step_folder_of(crawl["output"]) + "/_manifest.json"))
     assert len(manifest["shards"]) == crawl["shards"]
     for shard in manifest["shards"]:
         assert fs.size(f"{crawl['output']}/{shard['file']}") == shard["bytes"]
@@ -101,7 +102,7 @@ def test_demo_on_s3_then_cached_then_changed(workdir, s3_root, dask_address, tmp
     third = run_pipeline(workdir / "demo.yaml", s3_root, dask_address, tmp_path)
     assert third["stages"][0]["cached_shards"] == crawl["shards"] - 1
     assert sorted(task_states(third["run_id"])) == sorted(["Cached"] * (crawl["shards"] - 1) + ["Completed"])
-    manifest_after = json.loads(fs.cat(crawl["output"] + "/_manifest.json"))
+    manifest_after = json.loads(fs.cat(step_folder_of(crawl["output"]) + "/_manifest.json"))
     assert [s["sha256"] for s in manifest_after["shards"]] == [s["sha256"] for s in manifest["shards"]]
 
     # A changed crawl parameter: crawl recomputes into a new fingerprint folder.
@@ -210,7 +211,7 @@ def test_s3_credentials_from_a_prefect_block(workdir, seaweed, prefect_api, tmp_
         key=seaweed.access_key, secret=seaweed.secret_key, client_kwargs={"endpoint_url": seaweed.endpoint},
         skip_instance_cache=True,
     )
-    manifest = json.loads(fs.cat(crawl["output"] + "/_manifest.json"))
+    manifest = json.loads(fs.cat(step_folder_of(crawl["output"]) + "/_manifest.json"))
     assert all(fs.exists(f"{crawl['output']}/{s['file']}") for s in manifest["shards"])
     assert fs.find(f"{root}/_prefect/results/crawl/extract/{manifest['fingerprint']}")
     stored_config = fs.cat(f"{root}/_runs/{summary['run_id']}/config.yaml").decode()

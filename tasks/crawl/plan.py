@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from fineflow import storage
-from fineflow.config import CrawlStage
-from fineflow.fingerprint import file_content_hash, step_fingerprint
+from fineflow.fingerprint import file_content_hash
 from fineflow.preflight import check_storage
-from fineflow.steps import StepPlan
+from fineflow.steps import PlanContext, StepPlan
 from fineflow.tasks.crawl import stage
+from fineflow.tasks.crawl.config import CrawlStage
 from fineflow.tasks.crawl.inputs import (
     InputError,
     describe_files,
@@ -56,7 +56,8 @@ def preflight_crawl(config: CrawlStage) -> list[str]:
     return warnings + [f"inputs: {url} is empty" for url in files if storage.size(url) == 0]
 
 
-def plan_crawl(config: CrawlStage, root: str) -> list[StepPlan]:
+def plan_crawl(config: CrawlStage, ctx: PlanContext) -> list[StepPlan]:
+    root = ctx.root
     warnings: list[str] = []
     if config.listing is not None:
         listing = config.listing
@@ -75,24 +76,15 @@ def plan_crawl(config: CrawlStage, root: str) -> list[StepPlan]:
         for key, value in sorted(config.url_filter_options.items()):
             if isinstance(value, str) and key.endswith("_file"):
                 resources[f"url_filter.{key}"] = file_content_hash(value)["blake2b"]
-    fingerprint = step_fingerprint(
-        stage="crawl",
-        step="extract",
-        step_version=stage.STEP_VERSION,
-        params=params,
-        inputs=inputs,
-        libraries=stage.LIBRARIES,
-        resources=resources,
-    )
     return [
-        StepPlan(
-            stage="crawl",
+        ctx.step(
+            stage,
+            "extract_shard",
             step="extract",
-            function="fineflow.tasks.crawl.stage:extract_shard",
             params=params,
+            chained=inputs,
             shards=plan_shards(described, config.shard_bytes),
-            fingerprint=fingerprint,
-            root=root,
+            resources=resources,
             warnings=tuple(warnings + input_warnings(described)),
             inputs=describe_inputs(described, config.shard_bytes),
             checks="fineflow.tasks.crawl.stage:file_warnings",

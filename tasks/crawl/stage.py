@@ -18,7 +18,7 @@ from datetime import timezone
 import pyarrow as pa
 from fastwarc.warc import WarcRecord, WarcRecordType
 
-from fineflow.documents import DOCUMENT_SCHEMA, rejects_schema, write_table
+from fineflow.documents import DOCUMENT_SCHEMA, commit_shard, rejects_schema
 from fineflow.tasks.crawl import charset, content_type
 from fineflow.tasks.crawl.sandbox import ExtractionFailed, ExtractionTimeout, thread_extractor
 from fineflow.tasks.crawl.url_hooks import load_hook
@@ -74,7 +74,6 @@ def extract_shard(shard: dict, params: dict, output_url: str, rejects_url: str) 
     skips: Counter[str] = Counter()
     docs_in = docs_out = rejected = other_records = 0
     extract_seconds = 0.0
-    languages: Counter[str] = Counter()
 
     for member in iter_records(shard, params["max_record_bytes"]):
         if member.problem:
@@ -181,7 +180,6 @@ def extract_shard(shard: dict, params: dict, output_url: str, rejects_url: str) 
         language, score = langid.identify(text, params["langid_model"])
         values.update(text=text, language=language, language_score=score)
         writer.document(values)
-        languages[language] += 1
         docs_out += 1
 
     if docs_in != docs_out + rejected + sum(skips.values()):
@@ -190,32 +188,26 @@ def extract_shard(shard: dict, params: dict, output_url: str, rejects_url: str) 
             f"{sum(skips.values())} skips"
         )
     docs, rejects = writer.tables()
-    rejects_info = write_table(rejects_url, rejects) if rejects.num_rows else None
-    output_info = write_table(output_url, docs)  # last: its existence marks the shard committed
-    return {
-        "shard": shard["shard"],
-        "output": output_info,
-        "rejects": rejects_info,
-        "stats": {
-            "docs_in": docs_in,
-            "docs_out": docs_out,
-            "rejects": rejected,
-            "skips": dict(sorted(skips.items())),
-            "other_records": other_records,
-            # per input file, so that a file without any document is reported (file_warnings)
-            "docs_in_by_file": {shard["path"]: docs_in},
-            "other_records_by_file": {shard["path"]: other_records},
-            "bytes_in": shard["end"] - shard["start"],
-            "text_chars": sum(len(t) for t in writer.rows["text"]),
-            "languages": dict(sorted(languages.items())),
-            "seconds": round(time.perf_counter() - started, 3),
-            "extract_seconds": round(extract_seconds, 3),
-            "extractor_restarts": extractor.restarts - restarts_before,
-            # Highest so far in this worker process (it runs many shards), and in its extractor.
-            "worker_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "extractor_peak_rss_mb": extractor.peak_rss_mb() or 0.0,
-        },
-    }
+    return commit_shard(  # it counts the kept documents' characters and languages
+        shard["shard"],
+        output_url,
+        docs,
+        rejects_url,
+        rejects,
+        docs_in=docs_in,
+        skips=dict(sorted(skips.items())),
+        other_records=other_records,
+        # per input file, so that a file without any document is reported (file_warnings)
+        docs_in_by_file={shard["path"]: docs_in},
+        other_records_by_file={shard["path"]: other_records},
+        bytes_in=shard["end"] - shard["start"],
+        seconds=round(time.perf_counter() - started, 3),
+        extract_seconds=round(extract_seconds, 3),
+        extractor_restarts=extractor.restarts - restarts_before,
+        # Highest so far in this worker process (it runs many shards), and in its extractor.
+        worker_peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        extractor_peak_rss_mb=extractor.peak_rss_mb() or 0.0,
+    )
 
 
 def file_warnings(totals: dict) -> list[str]:

@@ -16,6 +16,7 @@ from fineflow import storage
 from fineflow.documents import commit_shard
 
 STEP_VERSION = "1"
+LIBRARIES = ("polars",)
 
 
 PREVIOUS = "previous:"  # marks a previous run's signature file (incremental mode)

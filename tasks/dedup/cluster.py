@@ -26,11 +26,13 @@ import psutil
 from scipy.sparse import coo_matrix, csgraph
 
 from fineflow import storage
-from fineflow.documents import commit_shard, write_table
+from fineflow.artifacts import commit_artifact
+from fineflow.documents import commit_shard, table_to_parquet_bytes
 from fineflow.tasks.dedup.buckets import read_columns
 from fineflow.tasks.dedup.signatures import ROW_BITS
 
 STEP_VERSION = "2"
+LIBRARIES = ("polars",)
 SIZE_BINS = ((2, "2"), (3, "3-4"), (5, "5-9"), (10, "10-99"), (100, "100-999"), (1000, "1000+"))
 
 
@@ -100,8 +102,9 @@ class _PeakMemory:
         self.peak = max(self.peak, self._process.memory_info().rss)
 
 
-def assign_url(output_url: str, shard: int) -> str:
-    return output_url.rsplit("/", 1)[0] + f"/assign-{shard:05d}.parquet"
+def assignments_name(shard: int) -> str:
+    """The artifact listing upstream shard ``shard``'s clustered documents (what remove reads)."""
+    return f"assign-{shard:05d}.parquet"
 
 
 def cluster_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
@@ -130,9 +133,10 @@ def cluster_shard(shard: dict, params: dict, output_url: str, rejects_url: str) 
     assignments = roles.filter(pl.col("node") >= 0).select(
         "node", "id", "cluster_id", pl.col("cluster_size").cast(pl.Int64), "drop_reason"
     ).with_columns((pl.col("node") // (1 << ROW_BITS)).alias("shard"))
+    committed = []
     for number in range(params["upstream_shards"]):
         part = assignments.filter(pl.col("shard") == number).drop("shard").sort("node")
-        write_table(assign_url(output_url, number), part.to_arrow())
+        committed.append(commit_artifact(output_url, assignments_name(number), table_to_parquet_bytes(part.to_arrow())))
     clusters = roles.group_by("cluster_id").agg(pl.len().alias("size")).sort("cluster_id")
 
     removed = Counter(r for r in assignments["drop_reason"].to_list() if r)
@@ -144,6 +148,7 @@ def cluster_shard(shard: dict, params: dict, output_url: str, rejects_url: str) 
         output_url,
         clusters.to_arrow(),
         docs_in=components.height,
+        artifacts=committed,
         edges=edges.height,
         clusters=clusters.height,
         clustered_docs=components.height,

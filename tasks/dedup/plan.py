@@ -9,17 +9,11 @@ are read, not recomputed, and enter the fingerprints through their own fingerpri
 
 from __future__ import annotations
 
-from fineflow import storage
-from fineflow.dedup_config import DedupStage
-from fineflow.fingerprint import step_fingerprint
-from fineflow.manifest import StepLocation, committed_files, read_manifest, shard_name
-from fineflow.steps import StepPlan
+from fineflow.manifest import committed_files, read_manifest
+from fineflow.steps import PlanContext, StepPlan
 from fineflow.tasks.dedup import buckets, cluster, remove, signatures
+from fineflow.tasks.dedup.config import DedupStage
 from fineflow.tasks.text.words import splitter_resources
-
-
-class MissingUpstream(ValueError):
-    pass
 
 
 def _previous(folder: str | None) -> tuple[list[str], str | None]:
@@ -31,10 +25,9 @@ def _previous(folder: str | None) -> tuple[list[str], str | None]:
     return committed_files(folder), manifest["fingerprint"]
 
 
-def plan_dedup(config: DedupStage, root: str, upstream: dict | None) -> list[StepPlan]:
-    if upstream is None:
-        raise MissingUpstream("the dedup stage reads documents: put a crawl (or another document) stage before it")
-    inputs = [storage.join(upstream["output"], shard_name(n)) for n in range(upstream["shards"])]
+def plan_dedup(config: DedupStage, ctx: PlanContext) -> list[StepPlan]:
+    assert ctx.inputs is not None  # a document-reading kind: the DAG gives it inputs
+    inputs = ctx.inputs.shards()
     signature_params = {
         "n_grams": config.n_grams,
         "bands": config.bands,
@@ -48,69 +41,46 @@ def plan_dedup(config: DedupStage, root: str, upstream: dict | None) -> list[Ste
         "word_splitter": config.word_splitter,
         "max_text_chars": config.max_text_chars,
     }
-    signatures_fp = step_fingerprint(
-        stage="dedup",
-        step="signatures",
-        step_version=signatures.STEP_VERSION,
-        params=signature_params,
-        inputs={"upstream": upstream["fingerprint"]},
-        libraries=("xxhash", "numpy", "pyarrow"),
-        resources=splitter_resources(),
+    signatures_plan = ctx.step(
+        signatures, "signatures_shard", step="signatures", params=signature_params,
+        chained={"upstream": ctx.inputs.fingerprint}, shards=inputs, resources=splitter_resources(),
     )
-    signatures_location = StepLocation(root, "dedup", "signatures", signatures_fp.value)
     previous_files, previous_fp = _previous(config.previous)
-    if previous_fp == signatures_fp.value:
+    if previous_fp == signatures_plan.fingerprint.value:
         raise ValueError(f"previous: {config.previous} holds this run's own signatures (same input and parameters)")
-    signature_files = [signatures_location.shard_url(n) for n in range(len(inputs))]
+    signature_files = [signatures_plan.location.shard_url(n) for n in range(len(inputs))]
     if previous_files:
         signature_files = signature_files + [buckets.PREVIOUS + url for url in previous_files]
 
     keys = [f"band_{i:02d}" for i in range(config.bands)] if config.near else []
     keys += ["exact_key"] if config.exact else []
     keys += ["url_key"] if config.url else []
-    chained = {"signatures": signatures_fp.value, "previous": previous_fp}
-    buckets_fp = step_fingerprint(
-        stage="dedup", step="buckets", step_version=buckets.STEP_VERSION, params={"keys": keys}, inputs=chained,
-        libraries=("polars",),
+    chained = {"signatures": signatures_plan.fingerprint.value, "previous": previous_fp}
+    buckets_plan = ctx.step(
+        buckets, "buckets_shard", step="buckets", params={"signatures": signature_files}, chained=chained,
+        fingerprint_params={"keys": keys},
+        shards=[{"shard": n, "key": key} for n, key in enumerate(keys)],
     )
-    buckets_location = StepLocation(root, "dedup", "buckets", buckets_fp.value)
-    cluster_fp = step_fingerprint(
-        stage="dedup", step="cluster", step_version=cluster.STEP_VERSION, params={"keep": "previous,earliest,longest,smallest-id", "exact": config.exact, "url": config.url},
-        inputs={"buckets": buckets_fp.value, **chained}, libraries=("polars",),
+    cluster_plan = ctx.step(
+        cluster, "cluster_shard", step="cluster",
+        params={
+            "edges": [buckets_plan.location.shard_url(n) for n in range(len(keys))],
+            "signatures": signature_files,
+            "upstream_shards": len(inputs),
+            "exact": config.exact,
+            "url": config.url,
+        },
+        fingerprint_params={"keep": "previous,earliest,longest,smallest-id", "exact": config.exact, "url": config.url},
+        chained={"buckets": buckets_plan.fingerprint.value, **chained},
+        shards=[{"shard": 0}],
     )
-    cluster_location = StepLocation(root, "dedup", "cluster", cluster_fp.value)
-    remove_fp = step_fingerprint(
-        stage="dedup", step="remove", step_version=remove.STEP_VERSION, params={},
-        inputs={"upstream": upstream["fingerprint"], "cluster": cluster_fp.value}, libraries=("pyarrow",),
+    remove_plan = ctx.step(
+        remove, "remove_shard", step="remove", params={},
+        chained={"upstream": ctx.inputs.fingerprint, "cluster": cluster_plan.fingerprint.value},
+        fingerprint_params={},
+        shards=[
+            {**shard, "assignments": cluster_plan.location.artifact_url(cluster.assignments_name(shard["shard"]))}
+            for shard in inputs
+        ],
     )
-    return [
-        StepPlan(
-            stage="dedup", step="signatures", function="fineflow.tasks.dedup.signatures:signatures_shard",
-            params=signature_params, shards=[{"shard": n, "input": url} for n, url in enumerate(inputs)],
-            fingerprint=signatures_fp, root=root,
-        ),
-        StepPlan(
-            stage="dedup", step="buckets", function="fineflow.tasks.dedup.buckets:buckets_shard",
-            params={"signatures": signature_files}, shards=[{"shard": n, "key": key} for n, key in enumerate(keys)],
-            fingerprint=buckets_fp, root=root,
-        ),
-        StepPlan(
-            stage="dedup", step="cluster", function="fineflow.tasks.dedup.cluster:cluster_shard",
-            params={
-                "edges": [buckets_location.shard_url(n) for n in range(len(keys))],
-                "signatures": signature_files,
-                "upstream_shards": len(inputs),
-                "exact": config.exact,
-                "url": config.url,
-            },
-            shards=[{"shard": 0}], fingerprint=cluster_fp, root=root,
-        ),
-        StepPlan(
-            stage="dedup", step="remove", function="fineflow.tasks.dedup.remove:remove_shard", params={},
-            shards=[
-                {"shard": n, "input": url, "assignments": cluster.assign_url(cluster_location.shard_url(0), n)}
-                for n, url in enumerate(inputs)
-            ],
-            fingerprint=remove_fp, root=root,
-        ),
-    ]
+    return [signatures_plan, buckets_plan, cluster_plan, remove_plan]

@@ -13,10 +13,11 @@ from collections import Counter
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fineflow.documents import commit_shard, read_table
+from fineflow.documents import commit_shard, read_input, set_columns
 from fineflow.tasks.dedup.cluster import read_assignments
 
 STEP_VERSION = "1"
+LIBRARIES = ("pyarrow",)
 
 
 class MisalignedAssignments(RuntimeError):
@@ -25,7 +26,7 @@ class MisalignedAssignments(RuntimeError):
 
 def remove_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
     started = time.perf_counter()
-    docs = read_table([shard["input"]])
+    docs = read_input(shard)
     assigned = read_assignments(shard["assignments"])
     rows = (assigned["node"] & 0xFFFFFFFF).to_list()
     ids = docs.column("id").to_pylist()
@@ -38,15 +39,17 @@ def remove_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -
     for row, cluster_id, size, reason in zip(rows, assigned["cluster_id"].to_list(), assigned["cluster_size"].to_list(), assigned["drop_reason"].to_list()):
         sizes[row], cluster_ids[row], reasons[row] = size, cluster_id, reason
     keep = pa.array([r is None for r in reasons], pa.bool_())
-    with_sizes = docs
-    if "dup_cluster_size" in docs.column_names:  # a second dedup stage replaces the first one's sizes
-        with_sizes = docs.drop_columns(["dup_cluster_size"])
-    with_sizes = with_sizes.append_column("dup_cluster_size", pa.array(sizes, pa.int32()))
+    # a second dedup stage replaces the first one's sizes
+    with_sizes = set_columns(docs, {"dup_cluster_size": pa.array(sizes, pa.int32())})
     kept = with_sizes.filter(keep)
     dropped = pc.invert(keep)
-    rejects = with_sizes.filter(dropped)
-    rejects = rejects.append_column("drop_reason", pa.array([r for r in reasons if r], pa.string()))
-    rejects = rejects.append_column("dup_cluster_id", pa.array(cluster_ids, pa.string()).filter(dropped))
+    rejects = set_columns(
+        with_sizes.filter(dropped),
+        {
+            "drop_reason": pa.array([r for r in reasons if r], pa.string()),
+            "dup_cluster_id": pa.array(cluster_ids, pa.string()).filter(dropped),
+        },
+    )
 
     by_reason = Counter(r for r in reasons if r)
     return commit_shard(  # it counts the kept documents' languages and characters

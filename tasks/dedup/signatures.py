@@ -14,12 +14,13 @@ import time
 import pyarrow as pa
 import xxhash
 
-from fineflow.documents import commit_shard, read_table
+from fineflow.documents import commit_shard, read_input
 from fineflow.tasks.dedup.minhash import MinHashSpec, band_keys, shingle_hashes, signature
 from fineflow.tasks.dedup.normalize import normalize_text, normalize_url
 from fineflow.tasks.text.words import default_splitter, load_splitter
 
 STEP_VERSION = "2"  # 2: FineWeb's punctuation list in the normalization
+LIBRARIES = ("xxhash", "numpy", "pyarrow")
 ROW_BITS = 32
 MAX_TEXT_CHARS = 2_000_000
 
@@ -88,7 +89,7 @@ def document_keys(text: str | None, url: str | None, language: str | None, param
 def signatures_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
     started = time.perf_counter()
     spec = spec_of(params)
-    table = read_table([shard["input"]])
+    table = read_input(shard)
     number = shard["shard"]
     columns: dict[str, list] = {name: [] for name in signature_schema(spec.bands).names}
     texts = table.column("text").to_pylist()

@@ -16,21 +16,37 @@ from __future__ import annotations
 
 import re
 
-from fineflow.tasks.filter.text import SENTENCIZER_PUNCTUATION, is_punct_token
+from pydantic import Field
+
+from fineflow.tasks.filter.rule import Document, Rule, RuleOptions
+from fineflow.tasks.filter.text import is_punct_token, sentencizer_punctuation
 from fineflow.tasks.text.words import Splitter
 
-NAME = "c4"
 PREFIX = "c4_"
 CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 END_PUNCTUATION = (".", "?", "!", '"', "'")
 POLICY_PHRASES = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
 
 
+class C4Options(RuleOptions):
+    remove_citations: bool = True
+    filter_no_terminal_punct: bool = Field(default=False, description="off in FineWeb")
+    min_words_per_line: int = 3
+    max_word_length: int = 1000
+    filter_javascript: bool = True
+    filter_policy: bool = True
+    filter_lorem_ipsum: bool = True
+    filter_curly_bracket: bool = True
+    min_num_sentences: int = 5
+    THRESHOLDS = ("filter_lorem_ipsum", "filter_curly_bracket", "min_num_sentences")
+
+
 def _sentences(tokens: list[str]) -> int:
+    terminal = sentencizer_punctuation()
     count = 1 if tokens else 0
     after_terminal = False
     for token in tokens:
-        is_terminal = token in SENTENCIZER_PUNCTUATION
+        is_terminal = token in terminal
         if after_terminal and not is_terminal and not is_punct_token(token):
             count += 1
             after_terminal = False
@@ -97,3 +113,26 @@ def decide(values: dict, thresholds: dict) -> str | None:
     if minimum != -1 and values[PREFIX + "sentences"] < minimum:
         return "too_few_sentences"
     return None
+
+
+def measure(spec: dict, document: Document) -> dict:
+    rewritten, values = rewrite(document.text, document.split, spec)
+    if rewritten != document.text:
+        document.rewrite(rewritten, values[PREFIX + "kept_words"])
+    return values
+
+
+RULE = Rule(
+    name="c4",
+    options=C4Options,
+    signals=[
+        (PREFIX + "sentences", "int64"),
+        (PREFIX + "lorem_ipsum", "bool"),
+        (PREFIX + "curly_bracket", "bool"),
+        (PREFIX + "lines_removed", "int64"),
+        (PREFIX + "kept_words", "int64"),
+    ],
+    measure=measure,
+    decide=decide,
+    measured_by=PREFIX + "sentences",
+)

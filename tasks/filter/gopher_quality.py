@@ -3,17 +3,50 @@
 The stop-word rule counts *distinct* stop words present (datatrove 0.10); FineWeb's April-2024
 run counted occurrences. Both counts are stored, and the profile picks which one the decision
 reads, so switching profile never recomputes signals.
+
+Stop words are a signal parameter: the option's list (Gopher's English one by default) and,
+per language, the language configs' lists, which planning puts in the signal spec.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
+from typing import Literal
 
+from pydantic import Field
+
+from fineflow.tasks.filter.rule import Document, Rule, RuleOptions
 from fineflow.tasks.filter.text import is_symbol_word
 
-NAME = "gopher_quality"
 PREFIX = "gopher_qual_"
 ENGLISH_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
+
+
+class GopherQualityOptions(RuleOptions):
+    min_doc_words: int | None = 50
+    max_doc_words: int | None = 100_000
+    min_avg_word_length: float | None = 3
+    max_avg_word_length: float | None = 10
+    max_symbol_word_ratio: float | None = 0.1
+    max_bullet_lines_ratio: float | None = 0.9
+    max_ellipsis_lines_ratio: float | None = 0.3
+    max_non_alpha_words_ratio: float | None = Field(default=0.8, description="minimum share of words with a letter")
+    min_stop_words: int | None = 2
+    stop_word_mode: Literal["distinct", "occurrences"] | None = Field(default=None, description="None: the profile's")
+    stop_words: list[str] | None = Field(default=None, description="None: Gopher's English list or the language config's")
+    THRESHOLDS = (
+        "min_doc_words",
+        "max_doc_words",
+        "min_avg_word_length",
+        "max_avg_word_length",
+        "max_symbol_word_ratio",
+        "max_bullet_lines_ratio",
+        "max_ellipsis_lines_ratio",
+        "max_non_alpha_words_ratio",
+        "min_stop_words",
+        "stop_word_mode",
+    )
 
 
 def signals(text: str, words: list[str], stop_words: frozenset[str]) -> dict:
@@ -72,3 +105,65 @@ def decide(values: dict, thresholds: dict, stop_word_mode: str = "distinct") -> 
     if limit("min_stop_words") and stop_words < limit("min_stop_words"):
         return "stop_words"
     return None
+
+
+def prepare(options: GopherQualityOptions, language_configs: dict[str, dict]) -> dict:
+    by_language = {
+        lang: sorted(settings["gopher_quality"]["stop_words"])
+        for lang, settings in sorted(language_configs.items())
+        if "stop_words" in settings.get("gopher_quality", {})
+    }
+    return {**options.split()[0], "stop_words_by_language": by_language}
+
+
+@dataclass(frozen=True)
+class StopWords:
+    by_language: dict[str, frozenset[str]]
+    default: frozenset[str]
+
+    def of(self, language: str) -> frozenset[str]:
+        return self.by_language.get(language) or self.by_language.get(language.split("-")[0]) or self.default
+
+
+def load(spec: dict) -> StopWords:
+    default = spec["stop_words"] if spec.get("stop_words") is not None else ENGLISH_STOP_WORDS
+    by_language = {lang: frozenset(words) for lang, words in spec["stop_words_by_language"].items()}
+    return StopWords(by_language, frozenset(default))
+
+
+def measure(stop_words: StopWords, document: Document) -> dict:
+    return signals(document.text, document.words, stop_words.of(document.language))
+
+
+RULE = Rule(
+    name="gopher_quality",
+    options=GopherQualityOptions,
+    signals=[
+        (PREFIX + "words", "int64"),
+        (PREFIX + "non_symbol_words", "int64"),
+        (PREFIX + "mean_word_length", "float64"),
+        (PREFIX + "hash_ratio", "float64"),
+        (PREFIX + "ellipsis_ratio", "float64"),
+        (PREFIX + "bullet_lines_ratio", "float64"),
+        (PREFIX + "ellipsis_lines_ratio", "float64"),
+        (PREFIX + "alpha_words_ratio", "float64"),
+        (PREFIX + "stop_words_distinct", "int64"),
+        (PREFIX + "stop_words_count", "int64"),
+    ],
+    measure=measure,
+    load=load,
+    prepare=prepare,
+    decide=lambda row, limits: decide(row, limits, limits.get("stop_word_mode") or "distinct"),
+    measured_by=PREFIX + "words",
+    language_keys={
+        "min_doc_words": "min_doc_words",
+        "max_doc_words": "max_doc_words",
+        "min_avg_word_length": "min_avg_word_length",
+        "max_avg_word_length": "max_avg_word_length",
+        "max_non_alpha_words_ratio": "max_non_alpha_words_ratio",
+        "min_stop_words": "min_stop_words",
+        "stopwords": "stop_words",
+        "stop_words": "stop_words",
+    },
+    profiles={"datatrove-0.10": {"stop_word_mode": "distinct"}, "fineweb-2024-04": {"stop_word_mode": "occurrences"}},
+)

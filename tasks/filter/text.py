@@ -8,18 +8,30 @@ import unicodedata
 from functools import lru_cache
 
 import regex
-from spacy.pipeline.sentencizer import Sentencizer
 
-# What spaCy's sentencizer ends a sentence on (C4 counts sentences the way it does).
-SENTENCIZER_PUNCTUATION = frozenset(Sentencizer.default_punct_chars)
-# Line-final characters for FineWeb quality: the sentencizer's list, every Unicode
-# Sentence_Terminal character (scripts added after spaCy's list was written) and the Khmer
-# signs datatrove also counts.
-TERMINAL_PUNCTUATION = (
-    SENTENCIZER_PUNCTUATION
-    | frozenset(chr(c) for c in range(sys.maxunicode + 1) if regex.match(r"\p{Sentence_Terminal}", chr(c)))
-    | frozenset("\u17d6\u17d9\u17da")
-)
+
+# Built on first use: validating a configuration imports the rules, and these take seconds.
+@lru_cache(maxsize=1)
+def sentencizer_punctuation() -> frozenset[str]:
+    """What spaCy's sentencizer ends a sentence on (C4 counts sentences the way it does)."""
+    from spacy.pipeline.sentencizer import Sentencizer
+
+    return frozenset(Sentencizer.default_punct_chars)
+
+
+@lru_cache(maxsize=1)
+def terminal_punctuation() -> frozenset[str]:
+    """Line-final characters for FineWeb quality: the sentencizer's list, every Unicode
+    Sentence_Terminal character (scripts added after spaCy's list was written) and the Khmer
+    signs datatrove also counts."""
+    terminal = regex.compile(r"\p{Sentence_Terminal}")
+    return (
+        sentencizer_punctuation()
+        | frozenset(chr(c) for c in range(sys.maxunicode + 1) if terminal.match(chr(c)))
+        | frozenset("\u17d6\u17d9\u17da")
+    )
+
+
 # FineWeb-era (datatrove 0.2.0) FineWeb-quality stop characters.
 LEGACY_STOP_CHARS = (".", "'", '"', "!", "?")
 

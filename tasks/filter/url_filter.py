@@ -17,16 +17,34 @@ import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import ahocorasick
-import tldextract
+from pydantic import Field
 
 from fineflow import storage
+from fineflow.tasks.filter.rule import Document, Rule, RuleOptions
 
-NAME = "url"
+if TYPE_CHECKING:
+    import ahocorasick
+    import tldextract
+
 DEFAULT_LISTS = Path(__file__).parent / "blocklists" / "default"
 LIST_FILES = ("domains_file", "urls_file", "banned_words_file", "soft_banned_words_file", "banned_subwords_file")
+_DEFAULT = "default"  # a list option's value for the list fineflow ships
+
+
+class UrlFilterOptions(RuleOptions):
+    domains_file: str | None = _DEFAULT
+    urls_file: str | None = _DEFAULT
+    banned_words_file: str | None = _DEFAULT
+    soft_banned_words_file: str | None = _DEFAULT
+    banned_subwords_file: str | None = _DEFAULT
+    soft_word_threshold: int = Field(default=2, ge=0)
+    THRESHOLDS = ("soft_word_threshold",)
+
+    def file_options(self) -> list[str]:
+        return [key for key in super().file_options() if getattr(self, key) != _DEFAULT]
 _NON_ALNUM = re.compile(r"[^a-zA-Z0-9]+")
 _lock = threading.Lock()
 
@@ -108,6 +126,9 @@ def decide(hard: str | None, soft: int, subword: bool, soft_word_threshold: int)
 
 @lru_cache(maxsize=8)
 def _load(domains: str, urls: str, banned: str, soft: str, subwords: str) -> UrlBlocklist:
+    import ahocorasick
+    import tldextract
+
     words = _read_list(subwords, normalize=True)
     automaton = None
     if words:
@@ -140,3 +161,32 @@ def crawl_hook(soft_word_threshold: int = 2, **files: str):
     options = {**default_lists(), **files}
     blocklist = load_blocklist(options)
     return lambda url: blocklist.reason(url, soft_word_threshold)
+
+
+def prepare(options: UrlFilterOptions, language_configs: dict[str, dict]) -> dict:
+    defaults = default_lists()
+    return {"lists": {k: (defaults[k] if v == _DEFAULT else v) for k, v in options.split()[0].items()}}
+
+
+def measure(blocklist: UrlBlocklist, document: Document) -> dict:
+    block, soft, subword = blocklist.check(document.url or "")
+    return {"url_block": block, "url_soft_words": soft, "url_subword": subword}
+
+
+# No ``measured_by``: every document is measured, whatever its language (the URL needs no words).
+def resources(spec: dict) -> dict[str, str]:
+    from fineflow.fingerprint import file_content_hash
+
+    return {f"url_filter.{key}": file_content_hash(url)["blake2b"] for key, url in spec["lists"].items() if url}
+
+
+RULE = Rule(
+    name="url",
+    resources=resources,
+    options=UrlFilterOptions,
+    signals=[("url_block", "string"), ("url_soft_words", "int64"), ("url_subword", "bool")],
+    measure=measure,
+    load=lambda spec: load_blocklist(spec["lists"]),
+    prepare=prepare,
+    decide=lambda row, limits: decide(row["url_block"], row["url_soft_words"], row["url_subword"], limits["soft_word_threshold"]),
+)

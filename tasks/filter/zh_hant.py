@@ -10,10 +10,17 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-NAME = "zh_hant"
+from pydantic import Field
+
+from fineflow.tasks.filter.rule import Document, Rule, RuleOptions
+
 PREFIX = "zh_hant_"
 # Characters the OpenCC tables list as simplified but Traditional text uses as well.
 _SHARED = set("床峰群秘霉庄痴雇简体踪")
+
+
+class ZhHantOptions(RuleOptions):
+    languages: list[str] = Field(default_factory=lambda: ["zh"], description="documents this rule applies to")
 
 
 def _table(name: str) -> list[list[str]]:
@@ -46,3 +53,20 @@ def decide(values: dict) -> str | None:
     if values[PREFIX + "traditional_chars"] == 0:
         return "no_traditional_chars"
     return None
+
+
+def measure(spec: dict, document: Document) -> dict:
+    language = document.language
+    if language in spec["languages"] or language.split("-")[0] in spec["languages"]:
+        return signals(document.text)
+    return {}  # other languages: not measured, so not decided
+
+
+RULE = Rule(
+    name="zh_hant",
+    options=ZhHantOptions,
+    signals=[(PREFIX + "simplified_only_chars", "int64"), (PREFIX + "traditional_chars", "int64")],
+    measure=measure,
+    decide=lambda row, limits: decide(row),
+    measured_by=PREFIX + "traditional_chars",
+)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from fineflow.languages import WordSplitters
+from fineflow.stage_config import StageConfig
 
 
-class DedupStage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class DedupStage(StageConfig):
     stage: Literal["dedup"]
     exact: bool = Field(default=True, description="remove documents whose normalized text is identical")
     url: bool = Field(default=True, description="remove documents whose normalized URL is identical")
@@ -46,3 +46,10 @@ class DedupStage(BaseModel):
             self.bands, self.rows = bands_for_threshold(self.threshold, self.num_perm)
             self.threshold = None  # resolved: the plan (and its fingerprint) sees bands and rows
         return self
+
+    def resolve_paths(self, resolve: Callable[[str], str]) -> None:
+        if self.previous:
+            self.previous = resolve(self.previous)
+
+    def external_steps(self) -> list[str]:
+        return [self.previous] if self.previous else []

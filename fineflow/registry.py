@@ -1,0 +1,152 @@
+"""The stage registry: every stage kind fineflow knows, found the same way everywhere.
+
+A kind is one package ``tasks/<kind>/`` whose ``kind.py`` defines ``KIND = StageKind(...)``:
+its config model, its planner, which of its steps is its document output, and what it adds to
+the summary, the Prefect artifacts and the HTML report. Kinds come from the ``fineflow.stages``
+entry-point group (the built-ins are declared in ``pyproject.toml``; an installed package adds
+its own) and from a pipeline file's ``plugins:`` modules, each defining ``KIND``. The CLI, the
+flows, the deployments and the Dask workers (``flows/cluster.py`` hands the plugins to them)
+all ask this module; nothing else lists stages.
+
+Functions are named as ``"package.module:function"`` strings and imported when first used, so
+reading the registry (to validate a config) does not import extraction or ML libraries.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+from fineflow.stage_config import StageConfig
+from fineflow.steps import resolve_function
+
+ENTRY_POINT_GROUP = "fineflow.stages"
+
+
+class RegistryError(ValueError):
+    """A stage kind that cannot be found or registered; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table a stage publishes as a Prefect artifact (key: ``<stage name>-<key>``)."""
+
+    key: str
+    rows: list[dict[str, Any]]
+    description: str
+
+
+@dataclass(frozen=True)
+class StageKind:
+    kind: str
+    config: type[StageConfig]
+    # "module:function(config, ctx: fineflow.steps.PlanContext) -> [StepPlan]"
+    planner: str
+    document_step: str  # the step whose data/ is the stage's output (and rejects/ its rejects)
+    reads_documents: bool = True  # False for a source stage (crawl reads raw files, not documents)
+    description: str = ""
+    # "module:function(config) -> [warning]": cheap checks before any work; raises for a run that cannot start
+    preflight: str | None = None
+    # "module:function({step name: step totals}) -> {field: value}": the stage's own summary fields
+    summary: str | None = None
+    # "module:function(stage summary) -> [Table]": its Prefect table artifacts
+    tables: str | None = None
+    # "module:function(stage summary) -> [(chart id, plotly figure)]": its charts in the HTML report
+    figures: str | None = None
+    # discriminator tags inside the config (e.g. filter rule names), left out of error locations
+    error_tags: tuple[str, ...] = ()
+    module: str = field(default="", compare=False)  # where KIND was found (set on registration)
+
+    def call(self, hook: str, *args: Any) -> Any:
+        spec = getattr(self, hook)
+        return resolve_function(spec)(*args) if spec else None
+
+
+_KINDS: dict[str, StageKind] = {}
+_PLUGINS: dict[str, str] = {}  # plugin module -> the folder it was imported from ("" for sys.path)
+_entry_points_loaded = False
+
+
+def _register(found: Any, origin: str) -> StageKind:
+    if not isinstance(found, StageKind):
+        raise RegistryError(f"{origin}: KIND must be a fineflow.registry.StageKind, not {type(found).__name__}")
+    known = _KINDS.get(found.kind)
+    if known is not None and known.module != origin:
+        raise RegistryError(f"stage kind {found.kind!r} is defined twice: by {known.module} and by {origin}")
+    stage = StageKind(**{**found.__dict__, "module": origin})
+    _KINDS[found.kind] = stage
+    return stage
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            found = point.load()
+        except Exception as error:  # noqa: BLE001 (name the broken plug-in instead of a traceback)
+            raise RegistryError(f"stage kind {point.name!r} ({point.value}) cannot be loaded: {error}") from error
+        _register(found, point.value.split(":")[0])
+
+
+def load_plugins(modules: list[str], folder: str | None = None) -> list[StageKind]:
+    """Import a pipeline's ``plugins:`` modules (``folder``, the pipeline file's, first on the
+    path) and register the ``KIND`` each defines."""
+    _load_entry_points()
+    if folder and folder not in sys.path:
+        sys.path.insert(0, folder)
+    added = []
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as error:
+            where = f" (looked in {folder} and the Python path)" if folder else ""
+            raise RegistryError(f"plugins: module {name!r} cannot be imported{where}: {error}") from None
+        if not hasattr(module, "KIND"):
+            raise RegistryError(f"plugins: module {name!r} defines no KIND (a fineflow.registry.StageKind)")
+        added.append(_register(module.KIND, name))
+        _PLUGINS[name] = folder or ""
+    return added
+
+
+def plugins() -> dict[str, str]:
+    """The plug-in modules loaded in this process and their folders (for the Dask workers)."""
+    return dict(_PLUGINS)
+
+
+def kinds() -> dict[str, StageKind]:
+    _load_entry_points()
+    return dict(_KINDS)
+
+
+def get(kind: str) -> StageKind:
+    known = kinds()
+    if kind not in known:
+        raise RegistryError(
+            f"unknown stage kind {kind!r}; known: {', '.join(sorted(known))} (a plug-in stage needs `plugins: [module]` "
+            "in the pipeline file, or its package installed)"
+        )
+    return known[kind]
+
+
+def of(config: StageConfig) -> StageKind:
+    return get(config.stage)
+
+
+def config_model(kind: str) -> type[StageConfig]:
+    return get(kind).config
+
+
+def validate_stage(data: dict[str, Any]) -> StageConfig:
+    """A stage config from its JSON form (``{"stage": kind, ...}``), by its kind's model."""
+    return get(data["stage"]).config.model_validate(data)
+
+
+def error_tags() -> set[str]:
+    known = kinds()
+    return set(known) | {tag for stage in known.values() for tag in stage.error_tags}

@@ -1,0 +1,14 @@
+"""The filter stage kind: heuristic rules measured once (signals), then thresholds (decide)."""
+
+from fineflow.registry import StageKind
+from fineflow.tasks.filter.config import FilterStage
+
+KIND = StageKind(
+    kind="filter",
+    config=FilterStage,
+    planner="fineflow.tasks.filter.plan:plan_filter",
+    document_step="decide",
+    description="Filter a committed document folder.",
+    summary="fineflow.tasks.filter.report:summary_fields",
+    tables="fineflow.tasks.filter.report:drop_tables",
+)

@@ -1,0 +1,342 @@
+"""Pipelines as DAGs, stage kinds as plug-ins, artifacts, and outputs dataset readers load.
+
+One real run (``fineflow run`` in a subprocess, on the session's Dask cluster and Prefect API)
+of ``examples/dag.yaml`` grown by a plug-in stage defined in ``tests/plugins/toy_stage.py``:
+
+    sample ──┬─> dedup ─> filter ─> (filter.rejects) ─> second-look
+    manpages ┘
+    sample ───> words (the plug-in: counts words, commits artifacts)
+
+The tests below read that run; the configuration errors need no run at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from conftest import BUCKET, REPO
+from fineflow.manifest import step_folder_of
+
+EXAMPLES = REPO / "examples"
+PLUGIN = REPO / "tests" / "plugins" / "toy_stage.py"
+
+
+def _cli(*args: str, cwd: Path | None = None):
+    from fineflow.cli import app
+
+    previous = Path.cwd()
+    if cwd:
+        os.chdir(cwd)
+    try:
+        return CliRunner().invoke(app, list(args))
+    finally:
+        os.chdir(previous)
+
+
+def _pipeline(folder: Path, stages: list[dict], **top) -> Path:
+    path = folder / f"p-{uuid.uuid4().hex[:6]}.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "stages": stages, **top}, sort_keys=False))
+    return path
+
+
+CRAWL = {"stage": "crawl", "inputs": [str(EXAMPLES / "data" / "*.warc.gz")], "extractor": "resiliparse"}
+
+
+# -- configuration errors: named, before any work ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stages", "message"),
+    [
+        ([CRAWL, {"stage": "dedup", "name": "a", "input": "b"}, {"stage": "dedup", "name": "b", "input": "a"}],
+         "stage a: its inputs form a cycle: a -> b -> a"),
+        ([CRAWL, {"stage": "dedup", "input": "crawler"}], "stage dedup: input crawler names no stage"),
+        ([CRAWL, {"stage": "dedup", "input": "crawl.rejected"}], "input crawl.rejected names no stage"),
+        ([CRAWL, {**CRAWL}], "stage name(s) used twice: crawl"),
+        ([CRAWL, {"stage": "dedup", "name": "crawl"}], "stage name(s) used twice: crawl"),
+        ([{"stage": "dedup"}, CRAWL], "stage dedup: it reads documents, but no stage comes before it"),
+        ([CRAWL, {**CRAWL, "name": "b", "input": "crawl"}], "stage b: a crawl stage reads no documents"),
+        ([CRAWL, {"stage": "dedup", "input": []}], "an empty list reads nothing"),
+        ([CRAWL, {"stage": "dedup", "name": "Big.Name"}], "stages.1.name: String should match pattern"),
+        ([CRAWL, {"stage": "wordcount"}], "does not match any of the expected tags"),
+    ],
+)
+def test_dag_configuration_errors_name_the_stage_before_any_work(tmp_path, stages, message):
+    store = tmp_path / "store"
+    result = _cli("run", str(_pipeline(tmp_path, stages)), "--storage", str(store), "--dry-run")
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert "Traceback" not in result.output and not store.exists()
+
+
+def test_a_plugin_that_cannot_be_found_is_a_configuration_error(tmp_path):
+    result = _cli("run", str(_pipeline(tmp_path, [CRAWL], plugins=["no_such_stage_module"])), "--dry-run")
+    assert result.exit_code == 2 and "plugins: module 'no_such_stage_module' cannot be imported" in result.output
+
+
+def test_two_stages_of_one_kind_get_their_own_folders_and_history(tmp_path):
+    from fineflow.config import load_config
+    from fineflow.planning import plan_pipeline
+
+    stages = [CRAWL, {"stage": "dedup", "name": "strict"}, {"stage": "dedup", "name": "loose", "input": "crawl", "bands": 9}]
+    planned = plan_pipeline(load_config(_pipeline(tmp_path, stages), storage_override=str(tmp_path / "s")))
+    folders = {node.name: plans[-1].location.folder for node, plans in planned}
+    assert folders["strict"] != folders["loose"] and all("/dedup/remove/" in folders[n] for n in ("strict", "loose"))
+    strict, loose = (plans for _, plans in planned[1:])
+    assert [p.name for p in strict] == ["strict"] * 4 and loose[0].task_name(3) == "loose-signatures-00003"
+    # both read the crawl's documents: the same upstream fingerprint, the same shard files
+    assert strict[0].shards == loose[0].shards and strict[0].location.latest_url("strict") != loose[0].location.latest_url("loose")
+
+
+def test_dry_run_of_the_example_dag_shows_each_stage_and_what_it_reads(tmp_path, monkeypatch):
+    from fineflow import cli
+
+    monkeypatch.setattr(cli.console, "width", 250)  # one line per row
+    result = _cli("run", "dag.yaml", "--dry-run", "--storage", str(tmp_path / "s"), cwd=EXAMPLES)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "│" in line]
+    rows: dict[str, list[str]] = {}
+    for cells in (line.split("│") for line in lines):
+        if len(cells) > 4:
+            rows.setdefault(cells[1].strip(), cells)  # the DAG table comes first, then the steps
+    assert {"sample", "manpages", "dedup", "filter", "second-look"} <= set(rows)
+    assert "sample, manpages" in rows["dedup"][3] and "filter.rejects" in rows["second-look"][3]
+    assert all("recompute" in rows[name][4] for name in ("sample", "second-look"))
+
+
+def test_a_store_of_the_old_layout_is_refused_with_a_reason(tmp_path):
+    old = tmp_path / "crawl" / "extract" / "0123456789abcdef0123"
+    old.mkdir(parents=True)
+    (old / "_manifest.json").write_text(json.dumps({"stage": "crawl", "step": "extract", "fingerprint": old.name, "shards": []}))
+    result = _cli("inspect", str(old))
+    assert result.exit_code == 1 and "written by an older fineflow" in result.output and "fineflow gc" in result.output
+
+
+# -- one real run of a DAG with a plug-in stage ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dag_run(tmp_path_factory, dask_address, prefect_api):
+    folder = tmp_path_factory.mktemp("dag")
+    shutil.copytree(EXAMPLES / "data", folder / "data")
+    shutil.copy(PLUGIN, folder / "toy_stage.py")
+    config = yaml.safe_load((EXAMPLES / "dag.yaml").read_text())
+    config["plugins"] = ["toy_stage"]
+    config["stages"].append({"stage": "wordcount", "name": "words", "input": "sample", "min_words": 300})
+    pipeline = folder / "dag.yaml"
+    pipeline.write_text(yaml.safe_dump(config, sort_keys=False))
+    store = folder / "store"
+    summary = folder / "summary.json"
+    command = [sys.executable, "-m", "fineflow.cli", "run", str(pipeline), "--storage", str(store),
+               "--dask-address", dask_address, "--summary-json", str(summary)]
+    done = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=900, env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    result = json.loads(summary.read_text())
+    return {"folder": folder, "pipeline": pipeline, "store": store, "summary": result, "api": prefect_api,
+            "stages": {s["name"]: s for s in result["stages"]}, "stdout": done.stdout}
+
+
+def test_a_plugin_stage_runs_and_shows_everywhere(dag_run):
+    from fineflow.report import load_summary
+
+    words = dag_run["stages"]["words"]
+    sample = dag_run["stages"]["sample"]
+    assert words["kind"] == "wordcount" and words["input"][0]["stage"] == "sample"
+    assert words["docs_in"] == sample["docs_out"] and 0 < words["docs_out"] < words["docs_in"]  # some pages are short
+    assert words["words"] > 10_000  # its own summary field
+    names = sorted(url.rsplit("/", 1)[1] for url in words["artifacts"])
+    assert names == [f"counts-{n:05d}.json" for n in range(sample["shards"])] + ["totals.json"]
+    totals = json.loads(Path(next(u for u in words["artifacts"] if u.endswith("totals.json"))).read_text())
+    assert sum(totals.values()) == words["words"]  # the second step read the first one's artifacts
+    record = load_summary(str(dag_run["store"] / "_runs" / dag_run["summary"]["run_id"]))
+    assert [s["name"] for s in record["stages"]] == ["sample", "manpages", "dedup", "filter", "second-look", "words"]
+    page = (dag_run["store"] / "_runs" / dag_run["summary"]["run_id"] / "report.html").read_text()
+    assert 'id="chart-words"' in page and 'id="chart-dag"' in page and 'id="chart-clusters"' in page
+    assert "words" in dag_run["stdout"] and "second-look" in dag_run["stdout"]
+    from test_operations import call
+
+    tables = call("POST", f"{dag_run['api']}/artifacts/filter", json={"artifacts": {"key": {"any_": ["words-words", "words-stats"]}}}).json()
+    assert {t["key"] for t in tables} == {"words-words", "words-stats"}
+
+
+def test_fan_in_fan_out_and_rejects_inputs_carry_the_right_documents(dag_run):
+    stages = dag_run["stages"]
+    dedup, filter_, second = stages["dedup"], stages["filter"], stages["second-look"]
+    assert [(i["stage"], i["rejects"]) for i in dedup["input"]] == [("sample", False), ("manpages", False)]
+    assert dedup["docs_in"] == stages["sample"]["docs_out"] + stages["manpages"]["docs_out"]
+    assert stages["words"]["docs_in"] == stages["sample"]["docs_out"]  # fan-out: sample read twice
+    assert second["input"] == [{"stage": "filter", "rejects": True, "folder": filter_["rejects"], "shards": 4}]
+    assert stages["sample"]["rejects"] is None  # the crawl dropped nothing: no rejects folder in the summary
+    assert second["docs_in"] == filter_["rejected"] > 0
+    import polars as pl
+
+    kept = pl.scan_parquet(f"{second['output']}/*.parquet").collect()
+    assert kept["drop_reason"].null_count() == 0  # a rescued document keeps why the first filter dropped it
+    rejected = pl.scan_parquet(f"{second['rejects']}/*.parquet").collect()
+    assert set(rejected["drop_reason"]) <= {"gopher_quality:short_doc"}  # its own verdict replaced the first
+
+
+def test_independent_branches_ran_at_the_same_time(dag_run):
+    from test_operations import call
+
+    api = dag_run["api"]
+    children = call("POST", f"{api}/flow_runs/filter", json={"flow_runs": {"parent_flow_run_id": {"any_": [dag_run["summary"]["run_id"]]}}}).json()
+    spans = {run["name"]: (datetime.fromisoformat(run["start_time"]), datetime.fromisoformat(run["end_time"])) for run in children}
+    assert {"sample", "manpages", "words"} <= set(spans)
+    (a_start, a_end), (b_start, b_end) = spans["sample"], spans["manpages"]
+    assert a_start < b_end and b_start < a_end  # both crawls overlapped: neither waited for the other
+
+
+def _folders(summary: dict) -> list[tuple[str, int]]:
+    """Every output and rejects folder of a run, with the rows its manifest lists."""
+    from fineflow.manifest import committed_entries
+
+    found = []
+    for stage in summary["stages"]:
+        for key in ("output", "rejects"):
+            if stage.get(key):
+                found.append((stage[key], sum(entry.rows for entry in committed_entries(stage[key]))))
+    return found
+
+
+def _read_everywhere(folder: str, storage_options: dict | None = None) -> dict[str, int]:
+    import datasets
+    import polars as pl
+
+    loaded = datasets.load_dataset("parquet", data_dir=folder, split="train", storage_options=storage_options)
+    counts = {"datasets": loaded.num_rows}
+    counts["polars"] = pl.scan_parquet(f"{folder}/**/*.parquet", storage_options=storage_options).select(pl.len()).collect().item()
+    return counts
+
+
+def test_every_output_and_rejects_folder_loads_as_it_is(dag_run, tmp_path, monkeypatch):
+    import duckdb
+    import pyarrow.parquet as pq
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folders = _folders(dag_run["summary"])
+    assert len(folders) == 10  # every output, and the rejects of the stages that dropped any
+    for folder, rows in folders:
+        files = sorted(Path(folder).iterdir())
+        assert all(f.suffix == ".parquet" for f in files), files  # nothing else in a document folder
+        assert len({str(pq.read_schema(f)) for f in files}) == 1, folder  # one schema, empty shards included
+        assert _read_everywhere(folder) == {"datasets": rows, "polars": rows}, folder
+        assert duckdb.sql(f"select count(*) from read_parquet('{folder}/**/*.parquet')").fetchall()[0][0] == rows
+
+
+def test_an_empty_shard_loads_beside_the_others(tmp_path, monkeypatch):
+    """Empty shards are files with the step's schema and no row group: every reader takes them."""
+    import duckdb
+    import polars as pl
+
+    from fineflow.documents import DOCUMENT_SCHEMA, commit_shard
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    folder = tmp_path / "data"
+    one = {"id": "a", "url": "https://a.example/", "text": "some text", "language": "en"}
+    commit_shard(0, str(folder / "part-00000.parquet"), pa_table([one]), str(tmp_path / "rejects" / "part-00000.parquet"))
+    commit_shard(1, str(folder / "part-00001.parquet"), DOCUMENT_SCHEMA.empty_table(), str(tmp_path / "rejects" / "part-00001.parquet"))
+    assert _read_everywhere(str(folder)) == {"datasets": 1, "polars": 1}
+    assert duckdb.sql(f"select count(*) from read_parquet('{folder}/**/*.parquet')").fetchall()[0][0] == 1
+    assert pl.read_parquet(tmp_path / "rejects" / "part-00001.parquet").columns[-1] == "drop_reason"
+
+
+def pa_table(rows: list[dict]):
+    import pyarrow as pa
+
+    from fineflow.documents import DOCUMENT_SCHEMA
+
+    return pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA)
+
+
+def test_outputs_on_s3_load_as_they_are(dag_run, seaweed, tmp_path, monkeypatch):
+    import s3fs
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # (offline mode refuses every remote file, S3's too)
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    prefix = f"{BUCKET}/readers-{uuid.uuid4().hex[:6]}"
+    fs.put(str(dag_run["store"]), prefix, recursive=True)  # the committed store, as a run on S3 leaves it
+    options = {"key": os.environ["AWS_ACCESS_KEY_ID"], "secret": os.environ["AWS_SECRET_ACCESS_KEY"],
+               "client_kwargs": {"endpoint_url": os.environ["AWS_ENDPOINT_URL"]}}
+    polars_options = {"aws_access_key_id": options["key"], "aws_secret_access_key": options["secret"],
+                      "aws_endpoint_url": os.environ["AWS_ENDPOINT_URL"], "aws_region": "us-east-1", "aws_allow_http": "true"}
+    import datasets
+    import polars as pl
+
+    for folder, rows in _folders(dag_run["summary"])[::3]:  # a third of them: every kind of folder
+        url = "s3://" + prefix + folder.removeprefix(str(dag_run["store"]))
+        # datasets resolves `data_dir` as a local path; remote folders are given as `data_files`
+        loaded = datasets.load_dataset("parquet", data_files=f"{url}/*.parquet", split="train", storage_options=options)
+        assert loaded.num_rows == rows, url
+        assert pl.scan_parquet(f"{url}/**/*.parquet", storage_options=polars_options).select(pl.len()).collect().item() == rows
+
+
+def test_artifacts_are_inspected_verified_kept_and_collected(dag_run, tmp_path):
+    words = dag_run["stages"]["words"]
+    count_step = step_folder_of(words["output"])
+    shown = _cli("inspect", count_step, "-n", "0")
+    assert shown.exit_code == 0 and "counts-00000.json" in shown.output and "artifact(s)" in shown.output
+    refused = _cli("inspect", count_step + "/artifacts")
+    assert refused.exit_code == 1 and "artifacts, not documents" in refused.output
+
+    store = tmp_path / "store"
+    shutil.copytree(dag_run["store"], store)  # gc and damage on a copy
+    artifact = Path(count_step.replace(str(dag_run["store"]), str(store))) / "artifacts" / "counts-00001.json"
+    verify = _cli("verify", "--storage", str(store))
+    assert verify.exit_code == 0, verify.output
+    artifact.write_text(artifact.read_text().replace("}", ', "xx": 1}'))
+    verify = _cli("verify", "--storage", str(store))
+    assert verify.exit_code == 1 and "counts-00001.json is damaged" in verify.output
+    from fineflow.manifest import StepLocation
+
+    root, kind, step, fingerprint = str(store), *step_folder_of(words["output"]).split("/")[-3:]
+    assert StepLocation(root, kind, step, fingerprint).intact_shards() == {0, 2}  # the cache check sees it
+
+    from fineflow.gc import plan_gc
+
+    kept = plan_gc(str(store), keep_last=1)
+    assert not kept.removed_steps and (kind, step, fingerprint) in {s.key for s in kept.kept_steps}
+    (store / "_runs" / dag_run["summary"]["run_id"] / "summary.json").unlink()  # the run is unfinished now ...
+    (store / "_runs" / dag_run["summary"]["run_id"] / "config.yaml").write_text(yaml.safe_dump({"name": "other", "stages": [CRAWL]}))
+    collected = plan_gc(str(store), keep_last=1)  # ... of another pipeline: nothing of this one is used
+    assert (kind, step, fingerprint) in {s.key for s in collected.removed_steps}
+    from fineflow.gc import execute
+
+    execute(collected)
+    assert not artifact.exists() and not artifact.parent.parent.exists()
+
+
+def test_from_stage_recomputes_that_stage_and_its_descendants_only(dag_run, dask_address, tmp_path):
+    summary = tmp_path / "again.json"
+    result = _cli("run", str(dag_run["pipeline"]), "--storage", str(dag_run["store"]), "--dask-address", dask_address,
+                  "--from-stage", "filter", "--summary-json", str(summary), cwd=dag_run["folder"])
+    assert result.exit_code == 0, result.output
+    stages = {s["name"]: s for s in json.loads(summary.read_text())["stages"]}
+    for name in ("filter", "second-look"):
+        assert stages[name]["cached_shards"] == 0, name
+    for name in ("sample", "manpages", "dedup", "words"):  # the sibling branch and the ancestors: Cached
+        assert stages[name]["cached_shards"] == stages[name]["shards"], name
+    for name, stage in stages.items():
+        assert stage["output"] == dag_run["stages"][name]["output"]
+
+
+def test_a_document_in_two_inputs_of_a_union_is_an_error_naming_it(dag_run, dask_address, tmp_path):
+    stages = [
+        {"stage": "crawl", "name": "a", "inputs": [str(dag_run["folder"] / "data" / "extra" / "*.warc.gz")], "extractor": "resiliparse"},
+        {"stage": "crawl", "name": "b", "inputs": [str(dag_run["folder"] / "data" / "extra" / "*.warc.gz")], "extractor": "resiliparse"},
+        {"stage": "dedup", "input": ["a", "b"]},
+    ]
+    result = _cli("run", str(_pipeline(tmp_path, stages)), "--storage", str(dag_run["store"]), "--dask-address", dask_address)
+    assert result.exit_code == 1 and "share document id(s)" in result.output, result.output[-3000:]
