@@ -35,12 +35,9 @@ REJECT_EXTRA_FIELDS = [pa.field("drop_reason", pa.string(), nullable=False)]
 
 
 def rejects_schema(schema: pa.Schema) -> pa.Schema:
-    return set_columns_schema(schema, REJECT_EXTRA_FIELDS)
-
-
-def set_columns_schema(schema: pa.Schema, fields: list[pa.Field]) -> pa.Schema:
-    names = {field.name for field in fields}
-    return pa.schema([field for field in schema if field.name not in names] + fields)
+    """The schema of a document step's rejects: its documents' columns, then ``drop_reason``."""
+    names = {field.name for field in REJECT_EXTRA_FIELDS}
+    return pa.schema([field for field in schema if field.name not in names] + REJECT_EXTRA_FIELDS)
 
 
 def set_columns(table: pa.Table, columns: dict[str, pa.Array]) -> pa.Table:

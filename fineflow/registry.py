@@ -138,10 +138,6 @@ def of(config: StageConfig) -> StageKind:
     return get(config.stage)
 
 
-def config_model(kind: str) -> type[StageConfig]:
-    return get(kind).config
-
-
 def validate_stage(data: dict[str, Any]) -> StageConfig:
     """A stage config from its JSON form (``{"stage": kind, ...}``), by its kind's model."""
     return get(data["stage"]).config.model_validate(data)

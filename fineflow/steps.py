@@ -133,9 +133,6 @@ class PlanContext:
             fingerprint=fingerprint, root=self.root, name=self.name, **extra,
         )
 
-    def location(self, step: str, fingerprint: Fingerprint) -> StepLocation:
-        return StepLocation(self.root, self.kind, step, fingerprint.value)
-
 
 def resolve_function(spec: str) -> Callable[..., dict]:
     module_name, _, attribute = spec.partition(":")

@@ -169,6 +169,23 @@ def test_a_plugin_stage_runs_and_shows_everywhere(dag_run):
     assert {t["key"] for t in tables} == {"words-words", "words-stats"}
 
 
+def test_the_plugin_stage_is_validated_and_planned_like_the_others(dag_run, monkeypatch):
+    from fineflow import cli
+
+    monkeypatch.setattr(cli.console, "width", 250)
+    again = _cli("run", str(dag_run["pipeline"]), "--storage", str(dag_run["store"]), "--dry-run")
+    assert again.exit_code == 0, again.output
+    rows = [line.split("│") for line in again.output.splitlines() if line.startswith("│")]
+    states = {cells[1].strip(): (cells[2].strip(), cells[4].strip()) for cells in rows if len(cells) == 7}
+    assert states["words"] == ("wordcount", "cached") and all(state == "cached" for _, state in states.values()), states
+    config = yaml.safe_load(dag_run["pipeline"].read_text())
+    config["stages"][-1]["min_words"] = -1
+    bad = dag_run["folder"] / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    refused = _cli("run", str(bad), "--dry-run")
+    assert refused.exit_code == 2 and "stages.5.min_words: Input should be greater than or equal to 0" in refused.output
+
+
 def test_fan_in_fan_out_and_rejects_inputs_carry_the_right_documents(dag_run):
     stages = dag_run["stages"]
     dedup, filter_, second = stages["dedup"], stages["filter"], stages["second-look"]
@@ -332,11 +349,21 @@ def test_from_stage_recomputes_that_stage_and_its_descendants_only(dag_run, dask
         assert stage["output"] == dag_run["stages"][name]["output"]
 
 
-def test_a_document_in_two_inputs_of_a_union_is_an_error_naming_it(dag_run, dask_address, tmp_path):
+def test_a_document_in_two_inputs_of_a_union_is_an_error_naming_it_and_the_sibling_branch_commits(dag_run, dask_address, tmp_path):
+    extra = str(dag_run["folder"] / "data" / "extra" / "*.warc.gz")
     stages = [
-        {"stage": "crawl", "name": "a", "inputs": [str(dag_run["folder"] / "data" / "extra" / "*.warc.gz")], "extractor": "resiliparse"},
-        {"stage": "crawl", "name": "b", "inputs": [str(dag_run["folder"] / "data" / "extra" / "*.warc.gz")], "extractor": "resiliparse"},
+        {"stage": "crawl", "name": "a", "inputs": [extra], "extractor": "resiliparse"},
+        {"stage": "crawl", "name": "b", "inputs": [extra], "extractor": "resiliparse"},
         {"stage": "dedup", "input": ["a", "b"]},
+        {"stage": "dedup", "name": "solo", "input": "a", "url": False},  # a sibling branch: it still runs
     ]
-    result = _cli("run", str(_pipeline(tmp_path, stages)), "--storage", str(dag_run["store"]), "--dask-address", dask_address)
+    pipeline = _pipeline(tmp_path, stages)
+    result = _cli("run", str(pipeline), "--storage", str(dag_run["store"]), "--dask-address", dask_address)
     assert result.exit_code == 1 and "share document id(s)" in result.output, result.output[-3000:]
+    from fineflow.config import load_config
+    from fineflow.manifest import read_manifest
+    from fineflow.planning import plan_pipeline
+
+    planned = {node.name: plans for node, plans in plan_pipeline(load_config(pipeline, storage_override=str(dag_run["store"])))}
+    assert read_manifest(planned["solo"][-1].location.folder) is not None  # committed
+    assert read_manifest(planned["dedup"][0].location.folder) is None  # never started
