@@ -114,6 +114,25 @@ def test_dry_run_of_the_example_dag_shows_each_stage_and_what_it_reads(tmp_path,
     assert all("recompute" in rows[name][4] for name in ("sample", "second-look"))
 
 
+def test_a_union_reads_every_shard_with_the_union_of_the_columns(tmp_path):
+    import pyarrow as pa
+
+    from fineflow.documents import DOCUMENT_SCHEMA, read_input, write_table
+    from fineflow.steps import Source, StageInputs
+
+    plain = pa.Table.from_pylist([{"id": "a", "text": "x"}], schema=DOCUMENT_SCHEMA)
+    counted = plain.append_column("words", pa.array([1], pa.int64())).set_column(0, "id", pa.array(["b"]))
+    write_table(str(tmp_path / "one" / "part-00000.parquet"), plain)
+    write_table(str(tmp_path / "two" / "part-00000.parquet"), counted)
+    write_table(str(tmp_path / "two" / "part-00001.parquet"), counted.slice(0, 0))
+    inputs = StageInputs((Source("one", "f1", str(tmp_path / "one"), 1), Source("two", "f2", str(tmp_path / "two"), 2)))
+    shards = inputs.shards()
+    assert [s["shard"] for s in shards] == [0, 1, 2] and inputs.fingerprint == ["f1", "f2"]
+    tables = [read_input(shard) for shard in shards]
+    assert all(t.schema == tables[1].schema for t in tables) and tables[1].schema.names[-1] == "words"
+    assert tables[0].column("words").to_pylist() == [None] and tables[1].column("id").to_pylist() == ["b"]
+
+
 def test_a_store_of_the_old_layout_is_refused_with_a_reason(tmp_path):
     old = tmp_path / "crawl" / "extract" / "0123456789abcdef0123"
     old.mkdir(parents=True)
