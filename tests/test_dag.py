@@ -32,6 +32,20 @@ EXAMPLES = REPO / "examples"
 PLUGIN = REPO / "tests" / "plugins" / "toy_stage.py"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _plugins_forgotten_after_this_module():
+    """The plug-in kinds this module's in-process runs load stay out of the other modules' tests."""
+    from fineflow import registry
+
+    kinds, plugins, path = dict(registry._KINDS), dict(registry._PLUGINS), list(sys.path)
+    yield
+    registry._KINDS.clear()
+    registry._KINDS.update(kinds)
+    registry._PLUGINS.clear()
+    registry._PLUGINS.update(plugins)
+    sys.path[:] = path
+
+
 def _cli(*args: str, cwd: Path | None = None):
     from fineflow.cli import app
 
@@ -245,45 +259,42 @@ def _folders(summary: dict) -> list[tuple[str, int]]:
     return found
 
 
-def _read_everywhere(folder: str, storage_options: dict | None = None) -> dict[str, int]:
+def _read_everywhere(folder: str, cache: Path) -> dict[str, int]:
     import datasets
     import polars as pl
 
-    loaded = datasets.load_dataset("parquet", data_dir=folder, split="train", storage_options=storage_options)
+    loaded = datasets.load_dataset("parquet", data_dir=folder, split="train", cache_dir=str(cache))
     counts = {"datasets": loaded.num_rows}
-    counts["polars"] = pl.scan_parquet(f"{folder}/**/*.parquet", storage_options=storage_options).select(pl.len()).collect().item()
+    counts["polars"] = pl.scan_parquet(f"{folder}/**/*.parquet").select(pl.len()).collect().item()
     return counts
 
 
-def test_every_output_and_rejects_folder_loads_as_it_is(dag_run, tmp_path, monkeypatch):
+def test_every_output_and_rejects_folder_loads_as_it_is(dag_run, tmp_path):
     import duckdb
     import pyarrow.parquet as pq
 
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     folders = _folders(dag_run["summary"])
     assert len(folders) == 10  # every output, and the rejects of the stages that dropped any
     for folder, rows in folders:
         files = sorted(Path(folder).iterdir())
         assert all(f.suffix == ".parquet" for f in files), files  # nothing else in a document folder
         assert len({str(pq.read_schema(f)) for f in files}) == 1, folder  # one schema, empty shards included
-        assert _read_everywhere(folder) == {"datasets": rows, "polars": rows}, folder
+        assert _read_everywhere(folder, tmp_path / "hf") == {"datasets": rows, "polars": rows}, folder
         assert duckdb.sql(f"select count(*) from read_parquet('{folder}/**/*.parquet')").fetchall()[0][0] == rows
 
 
-def test_an_empty_shard_loads_beside_the_others(tmp_path, monkeypatch):
+def test_an_empty_shard_loads_beside_the_others(tmp_path):
     """Empty shards are files with the step's schema and no row group: every reader takes them."""
     import duckdb
     import polars as pl
 
     from fineflow.documents import DOCUMENT_SCHEMA, commit_shard
 
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
     folder = tmp_path / "data"
     one = {"id": "a", "url": "https://a.example/", "text": "some text", "language": "en"}
     commit_shard(0, str(folder / "part-00000.parquet"), pa_table([one]), str(tmp_path / "rejects" / "part-00000.parquet"))
     commit_shard(1, str(folder / "part-00001.parquet"), DOCUMENT_SCHEMA.empty_table(), str(tmp_path / "rejects" / "part-00001.parquet"))
-    assert _read_everywhere(str(folder)) == {"datasets": 1, "polars": 1}
+    assert _read_everywhere(str(folder), tmp_path / "hf") == {"datasets": 1, "polars": 1}
     assert duckdb.sql(f"select count(*) from read_parquet('{folder}/**/*.parquet')").fetchall()[0][0] == 1
     assert pl.read_parquet(tmp_path / "rejects" / "part-00001.parquet").columns[-1] == "drop_reason"
 
@@ -296,11 +307,9 @@ def pa_table(rows: list[dict]):
     return pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA)
 
 
-def test_outputs_on_s3_load_as_they_are(dag_run, seaweed, tmp_path, monkeypatch):
+def test_outputs_on_s3_load_as_they_are(dag_run, seaweed, tmp_path):
     import s3fs
 
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # (offline mode refuses every remote file, S3's too)
     fs = s3fs.S3FileSystem(skip_instance_cache=True)
     prefix = f"{BUCKET}/readers-{uuid.uuid4().hex[:6]}"
     fs.put(str(dag_run["store"]), prefix, recursive=True)  # the committed store, as a run on S3 leaves it
@@ -314,7 +323,9 @@ def test_outputs_on_s3_load_as_they_are(dag_run, seaweed, tmp_path, monkeypatch)
     for folder, rows in _folders(dag_run["summary"])[::3]:  # a third of them: every kind of folder
         url = "s3://" + prefix + folder.removeprefix(str(dag_run["store"]))
         # datasets resolves `data_dir` as a local path; remote folders are given as `data_files`
-        loaded = datasets.load_dataset("parquet", data_files=f"{url}/*.parquet", split="train", storage_options=options)
+        loaded = datasets.load_dataset(
+            "parquet", data_files=f"{url}/*.parquet", split="train", storage_options=options, cache_dir=str(tmp_path / "hf")
+        )
         assert loaded.num_rows == rows, url
         assert pl.scan_parquet(f"{url}/**/*.parquet", storage_options=polars_options).select(pl.len()).collect().item() == rows
 
