@@ -115,7 +115,7 @@ def test_two_stages_of_one_kind_get_their_own_folders_and_history(tmp_path):
 def test_dry_run_of_the_example_dag_shows_each_stage_and_what_it_reads(tmp_path, monkeypatch):
     from fineflow import cli
 
-    monkeypatch.setattr(cli.console, "width", 250)  # one line per row
+    monkeypatch.setattr(cli.console, "_width", 250)  # one line per row (undone exactly: no width set)
     result = _cli("run", "dag.yaml", "--dry-run", "--storage", str(tmp_path / "s"), cwd=EXAMPLES)
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if "│" in line]
@@ -205,7 +205,7 @@ def test_a_plugin_stage_runs_and_shows_everywhere(dag_run):
 def test_the_plugin_stage_is_validated_and_planned_like_the_others(dag_run, monkeypatch):
     from fineflow import cli
 
-    monkeypatch.setattr(cli.console, "width", 250)
+    monkeypatch.setattr(cli.console, "_width", 250)
     again = _cli("run", str(dag_run["pipeline"]), "--storage", str(dag_run["store"]), "--dry-run")
     assert again.exit_code == 0, again.output
     rows = [line.split("│") for line in again.output.splitlines() if line.startswith("│")]
