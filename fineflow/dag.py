@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from fineflow import registry
 from fineflow.stage_config import REJECTS_SUFFIX, StageConfig
-from fineflow.steps import PlanContext, Source, StageInputs, StepPlan
+from fineflow.steps import Source, StageInputs, StepPlan
 
 
 class DagError(ValueError):
@@ -125,14 +125,6 @@ def source_of(ref: InputRef, plans: list[StepPlan], kind: registry.StageKind) ->
     return Source(ref.stage, step.fingerprint.value, folder, len(step.shards), ref.rejects)
 
 
-def plan_node(node: Node, root: str, inputs: StageInputs | None) -> list[StepPlan]:
-    kind = node.kind
-    if kind.reads_documents and inputs is None:
-        raise DagError(f"stage {node.name}: it reads documents but has no input")
-    context = PlanContext(root=root, name=node.name, kind=kind.kind, inputs=inputs)
-    return registry.resolve_function(kind.planner)(node.config, context)
-
-
 def plan_dag(stages: list[StageConfig], root: str) -> list[tuple[Node, list[StepPlan]]]:
     """Every stage's step plans, in DAG order."""
     planned: dict[str, list[StepPlan]] = {}
@@ -144,6 +136,6 @@ def plan_dag(stages: list[StageConfig], root: str) -> list[tuple[Node, list[Step
             StageInputs(tuple(source_of(ref, planned[ref.stage], kinds[ref.stage]) for ref in node.inputs))
             if node.inputs else None
         )
-        planned[node.name] = plan_node(node, root, inputs)
+        planned[node.name] = node.kind.plan(node.config, root, node.name, inputs)
         result.append((node, planned[node.name]))
     return result

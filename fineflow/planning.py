@@ -13,7 +13,7 @@ from fineflow import registry
 from fineflow.config import PipelineConfig
 from fineflow.dag import Node, plan_dag
 from fineflow.stage_config import StageConfig
-from fineflow.steps import PlanContext, Source, StageInputs, StepPlan
+from fineflow.steps import Source, StageInputs, StepPlan
 
 
 def preflight_stage(stage: StageConfig) -> list[str]:
@@ -22,9 +22,7 @@ def preflight_stage(stage: StageConfig) -> list[str]:
 
 
 def plan_stage(stage: StageConfig, root: str, inputs: StageInputs | None, name: str | None = None) -> list[StepPlan]:
-    kind = registry.of(stage)
-    context = PlanContext(root=root, name=name or stage.label, kind=kind.kind, inputs=inputs)
-    return registry.resolve_function(kind.planner)(stage, context)
+    return registry.of(stage).plan(stage, root, name or stage.label, inputs)
 
 
 def inputs_from_json(data: list[dict[str, Any]] | None) -> StageInputs | None:

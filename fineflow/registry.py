@@ -21,7 +21,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from fineflow.stage_config import StageConfig
-from fineflow.steps import resolve_function
+from fineflow.steps import PlanContext, StageInputs, StepPlan, resolve_function
 
 ENTRY_POINT_GROUP = "fineflow.stages"
 
@@ -59,6 +59,13 @@ class StageKind:
     # discriminator tags inside the config (e.g. filter rule names), left out of error locations
     error_tags: tuple[str, ...] = ()
     module: str = field(default="", compare=False)  # where KIND was found (set on registration)
+
+    def plan(self, config: StageConfig, root: str, name: str, inputs: StageInputs | None) -> list[StepPlan]:
+        """The stage's step plans: its planner given where it writes, its name and what it reads."""
+        if self.reads_documents and inputs is None:
+            raise RegistryError(f"stage {name}: a {self.kind} stage reads documents, but it was given no input")
+        context = PlanContext(root=root, name=name, kind=self.kind, inputs=inputs)
+        return resolve_function(self.planner)(config, context)
 
     def call(self, hook: str, *args: Any) -> Any:
         spec = getattr(self, hook)
