@@ -1,9 +1,9 @@
 """Step output layout and manifests: what a step has committed, and nothing else.
 
-A step's output folder is ``<root>/<stage>/<step>/<fingerprint>/``. Each task writes its shard
-as one object (``part-00007.parquet``, rejects under ``rejects/``); when every task of the step
-has finished, ``_manifest.json`` listing the committed shards with their row counts, sizes and
-hashes is written last. Readers trust only what a manifest lists, so a crashed task or a second
+A step's folder is ``<root>/<kind>/<step>/<fingerprint>/``. Each task writes its shard as one
+object (``data/part-00007.parquet``; rejects under ``rejects/``, other files under ``artifacts/``);
+when every task of the step has finished, ``_manifest.json`` listing the committed files with
+their row counts, sizes and hashes is written last. Readers trust only what a manifest lists, so a crashed task or a second
 run writing the same storage never exposes a half-written or foreign artifact.
 
 Committed files are also checked against their manifest: cheaply before a cache hit (size and
