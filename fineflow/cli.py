@@ -151,6 +151,28 @@ def _drop_table(stage: dict[str, Any]) -> Table:
     return table
 
 
+def _token_table(stage: dict[str, Any]) -> Table:
+    """Tokens per language for each tokenizer a stage counted with, and UTF-8 bytes per token."""
+    by_language: dict[str, dict[str, int]] = stage["tokens_by_language"]
+    table = Table(title=Text(f"{stage['name']}: tokens per language (bytes per token)"))
+    table.add_column("language")
+    for tokenizer in by_language:
+        table.add_column(tokenizer, justify="right")
+    ratios = stage.get("fertility", {})
+    languages = sorted({lang for counts in by_language.values() for lang in counts},
+                       key=lambda lang: -max(counts.get(lang, 0) for counts in by_language.values()))
+    for language in [*languages, None]:
+        cells = []
+        for tokenizer, counts in by_language.items():
+            if language is None:
+                cells.append(f"{sum(counts.values()):,}")
+                continue
+            ratio = ratios.get(tokenizer, {}).get(language, {}).get("bytes_per_token")
+            cells.append(f"{counts.get(language, 0):,}" + (f" ({ratio:.2f})" if ratio else ""))
+        table.add_row(Text(language or "total"), *cells)
+    return table
+
+
 @app.command()
 def run(
     pipeline: Annotated[Path, typer.Argument(help="pipeline YAML")],
@@ -219,6 +241,8 @@ def run(
     for stage in result["stages"]:
         if stage.get("drop_reasons"):
             console.print(_drop_table(stage))
+        if stage.get("tokens_by_language"):
+            console.print(_token_table(stage))
     for warning in result.get("warnings", []):
         _warn(f"warning: {warning}")
     if result.get("report"):

@@ -1,7 +1,8 @@
 """The HTML report of a run: one self-contained page built from the run's ``summary.json``.
 
 Charts are plotly figures with plotly.js inlined once in the page (no CDN: the report opens
-offline, from object storage or a laptop): the documents and characters kept by each stage,
+offline, from object storage or a laptop): the documents, characters and (where a stage counted
+them) tokens kept by each stage,
 documents per language after each stage, why documents were dropped or skipped, the pipeline's
 DAG with document counts on its edges (when it is not a straight line), and the charts each
 stage kind contributes through the registry (dedup's cluster sizes, ...).
@@ -36,9 +37,30 @@ def load_summary(folder: str) -> dict[str, Any]:
         raise FileNotFoundError(f"{folder}/summary.json is damaged (not valid JSON); re-run the pipeline to write it again") from None
 
 
+def _tokens_after(summary: dict) -> dict[str, dict[str, int]]:
+    """Tokens per tokenizer counted on each stage's output: a stage that counts tokens (its
+    ``tokens``) reports them for the stage it read (its one input) and for its own output."""
+    by_name = {s["name"]: s for s in summary["stages"]}
+    found: dict[str, dict[str, int]] = {}
+    for stage in summary["stages"]:
+        if not stage.get("tokens"):
+            continue
+        found.setdefault(stage["name"], {}).update(stage["tokens"])
+        sources = stage.get("input") or []
+        if len(sources) == 1 and sources[0]["stage"] in by_name and not sources[0].get("rejects") and not stage.get("rejected"):
+            found.setdefault(sources[0]["stage"], {}).update(stage["tokens"])
+    return found
+
+
 def _funnel(summary: dict) -> go.Figure:
     stages = summary["stages"]
-    labels = [f"{stages[0]['name']} input (records)"] + [f"after {s['name']}" for s in stages]
+    tokens = _tokens_after(summary)
+
+    def label(name: str) -> str:
+        counted = tokens.get(name)
+        return f"after {name}" + (f" ({', '.join(f'{n:,} {t} tokens' for t, n in counted.items())})" if counted else "")
+
+    labels = [f"{stages[0]['name']} input (records)"] + [label(s["name"]) for s in stages]
     values = [stages[0]["docs_in"]] + [s["docs_out"] for s in stages]
     figure = go.Figure(go.Funnel(y=labels, x=values, textinfo="value+percent initial"))
     figure.update_layout(title="Documents kept by each stage", **LAYOUT)
@@ -51,6 +73,17 @@ def _characters(summary: dict) -> go.Figure | None:
         return None
     figure = go.Figure(go.Bar(x=[s["name"] for s in stages], y=[s["text_chars"] / 1e6 for s in stages], texttemplate="%{y:.2f}"))
     figure.update_layout(title="Text kept after each stage (million characters)", yaxis_title="M characters", **LAYOUT)
+    return figure
+
+
+def _tokens(summary: dict) -> go.Figure | None:
+    tokens = _tokens_after(summary)
+    if not tokens:
+        return None
+    names = [s["name"] for s in summary["stages"] if s["name"] in tokens]
+    tokenizers = list(dict.fromkeys(t for counted in tokens.values() for t in counted))
+    figure = go.Figure([go.Bar(name=t, x=[f"after {n}" for n in names], y=[tokens[n].get(t) for n in names]) for t in tokenizers])
+    figure.update_layout(title="Tokens after each stage where they were counted, per tokenizer", barmode="group", **LAYOUT)
     return figure
 
 
@@ -167,6 +200,7 @@ def build_report(summary: dict[str, Any]) -> str:
     figures = {
         "funnel": _funnel(summary),
         "characters": _characters(summary),
+        "tokens": _tokens(summary),
         "languages": _languages(summary),
         "drops": _drops(summary),
         "dag": _dag(summary),

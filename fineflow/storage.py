@@ -95,6 +95,30 @@ def write_bytes(url: str, data: bytes) -> None:
         fs.pipe_file(path, data)
 
 
+def put_file(local_path: str, url: str) -> None:
+    """Copy a local file to ``url`` atomically (for objects too large to hold in memory)."""
+    fs, path = filesystem(url)
+    if isinstance(fs, LocalFileSystem):
+        directory = os.path.dirname(path)
+        tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+        try:
+            os.makedirs(directory, exist_ok=True)
+            shutil.copyfile(local_path, tmp)
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except OSError as error:
+            if error.errno in PERMANENT_ERRNOS:
+                raise _explained(error, directory) from error
+            raise
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    else:
+        # A multipart upload: the object appears when it completes, whole or not at all.
+        fs.put_file(local_path, path)
+
+
 # Errors no retry can fix: a full disk or quota, a read-only or forbidden place.
 PERMANENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 

@@ -195,3 +195,13 @@ def splitter_versions() -> dict[str, str]:
 def splitter_resources() -> dict[str, str]:
     """``splitter_versions()`` as fingerprint resources, for every step that splits words."""
     return {f"splitter.{name}": value for name, value in splitter_versions().items()}
+
+
+# Words for ratios such as tokens per word (fertility): runs of letters, digits and marks, and one
+# word per character in scripts written without spaces. Language-independent and cheap, so ratios
+# compare across languages and tokenizers without a segmenter per language.
+_RATIO_WORDS = regex.compile(rf"[{_NO_SPACE_SCRIPTS}]|[^\s{_NO_SPACE_SCRIPTS}\p{{P}}\p{{S}}]+")
+
+
+def count_words(text: str) -> int:
+    return sum(1 for _ in _RATIO_WORDS.finditer(text))

@@ -1,0 +1,123 @@
+"""Plan the tokenize stage: [sample (map) -> train (a task per trained tokenizer)] -> count (map,
+the document step) -> stats (one task) [-> merge (one task)].
+
+A count's fingerprint chains on each tokenizer's fingerprint: the sha256 of its files, or for a
+tokenizer trained in the run the train step's fingerprint (known before the file exists), so a
+changed tokenizer file or training sample recomputes the counts and the token files after them.
+"""
+
+from __future__ import annotations
+
+from fineflow.steps import PlanContext, StepPlan
+from fineflow.tasks.tokenize import count, merge, stats, train
+from fineflow.tasks.tokenize.config import TokenizeStage
+from fineflow.tasks.tokenize.encoders import describe, load_encoder, source_fingerprint, token_dtype
+
+
+def _train_params(config: TokenizeStage) -> dict:
+    return {name: spec.train.model_dump() for name, spec in config.tokenizers.items() if spec.train is not None}
+
+
+def writer_dtype(config: TokenizeStage) -> str | None:
+    """The token files' integer type (a trained tokenizer by its configured vocabulary size, an
+    upper bound of what it learns); raises when the vocabulary does not fit."""
+    if config.writer is None:
+        return None
+    spec = config.tokenizers[config.writer]
+    if spec.train is not None:
+        vocab = spec.train.vocab_size
+    else:
+        vocab = load_encoder(config.writer, describe(spec)).vocab_size
+    return token_dtype(vocab, config.write)
+
+
+def plan_tokenize(config: TokenizeStage, ctx: PlanContext) -> list[StepPlan]:
+    assert ctx.inputs is not None  # a document-reading kind: the DAG gives it inputs
+    inputs = ctx.inputs.shards()
+    upstream = {"upstream": ctx.inputs.fingerprint}
+    plans: list[StepPlan] = []
+    trained = _train_params(config)
+    train_plan = None
+    if trained:
+        sample_plan = ctx.step(train, "sample_shard", step="sample", params={"train": trained}, chained=upstream, shards=inputs)
+        train_plan = ctx.step(
+            train, "train_shard", step="train",
+            params={"train": trained, "samples": [sample_plan.location.shard_url(n) for n in range(len(inputs))]},
+            fingerprint_params={"train": trained},
+            chained={"sample": sample_plan.fingerprint.value},
+            shards=[{"shard": n, "tokenizer": name} for n, name in enumerate(sorted(trained))],
+        )
+        plans += [sample_plan, train_plan]
+
+    tokenizers = {}
+    for name, spec in config.tokenizers.items():
+        trained_url = train_plan.location.artifact_url(train.artifact_name(name)) if spec.train is not None else None
+        source = describe(spec, trained_url)
+        tokenizers[name] = {
+            "source": source,
+            "fingerprint": source_fingerprint(source, train_plan.fingerprint.value if train_plan else None),
+        }
+    write = None
+    if config.writer is not None:
+        write = {
+            "tokenizer": config.writer,
+            "format": config.write,
+            "dtype": writer_dtype(config),
+            "seed": config.seed,
+            "partition_by": list(config.partition_by),
+            "max_tokens_per_file": config.max_tokens_per_file,
+        }
+    count_params = {
+        "tokenizers": tokenizers,
+        "write": write,
+        "key_columns": list(config.key_columns),
+        "repeats_column": config.repeats_column,
+        "max_chars": config.max_chars,
+        "batch_size": config.batch_size,
+    }
+    count_plan = ctx.step(
+        count, "count_shard", step="count", params=count_params,
+        # Files enter by their content (the tokenizer fingerprints), never by their paths.
+        fingerprint_params={
+            **{key: value for key, value in count_params.items() if key not in ("tokenizers", "batch_size")},
+            "tokenizers": {name: tokenizer["fingerprint"] for name, tokenizer in tokenizers.items()},
+        },
+        chained={**upstream, **({"train": train_plan.fingerprint.value} if train_plan else {})},
+        shards=inputs,
+    )
+    count_output = count_plan.location.shard_url(0)  # artifact URLs of the count step derive from it
+    stats_params = {
+        "count_output": count_output,
+        "count_shards": len(inputs),
+        "key_columns": list(config.key_columns),
+        "top_domains": config.top_domains,
+        "ranking": count.count_column(next(iter(config.tokenizers))),
+    }
+    stats_plan = ctx.step(
+        stats, "stats_shard", step="stats", params=stats_params,
+        fingerprint_params={key: value for key, value in stats_params.items() if key != "count_output"},
+        chained={"count": count_plan.fingerprint.value}, shards=[{"shard": 0}],
+    )
+    plans += [count_plan, stats_plan]
+    if write is not None:
+        merge_params = {"count_output": count_output, "count_shards": len(inputs), "write": write}
+        plans.append(ctx.step(
+            merge, "merge_shard", step="merge", params=merge_params,
+            fingerprint_params={"count_shards": len(inputs), "write": write},
+            chained={"count": count_plan.fingerprint.value}, shards=[{"shard": 0}],
+        ))
+    return plans
+
+
+def preflight(config: TokenizeStage) -> list[str]:
+    """Load every tokenizer given by file (a missing or corrupt one is a configuration error
+    before any work) and check the token files' integer type."""
+    warnings = []
+    for name, spec in config.tokenizers.items():
+        if spec.train is None:
+            encoder = load_encoder(name, describe(spec))
+            if name == config.writer and encoder.eos_token is None:
+                warnings.append(f"tokenizer {name} has no end-of-document token: written documents are not separated "
+                                "by one (set eos: <token>)")
+    writer_dtype(config)
+    return warnings
