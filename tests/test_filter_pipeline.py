@@ -43,8 +43,8 @@ def artifact_keys(run_id: str) -> set[str]:
 def test_filter_rejects_reasons_and_a_threshold_change_reruns_only_decide(workdir, tmp_path, dask_address):
     root = str(tmp_path / "store")
     first = run_pipeline(workdir / "demo.yaml", root, dask_address, tmp_path)
-    crawl, dedup, filtered = first["stages"]
-    assert [crawl["name"], dedup["name"], filtered["name"]] == ["crawl", "dedup", "filter"]
+    crawl, dedup, filtered, tokenized = first["stages"]
+    assert [crawl["name"], dedup["name"], filtered["name"], tokenized["name"]] == ["crawl", "dedup", "filter", "tokenize"]
 
     # dedup: the sample's copies (same page under tracking parameters or another encoding, English
     # pages repeated in other language editions) are removed; every kept document has a cluster size.
@@ -77,6 +77,22 @@ def test_filter_rejects_reasons_and_a_threshold_change_reruns_only_decide(workdi
     assert {"filter-drop-reasons", "filter-languages", "filter-stats"} <= artifact_keys(first["run_id"])
     shown = run_cli("inspect", filtered["rejects"], "-n", "1", "--where", "drop_reason==language:low_score")
     assert f"{filtered['drop_reasons']['language:low_score']} documents" in shown.output
+
+    # tokenize: token totals per language for GPT-2 and for the BPE trained in the run, equal to the
+    # sums of the per-document counts and (GPT-2, the writer) to the tokens in the Megatron files.
+    counted = read_output(tokenized["output"])
+    assert counted.height == tokenized["docs_out"] == filtered["docs_out"]
+    for tokenizer in ("gpt2", "demo_bpe"):
+        per_language = counted.group_by("language").agg(pl.col(f"n_tokens_{tokenizer}").sum())
+        assert dict(zip(per_language["language"], per_language[f"n_tokens_{tokenizer}"])) == tokenized["tokens_by_language"][tokenizer]
+        assert tokenized["tokens"][tokenizer] == counted[f"n_tokens_{tokenizer}"].sum()
+    assert set(tokenized["tokens_by_language"]["gpt2"]) == set(filtered["languages"])
+    assert tokenized["token_files"]["tokens"] == tokenized["tokens"]["gpt2"]
+    assert tokenized["token_files"]["files"] == len(filtered["languages"])  # partitioned by language
+    assert tokenized["trained_tokenizers"]["demo_bpe"]["file"].endswith("demo_bpe.tokenizer.json")
+    assert {"tokenize-tokens", "tokenize-domains"} <= artifact_keys(first["run_id"])
+    report = (tmp_path / "store" / "_runs" / first["run_id"] / "report.html").read_text()
+    assert "Tokens after each stage" in report and "gpt2 tokens" in report
 
     # A stricter word minimum: the dry run and the run agree that only decide recomputes.
     tuned = workdir / "tuned.yaml"

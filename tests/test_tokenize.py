@@ -369,3 +369,28 @@ def test_counts_by_language_domain_and_key_columns(documents, tmp_path):
     for language, entries in top.items():
         assert len([d for d in entries if d != "(other)"]) <= 2
         assert sum(e["documents"] for e in entries.values()) == sum(1 for lang in table["language"].to_pylist() if (lang or "und") == language)
+
+
+def test_fineweb_edu_ar_preset_reports_bytes_per_token_for_each_tokenizer(documents, tmp_path):
+    from fineflow.config import load_config
+    from fineflow.tasks.tokenize.report import summary_fields
+
+    config = load_config(REPO / "examples" / "fineweb-edu-ar.yaml", storage_override=str(tmp_path / "unused"))
+    assert [s.stage for s in config.stages] == ["crawl", "filter", "tokenize"]
+    tokenize = config.stages[2].model_dump()
+    tokenize["tokenizers"]["arabic_bpe"]["train"].update(vocab_size=2000, sample_bytes=200_000)  # small sample, fast
+    arabic = tmp_path / "arabic"
+    arabic.mkdir()
+    table = all_documents(documents)
+    pq.write_table(table.filter(pa.compute.equal(table["language"], "ar")), arabic / "part-00000.parquet")
+    steps = run_stage(tokenize, tmp_path / "root", arabic)
+    totals = {}
+    for step, (_, results) in steps.items():
+        from fineflow.counters import merge_counts
+
+        totals[step] = {"output": "x/data", **merge_counts(r["stats"] for r in results)}
+    fields = summary_fields(totals)
+    ratio = {name: fields["fertility"][name]["ar"]["bytes_per_token"] for name in ("aranizer", "arabic_bpe", "gpt2")}
+    assert ratio["aranizer"] > ratio["gpt2"] and ratio["arabic_bpe"] > ratio["gpt2"]
+    assert set(fields["tokens_by_language"]) == {"aranizer", "arabic_bpe", "gpt2"}
+    assert fields["trained_tokenizers"]["arabic_bpe"]["sample_documents"] >= 3
