@@ -208,7 +208,7 @@ def test_a_run_started_like_the_ui_runs_on_the_stack(stack, api, deployments, re
     assert stack.environment()["FINEFLOW_DASK_ADDRESS"] in run_logs(api, run_id)  # the stack's cluster, not a new one
     summary = reference["summary"]
     assert summary["storage"].startswith("s3://fineflow/")
-    assert [s["name"] for s in summary["stages"]] == ["crawl", "dedup", "filter"]
+    assert [s["name"] for s in summary["stages"]] == ["crawl", "dedup", "filter", "tokenize"]
     assert all(s["docs_out"] > 0 for s in summary["stages"])
     artifacts = call("POST", f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}).json()
     markdown = next(a["data"] for a in artifacts if a["key"] == "pipeline-summary")
@@ -219,16 +219,17 @@ def test_a_run_started_like_the_ui_runs_on_the_stack(stack, api, deployments, re
     page = tmp_path / "report.html"
     page.write_bytes(stack_fs(stack).cat(report_url.removeprefix("s3://")))
     charts = drawn_charts(rendered_dom(page))
-    assert set(charts) == {"funnel", "characters", "languages", "drops", "clusters"} and all(charts.values()), charts
-    assert charts["funnel"] == 4  # records read, then after crawl, dedup and filter
+    expected = {"funnel", "characters", "tokens", "languages", "drops", "clusters", "tokens-by-language", "bytes-per-token"}
+    assert set(charts) == expected and all(charts.values()), charts
+    assert charts["funnel"] == 5  # records read, then after crawl, dedup, filter and tokenize
 
 
 def test_stage_deployments_chain_into_the_same_output_as_the_pipeline(stack, api, deployments, reference):
-    """crawl, then dedup and filter on the committed folder before each, each a UI run of its
-    stage deployment; partitioned by the scheduled date; byte for byte the pipeline's output."""
+    """crawl, then dedup, filter and tokenize on the committed folder before each, each a UI run
+    of its stage deployment; partitioned by the scheduled date; byte for byte the pipeline's output."""
     import yaml
 
-    crawl, dedup, filter_ = yaml.safe_load((REPO / "examples" / "demo.yaml").read_text())["stages"]
+    crawl, dedup, filter_, tokenize = yaml.safe_load((REPO / "examples" / "demo.yaml").read_text())["stages"]
     crawl["inputs"] = ["examples/data/*.warc.gz"]  # stage deployments resolve paths from their working directory
     root = f"s3://fineflow/stages-{uuid.uuid4().hex[:8]}"
     fs = stack_fs(stack)
@@ -249,7 +250,12 @@ def test_stage_deployments_chain_into_the_same_output_as_the_pipeline(stack, api
     (dedup_out,) = [p.rsplit("/", 1)[0] for p in fs.glob(f"{partition.removeprefix('s3://')}/dedup/remove/*/_manifest.json")]
     run_stage("filter", {"storage": partition, "input": f"s3://{dedup_out}", "stage": filter_})
     (filter_out,) = [p.rsplit("/", 1)[0] for p in fs.glob(f"{partition.removeprefix('s3://')}/filter/decide/*/_manifest.json")]
-    for step, folder in (("crawl/extract", crawl_out), ("dedup/remove", dedup_out), ("filter/decide", filter_out)):
+    run_stage("tokenize", {"storage": partition, "input": f"s3://{filter_out}", "stage": tokenize})
+    (count_out,) = [p.rsplit("/", 1)[0] for p in fs.glob(f"{partition.removeprefix('s3://')}/tokenize/count/*/_manifest.json")]
+    (merge_out,) = [p.rsplit("/", 1)[0] for p in fs.glob(f"{partition.removeprefix('s3://')}/tokenize/merge/*/_manifest.json")]
+    steps = (("crawl/extract", crawl_out), ("dedup/remove", dedup_out), ("filter/decide", filter_out),
+             ("tokenize/count", count_out), ("tokenize/merge", merge_out))
+    for step, folder in steps:
         shards = json.loads(fs.cat(f"{folder}/_manifest.json"))["shards"]
         assert [(s["file"], s["rows"], s["sha256"]) for s in shards] == reference["outputs"][step], step
     for run_id in run_ids:  # each stage run keeps a run record (what gc reads) and its report

@@ -179,34 +179,34 @@ def _write_cells(shard: dict, params: dict, output_url: str, kept: pa.Table, ids
     return artifacts, written
 
 
-def count_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
-    documents = read_input(shard)
-    texts, reasons = _texts(documents)
-    sizes = np.zeros(len(texts), dtype=np.int64)  # UTF-8 bytes
+def _check_texts(texts: list[str | None], reasons: dict[int, str], max_chars: int) -> np.ndarray:
+    """The texts' UTF-8 sizes; rows that must not reach an encoder get their reason (in place)."""
+    sizes = np.zeros(len(texts), dtype=np.int64)
     for row, text in enumerate(texts):
         if row in reasons:
             continue
         if text is None:
             texts[row] = ""  # no text: counts its special tokens only
-        elif len(text) > params["max_chars"]:
-            reasons[row] = f"tokenize: text over {params['max_chars']:,} characters"
+        elif len(text) > max_chars:
+            reasons[row] = f"tokenize: text over {max_chars:,} characters"
         else:
             try:
                 sizes[row] = len(text.encode("utf-8"))
             except UnicodeEncodeError:  # a lone surrogate: some encoders would replace it silently
                 reasons[row] = "tokenize: text has a lone surrogate (not encodable as UTF-8)"
+    return sizes
 
-    writer = params["write"]["tokenizer"] if params["write"] else None
-    encoders = {name: load_encoder(name, tokenizer["source"]) for name, tokenizer in params["tokenizers"].items()}
+
+def _count(documents: pa.Table, texts: list[str], reasons: dict[int, str], params: dict, encoders: dict[str, Encoder],
+           writer: str | None) -> tuple[dict[str, np.ndarray], list[Any], list[str]]:
+    """Per tokenizer the documents' counts (specials included), the writer's ids, the reused counts."""
     encodable = [row for row in range(len(texts)) if row not in reasons]
     counts: dict[str, np.ndarray] = {}
-    writer_ids: list[Any] = []
+    writer_ids: list[Any] = [None] * len(texts)
     reused = []
     for name, encoder in encoders.items():
-        fingerprint = params["tokenizers"][name]["fingerprint"]
-        column = count_column(name)
-        if name != writer and _reusable(documents, column, fingerprint):
-            counts[name] = documents[column].to_numpy()
+        if name != writer and _reusable(documents, count_column(name), params["tokenizers"][name]["fingerprint"]):
+            counts[name] = documents[count_column(name)].to_numpy()
             reused.append(name)
             continue
         found, failed = _encode(encoder, [texts[row] for row in encodable], name == writer, params["batch_size"])
@@ -214,15 +214,21 @@ def count_shard(shard: dict, params: dict, output_url: str, rejects_url: str) ->
         for index, row in enumerate(encodable):
             if index in failed:
                 reasons.setdefault(row, failed[index])
-            elif name == writer:
-                values[row] = len(found[index]) + encoder.specials
-            else:
-                values[row] = found[index] + encoder.specials
-        counts[name] = values
-        if name == writer:
-            writer_ids = [None] * len(texts)
-            for index, row in enumerate(encodable):
+                continue
+            values[row] = (len(found[index]) if name == writer else found[index]) + encoder.specials
+            if name == writer:
                 writer_ids[row] = found[index]
+        counts[name] = values
+    return counts, writer_ids, reused
+
+
+def count_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
+    documents = read_input(shard)
+    texts, reasons = _texts(documents)
+    sizes = _check_texts(texts, reasons, params["max_chars"])
+    writer = params["write"]["tokenizer"] if params["write"] else None
+    encoders = {name: load_encoder(name, tokenizer["source"]) for name, tokenizer in params["tokenizers"].items()}
+    counts, writer_ids, reused = _count(documents, texts, reasons, params, encoders, writer)
 
     rejected_rows = sorted(reasons)
     keep_mask = np.ones(len(texts), dtype=bool)
@@ -234,12 +240,8 @@ def count_shard(shard: dict, params: dict, output_url: str, rejects_url: str) ->
     for name in encoders:
         columns[count_column(name)] = pa.array(counts[name], pa.int64())
     table = set_columns(documents, columns)
-    fields = [
-        _counts_field(f.name.removeprefix("n_tokens_"), params["tokenizers"][f.name.removeprefix("n_tokens_")]["fingerprint"])
-        if f.name.removeprefix("n_tokens_") in encoders and f.name.startswith("n_tokens_") else f
-        for f in table.schema
-    ]
-    table = table.cast(pa.schema(fields, metadata=table.schema.metadata))
+    count_fields = {count_column(name): _counts_field(name, params["tokenizers"][name]["fingerprint"]) for name in encoders}
+    table = table.cast(pa.schema([count_fields.get(f.name, f) for f in table.schema], metadata=table.schema.metadata))
     kept = table.take(pa.array(kept_rows, pa.int64()))
     rejects = None
     if rejected_rows:
@@ -255,7 +257,7 @@ def count_shard(shard: dict, params: dict, output_url: str, rejects_url: str) ->
     artifacts.append(commit_artifact(output_url, counts_artifact(shard["shard"]), table_to_parquet_bytes(aggregate)))
     written = None
     if writer is not None:
-        ids = [writer_ids[row] for row in kept_rows]
+        ids = [writer_ids[row] for row in kept_rows]  # every kept row was encoded by the writer
         more, written = _write_cells(shard, params, output_url, kept, ids, encoders[writer])
         artifacts += more
 
