@@ -149,3 +149,10 @@ def test_prefect_yaml_deploys_every_registered_stage_kind():
         default = deployment.get("parameters", {}).get("run", {}).get("stage")
         if default is not None:  # the form's defaults are a valid config of that kind
             registry.get(kind).config.model_validate(default)
+        # ... and valid for the form's own schema, which the Prefect server checks when deploying (a 422 otherwise)
+        # (required values are left to the user's run, as the server allows).
+        from prefect.utilities.callables import parameter_schema
+        from prefect.utilities.schema_tools.validation import validate
+
+        schema = parameter_schema(flows[f"{kind}_stage"]).model_dump_for_openapi()
+        validate(deployment.get("parameters", {}), schema, raise_on_error=True, ignore_required=True)

@@ -10,9 +10,9 @@ short for ``{packaged: NAME}``. The entry's key names its columns (``n_tokens_<k
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from fineflow.stage_config import StageConfig, Strict
 
@@ -48,11 +48,6 @@ class TokenizerSpec(Strict):
         default="auto", description="the encoder library; auto picks tiktoken where it gives identical ids"
     )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _short_form(cls, value: Any) -> Any:
-        return {"packaged": value} if isinstance(value, str) else value
-
     @model_validator(mode="after")
     def _one_source(self) -> TokenizerSpec:
         given = [name for name in SOURCES if getattr(self, name) is not None]
@@ -71,9 +66,17 @@ class TokenizerSpec(Strict):
         return next(name for name in SOURCES if getattr(self, name) is not None)
 
 
+def _short_form(value: Any) -> Any:
+    return {"packaged": value} if isinstance(value, str) else value
+
+
+# A tokenizer entry, or a packaged tokenizer's short name (the deployment form accepts both).
+TokenizerEntry = Annotated[TokenizerSpec, BeforeValidator(_short_form, json_schema_input_type=Union[str, TokenizerSpec])]  # noqa: UP007
+
+
 class TokenizeStage(StageConfig):
     stage: Literal["tokenize"]
-    tokenizers: dict[str, TokenizerSpec] = Field(min_length=1, description="name -> tokenizer; each adds n_tokens_<name>")
+    tokenizers: dict[str, TokenizerEntry] = Field(min_length=1, description="name -> tokenizer; each adds n_tokens_<name>")
     write: Literal["megatron", "nanotron", "none"] = Field(
         default="none", description="token files: Megatron-LM .bin/.idx, nanotron/datatrove .ds, or none (count only)"
     )
