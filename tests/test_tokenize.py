@@ -330,10 +330,10 @@ def test_bad_texts_go_to_rejects_with_their_reason(tmp_path):
     folder = tmp_path / "docs"
     folder.mkdir()
     # Invalid UTF-8 inside a string column (another writer's bytes): built without validation.
-    texts = [b"fine text", b"", b"\xff\xfe broken", b"x" * 50]
+    texts = [b"\xff\xfe broken", b"fine text", b"", b"x" * 50]
     offsets = np.cumsum([0] + [len(t) for t in texts]).astype(np.int32)
     text_array = pa.Array.from_buffers(pa.string(), len(texts), [None, pa.py_buffer(offsets.tobytes()), pa.py_buffer(b"".join(texts))])
-    table = pa.table({"id": ["a", "b", "c", "d"], "url": ["https://www.example.co.uk/x", None, "http://x.org", "http://y.org"],
+    table = pa.table({"id": ["c", "a", "b", "d"], "url": ["http://x.org", "https://www.example.co.uk/x", None, "http://y.org"],
                       "text": text_array, "language": ["en", "en", "en", "en"]})
     pq.write_table(table, folder / "part-00000.parquet")
     config = {"stage": "tokenize", "tokenizers": {"gpt2": "gpt2"}, "max_chars": 40}
@@ -343,6 +343,11 @@ def test_bad_texts_go_to_rejects_with_their_reason(tmp_path):
     assert kept["n_tokens_gpt2"].to_pylist() == [3, 1]  # "fine text" + EOS; an empty text: its EOS only
     assert kept["source_domain"].to_pylist() == ["example.co.uk", None]
     rejects = pq.read_table(steps["count"][0].location.rejects_url(0))
+    # The provenance sidecar points at the input shard's rows, rejected rows counted.
+    written = run_stage({**config, "write": "megatron"}, tmp_path / "written", folder)
+    (prefix,) = _written(written)
+    sidecar = pq.read_table(f"{prefix}.provenance.parquet")
+    assert {i: r for i, r in zip(sidecar["id"].to_pylist(), sidecar["row"].to_pylist())} == {"a": 1, "b": 2}
     reasons = dict(zip(rejects["id"].to_pylist(), rejects["drop_reason"].to_pylist()))
     assert reasons["c"].startswith("tokenize: text is not valid UTF-8")
     assert reasons["d"] == "tokenize: text over 40 characters"

@@ -124,7 +124,7 @@ def _aggregate(table: pa.Table, sizes: list[int], words: list[int], tokenizers: 
 
 
 def _write_cells(shard: dict, params: dict, output_url: str, kept: pa.Table, ids: list[list[int]], encoder: Encoder,
-                 ) -> tuple[list[dict], dict[str, dict[str, int]]]:
+                 input_rows: np.ndarray) -> tuple[list[dict], dict[str, dict[str, int]]]:
     """Shuffle the shard's documents (each ``repeats`` times) and commit their ids per cell."""
     write = params["write"]
     partition = write["partition_by"]
@@ -167,7 +167,7 @@ def _write_cells(shard: dict, params: dict, output_url: str, kept: pa.Table, ids
             "url": kept["url"].take(order) if "url" in kept.schema.names else pa.nulls(len(order), pa.string()),
             "language": kept["language"].take(order) if "language" in kept.schema.names else pa.nulls(len(order), pa.string()),
             "input": pa.array([shard["input"]] * len(order), pa.string()),
-            "row": pa.array(order, pa.int64()),
+            "row": pa.array(input_rows[order], pa.int64()),  # in the input shard (rejected rows counted)
             "copy": pa.array(copy, pa.int32()),
             "n_tokens": pa.array(lengths, pa.int64()),
         }, schema=PROVENANCE_SCHEMA))
@@ -258,7 +258,7 @@ def count_shard(shard: dict, params: dict, output_url: str, rejects_url: str) ->
     written = None
     if writer is not None:
         ids = [writer_ids[row] for row in kept_rows]  # every kept row was encoded by the writer
-        more, written = _write_cells(shard, params, output_url, kept, ids, encoders[writer])
+        more, written = _write_cells(shard, params, output_url, kept, ids, encoders[writer], kept_rows)
         artifacts += more
 
     stats: dict[str, Any] = {
