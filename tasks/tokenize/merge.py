@@ -54,15 +54,15 @@ class _ShardStream:
         return data
 
 
-def _provenance(count_output: str, shard: int) -> pa.Table:
-    table = pq.read_table(io.BytesIO(storage.read_bytes(artifact_url_of(count_output, provenance_artifact(shard)))))
+def _provenance(count_artifacts: str, shard: int) -> pa.Table:
+    table = pq.read_table(io.BytesIO(storage.read_bytes(storage.join(count_artifacts, provenance_artifact(shard)))))
     return table.append_column("shard", pa.array(np.full(table.num_rows, shard, dtype=np.int64)))
 
 
 def merge_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
     write = params["write"]
     provenance = pa.concat_tables([
-        _provenance(params["count_output"], n) for n in range(params["count_shards"])
+        _provenance(params["count_artifacts"], n) for n in range(params["count_shards"])
     ]) if params["count_shards"] else None
     dtype = np.dtype(write["dtype"]).newbyteorder("<")
     writer_class = WRITERS[write["format"]]
@@ -78,7 +78,7 @@ def merge_shard(shard: dict, params: dict, output_url: str, rejects_url: str) ->
             # Positions of each shard's rows, in the shard's own (already shuffled) order.
             queues = {n: np.flatnonzero(shard_of_row == n) for n in np.unique(shard_of_row)}
             draw = np.random.default_rng(_cell_seed(write["seed"], cell)).permutation(shard_of_row)
-            streams = {n: _ShardStream(artifact_url_of(params["count_output"], tokens_artifact(cell, int(n))), dtype.itemsize)
+            streams = {n: _ShardStream(storage.join(params["count_artifacts"], tokens_artifact(cell, int(n))), dtype.itemsize)
                        for n in queues}
             taken = dict.fromkeys(queues, 0)
             lengths = rows["n_tokens"].to_numpy()

@@ -85,9 +85,9 @@ def plan_tokenize(config: TokenizeStage, ctx: PlanContext) -> list[StepPlan]:
         chained={**upstream, **({"train": train_plan.fingerprint.value} if train_plan else {})},
         shards=inputs,
     )
-    count_output = count_plan.location.shard_url(0)  # artifact URLs of the count step derive from it
+    count_artifacts = count_plan.location.artifacts_folder  # the shards' counts, provenance and token runs
     stats_params = {
-        "count_output": count_output,
+        "count_artifacts": count_artifacts,
         "count_shards": len(inputs),
         "key_columns": list(config.key_columns),
         "top_domains": config.top_domains,
@@ -95,12 +95,12 @@ def plan_tokenize(config: TokenizeStage, ctx: PlanContext) -> list[StepPlan]:
     }
     stats_plan = ctx.step(
         stats, "stats_shard", step="stats", params=stats_params,
-        fingerprint_params={key: value for key, value in stats_params.items() if key != "count_output"},
+        fingerprint_params={key: value for key, value in stats_params.items() if key != "count_artifacts"},
         chained={"count": count_plan.fingerprint.value}, shards=[{"shard": 0}],
     )
     plans += [count_plan, stats_plan]
     if write is not None:
-        merge_params = {"count_output": count_output, "count_shards": len(inputs), "write": write}
+        merge_params = {"count_artifacts": count_artifacts, "count_shards": len(inputs), "write": write}
         plans.append(ctx.step(
             merge, "merge_shard", step="merge", params=merge_params,
             fingerprint_params={"count_shards": len(inputs), "write": write},

@@ -7,8 +7,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from fineflow.registry import Table
-
-LAYOUT = {"margin": {"l": 60, "r": 20, "t": 50, "b": 60}, "height": 380, "template": "plotly_white"}
+from fineflow.report import LAYOUT
 
 
 def _artifact(step: dict[str, Any] | None, suffix: str) -> str | None:

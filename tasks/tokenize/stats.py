@@ -16,7 +16,6 @@ import pyarrow as pa
 from fineflow import storage
 from fineflow.artifacts import commit_artifact
 from fineflow.documents import commit_shard, table_to_parquet_bytes
-from fineflow.manifest import artifact_url_of
 from fineflow.tasks.tokenize.count import counts_artifact
 
 STEP_VERSION = "1"
@@ -28,12 +27,13 @@ OTHER = "(other)"
 
 def stats_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
     keys = ["language", "source_domain", *params["key_columns"]]
-    parts = [pl.read_parquet(io.BytesIO(storage.read_bytes(artifact_url_of(params["count_output"], counts_artifact(n)))))
+    parts = [pl.read_parquet(io.BytesIO(storage.read_bytes(storage.join(params["count_artifacts"], counts_artifact(n)))))
              for n in range(params["count_shards"])]
-    frame = pl.concat([part for part in parts if part.height], how="diagonal_relaxed") if any(p.height for p in parts) else None
-    if frame is None:
+    parts = [part for part in parts if part.height]
+    if not parts:
         totals = pl.DataFrame(schema={**dict.fromkeys(keys, pl.String), "documents": pl.Int64})
     else:
+        frame = pl.concat(parts, how="diagonal_relaxed")
         values = [c for c in frame.columns if c not in keys]
         totals = frame.group_by(keys).agg([pl.col(c).sum() for c in values]).sort(keys, nulls_last=True)
     artifact = commit_artifact(output_url, COUNTS, table_to_parquet_bytes(totals.to_arrow()))
