@@ -350,6 +350,15 @@ def test_bad_texts_go_to_rejects_with_their_reason(tmp_path):
     assert {i: r for i, r in zip(sidecar["id"].to_pylist(), sidecar["row"].to_pylist())} == {"a": 1, "b": 2}
     reasons = dict(zip(rejects["id"].to_pylist(), rejects["drop_reason"].to_pylist()))
     assert reasons["c"].startswith("tokenize: text is not valid UTF-8")
+    assert rejects["text"].to_pylist()[0] == "\ufffd\ufffd broken"  # readable by every reader, the reason says why
+    # Both folders load as they are, with one schema, in Hugging Face datasets, polars and DuckDB.
+    import duckdb
+    from test_dag import _read_everywhere
+
+    plan = steps["count"][0]
+    for folder, rows in ((plan.location.data_folder, 2), (plan.location.rejects_folder, 2)):
+        assert _read_everywhere(folder, tmp_path / "hf") == {"datasets": rows, "polars": rows}, folder
+        assert duckdb.sql(f"select count(*) from read_parquet('{folder}/**/*.parquet')").fetchall()[0][0] == rows
     assert reasons["d"] == "tokenize: text over 40 characters"
 
 

@@ -54,22 +54,28 @@ def tokens_artifact(cell: str, shard: int) -> str:
     return f"tokens-{cell}-{shard:05d}.bin"
 
 
-def _texts(table: pa.Table) -> tuple[list[str | None], dict[int, str]]:
-    """The texts as Python strings, and the rows that cannot be read with why (invalid UTF-8)."""
+def _texts(table: pa.Table) -> tuple[pa.Table, list[str | None], dict[int, str]]:
+    """The texts as Python strings, and the rows that cannot be read with why (invalid UTF-8).
+    Such a text is kept in the table decoded with U+FFFD replacements (its reason says so), so
+    the rejects folder stays readable by every Parquet reader that checks UTF-8."""
     column = table["text"]
     try:
-        return column.to_pylist(), {}
+        return table, column.to_pylist(), {}
     except UnicodeDecodeError:
         pass
     texts: list[str | None] = []
+    repaired: list[str | None] = []
     bad: dict[int, str] = {}
     for row, raw in enumerate(column.cast(pa.binary()).to_pylist()):
         try:
             texts.append(None if raw is None else raw.decode("utf-8"))
+            repaired.append(texts[-1])
         except UnicodeDecodeError as error:
             texts.append(None)
+            repaired.append(raw.decode("utf-8", errors="replace"))
             bad[row] = f"tokenize: text is not valid UTF-8 ({error.reason} at byte {error.start})"
-    return texts, bad
+    table = table.set_column(table.schema.get_field_index("text"), table.schema.field("text"), pa.array(repaired, pa.string()))
+    return table, texts, bad
 
 
 def _encode(encoder: Encoder, texts: list[str], keep_ids: bool, batch_size: int) -> tuple[list[Any], dict[int, str]]:
@@ -223,8 +229,7 @@ def _count(documents: pa.Table, texts: list[str], reasons: dict[int, str], param
 
 
 def count_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
-    documents = read_input(shard)
-    texts, reasons = _texts(documents)
+    documents, texts, reasons = _texts(read_input(shard))
     sizes = _check_texts(texts, reasons, params["max_chars"])
     writer = params["write"]["tokenizer"] if params["write"] else None
     encoders = {name: load_encoder(name, tokenizer["source"]) for name, tokenizer in params["tokenizers"].items()}
