@@ -37,6 +37,7 @@ class StepPlan:
     inputs: dict[str, Any] | None = None  # what the step reads, for the summary (e.g. files by format)
     checks: str | None = None  # "package.module:function(totals) -> [warning]", run on the step's totals
     name: str = ""  # the pipeline stage's name (default: the kind); storage and cache keys use the kind
+    secrets: tuple[str, ...] = ()  # Prefect Secret block names its tasks load (fineflow.secrets); never values
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "location", StepLocation(self.root, self.stage, self.step, self.fingerprint.value))

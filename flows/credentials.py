@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from fineflow import storage
+from fineflow import secrets, storage
 
 
 @lru_cache(maxsize=8)
@@ -47,3 +47,18 @@ def apply_credentials(name: str | None) -> None:
     """Make this process's s3:// access use the named block (no-op without a name)."""
     if name:
         storage.configure("s3", **s3_options(name))
+
+
+@lru_cache(maxsize=32)
+def _secret_value(name: str) -> str:
+    from prefect.blocks.system import Secret
+
+    value = Secret.load(name).get()
+    return value if isinstance(value, str) else str(value)
+
+
+def load_secrets(names: list[str]) -> None:
+    """Load Prefect Secret blocks in this process and hand their values to ``fineflow.secrets``
+    (where stage code finds them by block name); the values never leave the process."""
+    for name in names:
+        secrets.provide(name, _secret_value(name))

@@ -14,6 +14,7 @@ from fineflow.counters import merge_counts
 from fineflow.flows import progress
 from fineflow.flows.results import result_storage
 from fineflow.flows.shard_task import shard_task
+from fineflow.flows.stage_report import artifact_key
 from fineflow.manifest import write_manifest
 from fineflow.steps import StepPlan, resolve_function
 
@@ -51,7 +52,7 @@ def run_step(plan: StepPlan, refresh: bool = False, credentials_block: str | Non
     location = dataclasses.asdict(plan.location)
     total = len(plan.shards)
     progress_id = create_progress_artifact(
-        progress=0.0, key=f"{plan.name}-{plan.step}-progress", description=f"{plan.name}/{plan.step}: shards done"
+        progress=0.0, key=artifact_key(plan.name, plan.step, "progress"), description=f"{plan.name}/{plan.step}: shards done"
     )
     progress.emit("step_started", stage=plan.name, step=plan.step, total=total)
 
@@ -66,6 +67,7 @@ def run_step(plan: StepPlan, refresh: bool = False, credentials_block: str | Non
             params=plan.params,
             location=location,
             credentials_block=credentials_block,
+            secret_blocks=list(plan.secrets),
         )
 
     results: list[dict] = []

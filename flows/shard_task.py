@@ -12,7 +12,7 @@ from typing import Any
 from prefect import task
 from prefect.tasks import exponential_backoff
 
-from fineflow.flows.credentials import apply_credentials
+from fineflow.flows.credentials import apply_credentials, load_secrets
 from fineflow.manifest import StepLocation
 from fineflow.steps import run_shard
 from fineflow.storage import PERMANENT_ERRNOS
@@ -63,6 +63,8 @@ def shard_task(
     params: dict,
     location: dict,
     credentials_block: str | None = None,
+    secret_blocks: list[str] | None = None,
 ) -> dict:
     apply_credentials(credentials_block)  # on the Dask worker: storage access with the block's keys
+    load_secrets(secret_blocks or [])  # e.g. an LLM server's API key, by block name
     return run_shard(function, shard, params, StepLocation(**location))

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from prefect.artifacts import create_table_artifact
 
 from fineflow import registry
+
+
+def artifact_key(*parts: str) -> str:
+    """A Prefect artifact key (lower-case letters, digits and dashes) from a stage name and more:
+    stage names may hold '_', which Prefect refuses in keys."""
+    return re.sub(r"[^a-z0-9-]", "-", "-".join(parts).lower())
 
 
 def publish_stage_tables(summary: dict[str, Any]) -> None:
@@ -26,9 +33,9 @@ def publish_stage_tables(summary: dict[str, Any]) -> None:
             }
         )
     create_table_artifact(
-        key=f"{summary['name']}-stats",
+        key=artifact_key(summary["name"], "stats"),
         table=rows,
         description=f"{summary['name']}: documents in/out, skips by reason, bytes, time; output {summary['output']}",
     )
     for table in registry.get(summary["kind"]).call("tables", summary) or []:
-        create_table_artifact(key=f"{summary['name']}-{table.key}", table=table.rows, description=table.description)
+        create_table_artifact(key=artifact_key(summary["name"], table.key), table=table.rows, description=table.description)

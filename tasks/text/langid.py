@@ -53,7 +53,7 @@ def _load(model: str):
     path = resolve_model_path(model)
     with _load_lock:
         if path not in _models:
-            import fasttext  # fasttext-predict: numpy-free predict-only bindings
+            import fasttext  # fasttext-numpy2
 
             local = path
             if not storage.is_local(path):  # fastText reads local files only

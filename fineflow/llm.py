@@ -1,0 +1,295 @@
+"""An OpenAI-compatible LLM client with a response cache in object storage; shared by stages.
+
+Speaks ``/v1/chat/completions`` and ``/v1/completions`` as served by vLLM, SGLang, llama.cpp's
+server, TGI and Ollama. Requests run with bounded concurrency; each has a per-attempt timeout
+and a deadline over all its attempts; 429, 5xx and connection failures are retried with
+exponential backoff and jitter, other 4xx answers fail at once (a wrong model name or key
+will not get better).
+
+The cache keys an answer by (model, prompt template, decoding parameters, input text): one
+*namespace* folder per (model, template hash, decoding parameters) holds Parquet batch files of
+(text hash, answer, token counts). Answers are flushed in batches as they arrive, so a crash
+loses at most one unflushed batch, and a later run (another sample, another stage) that asks
+the same question with the same text reads the answer instead of asking.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import Field
+
+from fineflow import secrets, storage
+from fineflow.fingerprint import canonical_json, digest
+from fineflow.stage_config import Strict
+
+CACHE_SCHEMA = pa.schema([
+    ("key", pa.string()),
+    ("answer", pa.string()),
+    ("prompt_tokens", pa.int64()),
+    ("completion_tokens", pa.int64()),
+])
+
+
+class LLMError(RuntimeError):
+    """The server refused a request, or could not be reached before the deadline."""
+
+
+class LLMServer(Strict):
+    """Where and how to ask: an OpenAI-compatible server and the decoding parameters."""
+
+    base_url: str = Field(description="the API root, e.g. http://127.0.0.1:8080/v1")
+    model: str = Field(description="the model name the server knows (part of the cache key)")
+    endpoint: Literal["chat", "completions"] = Field(
+        default="chat", description="chat: /chat/completions with one user message; completions: the raw prompt"
+    )
+    api_key_env: str | None = Field(default="OPENAI_API_KEY", description="environment variable holding the API key")
+    api_key_block: str | None = Field(default=None, description="a Prefect Secret block with the API key (overrides api_key_env)")
+    concurrency: int = Field(default=4, ge=1, le=1024, description="requests in flight at once")
+    timeout_s: float = Field(default=120.0, gt=0, description="one attempt's limit")
+    deadline_s: float = Field(default=600.0, gt=0, description="one request's limit over all its attempts")
+    retries: int = Field(default=5, ge=0, description="attempts after the first, for 429, 5xx and connection errors")
+    max_tokens: int = Field(default=16, ge=1)
+    temperature: float = Field(default=0.0, ge=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    seed: int | None = 0
+    flush_every: int = Field(default=32, ge=1, description="answers per cache batch file")
+
+    def decoding(self) -> dict[str, Any]:
+        """What changes an answer besides the prompt: enters the cache key."""
+        return {"endpoint": self.endpoint, "max_tokens": self.max_tokens, "temperature": self.temperature,
+                "top_p": self.top_p, "seed": self.seed}
+
+
+@dataclass
+class Answer:
+    text: str | None  # None: no answer (the error says why)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = False
+    error: str | None = None
+
+
+@dataclass
+class CallStats:
+    requests: int = 0
+    retries: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        rate = self.requests / self.seconds if self.seconds else 0.0
+        tokens = (self.prompt_tokens + self.completion_tokens) / self.seconds if self.seconds else 0.0
+        return {
+            "llm_requests": self.requests, "llm_retries": self.retries, "llm_cache_hits": self.cache_hits,
+            "llm_prompt_tokens": self.prompt_tokens, "llm_completion_tokens": self.completion_tokens,
+            "llm_seconds": round(self.seconds, 3), "llm_requests_per_s": round(rate, 3),
+            "llm_tokens_per_s": round(tokens, 1),
+        }
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def namespace(server: LLMServer, template: str) -> str:
+    """The cache folder name of answers to ``template`` by this model with these parameters."""
+    return digest({"model": server.model, "template": hashlib.sha256(template.encode()).hexdigest(),
+                   "decoding": server.decoding()}, chars=24)
+
+
+class ResponseCache:
+    """Answers by text hash in one namespace folder; new answers flushed in batch files."""
+
+    def __init__(self, folder: str, flush_every: int = 32) -> None:
+        self.folder = folder
+        self.flush_every = flush_every
+        self._known: dict[str, tuple[str, int, int]] = {}
+        self._pending: list[tuple[str, str, int, int]] = []
+        self._lock = threading.Lock()
+        self.batches_read = 0
+        for name in sorted(storage.list_names(folder)):
+            if name.startswith("batch-") and name.endswith(".parquet"):
+                table = pq.read_table(io.BytesIO(storage.read_bytes(storage.join(folder, name))))
+                for key, answer, p, c in zip(*(table.column(n).to_pylist() for n in CACHE_SCHEMA.names)):
+                    self._known[key] = (answer, p or 0, c or 0)
+                self.batches_read += 1
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def get(self, key: str) -> tuple[str, int, int] | None:
+        return self._known.get(key)
+
+    def add(self, key: str, answer: str, prompt_tokens: int, completion_tokens: int) -> None:
+        with self._lock:
+            self._known[key] = (answer, prompt_tokens, completion_tokens)
+            self._pending.append((key, answer, prompt_tokens, completion_tokens))
+            full = len(self._pending) >= self.flush_every
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            rows, self._pending = self._pending, []
+        if not rows:
+            return
+        table = pa.table([list(col) for col in zip(*rows)], schema=CACHE_SCHEMA)
+        sink = io.BytesIO()
+        pq.write_table(table, sink, compression="zstd")
+        # A unique name per batch: concurrent writers (two tasks, two runs) never overwrite each other.
+        name = f"batch-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.parquet"
+        storage.write_bytes(storage.join(self.folder, name), sink.getvalue())
+
+
+class LLMClient:
+    """Bounded-concurrency requests to one server; the API key is resolved once and never shown."""
+
+    def __init__(self, server: LLMServer, api_key: str | None = None, *, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.server = server
+        self._api_key = api_key if api_key is not None else secrets.resolve(server.api_key_env, server.api_key_block)
+        self._sleep = sleep
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        limits = httpx.Limits(max_connections=server.concurrency, max_keepalive_connections=server.concurrency)
+        self._http = httpx.Client(base_url=server.base_url.rstrip("/"), headers=headers, limits=limits)
+        self.stats = CallStats()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> LLMClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _body(self, prompt: str) -> tuple[str, dict[str, Any]]:
+        s = self.server
+        common = {"model": s.model, "max_tokens": s.max_tokens, "temperature": s.temperature, "top_p": s.top_p}
+        if s.seed is not None:
+            common["seed"] = s.seed
+        if s.endpoint == "chat":
+            return "/chat/completions", {**common, "messages": [{"role": "user", "content": prompt}]}
+        return "/completions", {**common, "prompt": prompt}
+
+    def ask(self, prompt: str) -> Answer:
+        """One request with retries inside its deadline. Raises LLMError when the server refuses
+        it or stays unreachable; an answer it cannot read comes back with ``error`` set."""
+        path, body = self._body(prompt)
+        started = time.monotonic()
+        deadline = started + self.server.deadline_s
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LLMError(f"{self.server.base_url}: no answer within the deadline ({self.server.deadline_s:g} s)")
+            problem: str
+            try:
+                response = self._http.post(path, json=body, timeout=min(self.server.timeout_s, remaining))
+            except httpx.HTTPError as error:  # refused, reset, timed out
+                problem = f"{type(error).__name__}: {error}"
+            else:
+                if response.status_code == 200:
+                    with self.stats._lock:
+                        self.stats.requests += 1
+                    return _read_answer(response, self.server.endpoint)
+                problem = f"HTTP {response.status_code}: {response.text[:200]!r}"
+                if response.status_code != 429 and response.status_code < 500:
+                    raise LLMError(f"{self.server.base_url}{path} refused the request ({problem})")
+            attempt += 1
+            if attempt > self.server.retries:
+                raise LLMError(f"{self.server.base_url}{path}: gave up after {attempt} attempts; last: {problem}")
+            with self.stats._lock:
+                self.stats.retries += 1
+            pause = min(30.0, 0.5 * 2 ** (attempt - 1)) * (0.5 + random.random())
+            self._sleep(max(0.0, min(pause, deadline - time.monotonic())))
+
+    def ask_all(
+        self,
+        items: Iterable[tuple[str, str]],
+        cache: ResponseCache | None = None,
+        on_answer: Callable[[str, Answer], None] | None = None,
+    ) -> dict[str, Answer]:
+        """Answers to ``(key, prompt)`` pairs: from the cache where it has them, else asked with
+        at most ``concurrency`` requests in flight, each added to the cache as it arrives. The
+        first LLMError stops new requests and is raised after the cache is flushed."""
+        started = time.monotonic()
+        answers: dict[str, Answer] = {}
+        to_ask: list[tuple[str, str]] = []
+        for key, prompt in items:
+            hit = cache.get(key) if cache is not None else None
+            if hit is not None:
+                answers[key] = Answer(hit[0], hit[1], hit[2], cached=True)
+                self.stats.cache_hits += 1
+                if on_answer:
+                    on_answer(key, answers[key])
+            elif key not in answers:
+                to_ask.append((key, prompt))
+
+        def one(key: str, prompt: str) -> None:
+            answer = self.ask(prompt)
+            answers[key] = answer
+            with self.stats._lock:
+                self.stats.prompt_tokens += answer.prompt_tokens
+                self.stats.completion_tokens += answer.completion_tokens
+            if cache is not None and answer.error is None:
+                cache.add(key, answer.text or "", answer.prompt_tokens, answer.completion_tokens)
+            if on_answer:
+                on_answer(key, answer)
+
+        try:
+            with ThreadPoolExecutor(max_workers=self.server.concurrency) as pool:
+                # Submitted in windows, so a failure stops the rest instead of queueing them all.
+                queue = list(reversed(to_ask))
+                running = set()
+                while queue or running:
+                    while queue and len(running) < 2 * self.server.concurrency:
+                        running.add(pool.submit(one, *queue.pop()))
+                    finished, running = wait(running, return_when=FIRST_EXCEPTION)
+                    for future in finished:
+                        error = future.exception()
+                        if error is not None:
+                            for other in running:
+                                other.cancel()
+                            wait(running)
+                            raise error
+        finally:
+            if cache is not None:
+                cache.flush()
+            self.stats.seconds += time.monotonic() - started
+        return answers
+
+
+def _read_answer(response: httpx.Response, endpoint: str) -> Answer:
+    """The text and token counts of a 200 answer; a body that is not an OpenAI-style completion
+    comes back as an Answer with ``error`` (recorded, never cached)."""
+    try:
+        data = response.json()
+        choice = data["choices"][0]
+        text = choice["message"]["content"] if endpoint == "chat" else choice["text"]
+        if not isinstance(text, str):
+            raise TypeError(f"the answer's text is {type(text).__name__}")
+    except (ValueError, KeyError, IndexError, TypeError) as error:
+        return Answer(None, error=f"unreadable response ({type(error).__name__}: {str(error)[:80]}): {response.text[:120]!r}")
+    usage = data.get("usage") or {}
+    return Answer(text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+
+
+def describe(server: LLMServer) -> str:
+    """For logs and artifacts: where and what, never the key."""
+    return canonical_json({"base_url": server.base_url, "model": server.model, **server.decoding()})

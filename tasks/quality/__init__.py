@@ -1,0 +1,1 @@
+"""quality stage: LLM annotation, classifier training and evaluation, scoring, calibration, decisions."""

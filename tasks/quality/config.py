@@ -1,0 +1,267 @@
+"""Configuration of the quality stage: annotate a sample with an LLM, train classifiers, score
+every document with any number of scorers, calibrate thresholds, decide.
+
+    - stage: quality
+      annotate:                       # optional: LLM labels for a seeded sample
+        server: {base_url: http://127.0.0.1:8080/v1, model: smollm2}
+        prompt: edu                   # the built-in additive 0-5 rubric, or a file with {text}
+        sample_size: 500              # per language (stratified), or in all
+      classifiers:                    # optional: trained in the run
+        edu: {model: embedding, labels: {annotations: true}}   # a 0-5 regression head
+      scorers:                        # each adds quality_<name> (and quality_<name>_int for 0-5 regressors)
+        edu: {trained: edu}
+        dclm: {fasttext: /models/openhermes_reddit_eli5_vs_rw_v2_bigram_200k_train.bin, label: __label__hq}
+      keep:                           # every rule must pass
+        - {scorer: edu, min_int: 3}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from fineflow.llm import LLMServer
+from fineflow.stage_config import NAME_PATTERN, StageConfig, Strict
+
+BUILTIN_PROMPTS = ("edu",)
+
+
+class Annotate(Strict):
+    server: LLMServer
+    prompt: str = Field(default="edu", description="'edu' (fineflow's additive 0-5 rubric) or a prompt file holding {text}")
+    sample_size: int = Field(default=500, ge=1, description="documents to annotate (per language when per_language)")
+    per_language: bool = Field(default=True, description="stratify the sample by language")
+    languages: list[str] | None = Field(default=None, description="only these languages (default: all)")
+    max_chars: int = Field(default=1000, ge=1, description="characters of each document shown to the LLM")
+    wrapper: str | None = Field(
+        default=None, description="completions endpoint: a file holding {prompt} (or that text itself), e.g. the model's "
+        "chat template written out, so a base or small model sees the rubric as it was trained to",
+    )
+    answer_prefix: str | None = Field(
+        default=None, description="completions endpoint: the start of the answer, appended to the prompt (e.g. "
+        "'Score: ') and read back in front of the model's continuation",
+    )
+    seed: int = 0
+    max_unparsed_share: float = Field(
+        default=0.5, ge=0, le=1,
+        description="more answers than this share without a score fail the step (a prompt or model that does not work)",
+    )
+
+    @property
+    def builtin(self) -> bool:
+        return self.prompt in BUILTIN_PROMPTS
+
+    @model_validator(mode="after")
+    def _completion_options(self) -> Annotate:
+        if (self.wrapper is not None or self.answer_prefix is not None) and self.server.endpoint != "completions":
+            raise ValueError("wrapper and answer_prefix apply to server.endpoint: completions")
+        return self
+
+
+class LabelSet(Strict):
+    """Documents of one class: a URL pattern among this stage's input, or document files."""
+
+    url: str | None = Field(default=None, description="a regular expression searched in the input documents' URLs")
+    files: str | None = Field(default=None, description="a glob of Parquet document files (a `text` column)")
+    rest: bool = Field(default=False, description="every input document the other class does not take")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LabelSet:
+        if sum(x is not None and x is not False for x in (self.url, self.files, self.rest or None)) != 1:
+            raise ValueError("give exactly one of url, files or rest: true")
+        return self
+
+
+class Labels(Strict):
+    annotations: bool = Field(default=False, description="the LLM scores of the annotate step")
+    column: str | None = Field(default=None, description="an input column holding a label (number, bool or string)")
+    positives: LabelSet | None = None
+    negatives: LabelSet | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Labels:
+        chosen = [self.annotations, self.column is not None, self.positives is not None or self.negatives is not None]
+        if sum(chosen) != 1:
+            raise ValueError("labels: give exactly one of annotations: true, column, or positives + negatives")
+        if (self.positives is None) != (self.negatives is None):
+            raise ValueError("labels: positives and negatives go together")
+        if self.positives is not None and self.positives.rest:
+            raise ValueError("labels: positives cannot be `rest`; negatives can")
+        return self
+
+
+class FastTextParams(Strict):
+    """fastText's supervised settings; the defaults are DCLM's (word bigrams, else fastText's own)."""
+
+    epoch: int = Field(default=5, ge=1)
+    lr: float = Field(default=0.1, gt=0)
+    dim: int = Field(default=100, ge=2)
+    word_ngrams: int = Field(default=2, ge=1)
+    min_count: int = Field(default=1, ge=1)
+    ws: int = Field(default=5, ge=1)
+    bucket: int = Field(default=2_000_000, ge=1, description="hash buckets of word n-grams: the model file is about "
+                        "4 * dim * (bucket + words) bytes (2,000,000 x 100: ~0.8 GB); small samples need far fewer")
+
+
+class EmbeddingParams(Strict):
+    model: str = Field(default="all-minilm-l6-v2", description="'all-minilm-l6-v2' (packaged) or a folder with "
+                       "model.safetensors + tokenizer.json of a BERT-style encoder")
+    max_tokens: int = Field(default=256, ge=8, le=512)
+    ridge: float = Field(default=1e-2, ge=0, description="L2 penalty of the linear head")
+
+
+class Classifier(Strict):
+    model: Literal["fasttext", "embedding"] = "fasttext"
+    labels: Labels
+    positive_from: float = Field(
+        default=3, description="a numeric label at or above this is positive (FineWeb-Edu: int_score >= 3)"
+    )
+    regression: bool | None = Field(
+        default=None, description="predict the 0-5 score (an embedding head on annotations); default: for annotations"
+    )
+    max_per_class: int = Field(default=20_000, ge=1, description="seeded sample of each class (positives, negatives)")
+    balance: bool = Field(default=True, description="classifiers: as many negatives as positives (the smaller class's "
+                          "size), as DCLM and PreSelect trained; false keeps every labelled document up to max_per_class. "
+                          "Regressors train on every label")
+    held_out: float = Field(default=0.2, gt=0, lt=1, description="share of labelled documents kept for evaluation")
+    seed: int = 0
+    max_chars: int = Field(default=10_000, ge=1, description="characters of each document trained on and scored")
+    fasttext: FastTextParams = Field(default_factory=FastTextParams)
+    embedding: EmbeddingParams = Field(default_factory=EmbeddingParams)
+
+    @model_validator(mode="after")
+    def _fasttext_classifies(self) -> Classifier:
+        if self.model == "fasttext" and self.regression:
+            raise ValueError("a fastText model is a classifier: regression needs model: embedding")
+        return self
+
+    @property
+    def is_regression(self) -> bool:
+        if self.regression is not None:
+            return self.regression
+        return self.labels.annotations and self.model == "embedding"
+
+
+class Scorer(Strict):
+    """One score per document: a model trained in this run, a fastText file, or a Hugging Face model."""
+
+    trained: str | None = Field(default=None, description="a classifier of this stage's `classifiers`")
+    fasttext: str | None = Field(default=None, description="a fastText .bin by path or URL (e.g. DCLM's)")
+    hf: str | None = Field(default=None, description="a Hugging Face sequence-classification model folder (torch needed)")
+    label: str = Field(default="__label__hq", description="fastText: the label whose probability is the score")
+    regression: bool | None = Field(default=None, description="hf: the model outputs a 0-5 score (default: from its config)")
+    max_chars: int = Field(default=10_000, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    device: str | None = Field(default=None, description="hf: cuda, cpu, ... (default: cuda when present)")
+
+    @model_validator(mode="after")
+    def _one_model(self) -> Scorer:
+        if sum(x is not None for x in (self.trained, self.fasttext, self.hf)) != 1:
+            raise ValueError("a scorer names exactly one of trained, fasttext or hf")
+        return self
+
+
+class KeepRule(Strict):
+    """Keep a document when its score passes: a threshold, a top share, or a Nemotron-CC level."""
+
+    scorer: str | None = Field(default=None, description="whose score (not for min_level)")
+    min: float | None = Field(default=None, description="keep score >= min")
+    min_int: int | None = Field(default=None, ge=0, le=5, description="keep the 0-5 clip-and-round score >= this "
+                                "(FineWeb-Edu: int_score >= 3)")
+    top_share: float | None = Field(default=None, gt=0, le=1, description="keep the best share of the run's weight")
+    unit: Literal["tokens", "bytes", "chars", "docs"] = Field(default="chars", description="what top_share measures")
+    min_level: int | None = Field(default=None, ge=0, le=4, description="keep quality_level >= this (0-4)")
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> KeepRule:
+        if sum(x is not None for x in (self.min, self.min_int, self.top_share, self.min_level)) != 1:
+            raise ValueError("a keep rule has exactly one of min, min_int, top_share or min_level")
+        if self.min_level is None and self.scorer is None:
+            raise ValueError("a keep rule with min or top_share names its scorer")
+        return self
+
+
+class Calibrate(Strict):
+    weight: Literal["tokens", "bytes", "chars", "docs"] = Field(
+        default="tokens", description="percentiles weighted by each document's tokens (an n_tokens_* column of a "
+        "tokenize stage upstream, else UTF-8 bytes, as Nemotron-CC), bytes, characters or documents",
+    )
+    per_language: bool = Field(default=False, description="thresholds per language")
+    ensemble: bool | None = Field(default=None, description="Nemotron-CC's 20 buckets and 5 levels (default: with 2+ scorers)")
+
+
+class QualityStage(StageConfig):
+    stage: Literal["quality"]
+    annotate: Annotate | None = None
+    classifiers: dict[str, Classifier] = Field(default_factory=dict)
+    scorers: dict[str, Scorer] = Field(min_length=1)
+    calibrate: Calibrate = Field(default_factory=Calibrate)
+    keep: list[KeepRule] = Field(default_factory=list, description="every rule must pass; none: keep all, scored")
+
+    @field_validator("classifiers", "scorers")
+    @classmethod
+    def _names(cls, value: dict) -> dict:
+        import re
+
+        for name in value:
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"name {name!r}: lower-case letters, digits, '_' and '-' only")
+        return value
+
+    @model_validator(mode="after")
+    def _references(self) -> QualityStage:
+        for name, classifier in self.classifiers.items():
+            if classifier.labels.annotations and self.annotate is None:
+                raise ValueError(f"classifier {name}: labels from annotations need an `annotate` section")
+        for name, scorer in self.scorers.items():
+            if scorer.trained is not None and scorer.trained not in self.classifiers:
+                raise ValueError(f"scorer {name}: trained: {scorer.trained} is not one of classifiers "
+                                 f"({', '.join(self.classifiers) or 'none'})")
+        for rule in self.keep:
+            if rule.scorer is not None and rule.scorer not in self.scorers:
+                raise ValueError(f"keep: scorer {rule.scorer} is not one of scorers ({', '.join(self.scorers)})")
+            if rule.min_int is not None and rule.scorer and not self.is_regressor(rule.scorer):
+                raise ValueError(f"keep: scorer {rule.scorer} is not a 0-5 regressor, so it has no int score")
+            if rule.min_level is not None and not self.use_ensemble:
+                raise ValueError("keep: min_level needs the ensemble (2+ scorers, or calibrate.ensemble: true)")
+        return self
+
+    def is_regressor(self, scorer: str) -> bool:
+        spec = self.scorers[scorer]
+        if spec.trained is not None:
+            return self.classifiers[spec.trained].is_regression
+        return bool(spec.hf is not None and spec.regression is not False)
+
+    @property
+    def use_ensemble(self) -> bool:
+        return self.calibrate.ensemble if self.calibrate.ensemble is not None else len(self.scorers) >= 2
+
+    def _paths(self) -> list[tuple[object, str]]:
+        found: list[tuple[object, str]] = []
+        if self.annotate is not None and not self.annotate.builtin:
+            found.append((self.annotate, "prompt"))
+        if self.annotate is not None and self.annotate.wrapper and "{prompt}" not in self.annotate.wrapper:
+            found.append((self.annotate, "wrapper"))
+        for scorer in self.scorers.values():
+            found += [(scorer, key) for key in ("fasttext", "hf") if getattr(scorer, key) is not None]
+        for classifier in self.classifiers.values():
+            for labels in (classifier.labels.positives, classifier.labels.negatives):
+                if labels is not None and labels.files is not None:
+                    found.append((labels, "files"))
+            if classifier.model == "embedding" and classifier.embedding.model != "all-minilm-l6-v2":
+                found.append((classifier.embedding, "model"))
+        return found
+
+    def resolve_paths(self, resolve: Callable[[str], str]) -> None:
+        for owner, key in self._paths():
+            setattr(owner, key, resolve(getattr(owner, key)))
+
+    def named_files(self) -> list[str]:
+        return [getattr(owner, key) for owner, key in self._paths() if not _is_glob(getattr(owner, key))]
+
+
+def _is_glob(path: str) -> bool:
+    return any(c in path for c in "*?[")
+

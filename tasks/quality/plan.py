@@ -1,0 +1,199 @@
+"""Plan the quality stage: [sample (map)] -> [annotate (one task)] -> [train (a task per
+classifier)] -> score (map) -> calibrate (one task) -> decide (map, the document step).
+
+Fingerprints: models and label files enter by content (a fastText file's hash, memoised under
+the storage root), a model trained in the run by its train step's fingerprint; the LLM by its
+model name, decoding parameters and prompt text (not its URL, concurrency or key). ``decide``
+chains on the scores and the calibration, and its own parameters are only the keep rules, so a
+changed threshold re-runs only ``decide``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from fineflow import storage
+from fineflow.fingerprint import file_content_hash
+from fineflow.steps import PlanContext, StepPlan
+from fineflow.tasks.quality import annotate, calibrate, decide, sample, score, train
+from fineflow.tasks.quality.config import QualityStage
+from fineflow.tasks.quality.prompts import full_template, load_template
+
+CACHE_FOLDER = ("_cache", "llm")  # under the storage root: shared by runs, never collected by gc
+
+
+def _from_input(labels: dict) -> bool:
+    """Whether a classifier's labels are read from the stage's input documents (the sample step)."""
+    sides = [labels.get("positives") or {}, labels.get("negatives") or {}]
+    return bool(labels.get("column")) or any(side.get("url") or side.get("rest") for side in sides)
+
+
+def _files_hashes(pattern: str, root: str) -> list[dict[str, Any]]:
+    return [file_content_hash(url, root) for url in storage.expand(pattern)]
+
+
+def _folder_hash(folder: str, root: str) -> list[dict[str, Any]]:
+    fs, path = storage.filesystem(folder)
+    return [file_content_hash(storage.join(folder, name), root) for name in sorted(storage.list_names(folder))
+            if fs.isfile(storage.join(path, name))]
+
+
+def _classifier_params(config: QualityStage) -> dict[str, dict]:
+    return {name: {**spec.model_dump(mode="json"), "regression": spec.is_regression}
+            for name, spec in config.classifiers.items()}
+
+
+def _annotate_params(config: QualityStage) -> tuple[dict, dict] | tuple[None, None]:
+    if config.annotate is None:
+        return None, None
+    spec = config.annotate.model_dump(mode="json")
+    template = full_template(load_template(config.annotate.prompt), config.annotate.wrapper, config.annotate.answer_prefix)
+    server = config.annotate.server
+    # What changes an answer enters the fingerprint; where it is asked (URL, key, concurrency) does not.
+    fingerprinted = {
+        **{k: v for k, v in spec.items() if k not in ("server", "prompt", "wrapper", "answer_prefix")},
+        "model": server.model, "decoding": server.decoding(),
+        "prompt_sha256": hashlib.sha256(template.encode()).hexdigest(),
+    }
+    return spec, fingerprinted
+
+
+def _scorer_params(config: QualityStage, train_plan: StepPlan | None, root: str) -> tuple[dict, dict]:
+    params, fingerprinted = {}, {}
+    for name, spec in config.scorers.items():
+        common = {"label": spec.label, "max_chars": spec.max_chars, "batch_size": spec.batch_size,
+                  "device": spec.device, "regression": config.is_regressor(name)}
+        if spec.trained is not None:
+            classifier = config.classifiers[spec.trained]
+            assert train_plan is not None
+            url = train_plan.location.artifact_url(train.model_artifact(spec.trained, classifier.model))
+            kind = "fasttext" if classifier.model == "fasttext" else "head"
+            params[name] = {"kind": kind, "path": url, **common}
+            if kind == "fasttext":
+                params[name]["label"] = "__label__hq"
+            content: Any = {"trained": spec.trained, "train": train_plan.fingerprint.value}
+        elif spec.fasttext is not None:
+            params[name] = {"kind": "fasttext", "path": spec.fasttext, **common}
+            content = file_content_hash(spec.fasttext, root)
+        else:
+            params[name] = {"kind": "hf", "path": spec.hf, **common}
+            content = _folder_hash(spec.hf, root)
+        fingerprinted[name] = {**{k: v for k, v in params[name].items() if k not in ("path", "batch_size", "device")},
+                               "model": content}
+    return params, fingerprinted
+
+
+def plan_quality(config: QualityStage, ctx: PlanContext) -> list[StepPlan]:
+    assert ctx.inputs is not None  # a document-reading kind: the DAG gives it inputs
+    inputs = ctx.inputs.shards()
+    upstream = {"upstream": ctx.inputs.fingerprint}
+    plans: list[StepPlan] = []
+    classifiers = _classifier_params(config)
+    annotate_spec, annotate_fingerprinted = _annotate_params(config)
+
+    sample_params: dict[str, Any] = {
+        # What choosing the labelled documents needs (training settings do not enter the sample's fingerprint).
+        "classifiers": {name: {k: spec[k] for k in ("labels", "seed", "max_per_class", "max_chars", "positive_from")}
+                        for name, spec in classifiers.items() if _from_input(spec["labels"])},
+    }
+    if annotate_spec is not None:
+        sample_params["annotate"] = {k: annotate_spec[k] for k in ("sample_size", "per_language", "languages", "max_chars", "seed")}
+    sample_plan = None
+    if sample_params["classifiers"] or annotate_spec is not None:
+        sample_plan = ctx.step(sample, "sample_shard", step="sample", params=sample_params, chained=upstream, shards=inputs)
+        plans.append(sample_plan)
+    samples = [sample_plan.location.shard_url(n) for n in range(len(inputs))] if sample_plan else []
+
+    annotate_plan = None
+    if annotate_spec is not None:
+        assert sample_plan is not None
+        annotate_plan = ctx.step(
+            annotate, "annotate_shard", step="annotate",
+            params={"annotate": annotate_spec, "samples": samples, "cache": storage.join(ctx.root, *CACHE_FOLDER)},
+            fingerprint_params={"annotate": annotate_fingerprinted},
+            chained={"sample": sample_plan.fingerprint.value}, shards=[{"shard": 0}],
+            secrets=tuple(b for b in [annotate_spec["server"].get("api_key_block")] if b),
+        )
+        plans.append(annotate_plan)
+
+    train_plan = None
+    if classifiers:
+        label_files = {
+            f"{name}.{side}": _files_hashes(spec["labels"][side]["files"], ctx.root)
+            for name, spec in classifiers.items() for side in ("positives", "negatives")
+            if (spec["labels"].get(side) or {}).get("files")
+        }
+        train_plan = ctx.step(
+            train, "train_shard", step="train",
+            params={"classifiers": classifiers, "samples": samples,
+                    "annotations": annotate_plan.location.shard_url(0) if annotate_plan else None},
+            fingerprint_params={"classifiers": classifiers, "label_files": label_files},
+            chained={
+                **({"sample": sample_plan.fingerprint.value} if sample_plan else {}),
+                **({"annotate": annotate_plan.fingerprint.value} if annotate_plan else {}),
+            },
+            shards=[{"shard": n, "classifier": name} for n, name in enumerate(sorted(classifiers))],
+        )
+        plans.append(train_plan)
+
+    scorer_params, scorer_fingerprints = _scorer_params(config, train_plan, ctx.root)
+    max_chars = max(spec.max_chars for spec in config.scorers.values())
+    score_plan = ctx.step(
+        score, "score_shard", step="score", params={"scorers": scorer_params, "max_chars": max_chars},
+        fingerprint_params={"scorers": scorer_fingerprints, "max_chars": max_chars},
+        chained={**upstream, **({"train": train_plan.fingerprint.value} if train_plan else {})}, shards=inputs,
+    )
+    calibrate_params = {
+        "scores": [score_plan.location.shard_url(n) for n in range(len(inputs))],
+        "scorers": sorted(config.scorers), "weight": config.calibrate.weight, "per_language": config.calibrate.per_language,
+    }
+    calibrate_plan = ctx.step(
+        calibrate, "calibrate_shard", step="calibrate", params=calibrate_params,
+        fingerprint_params={k: v for k, v in calibrate_params.items() if k != "scores"},
+        chained={"score": score_plan.fingerprint.value}, shards=[{"shard": 0}],
+    )
+    decide_params = {
+        "grids": calibrate_plan.location.shard_url(0),
+        "scorers": sorted(config.scorers), "per_language": config.calibrate.per_language,
+        "weight": config.calibrate.weight, "ensemble": config.use_ensemble,
+        "keep": [rule.model_dump(mode="json") for rule in config.keep],
+    }
+    decide_plan = ctx.step(
+        decide, "decide_shard", step="decide", params=decide_params,
+        fingerprint_params={k: v for k, v in decide_params.items() if k != "grids"},
+        chained={**upstream, "score": score_plan.fingerprint.value, "calibrate": calibrate_plan.fingerprint.value},
+        shards=[{**shard, "scores": score_plan.location.shard_url(shard["shard"])} for shard in inputs],
+    )
+    return plans + [score_plan, calibrate_plan, decide_plan]
+
+
+def preflight(config: QualityStage) -> list[str]:
+    """Load every model given by path (a missing file or one of the wrong kind is an error before
+    any work) and read the prompt file; warn where a run is likely to disappoint."""
+    from fineflow.tasks.quality import embedding, scorers
+
+    warnings = []
+    if config.annotate is not None:
+        load_template(config.annotate.prompt)
+    for name, spec in config.scorers.items():
+        if spec.fasttext is not None:
+            try:
+                scorers.load({"kind": "fasttext", "path": spec.fasttext, "label": spec.label})
+            except (FileNotFoundError, ValueError) as error:
+                raise ValueError(f"scorer {name}: {error}") from None
+        if spec.hf is not None and not storage.is_local(spec.hf):
+            raise ValueError(f"scorer {name}: hf models are read from a local folder, not {spec.hf}")
+        if spec.hf is not None and not storage.exists(storage.join(spec.hf, "config.json")):
+            raise ValueError(f"scorer {name}: {spec.hf} is not a Hugging Face model folder (no config.json)")
+    for name, classifier in config.classifiers.items():
+        if classifier.model == "embedding":
+            try:
+                embedding.model_folder(classifier.embedding.model)
+            except FileNotFoundError as error:
+                raise ValueError(f"classifier {name}: {error}") from None
+        for side in ("positives", "negatives"):
+            labels = getattr(classifier.labels, side)
+            if labels is not None and labels.files is not None and not storage.expand(labels.files):
+                raise ValueError(f"classifier {name}: labels.{side}.files matches no file: {labels.files}")
+    return warnings

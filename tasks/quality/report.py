@@ -1,0 +1,92 @@
+"""What the quality stage adds to the run summary, its Prefect artifacts and the HTML report."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import plotly.graph_objects as go
+
+from fineflow import storage
+from fineflow.registry import Table
+from fineflow.report import LAYOUT
+from fineflow.tasks.quality.buckets import LEVEL_NAMES
+
+_LLM_KEYS = ("llm_requests", "llm_retries", "llm_cache_hits", "llm_prompt_tokens", "llm_completion_tokens",
+             "llm_seconds", "llm_requests_per_s", "llm_tokens_per_s")
+_METRICS = ("trained_on", "held_out", "positives", "precision", "recall", "f1", "accuracy", "spearman")
+
+
+def _evaluations(train: dict[str, Any]) -> dict[str, Any]:
+    """Each classifier's held-out evaluation, read from its committed ``<name>.eval.json``."""
+    found = {}
+    for url in train.get("artifacts", []):
+        if url.endswith(".eval.json"):
+            try:
+                report = json.loads(storage.read_bytes(url))
+            except (FileNotFoundError, ValueError):
+                continue
+            found[report["classifier"]] = {**report, "file": url}
+    return found
+
+
+def summary_fields(steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    decide, calibrate = steps["decide"], steps["calibrate"]
+    fields: dict[str, Any] = {
+        "drop_reasons": decide.get("drop_reasons", {}),
+        "percentiles": calibrate.get("percentiles", {}),
+        "mean_score": calibrate.get("mean_score", {}),
+    }
+    if "docs_by_level" in decide:
+        fields["levels"] = {LEVEL_NAMES[int(level)]: {"documents": n, "kept": decide.get("kept_by_level", {}).get(level, 0)}
+                            for level, n in sorted(decide["docs_by_level"].items())}
+    if "annotate" in steps:
+        annotate = steps["annotate"]
+        fields["annotation"] = {
+            "documents": annotate.get("docs_in", 0), "annotated": annotate.get("annotated", 0),
+            "unparsed": annotate.get("unparsed", {}), "score_histogram": annotate.get("score_histogram", {}),
+            "cache_entries": annotate.get("cache_entries", 0), **{k: annotate[k] for k in _LLM_KEYS if k in annotate},
+            "file": annotate["output"] + "/" + "00000.parquet" if annotate.get("output") else None,
+        }
+    if "train" in steps:
+        fields["classifiers"] = _evaluations(steps["train"])
+    return fields
+
+
+def quality_tables(summary: dict[str, Any]) -> list[Table]:
+    tables = []
+    classifiers = summary.get("classifiers", {})
+    if classifiers:
+        rows = [{"classifier": name, "model": c.get("model"), **{k: c.get(k) for k in _METRICS}}
+                for name, c in classifiers.items()]
+        tables.append(Table(key="classifiers", rows=rows,
+                            description=f"{summary['name']}: held-out agreement of each classifier with its labels"))
+    annotation = summary.get("annotation")
+    if annotation:
+        rows = [{"what": key, "value": value if not isinstance(value, dict) else json.dumps(value)}
+                for key, value in annotation.items()]
+        tables.append(Table(key="annotation", rows=rows, description=f"{summary['name']}: LLM annotation of the sample"))
+    levels = summary.get("levels")
+    if levels:
+        tables.append(Table(key="levels", rows=[{"level": name, **values} for name, values in levels.items()],
+                            description=f"{summary['name']}: documents per Nemotron-CC quality level"))
+    return tables
+
+
+def figures(summary: dict[str, Any]) -> list[tuple[str, Any]]:
+    found = []
+    classifiers = summary.get("classifiers", {})
+    if classifiers:
+        header = ["classifier", "model", *_METRICS]
+        cells = [[name for name in classifiers], [c.get("model") for c in classifiers.values()],
+                 *[[c.get(k) for c in classifiers.values()] for k in _METRICS]]
+        table = go.Figure(go.Table(header={"values": header}, cells={"values": cells}))
+        table.update_layout(title=f"{summary['name']}: classifiers' held-out agreement with their labels", **LAYOUT)
+        found.append(("quality-classifiers", table))
+    levels = summary.get("levels")
+    if levels:
+        chart = go.Figure([go.Bar(name=what, x=list(levels), y=[v[what] for v in levels.values()])
+                           for what in ("documents", "kept")])
+        chart.update_layout(title=f"{summary['name']}: documents per quality level", barmode="group", **LAYOUT)
+        found.append(("quality-levels", chart))
+    return found

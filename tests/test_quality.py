@@ -1,0 +1,195 @@
+"""The quality stage's steps on real documents (the bundled sample, extracted once per module) and
+its pure parts (percentiles, buckets, levels, answers), run in-process the way a Dask worker runs
+them; the Prefect + Dask path runs in the demo test and the presets' test. The LLM steps are in
+test_quality_llm.py (a real llama.cpp server)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pydantic import ValidationError
+from test_tokenize import documents, output_table, run_stage  # noqa: F401 (documents: a module fixture)
+
+from fineflow import registry
+from fineflow.planning import plan_stage, preflight_stage
+from fineflow.steps import Source, StageInputs
+from fineflow.tasks.quality import buckets, embedding, fasttext_model
+from fineflow.tasks.quality.metrics import evaluate
+from fineflow.tasks.quality.prompts import parse_score
+from fineflow.tasks.quality.train import TrainingDataError
+
+HANDBOOK = {"positives": {"url": r"debian-handbook\.info"}, "negatives": {"rest": True}}
+
+
+def stage(**fields) -> dict:
+    return {"stage": "quality", **fields}
+
+
+def fasttext_stage(**extra) -> dict:
+    return stage(classifiers={"ref": {"model": "fasttext", "labels": HANDBOOK, "fasttext": {"epoch": 25, "lr": 1.0, "bucket": 20000}}},
+                 scorers={"ref": {"trained": "ref"}}, **extra)
+
+
+def plans_of(config: dict, root: Path, shards: int = 3) -> dict:
+    plans = plan_stage(registry.validate_stage(config), str(root), StageInputs((Source("docs", "f" * 20, "/nowhere", shards),)), "q")
+    return {plan.step: plan for plan in plans}
+
+
+# -- pure parts ---------------------------------------------------------------------------------
+
+
+def test_weighted_percentiles_on_a_known_distribution():
+    scores = np.arange(1, 101, dtype=float)  # 1..100, each weighing the same
+    assert buckets.weighted_quantiles(scores, np.ones(100), np.array([0.05, 0.5, 0.95])).tolist() == [5, 50, 95]
+    # Weight moves the percentiles: the top document holds half of all tokens.
+    weights = np.ones(100)
+    weights[-1] = 99
+    assert buckets.weighted_quantiles(scores, weights, np.array([0.5, 0.51]))[0] == 99
+    assert buckets.weighted_quantiles(scores, weights, np.array([0.51]))[0] == 100
+    grid = buckets.quantile_grid(scores, np.ones(100))
+    assert buckets.bucket_thresholds(grid).tolist() == list(range(5, 100, 5))
+    assert buckets.top_share_threshold(grid, 0.1) == 90  # keep 90..100: 11 of 100 documents (>= the share)
+
+
+def test_buckets_and_the_nemotron_levels_by_hand():
+    thresholds = np.arange(5, 100, 5, dtype=float)
+    assert buckets.buckets(np.array([0, 4.9, 5, 50, 94.9, 95, 1000]), thresholds).tolist() == [0, 0, 1, 10, 18, 19, 19]
+    # Paper's table: 19 high, 18 medium-high, 12-17 medium, 7-11 medium-low, 0-6 low.
+    expected = [0] * 7 + [1] * 5 + [2] * 6 + [3, 4]
+    assert buckets.levels(np.arange(20)).tolist() == expected
+
+
+def test_answers_are_read_or_refused_with_a_reason():
+    assert parse_score("Score: 4") == (4.0, None)
+    assert parse_score("The extract is useful. **Score: 2**\nScore: 3") == (3.0, None)
+    assert parse_score(" 5.") == (5.0, None)
+    assert parse_score("Score: 9") == (None, "score 9 outside 0-5")
+    assert parse_score("") == (None, "empty answer")
+    assert parse_score("MKFS.FAT") == (None, "no score in the answer")
+    assert parse_score(None) == (None, "no answer")
+
+
+def test_metrics_at_the_threshold_and_rank_correlation():
+    labels = np.array([0, 1, 2, 3, 4, 5, 3, 1])
+    predicted = np.array([0.2, 1.1, 2.4, 2.6, 4.2, 4.9, 1.0, 3.2])
+    result = evaluate(labels, predicted, 3, regression=True)
+    # truth >= 3: idx 3,4,5,6; predicted rounded >= 3: idx 3,4,5,7
+    assert result["confusion"] == {"tp": 3, "fp": 1, "fn": 1, "tn": 3}
+    assert result["f1"] == 0.75 and result["held_out"] == 8
+    assert result["confusion_scores"][3][3] == 1 and result["confusion_scores"][3][1] == 1
+    ranks_labels, ranks_predicted = np.array([1, 2.5, 4, 5.5, 7, 8, 5.5, 2.5]), np.array([1, 3, 4, 5, 7, 8, 2, 6])
+    assert result["spearman"] == pytest.approx(np.corrcoef(ranks_labels, ranks_predicted)[0, 1], abs=1e-4)  # Pearson on ranks
+
+
+# -- training ----------------------------------------------------------------------------------
+
+
+def test_fasttext_learns_a_separable_task_and_trains_identically(documents, tmp_path):  # noqa: F811
+    first = run_stage(fasttext_stage(), tmp_path / "a", documents, "q")
+    second = run_stage(fasttext_stage(), tmp_path / "b", documents, "q")
+    (train_plan, results) = first["train"]
+    evaluation = json.loads(Path(train_plan.location.artifact_url("ref.eval.json")).read_text())
+    assert evaluation["held_out"] >= 10 and evaluation["trained_on"] > evaluation["held_out"]
+    # Balanced classes: chance is F1 ~0.5; handbook pages against the rest are easy.
+    assert evaluation["positives"] * 3 > evaluation["held_out"]
+    assert evaluation["f1"] >= 0.7, evaluation
+    model_a = Path(train_plan.location.artifact_url("ref.bin")).read_bytes()
+    model_b = Path(second["train"][0].location.artifact_url("ref.bin")).read_bytes()
+    assert hashlib.sha256(model_a).digest() == hashlib.sha256(model_b).digest()
+    # Every document got a score, and the scores separate the classes on the whole input.
+    scored = output_table(first, "decide")
+    handbook = np.array(["debian-handbook.info" in url for url in scored["url"].to_pylist()])
+    values = scored["quality_ref"].to_numpy()
+    assert scored.num_rows == first["score"][1][0]["stats"]["docs_in"] + sum(r["stats"]["docs_in"] for r in first["score"][1][1:])
+    assert values[handbook].mean() > values[~handbook].mean()
+
+
+def test_embedding_head_trains_scores_and_matches_the_encoder(documents, tmp_path):  # noqa: F811
+    config = stage(
+        classifiers={"emb": {"model": "embedding", "labels": HANDBOOK, "embedding": {"max_tokens": 64}, "max_chars": 1500}},
+        scorers={"emb": {"trained": "emb", "max_chars": 1500}},
+        keep=[{"scorer": "emb", "top_share": 0.5, "unit": "docs"}],
+    )
+    steps = run_stage(config, tmp_path, documents, "q")
+    plan = steps["train"][0]
+    head = json.loads(Path(plan.location.artifact_url("emb.head.json")).read_text())
+    assert len(head["weights"]) == 385  # 384 dimensions + bias
+    evaluation = json.loads(Path(plan.location.artifact_url("emb.eval.json")).read_text())
+    assert evaluation["f1"] >= 0.7, evaluation
+    kept = output_table(steps, "decide")
+    rejects = pa.concat_tables([pq.read_table(f) for f in sorted(Path(steps["decide"][0].location.rejects_folder).glob("*.parquet"))])
+    total = kept.num_rows + rejects.num_rows
+    assert abs(kept.num_rows - total / 2) <= 2  # the top half of the documents
+    assert set(rejects["drop_reason"].to_pylist()) == {"quality:emb"}
+    assert "quality_emb" in rejects.column_names  # rejects carry the score
+    # A stored score is what the encoder and head give for that text.
+    encoder = embedding.encoder("all-minilm-l6-v2", 64)
+    text = kept["text"][0].as_py()[:1500]
+    again = embedding.apply_head(encoder.embed([text]), np.asarray(head["weights"]))[0]
+    assert again == pytest.approx(kept["quality_emb"][0].as_py(), abs=1e-4)
+
+
+def test_a_threshold_change_re_runs_only_decide(tmp_path):
+    before = plans_of(fasttext_stage(keep=[{"scorer": "ref", "top_share": 0.1}]), tmp_path)
+    after = plans_of(fasttext_stage(keep=[{"scorer": "ref", "top_share": 0.2, "unit": "tokens"}]), tmp_path)
+    changed = [step for step in before if before[step].fingerprint.value != after[step].fingerprint.value]
+    assert changed == ["decide"]
+    retrained = plans_of(fasttext_stage(keep=[{"scorer": "ref", "top_share": 0.1}]) | {
+        "classifiers": {"ref": {"model": "fasttext", "labels": HANDBOOK, "fasttext": {"epoch": 3}}}}, tmp_path)
+    assert [s for s in before if before[s].fingerprint.value != retrained[s].fingerprint.value] == [
+        "train", "score", "calibrate", "decide"]
+
+
+def test_levels_need_two_scorers_and_keep_rules_their_scorer():
+    with pytest.raises(ValidationError, match="min_level needs the ensemble"):
+        registry.validate_stage(fasttext_stage(keep=[{"min_level": 2}]))
+    with pytest.raises(ValidationError, match="not one of scorers"):
+        registry.validate_stage(fasttext_stage(keep=[{"scorer": "nope", "min": 0.5}]))
+    with pytest.raises(ValidationError, match="not a 0-5 regressor"):
+        registry.validate_stage(fasttext_stage(keep=[{"scorer": "ref", "min_int": 3}]))
+    with pytest.raises(ValidationError, match="exactly one of min, min_int, top_share or min_level"):
+        registry.validate_stage(fasttext_stage(keep=[{"scorer": "ref", "min": 0.5, "top_share": 0.1}]))
+    with pytest.raises(ValidationError, match="labels from annotations need an `annotate` section"):
+        registry.validate_stage(stage(classifiers={"x": {"labels": {"annotations": True}}}, scorers={"x": {"trained": "x"}}))
+    with pytest.raises(ValidationError, match="fastText model is a classifier"):
+        registry.validate_stage(stage(classifiers={"x": {"labels": HANDBOOK, "regression": True}}, scorers={"x": {"trained": "x"}}))
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+def test_missing_or_wrong_models_are_errors_before_any_work(tmp_path):
+    missing = registry.validate_stage(stage(scorers={"dclm": {"fasttext": str(tmp_path / "absent.bin")}}))
+    with pytest.raises(ValueError, match="scorer dclm: model not found"):
+        preflight_stage(missing)
+    wrong = tmp_path / "not-a-model.bin"
+    wrong.write_bytes(b"this is text, not a fastText model\n" * 10)
+    with pytest.raises(ValueError, match="scorer dclm: .*not a fastText model"):
+        preflight_stage(registry.validate_stage(stage(scorers={"dclm": {"fasttext": str(wrong)}})))
+    with pytest.raises(ValueError, match="no config.json"):
+        preflight_stage(registry.validate_stage(stage(scorers={"edu": {"hf": str(tmp_path)}})))
+    model = tmp_path / "ref.bin"
+    fasttext_model.train(["a lesson"] * 4 + ["buy now"] * 4, [True] * 4 + [False] * 4, registry.validate_stage(
+        fasttext_stage()).classifiers["ref"].fasttext.model_dump(), 0, str(model))
+    with pytest.raises(ValueError, match="it has no label '__label__cc'"):
+        preflight_stage(registry.validate_stage(stage(scorers={"m": {"fasttext": str(model), "label": "__label__cc"}})))
+    assert preflight_stage(registry.validate_stage(stage(scorers={"m": {"fasttext": str(model)}}))) == []
+
+
+def test_one_class_and_empty_label_sets_say_so(documents, tmp_path):  # noqa: F811
+    only_positives = stage(classifiers={"ref": {"labels": {"positives": {"url": "."}, "negatives": {"url": "^nothing$"}}}},
+                           scorers={"ref": {"trained": "ref"}})
+    with pytest.raises(TrainingDataError, match="only positive documents"):
+        run_stage(only_positives, tmp_path / "a", documents, "q")
+    column = stage(classifiers={"ref": {"labels": {"column": "language_score"}, "positive_from": 2}}, scorers={"ref": {"trained": "ref"}})
+    with pytest.raises(TrainingDataError, match="only negative documents"):
+        run_stage(column, tmp_path / "b", documents, "q")
+    text_column = stage(classifiers={"ref": {"labels": {"column": "language"}}}, scorers={"ref": {"trained": "ref"}})
+    with pytest.raises(ValueError, match="holds numbers or booleans"):
+        run_stage(text_column, tmp_path / "c", documents, "q")
