@@ -84,7 +84,7 @@ def annotate_shard(shard: dict, params: dict, output_url: str, rejects_url: str)
         "text": sample["text"], "score": pa.array(scores, pa.float64()), "answer": pa.array(raw, pa.string()),
         "problem": pa.array(problems, pa.string()), "cached": pa.array(cached, pa.bool_()),
     }, schema=ANNOTATION_SCHEMA)
-    unparsed = Counter(p.split(":")[0] if p.startswith("unreadable") else p for p in problems if p)
+    unparsed = Counter("unreadable response" if p.startswith("unreadable") else p for p in problems if p)
     share = sum(unparsed.values()) / len(problems)
     if share > spec["max_unparsed_share"]:
         examples = "; ".join(repr((a or "")[:60]) for a, p in zip(raw, problems) if p)[:300]
