@@ -43,8 +43,8 @@ def artifact_keys(run_id: str) -> set[str]:
 def test_filter_rejects_reasons_and_a_threshold_change_reruns_only_decide(workdir, tmp_path, dask_address):
     root = str(tmp_path / "store")
     first = run_pipeline(workdir / "demo.yaml", root, dask_address, tmp_path)
-    crawl, dedup, filtered, tokenized = first["stages"]
-    assert [crawl["name"], dedup["name"], filtered["name"], tokenized["name"]] == ["crawl", "dedup", "filter", "tokenize"]
+    crawl, dedup, filtered, quality, tokenized = first["stages"]
+    assert [s["name"] for s in first["stages"]] == ["crawl", "dedup", "filter", "quality", "tokenize"]
 
     # dedup: the sample's copies (same page under tracking parameters or another encoding, English
     # pages repeated in other language editions) are removed; every kept document has a cluster size.
@@ -80,15 +80,25 @@ def test_filter_rejects_reasons_and_a_threshold_change_reruns_only_decide(workdi
 
     # tokenize: token totals per language for GPT-2 and for the BPE trained in the run, equal to the
     # sums of the per-document counts and (GPT-2, the writer) to the tokens in the Megatron files.
+    # quality: a fastText classifier trained in the run scores every filtered document; the best
+    # 90% of the characters are kept, the rest rejected with their score.
+    assert quality["docs_in"] == filtered["docs_out"] and 0 < quality["docs_out"] < quality["docs_in"]
+    assert set(quality["drop_reasons"]) == {"quality:reference"}
+    assert quality["classifiers"]["reference"]["held_out"] > 0
+    scored, dropped = read_output(quality["output"]), read_rejects(quality["rejects"])
+    assert scored["quality_reference"].min() >= dropped["quality_reference"].max()
+    share = scored["text"].str.len_chars().sum() / (scored["text"].str.len_chars().sum() + dropped["text"].str.len_chars().sum())
+    assert 0.9 <= share < 1
+
     counted = read_output(tokenized["output"])
-    assert counted.height == tokenized["docs_out"] == filtered["docs_out"]
+    assert counted.height == tokenized["docs_out"] == quality["docs_out"]
     for tokenizer in ("gpt2", "demo_bpe"):
         per_language = counted.group_by("language").agg(pl.col(f"n_tokens_{tokenizer}").sum())
         assert dict(zip(per_language["language"], per_language[f"n_tokens_{tokenizer}"])) == tokenized["tokens_by_language"][tokenizer]
         assert tokenized["tokens"][tokenizer] == counted[f"n_tokens_{tokenizer}"].sum()
-    assert set(tokenized["tokens_by_language"]["gpt2"]) == set(filtered["languages"])
+    assert set(tokenized["tokens_by_language"]["gpt2"]) == set(quality["languages"])
     assert tokenized["token_files"]["tokens"] == tokenized["tokens"]["gpt2"]
-    assert tokenized["token_files"]["files"] == len(filtered["languages"])  # partitioned by language
+    assert tokenized["token_files"]["files"] == len(quality["languages"])  # partitioned by language
     assert tokenized["trained_tokenizers"]["demo_bpe"]["file"].endswith("demo_bpe.tokenizer.json")
     assert {"tokenize-tokens", "tokenize-domains"} <= artifact_keys(first["run_id"])
     report = (tmp_path / "store" / "_runs" / first["run_id"] / "report.html").read_text()

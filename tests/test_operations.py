@@ -225,11 +225,11 @@ def test_a_run_started_like_the_ui_runs_on_the_stack(stack, api, deployments, re
 
 
 def test_stage_deployments_chain_into_the_same_output_as_the_pipeline(stack, api, deployments, reference):
-    """crawl, then dedup, filter and tokenize on the committed folder before each, each a UI run
+    """crawl, then dedup, filter, quality and tokenize on the committed folder before each, each a UI run
     of its stage deployment; partitioned by the scheduled date; byte for byte the pipeline's output."""
     import yaml
 
-    crawl, dedup, filter_, tokenize = yaml.safe_load((REPO / "examples" / "demo.yaml").read_text())["stages"]
+    crawl, dedup, filter_, quality, tokenize = yaml.safe_load((REPO / "examples" / "demo.yaml").read_text())["stages"]
     crawl["inputs"] = ["examples/data/*.warc.gz"]  # stage deployments resolve paths from their working directory
     root = f"s3://fineflow/stages-{uuid.uuid4().hex[:8]}"
     fs = stack_fs(stack)
@@ -250,11 +250,13 @@ def test_stage_deployments_chain_into_the_same_output_as_the_pipeline(stack, api
     (dedup_out,) = [p.rsplit("/", 1)[0] for p in fs.glob(f"{partition.removeprefix('s3://')}/dedup/remove/*/_manifest.json")]
     run_stage("filter", {"storage": partition, "input": f"s3://{dedup_out}", "stage": filter_})
     (filter_out,) = [p.rsplit("/", 1)[0] for p in fs.glob(f"{partition.removeprefix('s3://')}/filter/decide/*/_manifest.json")]
-    run_stage("tokenize", {"storage": partition, "input": f"s3://{filter_out}", "stage": tokenize})
+    run_stage("quality", {"storage": partition, "input": f"s3://{filter_out}", "stage": quality})
+    (quality_out,) = [p.rsplit("/", 1)[0] for p in fs.glob(f"{partition.removeprefix('s3://')}/quality/decide/*/_manifest.json")]
+    run_stage("tokenize", {"storage": partition, "input": f"s3://{quality_out}", "stage": tokenize})
     (count_out,) = [p.rsplit("/", 1)[0] for p in fs.glob(f"{partition.removeprefix('s3://')}/tokenize/count/*/_manifest.json")]
     (merge_out,) = [p.rsplit("/", 1)[0] for p in fs.glob(f"{partition.removeprefix('s3://')}/tokenize/merge/*/_manifest.json")]
     steps = (("crawl/extract", crawl_out), ("dedup/remove", dedup_out), ("filter/decide", filter_out),
-             ("tokenize/count", count_out), ("tokenize/merge", merge_out))
+             ("quality/decide", quality_out), ("tokenize/count", count_out), ("tokenize/merge", merge_out))
     for step, folder in steps:
         shards = json.loads(fs.cat(f"{folder}/_manifest.json"))["shards"]
         assert [(s["file"], s["rows"], s["sha256"]) for s in shards] == reference["outputs"][step], step
