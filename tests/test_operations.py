@@ -208,7 +208,7 @@ def test_a_run_started_like_the_ui_runs_on_the_stack(stack, api, deployments, re
     assert stack.environment()["FINEFLOW_DASK_ADDRESS"] in run_logs(api, run_id)  # the stack's cluster, not a new one
     summary = reference["summary"]
     assert summary["storage"].startswith("s3://fineflow/")
-    assert [s["name"] for s in summary["stages"]] == ["crawl", "dedup", "filter", "tokenize"]
+    assert [s["name"] for s in summary["stages"]] == ["crawl", "dedup", "filter", "quality", "tokenize"]
     assert all(s["docs_out"] > 0 for s in summary["stages"])
     artifacts = call("POST", f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}).json()
     markdown = next(a["data"] for a in artifacts if a["key"] == "pipeline-summary")
@@ -219,9 +219,10 @@ def test_a_run_started_like_the_ui_runs_on_the_stack(stack, api, deployments, re
     page = tmp_path / "report.html"
     page.write_bytes(stack_fs(stack).cat(report_url.removeprefix("s3://")))
     charts = drawn_charts(rendered_dom(page))
-    expected = {"funnel", "characters", "tokens", "languages", "drops", "clusters", "tokens-by-language", "bytes-per-token"}
+    expected = {"funnel", "characters", "tokens", "languages", "drops", "clusters", "tokens-by-language", "bytes-per-token",
+                "quality-classifiers"}
     assert set(charts) == expected and all(charts.values()), charts
-    assert charts["funnel"] == 5  # records read, then after crawl, dedup, filter and tokenize
+    assert charts["funnel"] == 6  # records read, then after crawl, dedup, filter, quality and tokenize
 
 
 def test_stage_deployments_chain_into_the_same_output_as_the_pipeline(stack, api, deployments, reference):

@@ -193,3 +193,29 @@ def test_one_class_and_empty_label_sets_say_so(documents, tmp_path):  # noqa: F8
     text_column = stage(classifiers={"ref": {"labels": {"column": "language"}}}, scorers={"ref": {"trained": "ref"}})
     with pytest.raises(ValueError, match="holds numbers or booleans"):
         run_stage(text_column, tmp_path / "c", documents, "q")
+
+
+def test_a_hugging_face_classifier_by_path_scores_as_transformers_does(tmp_path):
+    """A FineWeb-Edu-style one-output model (regressor: raw logit, clip-and-round int) and a two-class
+    model (probability of the label), tiny and random, built here; torch is optional, so this runs
+    where `fineflow[hf-models]` is installed."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from fineflow.tasks.quality.scorers import HFScorer, int_score
+
+    tokenizer = transformers.BertTokenizerFast.from_pretrained(str(embedding.model_folder(embedding.PACKAGED)))
+    texts = ["A lesson on fractions for pupils.", "Buy cheap shoes now! " * 50, "short"]
+    for labels in (1, 2):
+        torch.manual_seed(0)
+        config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                         intermediate_size=64, num_labels=labels, id2label={0: "lq", 1: "hq"} if labels == 2 else None)
+        model = transformers.BertForSequenceClassification(config).eval()
+        model.save_pretrained(tmp_path / str(labels))
+        tokenizer.save_pretrained(tmp_path / str(labels))
+        scorer = HFScorer(str(tmp_path / str(labels)), "__label__hq", "cpu", 2)
+        with torch.no_grad():
+            logits = model(**tokenizer(texts, return_tensors="pt", padding=True, truncation=True)).logits
+        expected = logits[:, 0] if labels == 1 else torch.softmax(logits, -1)[:, 1]
+        assert scorer.regression == (labels == 1)
+        assert np.abs(scorer.score(texts) - expected.numpy()).max() < 1e-5
+    assert int_score(np.array([-1.0, 2.5, 3.5, 7.0])).tolist() == [0, 2, 4, 5]  # banker's rounding, as FineWeb-Edu

@@ -20,6 +20,7 @@ from functools import lru_cache
 
 import numpy as np
 
+FILE_MAGIC = 793712314  # fastText's model-file header (FASTTEXT_FILEFORMAT_MAGIC_INT32)
 POSITIVE = "__label__hq"
 NEGATIVE = "__label__lq"
 _SPACES = re.compile(r"\s+")
@@ -52,6 +53,16 @@ def _train_file(lines: str, params: dict, seed: int, path: str) -> None:
         minCount=params["min_count"], ws=params["ws"], bucket=params["bucket"], thread=1, seed=seed, verbose=0,
     )
     model.save_model(path)
+
+
+def check_file(path: str) -> None:
+    """Cheap: the file exists and starts like a fastText model (a 2 GB model is not loaded to see)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model not found: {path}")
+    with open(path, "rb") as handle:
+        header = handle.read(4)
+    if len(header) < 4 or int.from_bytes(header, "little") != FILE_MAGIC:
+        raise ValueError(f"{path} is not a fastText model (no fastText header)")
 
 
 class FastTextScorer:

@@ -11,6 +11,7 @@ changed threshold re-runs only ``decide``.
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Any
 
 from fineflow import storage
@@ -20,6 +21,7 @@ from fineflow.tasks.quality import annotate, calibrate, decide, sample, score, t
 from fineflow.tasks.quality.config import QualityStage
 from fineflow.tasks.quality.prompts import full_template, load_template
 
+PREFLIGHT_LOAD_BYTES = 200_000_000  # fastText models loaded before the run to check their label (DCLM's is 2.4 GB)
 CACHE_FOLDER = ("_cache", "llm")  # under the storage root: shared by runs, never collected by gc
 
 
@@ -171,7 +173,7 @@ def plan_quality(config: QualityStage, ctx: PlanContext) -> list[StepPlan]:
 def preflight(config: QualityStage) -> list[str]:
     """Load every model given by path (a missing file or one of the wrong kind is an error before
     any work) and read the prompt file; warn where a run is likely to disappoint."""
-    from fineflow.tasks.quality import embedding, scorers
+    from fineflow.tasks.quality import embedding, fasttext_model, scorers
 
     warnings = []
     if config.annotate is not None:
@@ -179,7 +181,10 @@ def preflight(config: QualityStage) -> list[str]:
     for name, spec in config.scorers.items():
         if spec.fasttext is not None:
             try:
-                scorers.load({"kind": "fasttext", "path": spec.fasttext, "label": spec.label})
+                local = scorers.local_copy(spec.fasttext)
+                fasttext_model.check_file(local)
+                if os.path.getsize(local) < PREFLIGHT_LOAD_BYTES:  # small enough to load: check its label too
+                    scorers.load({"kind": "fasttext", "path": spec.fasttext, "label": spec.label})
             except (FileNotFoundError, ValueError) as error:
                 raise ValueError(f"scorer {name}: {error}") from None
         if spec.hf is not None and not storage.is_local(spec.hf):

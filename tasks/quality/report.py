@@ -76,13 +76,14 @@ def quality_tables(summary: dict[str, Any]) -> list[Table]:
 def figures(summary: dict[str, Any]) -> list[tuple[str, Any]]:
     found = []
     classifiers = summary.get("classifiers", {})
-    if classifiers:
-        header = ["classifier", "model", *_METRICS]
-        cells = [[name for name in classifiers], [c.get("model") for c in classifiers.values()],
-                 *[[c.get(k) for c in classifiers.values()] for k in _METRICS]]
-        table = go.Figure(go.Table(header={"values": header}, cells={"values": cells}))
-        table.update_layout(title=f"{summary['name']}: classifiers' held-out agreement with their labels", **LAYOUT)
-        found.append(("quality-classifiers", table))
+    if classifiers:  # grouped bars (a plotly table draws no marks in some viewers); x names the held-out size
+        names = [f"{name} ({c.get('model')}, held out: {c.get('held_out')})" for name, c in classifiers.items()]
+        chart = go.Figure([go.Bar(name=metric, x=names, y=[c.get(metric) for c in classifiers.values()])
+                           for metric in ("precision", "recall", "f1", "spearman")])
+        chart.update_layout(title=f"{summary['name']}: classifiers' held-out agreement with their labels",
+                            barmode="group", yaxis={"range": [-1, 1] if any((c.get("spearman") or 0) < 0 for c in classifiers.values()) else [0, 1]},
+                            **LAYOUT)
+        found.append(("quality-classifiers", chart))
     levels = summary.get("levels")
     if levels:
         chart = go.Figure([go.Bar(name=what, x=list(levels), y=[v[what] for v in levels.values()])

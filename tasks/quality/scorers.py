@@ -63,7 +63,7 @@ class HFScorer:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
-        self.model = AutoModelForSequenceClassification.from_pretrained(path, torch_dtype=dtype).to(self.device).eval()
+        self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype).to(self.device).eval()
         self.regression = self.model.config.num_labels == 1
         labels = {str(v): int(k) for k, v in (self.model.config.id2label or {}).items()}
         self.index = labels.get(label.removeprefix("__label__"), self.model.config.num_labels - 1)
