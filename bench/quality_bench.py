@@ -93,9 +93,8 @@ def _rss() -> float:
 
 def documents(corpus: Path):
     sys.path.insert(0, str(ROOT / "bench"))
-    from filter_bench import extracted_documents
-
     import pyarrow as pa
+    from filter_bench import extracted_documents
 
     docs, info = extracted_documents(corpus, workers=2)
     return pa.Table.from_pylist(docs) if isinstance(docs, list) else docs, info
