@@ -219,3 +219,12 @@ def test_a_hugging_face_classifier_by_path_scores_as_transformers_does(tmp_path)
         assert scorer.regression == (labels == 1)
         assert np.abs(scorer.score(texts) - expected.numpy()).max() < 1e-5
     assert int_score(np.array([-1.0, 2.5, 3.5, 7.0])).tolist() == [0, 2, 4, 5]  # banker's rounding, as FineWeb-Edu
+
+
+def test_an_empty_annotation_sample_says_so_before_asking(documents, tmp_path):  # noqa: F811
+    from fineflow.tasks.quality.annotate import EmptySample
+
+    config = stage(annotate={"server": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}, "languages": ["xx"], "sample_size": 4},
+                   classifiers={"edu": {"model": "embedding", "labels": {"annotations": True}}}, scorers={"edu": {"trained": "edu"}})
+    with pytest.raises(EmptySample, match="no document of xx in this stage's input"):
+        run_stage(config, tmp_path, documents, "q")
