@@ -126,9 +126,9 @@ def test_dry_run_explains_what_changed_and_inspect_reads_output(workdir, tmp_pat
     assert result.exit_code == 0 and "cached" in result.output
     # A re-run of the whole demo, its tokenizer training and token files included: every task Cached.
     again = run_pipeline(workdir / "demo.yaml", root, dask_address, tmp_path)
-    assert [s["name"] for s in again["stages"]] == ["crawl", "dedup", "filter", "tokenize"]
+    assert [s["name"] for s in again["stages"]] == ["crawl", "dedup", "filter", "quality", "tokenize"]
     assert set(task_states(again["run_id"], "")) == {"Cached"}
-    assert again["stages"][3]["tokens"] == summary["stages"][3]["tokens"]
+    assert again["stages"][4]["tokens"] == summary["stages"][4]["tokens"]
     changed = workdir / "changed.yaml"
     changed.write_text((workdir / "demo.yaml").read_text().replace("shard_bytes: 1000000", "shard_bytes: 900000"))
     result = CliRunner(env={"COLUMNS": "250"}).invoke(
