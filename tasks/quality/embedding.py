@@ -38,7 +38,11 @@ def model_folder(name: str) -> Path:
 def _gelu(x: np.ndarray) -> np.ndarray:
     from scipy.special import erf
 
-    return 0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))
+    inner = erf(x * np.float32(1 / np.sqrt(2.0)))  # float32 throughout (a float64 scalar would not upcast, a float64 array would)
+    inner += 1
+    inner *= x
+    inner *= np.float32(0.5)
+    return inner
 
 
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
@@ -58,6 +62,9 @@ class Encoder:
             raise ValueError(f"embedding model {name}: a BERT encoder with GELU is needed, not {self.config.get('model_type')}")
         weights = load_file(str(folder / "model.safetensors"))
         self.w = {key.removeprefix("bert."): value.astype(np.float32) for key, value in weights.items()}
+        # Dense weights transposed once, contiguous: every linear layer is then one plain GEMM.
+        self.wt = {key: np.ascontiguousarray(value.T) for key, value in self.w.items()
+                   if key.endswith(".weight") and value.ndim == 2 and "embeddings" not in key}
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.max_tokens = min(max_tokens, int(self.config.get("max_position_embeddings", 512)))
         self.tokenizer.enable_truncation(self.max_tokens)
@@ -78,13 +85,19 @@ class Encoder:
             p = f"encoder.layer.{i}."
 
             def linear(h: np.ndarray, name: str, p: str = p) -> np.ndarray:
-                return h @ w[p + name + ".weight"].T + w[p + name + ".bias"]
+                weight = self.wt[p + name + ".weight"]
+                flat = h.reshape(-1, h.shape[-1]) @ weight  # (batch x tokens, in) @ (in, out): one GEMM
+                flat += w[p + name + ".bias"]
+                return flat.reshape(*h.shape[:-1], weight.shape[1])
 
             def split(h: np.ndarray) -> np.ndarray:
-                return h.reshape(n, length, self.heads, head_dim).transpose(0, 2, 1, 3)
+                # Contiguous per head: numpy's stacked matmul uses BLAS only on contiguous slices.
+                return np.ascontiguousarray(h.reshape(n, length, self.heads, head_dim).transpose(0, 2, 1, 3))
 
             q, k, v = (split(linear(x, f"attention.self.{m}")) for m in ("query", "key", "value"))
-            scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(head_dim) + bias
+            scores = q @ np.ascontiguousarray(k.transpose(0, 1, 3, 2))
+            scores *= np.float32(1 / np.sqrt(head_dim))
+            scores += bias
             scores = np.exp(scores - scores.max(-1, keepdims=True))
             attention = scores / scores.sum(-1, keepdims=True)
             context = (attention @ v).transpose(0, 2, 1, 3).reshape(n, length, self.dim)
