@@ -121,7 +121,7 @@ def _dry_run(config, from_stage: str | None = None) -> None:
             state, why = pending[0]["reason"].split(":", 1)[0], f"{pending[0]['step']}: {pending[0]['reason']}"
         else:
             state, why = "cached", "every step committed with its fingerprint"
-        reads = ", ".join(str(ref) for ref in node.inputs) or "(its input files)"
+        reads = ", ".join([str(ref) for ref in node.inputs] + [f"{ref} (by name)" for ref in node.references]) or "(its input files)"
         dag.add_row(Text(node.name), Text(node.config.stage), Text(reads), Text(state), Text(why))
         for info in steps:
             table.add_row(*(Text(str(info[key])) for key in ("stage", "step", "fingerprint", "tasks", "cached", "recompute", "reason")))

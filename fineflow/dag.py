@@ -8,7 +8,7 @@ before it runs (fingerprints chain from inputs and parameters), so ``--dry-run``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fineflow import registry
 from fineflow.stage_config import REJECTS_SUFFIX, StageConfig
@@ -33,10 +33,16 @@ class Node:
     name: str
     config: StageConfig
     inputs: tuple[InputRef, ...]
+    references: tuple[InputRef, ...] = ()  # stages read besides the inputs (StageConfig.references)
 
     @property
     def kind(self) -> registry.StageKind:
         return registry.of(self.config)
+
+    @property
+    def needs(self) -> tuple[InputRef, ...]:
+        """Every stage that must have committed before this one runs."""
+        return self.inputs + self.references
 
 
 def _refs(value: str | list[str]) -> tuple[InputRef, ...]:
@@ -73,7 +79,14 @@ def build_dag(stages: list[StageConfig]) -> list[Node]:
                 raise DagError(f"stage {stage.label}: it cannot read its own output")
         if len(set(refs)) < len(refs):
             raise DagError(f"stage {stage.label}: an input is listed twice")
-        nodes.append(Node(stage.label, stage, refs))
+        references = _refs(stage.references())
+        for ref in references:
+            if ref.stage not in names:
+                raise DagError(f"stage {stage.label}: it reads stage {ref}, which is not a stage of this pipeline "
+                               f"(stages: {', '.join(names)})")
+            if ref.stage == stage.label:
+                raise DagError(f"stage {stage.label}: it cannot read its own output")
+        nodes.append(Node(stage.label, stage, refs, tuple(dict.fromkeys(references))))
     return _ordered(nodes)
 
 
@@ -82,9 +95,9 @@ def _ordered(nodes: list[Node]) -> list[Node]:
     placed: set[str] = set()
     waiting = list(nodes)
     while waiting:
-        ready = next((node for node in waiting if all(ref.stage in placed for ref in node.inputs)), None)
+        ready = next((node for node in waiting if all(ref.stage in placed for ref in node.needs)), None)
         if ready is None:
-            cycle = _cycle({node.name: [ref.stage for ref in node.inputs] for node in waiting})
+            cycle = _cycle({node.name: [ref.stage for ref in node.needs] for node in waiting})
             raise DagError(f"stage {cycle[0]}: its inputs form a cycle: {' -> '.join(cycle)}")
         done.append(ready)
         placed.add(ready.name)
@@ -106,7 +119,7 @@ def descendants(nodes: list[Node], name: str) -> set[str]:
     """``name`` and every stage that reads it, directly or not."""
     found = {name}
     for node in nodes:  # in DAG order, so one pass reaches every descendant
-        if any(ref.stage in found for ref in node.inputs):
+        if any(ref.stage in found for ref in node.needs):
             found.add(node.name)
     return found
 
@@ -133,7 +146,10 @@ def plan_dag(stages: list[StageConfig], root: str) -> list[tuple[Node, list[Step
     kinds = {node.name: node.kind for node in nodes}
     for node in nodes:
         inputs = (
-            StageInputs(tuple(source_of(ref, planned[ref.stage], kinds[ref.stage]) for ref in node.inputs))
+            StageInputs(
+                tuple(source_of(ref, planned[ref.stage], kinds[ref.stage]) for ref in node.inputs),
+                tuple(replace(source_of(ref, planned[ref.stage], kinds[ref.stage]), reference=True) for ref in node.references),
+            )
             if node.inputs else None
         )
         planned[node.name] = node.kind.plan(node.config, root, node.name, inputs)

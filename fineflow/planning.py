@@ -26,12 +26,16 @@ def plan_stage(stage: StageConfig, root: str, inputs: StageInputs | None, name: 
 
 
 def inputs_from_json(data: list[dict[str, Any]] | None) -> StageInputs | None:
-    """``StageInputs`` from their JSON form (stage flows' parameters, run records)."""
-    return StageInputs(tuple(Source(**source) for source in data)) if data else None
+    """``StageInputs`` from their JSON form (stage flows' parameters, run records): one list of
+    sources, the referenced stages' marked ``reference``."""
+    if not data:
+        return None
+    sources = [Source(**source) for source in data]
+    return StageInputs(tuple(s for s in sources if not s.reference), tuple(s for s in sources if s.reference))
 
 
 def inputs_to_json(inputs: StageInputs | None) -> list[dict[str, Any]] | None:
-    return [source.__dict__ for source in inputs.sources] if inputs else None
+    return [source.__dict__ for source in (*inputs.sources, *inputs.references)] if inputs else None
 
 
 def plan_pipeline(config: PipelineConfig) -> list[tuple[Node, list[StepPlan]]]:

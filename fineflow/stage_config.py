@@ -55,6 +55,11 @@ class StageConfig(Strict):
         """Files and folders this config names that must exist (after ``resolve_paths``)."""
         return []
 
+    def references(self) -> list[str]:
+        """Other stages of the pipeline (``NAME`` or ``NAME.rejects``) whose documents this stage reads
+        besides its ``input`` (e.g. a classifier's positive examples): the DAG runs them first."""
+        return []
+
     def external_steps(self) -> list[str]:
         """Committed step folders this stage reads besides its inputs (kept by gc)."""
         return []

@@ -61,6 +61,7 @@ class Source:
     folder: str  # its data/ or rejects/ folder
     shards: int
     rejects: bool = False
+    reference: bool = False  # read besides the stage's inputs (StageConfig.references), not one of them
 
     @property
     def key(self) -> str:
@@ -71,11 +72,23 @@ class Source:
         return [storage.join(self.folder, shard_name(n)) for n in range(self.shards)]
 
 
+def _ref_name(source: Source) -> str:
+    return source.stage + (".rejects" if source.rejects else "")
+
+
 @dataclass(frozen=True)
 class StageInputs:
-    """What a document-reading stage reads: one source, or the union of several (a fan-in)."""
+    """What a document-reading stage reads: one source, or the union of several (a fan-in); and the
+    documents of stages it names besides (``references``, by stage name), e.g. training examples."""
 
     sources: tuple[Source, ...]
+    references: tuple[Source, ...] = ()
+
+    def reference(self, name: str) -> Source:
+        found = next((source for source in self.references if _ref_name(source) == name), None)
+        if found is None:
+            raise KeyError(f"stage {name} is not among the stages this stage references")
+        return found
 
     @property
     def fingerprint(self) -> str | list[str]:

@@ -154,6 +154,12 @@ def _stage_flow(kind: registry.StageKind) -> Flow:
     )
 
     def run_stage(run):  # noqa: ANN001, ANN202 (annotated below: the model is made at run time)
+        named = run.stage.references()
+        if named:
+            raise ValueError(
+                f"a stage deployment reads one folder (`input`), but this {kind.kind} stage also reads stage(s) "
+                f"{', '.join(named)} by name: run it in a pipeline, or give those documents as files"
+            )
         inputs = input_source(run.input, run.credentials_block) if kind.reads_documents else None
         return _run_one_stage(run, inputs)
 

@@ -11,6 +11,7 @@ import contextvars
 import json
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import replace
 from typing import Any
 
 import yaml
@@ -87,7 +88,10 @@ def source_from_summary(ref: InputRef, summary: dict[str, Any]) -> Source:
 def _inputs(node: Node, summaries: dict[str, dict]) -> StageInputs | None:
     if not node.inputs:
         return None
-    inputs = StageInputs(tuple(source_from_summary(ref, summaries[ref.stage]) for ref in node.inputs))
+    inputs = StageInputs(
+        tuple(source_from_summary(ref, summaries[ref.stage]) for ref in node.inputs),
+        tuple(replace(source_from_summary(ref, summaries[ref.stage]), reference=True) for ref in node.references),
+    )
     if len(inputs.sources) > 1:
         repeated = duplicate_ids([source.folder for source in inputs.sources])
         if repeated:
@@ -109,7 +113,7 @@ def run_dag(nodes: list[Node], address: str, root: str, refresh: set[str], crede
     with ThreadPoolExecutor(max_workers=max(len(nodes), 1), thread_name_prefix="fineflow-stage") as pool:
         while waiting or running:
             for node in list(waiting):
-                needs = [ref.stage for ref in node.inputs]
+                needs = [ref.stage for ref in node.needs]
                 if any(name in failed or name in skipped for name in needs):
                     skipped.append(node.name)
                     waiting.remove(node)

@@ -84,6 +84,11 @@ CRAWL = {"stage": "crawl", "inputs": [str(EXAMPLES / "data" / "*.warc.gz")], "ex
         ([CRAWL, {"stage": "dedup", "input": []}], "an empty list reads nothing"),
         ([CRAWL, {"stage": "dedup", "name": "Big.Name"}], "stages.1.name: String should match pattern"),
         ([CRAWL, {"stage": "wordcount"}], "does not match any of the expected tags"),
+        ([CRAWL, {"stage": "quality", "classifiers": {"c": {"labels": {"positives": {"stage": "refs"}, "negatives": {"rest": True}}}},
+                  "scorers": {"c": {"trained": "c"}}}], "stage quality: it reads stage refs, which is not a stage of this pipeline"),
+        ([CRAWL, {"stage": "quality", "name": "q", "input": "crawl",
+                  "classifiers": {"c": {"labels": {"positives": {"stage": "d"}, "negatives": {"rest": True}}}}, "scorers": {"c": {"trained": "c"}}},
+          {"stage": "dedup", "name": "d", "input": "q"}], "stage q: its inputs form a cycle: q -> d -> q"),
     ],
 )
 def test_dag_configuration_errors_name_the_stage_before_any_work(tmp_path, stages, message):

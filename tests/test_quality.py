@@ -17,8 +17,9 @@ from pydantic import ValidationError
 from test_tokenize import documents, output_table, run_stage  # noqa: F401 (documents: a module fixture)
 
 from fineflow import registry
+from fineflow.manifest import write_manifest
 from fineflow.planning import plan_stage, preflight_stage
-from fineflow.steps import Source, StageInputs
+from fineflow.steps import Source, StageInputs, run_shard
 from fineflow.tasks.quality import buckets, embedding, fasttext_model
 from fineflow.tasks.quality.metrics import evaluate
 from fineflow.tasks.quality.prompts import parse_score
@@ -228,3 +229,31 @@ def test_an_empty_annotation_sample_says_so_before_asking(documents, tmp_path): 
                    classifiers={"edu": {"model": "embedding", "labels": {"annotations": True}}}, scorers={"edu": {"trained": "edu"}})
     with pytest.raises(EmptySample, match="no document of xx in this stage's input"):
         run_stage(config, tmp_path, documents, "q")
+
+
+def test_positives_and_negatives_from_other_stages_of_the_dag(documents, tmp_path):  # noqa: F811
+    """Two stages of the DAG as the classes: the planner runs them first, and the classifier trains
+    on their committed documents, chained on their fingerprints."""
+    from fineflow.dag import build_dag, plan_dag
+
+    crawl = {"stage": "crawl", "inputs": [str(p) for p in sorted((Path(__file__).parent.parent / "examples" / "data").glob("*.warc.gz"))],
+             "extractor": "resiliparse"}
+    split = {"stage": "filter", "name": "split", "filters": [{"name": "url", "domains_file": str(tmp_path / "domains.txt"),
+             **{key: None for key in ("urls_file", "banned_words_file", "soft_banned_words_file", "banned_subwords_file")}}]}
+    (tmp_path / "domains.txt").write_text("debian-handbook.info\n")
+    quality = stage(name="q", input="crawl", scorers={"ref": {"trained": "ref"}}, classifiers={"ref": {
+        "labels": {"positives": {"stage": "split.rejects"}, "negatives": {"stage": "split"}}, "fasttext": {"epoch": 25, "lr": 1.0, "bucket": 20000}}})
+    configs = [registry.validate_stage(c) for c in (quality, crawl, split)]  # quality first in the file: the DAG orders it last
+    assert [node.name for node in build_dag(configs)] == ["crawl", "split", "q"]
+    planned = dict((node.name, plans) for node, plans in plan_dag(configs, str(tmp_path / "store")))
+    train_plan = next(p for p in planned["q"] if p.step == "train")
+    split_decide = next(p for p in planned["split"] if p.step == "decide")
+    assert train_plan.fingerprint.components["params"]["label_stages"] == {
+        "ref.positives": f"{split_decide.fingerprint.value}:rejects", "ref.negatives": split_decide.fingerprint.value}
+    assert train_plan.params["label_stages"]["ref.positives"][0].startswith(split_decide.location.rejects_folder)
+    for name in ("crawl", "split", "q"):  # run them in DAG order, in-process
+        for plan in planned[name]:
+            results = [run_shard(plan.function, shard, plan.params, plan.location) for shard in plan.shards]
+            write_manifest(plan.location, plan.fingerprint.components, results, plan.name)
+    evaluation = json.loads(Path(train_plan.location.artifact_url("ref.eval.json")).read_text())
+    assert evaluation["held_out"] >= 10 and evaluation["f1"] >= 0.7, evaluation

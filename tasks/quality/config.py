@@ -61,16 +61,18 @@ class Annotate(Strict):
 
 
 class LabelSet(Strict):
-    """Documents of one class: a URL pattern among this stage's input, or document files."""
+    """Documents of one class: a URL pattern among this stage's input, another stage's documents,
+    or document files."""
 
     url: str | None = Field(default=None, description="a regular expression searched in the input documents' URLs")
+    stage: str | None = Field(default=None, description="another stage of the pipeline (or NAME.rejects): its documents")
     files: str | None = Field(default=None, description="a glob of Parquet document files (a `text` column)")
     rest: bool = Field(default=False, description="every input document the other class does not take")
 
     @model_validator(mode="after")
     def _one_source(self) -> LabelSet:
-        if sum(x is not None and x is not False for x in (self.url, self.files, self.rest or None)) != 1:
-            raise ValueError("give exactly one of url, files or rest: true")
+        if sum(x is not None for x in (self.url, self.stage, self.files, self.rest or None)) != 1:
+            raise ValueError("give exactly one of url, stage, files or rest: true")
         return self
 
 
@@ -227,6 +229,10 @@ class QualityStage(StageConfig):
             if rule.min_level is not None and not self.use_ensemble:
                 raise ValueError("keep: min_level needs the ensemble (2+ scorers, or calibrate.ensemble: true)")
         return self
+
+    def references(self) -> list[str]:
+        return sorted({labels.stage for c in self.classifiers.values() for labels in (c.labels.positives, c.labels.negatives)
+                       if labels is not None and labels.stage is not None})
 
     def is_regressor(self, scorer: str) -> bool:
         spec = self.scorers[scorer]

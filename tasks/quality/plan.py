@@ -126,11 +126,17 @@ def plan_quality(config: QualityStage, ctx: PlanContext) -> list[StepPlan]:
             for name, spec in classifiers.items() for side in ("positives", "negatives")
             if (spec["labels"].get(side) or {}).get("files")
         }
+        # Another stage's documents: its committed shards, chained on by that stage's fingerprint.
+        by_stage = {f"{name}.{side}": ctx.inputs.reference(spec["labels"][side]["stage"])
+                    for name, spec in classifiers.items() for side in ("positives", "negatives")
+                    if (spec["labels"].get(side) or {}).get("stage")}
         train_plan = ctx.step(
             train, "train_shard", step="train",
             params={"classifiers": classifiers, "samples": samples,
-                    "annotations": annotate_plan.location.shard_url(0) if annotate_plan else None},
-            fingerprint_params={"classifiers": classifiers, "label_files": label_files},
+                    "annotations": annotate_plan.location.shard_url(0) if annotate_plan else None,
+                    "label_stages": {key: source.shard_urls() for key, source in by_stage.items()}},
+            fingerprint_params={"classifiers": classifiers, "label_files": label_files,
+                                "label_stages": {key: source.key for key, source in by_stage.items()}},
             chained={
                 **({"sample": sample_plan.fingerprint.value} if sample_plan else {}),
                 **({"annotate": annotate_plan.fingerprint.value} if annotate_plan else {}),

@@ -47,13 +47,13 @@ def eval_artifact(name: str) -> str:
     return f"{name}.eval.json"
 
 
-def _file_documents(pattern: str, name: str, seed: int, label: float, k: int) -> pa.Table:
-    urls = storage.expand(pattern)
+def _documents(urls: list[str], what: str, name: str, seed: int, label: float, k: int) -> pa.Table:
+    """(key, id, text, label) of the k documents of smallest key among these files."""
     if not urls:
-        raise TrainingDataError(f"classifier {name}: no file matches {pattern}")
+        raise TrainingDataError(f"classifier {name}: no file in {what}")
     table = read_table(urls)
     if "text" not in table.column_names:
-        raise TrainingDataError(f"classifier {name}: {pattern} has no `text` column")
+        raise TrainingDataError(f"classifier {name}: {what} has no `text` column")
     texts = table["text"].cast(pa.string()).to_pylist()
     ids = (table["id"].cast(pa.string()).to_pylist() if "id" in table.column_names
            else [hashlib.sha256((t or "").encode()).hexdigest() for t in texts])
@@ -81,8 +81,12 @@ def labelled(name: str, spec: dict, params: dict) -> tuple[pa.Table, float]:
         sampled = global_sample(params["samples"], name, k)
         parts.append(sampled.select(["key", "id", "text", "label"]))
     for side, value in (("positives", 1.0), ("negatives", 0.0)):
-        if (labels.get(side) or {}).get("files"):
-            parts.append(_file_documents(labels[side]["files"], name, spec["seed"], value, k))
+        chosen = labels.get(side) or {}
+        if chosen.get("files"):
+            parts.append(_documents(storage.expand(chosen["files"]), chosen["files"], name, spec["seed"], value, k))
+        elif chosen.get("stage"):
+            urls = params["label_stages"][f"{name}.{side}"]
+            parts.append(_documents(urls, f"stage {chosen['stage']}", name, spec["seed"], value, k))
     rows = pa.concat_tables([p.cast(parts[0].schema) for p in parts])
     return rows, (spec["positive_from"] if labels.get("column") else 1.0)
 
