@@ -151,6 +151,20 @@ def _drop_table(stage: dict[str, Any]) -> Table:
     return table
 
 
+def _classifier_table(stage: dict[str, Any]) -> Table:
+    """Each classifier a stage trained: its held-out agreement with its labels."""
+    table = Table(title=Text(f"{stage['name']}: classifiers trained in the run (held-out agreement with their labels)"))
+    columns = ("trained_on", "held_out", "precision", "recall", "f1", "spearman")
+    table.add_column("classifier")
+    table.add_column("model")
+    for column in columns:
+        table.add_column(column.replace("_", " "), justify="right")
+    for name, evaluation in stage["classifiers"].items():
+        values = [evaluation.get(column) for column in columns]
+        table.add_row(Text(name), Text(str(evaluation.get("model"))), *("-" if v is None else f"{v:g}" for v in values))
+    return table
+
+
 def _token_table(stage: dict[str, Any]) -> Table:
     """Tokens per language for each tokenizer a stage counted with, and UTF-8 bytes per token."""
     by_language: dict[str, dict[str, int]] = stage["tokens_by_language"]
@@ -241,6 +255,8 @@ def run(
     for stage in result["stages"]:
         if stage.get("drop_reasons"):
             console.print(_drop_table(stage))
+        if stage.get("classifiers"):
+            console.print(_classifier_table(stage))
         if stage.get("tokens_by_language"):
             console.print(_token_table(stage))
     for warning in result.get("warnings", []):

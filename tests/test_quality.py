@@ -257,3 +257,16 @@ def test_positives_and_negatives_from_other_stages_of_the_dag(documents, tmp_pat
             write_manifest(plan.location, plan.fingerprint.components, results, plan.name)
     evaluation = json.loads(Path(train_plan.location.artifact_url("ref.eval.json")).read_text())
     assert evaluation["held_out"] >= 10 and evaluation["f1"] >= 0.7, evaluation
+
+
+def test_the_cli_prints_each_classifiers_held_out_agreement():
+    from rich.console import Console
+
+    from fineflow.cli import _classifier_table
+
+    stage = {"name": "edu", "classifiers": {"edu": {"model": "embedding", "trained_on": 12, "held_out": 4, "precision": 0.5,
+                                                    "recall": 1.0, "f1": 0.6667, "spearman": None}}}
+    console = Console(width=200, record=True)
+    console.print(_classifier_table(stage))
+    row = next(line for line in console.export_text().splitlines() if "embedding" in line)
+    assert [cell.strip() for cell in row.split("│")[1:-1]] == ["edu", "embedding", "12", "4", "0.5", "1", "0.6667", "-"]
