@@ -187,7 +187,7 @@ def preflight(config: QualityStage) -> list[str]:
     for name, spec in config.scorers.items():
         if spec.fasttext is not None:
             try:
-                local = scorers.local_copy(spec.fasttext)
+                local = storage.local_file(spec.fasttext)
                 fasttext_model.check_file(local)
                 if os.path.getsize(local) < PREFLIGHT_LOAD_BYTES:  # small enough to load: check its label too
                     scorers.load({"kind": "fasttext", "path": spec.fasttext, "label": spec.label})

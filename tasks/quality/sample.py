@@ -20,9 +20,9 @@ import time
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import xxhash
 
 from fineflow.documents import commit_shard, read_input
+from fineflow.tasks.text.sampling import seeded_keys as keys
 
 STEP_VERSION = "1"
 LIBRARIES = ("xxhash", "pyarrow")
@@ -41,11 +41,6 @@ SAMPLE_SCHEMA = pa.schema([
 
 class LabelError(ValueError):
     pass
-
-
-def keys(ids: list[str], seed: int | str) -> np.ndarray:
-    prefix = f"{seed}:"
-    return np.fromiter((xxhash.xxh64_intdigest((prefix + i).encode("utf-8", "surrogatepass")) for i in ids), dtype=np.uint64, count=len(ids))
 
 
 def smallest(table: pa.Table, k: int, by: list[str] | None = None) -> pa.Table:

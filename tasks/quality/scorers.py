@@ -2,14 +2,13 @@
 or a Hugging Face sequence-classification model (torch optional; GPU when present).
 
 A scorer spec (step parameters) is ``{"kind": "fasttext"|"head"|"hf", "path": ..., ...}``; a
-model in object storage is copied to a local file once per worker process.
+model in object storage is copied to a local file once per worker process (``storage.local_file``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from functools import lru_cache
 
 import numpy as np
@@ -20,21 +19,6 @@ from fineflow.tasks.quality import embedding, fasttext_model
 
 class ScorerError(ValueError):
     pass
-
-
-@lru_cache(maxsize=16)
-def local_copy(url: str) -> str:
-    """A local path for ``url`` (itself when local); remote files are downloaded once per process."""
-    if storage.is_local(url):
-        path = url.removeprefix("file://")
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"model not found: {path}")
-        return path
-    folder = tempfile.mkdtemp(prefix="fineflow-model-")
-    path = os.path.join(folder, url.rstrip("/").rsplit("/", 1)[-1])
-    with open(path, "wb") as handle:
-        handle.write(storage.read_bytes(url))
-    return path
 
 
 class HeadScorer:
@@ -84,11 +68,11 @@ class HFScorer:
 @lru_cache(maxsize=8)
 def _load(kind: str, path: str, label: str, device: str | None, batch_size: int):  # noqa: ANN202
     if kind == "fasttext":
-        return fasttext_model.scorer(local_copy(path), label)
+        return fasttext_model.scorer(storage.local_file(path), label)
     if kind == "head":
         return HeadScorer(path)
     if kind == "hf":
-        return HFScorer(local_copy(path), label, device, batch_size)
+        return HFScorer(storage.local_file(path), label, device, batch_size)
     raise ScorerError(f"unknown scorer kind {kind!r}")
 
 

@@ -55,15 +55,7 @@ def _load(model: str):
         if path not in _models:
             import fasttext  # fasttext-numpy2
 
-            local = path
-            if not storage.is_local(path):  # fastText reads local files only
-                import tempfile
-
-                handle = tempfile.NamedTemporaryFile(suffix=".bin", delete=False)
-                handle.write(storage.read_bytes(path))
-                handle.close()
-                local = handle.name
-            _models[path] = fasttext.load_model(local)
+            _models[path] = fasttext.load_model(storage.local_file(path))  # fastText reads local files only
         return _models[path]
 
 

@@ -23,11 +23,11 @@ import json
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import xxhash
 
 from fineflow import storage
 from fineflow.artifacts import commit_artifact
 from fineflow.documents import commit_shard, read_input
+from fineflow.tasks.text.sampling import seeded_keys
 
 STEP_VERSION = "1"
 LIBRARIES = ("tokenizers", "xxhash", "pyarrow")
@@ -60,7 +60,7 @@ def sample_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -
             selected = documents.filter(pc.is_in(documents["language"], pa.array(spec["languages"], pa.string())))
         selected = selected.filter(pc.invert(pc.is_null(selected["text"])))
         ids = selected["id"].to_pylist()
-        keys = pa.array([xxhash.xxh64_intdigest(f"{spec['seed']}:{doc_id}".encode()) for doc_id in ids], pa.uint64())
+        keys = pa.array(seeded_keys(ids, spec["seed"]), pa.uint64())
         candidates = pa.table(
             {"tokenizer": pa.array([name] * len(ids), pa.string()), "key": keys, "id": selected["id"], "text": selected["text"]},
             schema=SAMPLE_SCHEMA,
