@@ -270,3 +270,22 @@ def test_the_cli_prints_each_classifiers_held_out_agreement():
     console.print(_classifier_table(stage))
     row = next(line for line in console.export_text().splitlines() if "embedding" in line)
     assert [cell.strip() for cell in row.split("│")[1:-1]] == ["edu", "embedding", "12", "4", "0.5", "1", "0.6667", "-"]
+
+
+def test_a_bad_url_pattern_is_a_configuration_error_and_documents_without_text_are_counted(documents, tmp_path):  # noqa: F811
+    with pytest.raises(ValidationError, match="url: not a regular expression"):
+        registry.validate_stage(stage(classifiers={"c": {"labels": {"positives": {"url": "debian-(handbook"}, "negatives": {"rest": True}}}},
+                                      scorers={"c": {"trained": "c"}}))
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for n, path in enumerate(sorted(documents.glob("part-*.parquet"))):
+        table = pq.read_table(path)
+        if n == 0:  # the first two documents lose their text
+            table = table.set_column(table.schema.get_field_index("text"), "text",
+                                     pa.array([None, None] + table["text"].to_pylist()[2:], pa.string()))
+        pq.write_table(table, folder / path.name)
+    steps = run_stage(fasttext_stage(), tmp_path / "store", folder, "q")
+    first = steps["sample"][1][0]["stats"]
+    assert first["skips"] == {"no_text": 2} and first["docs_in"] == pq.read_metadata(folder / "part-00000.parquet").num_rows
+    # Not sampled for training, but still scored and decided: no document is lost.
+    assert output_table(steps, "decide").num_rows == sum(pq.read_metadata(p).num_rows for p in folder.glob("*.parquet"))

@@ -17,6 +17,7 @@ every document with any number of scorers, calibrate thresholds, decide.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Literal
 
@@ -68,6 +69,16 @@ class LabelSet(Strict):
     stage: str | None = Field(default=None, description="another stage of the pipeline (or NAME.rejects): its documents")
     files: str | None = Field(default=None, description="a glob of Parquet document files (a `text` column)")
     rest: bool = Field(default=False, description="every input document the other class does not take")
+
+    @field_validator("url")
+    @classmethod
+    def _pattern(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as error:
+                raise ValueError(f"url: not a regular expression ({error}): {value!r}") from None
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> LabelSet:
@@ -205,8 +216,6 @@ class QualityStage(StageConfig):
     @field_validator("classifiers", "scorers")
     @classmethod
     def _names(cls, value: dict) -> dict:
-        import re
-
         for name in value:
             if not re.match(NAME_PATTERN, name):
                 raise ValueError(f"name {name!r}: lower-case letters, digits, '_' and '-' only")

@@ -119,6 +119,9 @@ def classifier_rows(name: str, spec: dict, docs: pa.Table) -> pa.Table:
 def sample_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
     started = time.perf_counter()
     docs = read_input(shard)
+    no_text = pc.sum(pc.is_null(docs["text"])).as_py() or 0
+    if no_text:  # nothing to show an LLM or train on: counted, never sampled
+        docs = docs.filter(pc.invert(pc.is_null(docs["text"])))
     parts = [SAMPLE_SCHEMA.empty_table()]
     annotate = params.get("annotate")
     if annotate is not None and docs.num_rows:
@@ -138,5 +141,6 @@ def sample_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -
     for purpose, group in zip(sample["purpose"].to_pylist(), sample["group"].to_pylist()):
         by_purpose.setdefault(purpose, {}).setdefault(group, 0)
         by_purpose[purpose][group] += 1
-    return commit_shard(shard["shard"], output_url, sample, docs_in=docs.num_rows, sampled=by_purpose,
+    return commit_shard(shard["shard"], output_url, sample, docs_in=docs.num_rows + no_text, sampled=by_purpose,
+                        skips={"no_text": no_text} if no_text else {},
                         seconds=round(time.perf_counter() - started, 3))
