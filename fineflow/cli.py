@@ -165,6 +165,20 @@ def _classifier_table(stage: dict[str, Any]) -> Table:
     return table
 
 
+def _mix_table(stage: dict[str, Any]) -> Table:
+    """A rebalance stage's cells: target vs achieved tokens, documents and epochs."""
+    table = Table(title=Text(f"{stage['name']}: tokens per cell ({stage.get('token_column')}), target vs achieved"))
+    columns = ("target", "achieved", "shortfall", "documents", "epochs", "max_repeats")
+    table.add_column("cell")
+    for column in columns:
+        table.add_column(column.replace("_", " "), justify="right")
+    table.add_column("infeasible")
+    for cell in stage["mix"]:
+        table.add_row(Text(cell["cell"]), *(f"{cell.get(c):,}" if isinstance(cell.get(c), int) else f"{cell.get(c):g}"
+                                            for c in columns), Text(cell.get("infeasible") or ""))
+    return table
+
+
 def _token_table(stage: dict[str, Any]) -> Table:
     """Tokens per language for each tokenizer a stage counted with, and UTF-8 bytes per token."""
     by_language: dict[str, dict[str, int]] = stage["tokens_by_language"]
@@ -259,6 +273,8 @@ def run(
             console.print(_classifier_table(stage))
         if stage.get("tokens_by_language"):
             console.print(_token_table(stage))
+        if stage.get("mix"):
+            console.print(_mix_table(stage))
     for warning in result.get("warnings", []):
         _warn(f"warning: {warning}")
     if result.get("report"):

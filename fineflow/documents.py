@@ -94,6 +94,14 @@ def read_table(urls: list[str]) -> pa.Table:
     return pa.concat_tables(tables, promote_options="default")
 
 
+def read_columns(url: str, columns: list[str]) -> pa.Table:
+    """Only these columns of a Parquet file, those it has (ranged reads on object storage: a stage
+    that needs a few small columns never downloads the texts)."""
+    with storage.open_input(url, block_size=1024 * 1024) as handle:
+        parquet = pq.ParquetFile(handle)
+        return parquet.read(columns=[c for c in columns if c in parquet.schema_arrow.names])
+
+
 def commit_shard(
     shard: int,
     output_url: str,

@@ -1,0 +1,197 @@
+"""Configuration of the rebalance stage: cells, token targets, rehydration and quality weights.
+
+    - stage: rebalance
+      tokens: gpt2                    # the n_tokens_gpt2 column of a tokenize stage upstream
+      cells: [language]               # a document's cell: these columns' values (outermost first)
+      budget: 2000000                 # total tokens; default: every document at its weight ("natural")
+      max_epochs: 4                   # no document appears more often (per cell: in targets)
+      targets:                        # by value of the first cell column; `by` nests the next column
+        en: {share: 0.6}
+        "*": {share: 0.4, split: even}   # every other language: 40 % together, split evenly
+      quality: {weights: {0: 1, 1: 1, 2: 2, 3: 3, 4: 3}}   # more epochs for higher quality_level
+      rehydration: {kept: filter, max_weight: 10}          # FineWeb2's weights from this run's filter
+
+A document's preference is its rehydration weight times its quality weight; the solver gives
+each cell its target in tokens by repeating documents in proportion to their preference, never
+more than ``max_epochs`` times each (``tasks/rebalance/solver.py``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from fineflow.stage_config import StageConfig, Strict
+
+REST = "*"  # in `targets`/`by`: every value not listed, as one group
+SOURCE_COLUMN = "source_name"  # the column `sources:` adds (`source` is the crawl's record locator)
+TOKENIZER_NAME = r"^[a-z0-9][a-z0-9_]*$"
+
+
+def _string_keys(value: Any) -> Any:
+    """YAML reads `3:` as an int; cell values are compared as strings (``str(value)``)."""
+    return {str(key): item for key, item in value.items()} if isinstance(value, dict) else value
+
+
+class TargetNode(Strict):
+    """The target of one value of a cell column (or of every value not listed, under ``*``)."""
+
+    share: float | None = Field(default=None, gt=0, description="a share of the parent's tokens, normalized among siblings")
+    tokens: int | None = Field(default=None, ge=0, description="absolute tokens (taken before the siblings' shares)")
+    max_epochs: int | None = Field(default=None, ge=1, description="cap on any document's repeats (default: the parent's)")
+    min_epochs: int | None = Field(default=None, ge=0, description="every document appears at least this often")
+    split: Literal["natural", "even"] | None = Field(
+        default=None,
+        description="how values not listed under `by` divide this node's tokens: natural (by their weighted tokens) "
+        "or even; under `*`: how the values it stands for divide its share (default: natural)",
+    )
+    by: dict[str, TargetNode] | None = Field(default=None, description="targets by value of the next cell column")
+
+    _keys = field_validator("by", mode="before")(classmethod(lambda cls, value: _string_keys(value)))
+
+    @model_validator(mode="after")
+    def _one_amount(self) -> TargetNode:
+        if self.share is not None and self.tokens is not None:
+            raise ValueError("give share or tokens, not both")
+        return self
+
+
+class Rehydration(Strict):
+    """FineWeb2's rehydration (papers.md (f)): weights by duplicate-cluster size, from the filter
+    removal rate per size in this run (``data``), a fixed table (``readme``) or a weights file."""
+
+    weights: str = Field(
+        default="data",
+        description="data (this run's filter removal rates), readme (FineWeb2's fixed table), or a weights file in "
+        "FineWeb2's format ({language: {start_size: weight}})",
+    )
+    kept: str | None = Field(default=None, description="data: the filter stage whose documents passed (its name)")
+    removed: str | None = Field(default=None, description="data: the documents it removed (default: <kept>.rejects)")
+    column: str = Field(default="dup_cluster_size", description="the duplicate-cluster size (dedup adds it)")
+    max_weight: int = Field(default=10, ge=1, le=1000, description="the weight of the size with the lowest removal rate")
+    window: int = Field(default=5, ge=1, description="the moving average over the weights (edges unsmoothed)")
+    min_docs: int = Field(
+        default=10, ge=1, description="a cluster size with fewer documents is merged into the nearest populated size or the tail",
+    )
+    min_language_docs: int = Field(default=100, ge=1, description="a language with fewer documents uses the fallback")
+    fallback: str = Field(default="readme", description="for languages without enough data: readme, or a weights file")
+
+    @model_validator(mode="after")
+    def _sources(self) -> Rehydration:
+        if self.weights == "data" and self.kept is None:
+            raise ValueError("rehydration from data needs `kept`: the filter stage's name (dedup must run before it)")
+        if self.weights != "data" and (self.kept or self.removed):
+            raise ValueError("kept and removed are read only with weights: data")
+        if self.window % 2 == 0:
+            raise ValueError("window must be odd (a centred moving average)")
+        return self
+
+    @property
+    def removed_stage(self) -> str | None:
+        if self.weights != "data":
+            return None
+        return self.removed or f"{self.kept}.rejects"
+
+
+class QualityWeights(Strict):
+    """Quality upsampling (Nemotron-CC-style): a weight per value of a level column."""
+
+    column: str = "quality_level"
+    weights: dict[str, float] = Field(min_length=1, description="level -> weight (0: never selected)")
+    default: float | None = Field(default=None, ge=0, description="for levels not listed or missing (default: an error)")
+
+    _keys = field_validator("weights", mode="before")(classmethod(lambda cls, value: _string_keys(value)))
+
+    @field_validator("weights")
+    @classmethod
+    def _non_negative(cls, value: dict[str, float]) -> dict[str, float]:
+        if any(weight < 0 for weight in value.values()):
+            raise ValueError("weights are repeats per epoch: 0 or more")
+        return value
+
+
+class RebalanceStage(StageConfig):
+    stage: Literal["rebalance"]
+    tokens: str = Field(description="the tokenizer whose n_tokens_<name> column counts (a tokenize stage upstream)")
+    cells: list[str] = Field(default_factory=list, description="columns whose values make a document's cell")
+    sources: dict[str, str] | None = Field(
+        default=None,
+        description=f"source name -> URL regular expression (first match; else `other`): adds the `{SOURCE_COLUMN}` column",
+    )
+    budget: int | None = Field(default=None, ge=1, description="total tokens; default: the natural size")
+    max_epochs: int = Field(default=4, ge=1, description="no document appears more often (Muennighoff: little gain past ~4)")
+    min_epochs: int = Field(default=0, ge=0)
+    split: Literal["natural", "even"] = Field(default="natural", description="how values without a target divide the budget")
+    targets: dict[str, TargetNode] | None = Field(default=None, description="by value of the first cell column")
+    quality: QualityWeights | None = None
+    rehydration: Rehydration | None = None
+    on_shortfall: Literal["error", "report"] = Field(
+        default="error", description="a target no document set can meet: an error naming the cells, or report it and fill what can be",
+    )
+    seed: int = Field(default=0, ge=0)
+
+    _keys = field_validator("targets", mode="before")(classmethod(lambda cls, value: _string_keys(value)))
+
+    @field_validator("tokens")
+    @classmethod
+    def _tokenizer_name(cls, value: str) -> str:
+        value = value.removeprefix("n_tokens_")
+        if not re.match(TOKENIZER_NAME, value):
+            raise ValueError(f"{value!r} is not a tokenizer name (a tokenize stage's key: lower-case letters, digits, _)")
+        return value
+
+    @field_validator("sources")
+    @classmethod
+    def _patterns(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for name, pattern in (value or {}).items():
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"sources: {name}: {pattern!r} is not a regular expression ({error})") from None
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RebalanceStage:
+        if self.min_epochs > self.max_epochs:
+            raise ValueError("min_epochs is above max_epochs")
+        if len(set(self.cells)) != len(self.cells):
+            raise ValueError("cells: a column is listed twice")
+        if self.sources is not None and SOURCE_COLUMN not in self.cells:
+            raise ValueError(f"sources adds the {SOURCE_COLUMN} column: list it in cells")
+        depth = _depth(self.targets)
+        if depth > len(self.cells):
+            raise ValueError(f"targets nest {depth} levels deep but there are {len(self.cells)} cell columns")
+        return self
+
+    @property
+    def count_column(self) -> str:
+        return f"n_tokens_{self.tokens}"
+
+    def references(self) -> list[str]:
+        if self.rehydration is None or self.rehydration.weights != "data":
+            return []
+        return sorted({self.rehydration.kept, self.rehydration.removed_stage})
+
+    def _files(self) -> list[tuple[object, str]]:
+        found: list[tuple[object, str]] = []
+        if self.rehydration is not None:
+            for key in ("weights", "fallback"):
+                if getattr(self.rehydration, key) not in ("data", "readme"):
+                    found.append((self.rehydration, key))
+        return found
+
+    def resolve_paths(self, resolve: Callable[[str], str]) -> None:
+        for owner, key in self._files():
+            setattr(owner, key, resolve(getattr(owner, key)))
+
+    def named_files(self) -> list[str]:
+        return [getattr(owner, key) for owner, key in self._files()]
+
+
+def _depth(nodes: dict[str, TargetNode] | None) -> int:
+    if not nodes:
+        return 0
+    return 1 + max(_depth(node.by) for node in nodes.values())

@@ -1,0 +1,204 @@
+"""rebalance's ``solve`` step (one task): every document's ``repeats``, and the mix report.
+
+Reads the measure shards, gives every document its preference (rehydration weight x quality
+weight), resolves the cells' targets (``targets.py``), checks every cell's feasibility before
+anything is written (an infeasible target fails the step, naming the cells and their shortfall,
+unless ``on_shortfall: report``), solves each cell (``solver.py``) and commits per input shard
+the ``repeats`` of its rows, and ``mix.json``: per cell its target, achieved and unique tokens,
+documents, epochs, shortfall and weight (its share of the written tokens, what a trainer's
+data-args file gives it), with the rehydration curves and the quality table used.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from fineflow.artifacts import commit_artifact
+from fineflow.documents import commit_shard, read_table, table_to_parquet_bytes
+from fineflow.tasks.rebalance import rehydration, solver
+from fineflow.tasks.rebalance.config import RebalanceStage
+from fineflow.tasks.rebalance.measure import cell_key
+from fineflow.tasks.rebalance.targets import CellTarget, epochs_of, resolve
+from fineflow.tasks.text.sampling import seeded_keys
+from fineflow.tasks.tokenize.cells import cell_name
+
+STEP_VERSION = "1"
+LIBRARIES = ("numpy", "pyarrow", "xxhash")
+
+MIX = "mix.json"
+SEPARATOR = "\x1f"
+
+
+def repeats_artifact(shard: int) -> str:
+    return f"repeats-{shard:05d}.parquet"
+
+
+def _curves(config: RebalanceStage, params: dict, languages: list[str]) -> dict[str, rehydration.Curve]:
+    """Each language's rehydration weights (from this run's filter data, or a fixed table)."""
+    spec = config.rehydration
+    assert spec is not None
+    files = rehydration.load_weights_file(spec.weights) if spec.weights not in ("data", "readme") else None
+    fallback_files = rehydration.load_weights_file(spec.fallback) if spec.fallback != "readme" else None
+    found = rehydration.load_report(params["rehydration_report"]) if spec.weights == "data" else {}
+    curves = {}
+    for language in languages:
+        if language in found:
+            curves[language] = found[language]
+        elif spec.weights == "data":
+            curves[language] = rehydration.fallback_curve(spec.fallback, language, fallback_files,
+                                                          f"no document of {language} reached {spec.kept}")
+        elif spec.weights == "readme":
+            curves[language] = rehydration.from_table(rehydration.README_TABLE, "readme")
+        else:
+            curves[language] = rehydration.fallback_curve("file", language, files)
+    return curves
+
+
+def preferences(table: pa.Table, config: RebalanceStage, params: dict) -> tuple[np.ndarray, dict[str, Any]]:
+    """Each document's preference (rehydration x quality weight) and what was used, for the report."""
+    weights = np.ones(table.num_rows, dtype=np.float64)
+    used: dict[str, Any] = {}
+    if config.rehydration is not None:
+        languages = pc.fill_null(table["language"], "und").to_numpy(zero_copy_only=False)
+        known = pc.is_valid(table["cluster_size"]).to_numpy(zero_copy_only=False)
+        sizes = pc.fill_null(table["cluster_size"], 1).to_numpy()
+        curves = _curves(config, params, sorted(set(languages.tolist())))
+        for language, curve in curves.items():
+            mask = languages == language
+            weights[mask] = np.where(known[mask], curve.lookup(sizes[mask]), 1.0)
+        used["rehydration"] = {language: {"weights": {str(k): v for k, v in curve.table.items()}, "source": curve.source,
+                                          "reason": curve.reason, "documents": curve.documents, "removed": curve.removed,
+                                          "global_removal_rate": curve.global_removal_rate, "bins": curve.bins}
+                               for language, curve in curves.items()}
+        used["no_cluster_size"] = int((~known).sum())
+    if config.quality is not None:
+        spec = config.quality
+        levels = table["level"].to_numpy(zero_copy_only=False)
+        unknown = sorted({str(level) for level in set(levels.tolist()) if level not in spec.weights})
+        if unknown and spec.default is None:
+            raise ValueError(f"quality: {spec.column} values {', '.join(unknown)} have no weight (add them, or a default)")
+        lookup = np.vectorize(lambda level: spec.weights.get(level, spec.default), otypes=[np.float64])
+        if len(levels):
+            weights *= lookup(levels)
+        used["quality"] = {"column": spec.column, "weights": spec.weights, "default": spec.default, "unlisted": unknown}
+    return weights, used
+
+
+def _describe_shortfall(cell: dict) -> str:
+    need = f"target {cell['target']:,} tokens"
+    if cell["infeasible"] == "short":
+        return (f"{cell['cell']}: {need}, at most {cell['max_tokens']:,} with max_epochs {cell['max_epochs']} "
+                f"(short by {cell['target'] - cell['max_tokens']:,})")
+    return (f"{cell['cell']}: {need}, at least {cell['min_tokens']:,} with min_epochs {cell['min_epochs']} "
+            f"(over by {cell['min_tokens'] - cell['target']:,})")
+
+
+def solve_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
+    started = time.perf_counter()
+    config = RebalanceStage.model_validate(params["config"])
+    columns = config.cells
+    table = read_table(params["measures"])
+    # measure writes a row per input row: its shard numbers give every shard's length, empty ones too.
+    rows_per_shard = np.bincount(table["shard"].to_numpy(), minlength=len(params["measures"])) if table.num_rows \
+        else np.zeros(len(params["measures"]), dtype=np.int64)
+    valid = table.filter(pc.is_null(table["problem"])) if table.num_rows else table
+    weights, used = preferences(valid, config, params)
+    keys = seeded_keys(valid["id"].to_pylist(), config.seed)
+    parts = [valid[cell_key(i)] for i in range(len(columns))]
+    joined = pc.binary_join_element_wise(*parts, SEPARATOR) if parts else pa.array([""] * valid.num_rows, pa.string())
+    work = pa.table({"cell": joined, "key": pa.array(keys, pa.uint64()), "id": valid["id"], "index": np.arange(valid.num_rows)})
+    order = work.sort_by([("cell", "ascending"), ("key", "ascending"), ("id", "ascending")])["index"].to_numpy()
+    cells_sorted = pc.take(joined, pa.array(order)).to_pylist() if len(order) else []
+    tokens = valid["tokens"].to_numpy()[order]
+    weights, keys = weights[order], keys[order]
+    # Contiguous runs of one cell in the canonical order.
+    starts = [0] + [i for i in range(1, len(cells_sorted)) if cells_sorted[i] != cells_sorted[i - 1]]
+    runs = {tuple(cells_sorted[s].split(SEPARATOR)) if columns else (): (s, e)
+            for s, e in zip(starts, [*starts[1:], len(cells_sorted)]) if len(cells_sorted)}
+
+    natural = {}
+    for cell, (s, e) in runs.items():
+        high, low = epochs_of(config, cell)
+        w = weights[s:e]
+        natural[cell] = float((tokens[s:e] * np.where(w > 0, np.clip(w, low, high), low)).sum())
+    targets = resolve(config, natural)
+
+    report, infeasible = [], []
+    for target in targets:
+        s, e = runs.get(target.values, (0, 0))
+        limit = solver.bounds(tokens[s:e], weights[s:e], target.min_epochs, target.max_epochs)
+        state = None if target.natural else ("short" if target.target > limit.high else "over" if target.target < limit.low else None)
+        row = _cell_row(columns, target, limit, e - s, int(tokens[s:e].sum()), state)
+        row["largest_document"] = int(tokens[s:e].max()) if e > s else 0  # the most a cut can miss by
+        report.append(row)
+        if state:
+            infeasible.append(row)
+    if infeasible and config.on_shortfall == "error":
+        raise ValueError("these cells cannot meet their target within their epochs (nothing was written; raise max_epochs, "
+                         "lower the targets, or set on_shortfall: report):\n  " + "\n  ".join(map(_describe_shortfall, infeasible)))
+
+    repeats_sorted = np.zeros(len(order), dtype=np.int64)
+    for target, row in zip(targets, report):
+        s, e = runs.get(target.values, (0, 0))
+        repeats, scale = solver.solve_cell(tokens[s:e], weights[s:e], keys[s:e], target.target, target.min_epochs,
+                                           target.max_epochs, target.natural)
+        repeats_sorted[s:e] = repeats
+        _fill_achieved(row, repeats, tokens[s:e], scale)
+    total = sum(row["achieved"] for row in report)
+    for row in report:
+        row["weight"] = round(row["achieved"] / total, 9) if total else 0.0
+
+    # Back to input shards and rows: every row of every shard, 0 for the ones left out.
+    repeats_valid = np.zeros(valid.num_rows, dtype=np.int64)
+    repeats_valid[order] = repeats_sorted
+    shard_of, row_of = valid["shard"].to_numpy(), valid["row"].to_numpy()
+    artifacts = []
+    for n, count in enumerate(rows_per_shard):
+        values = np.zeros(count, dtype=np.int32)
+        mask = shard_of == n
+        values[row_of[mask]] = repeats_valid[mask]
+        artifacts.append(commit_artifact(output_url, repeats_artifact(n), table_to_parquet_bytes(pa.table({"repeats": values}))))
+
+    mix = {"tokens": config.count_column, "cells": columns, "seed": config.seed, "budget": config.budget,
+           "target_tokens": sum(row["target"] for row in report), "achieved_tokens": total,
+           "unique_tokens": int(tokens.sum()), "on_shortfall": config.on_shortfall,
+           "infeasible": [row["cell"] for row in infeasible], "mix": report, **used}
+    artifacts.append(commit_artifact(output_url, MIX, json.dumps(mix, indent=1).encode()))
+    # Step totals are summed counters (numbers only): the report reads the rest from mix.json.
+    return commit_shard(shard["shard"], output_url, pa.Table.from_pylist(report, schema=MIX_SCHEMA), docs_in=table.num_rows,
+                        artifacts=artifacts, seconds=round(time.perf_counter() - started, 3), mix_cells=len(report),
+                        infeasible_cells=len(infeasible), target_tokens=mix["target_tokens"], achieved_tokens=total,
+                        unique_tokens=mix["unique_tokens"])
+
+
+MIX_SCHEMA = pa.schema([
+    ("cell", pa.string()), ("values", pa.map_(pa.string(), pa.string())), ("target", pa.int64()), ("achieved", pa.int64()),
+    ("shortfall", pa.int64()), ("infeasible", pa.string()), ("natural", pa.bool_()), ("unique_tokens", pa.int64()),
+    ("available_documents", pa.int64()), ("documents", pa.int64()), ("copies", pa.int64()),
+    ("selected_unique_tokens", pa.int64()), ("epochs", pa.float64()), ("max_repeats", pa.int64()),
+    ("max_epochs", pa.int64()), ("min_epochs", pa.int64()), ("max_tokens", pa.int64()), ("min_tokens", pa.int64()),
+    ("largest_document", pa.int64()), ("scale", pa.float64()), ("weight", pa.float64()),
+])
+
+
+def _cell_row(columns: list[str], target: CellTarget, limit: solver.Bounds, documents: int, unique: int,
+              state: str | None) -> dict[str, Any]:
+    return {"cell": cell_name(columns, target.values), "values": dict(zip(columns, target.values)), "target": target.target,
+            "natural": target.natural, "infeasible": state, "unique_tokens": unique, "available_documents": documents,
+            "max_epochs": target.max_epochs, "min_epochs": target.min_epochs, "max_tokens": limit.high, "min_tokens": limit.low}
+
+
+def _fill_achieved(row: dict[str, Any], repeats: np.ndarray, tokens: np.ndarray, scale: float) -> None:
+    achieved = int((repeats * tokens).sum())
+    row.update(
+        achieved=achieved, shortfall=row["target"] - achieved, documents=int((repeats > 0).sum()), copies=int(repeats.sum()),
+        selected_unique_tokens=int(tokens[repeats > 0].sum()), max_repeats=int(repeats.max()) if len(repeats) else 0,
+        epochs=round(achieved / row["unique_tokens"], 6) if row["unique_tokens"] else 0.0,
+        scale=round(scale, 9) if np.isfinite(scale) else None,
+    )

@@ -1,0 +1,372 @@
+"""The rebalance stage: rehydration weights, targets and the budget solver by hand, and its
+steps run in-process on generated documents the way a Dask worker runs them (the presets run
+through Prefect + Dask in test_rebalance_presets.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pydantic import ValidationError
+
+from fineflow import registry
+from fineflow.manifest import shard_name, write_manifest
+from fineflow.planning import plan_stage
+from fineflow.steps import Source, StageInputs, run_shard
+from fineflow.tasks.rebalance import rehydration, solver
+from fineflow.tasks.rebalance.config import RebalanceStage
+from fineflow.tasks.rebalance.targets import MISSING, resolve
+
+# -- rehydration weights by hand ----------------------------------------------------------------
+
+SETTINGS = {"max_weight": 10, "window": 5, "min_docs": 10, "min_language_docs": 100}
+
+
+def test_weights_are_interpolated_smoothed_rounded_and_compressed_by_hand():
+    # Six sizes of 100 documents; removal rates .6 .3 .2 .4 .5 .7, so the global rate is 270/600 = .45
+    # and the lowest .2 (size 3). Interpolated: size 2 -> 1 + 9 * (.3 - .45) / (.2 - .45) = 6.4,
+    # size 3 -> 10, size 4 -> 1 + 9 * .05 / .25 = 2.8; sizes at or above .45 -> 1.
+    # Smoothed over 5 (the two ends each side raw): sizes 3 and 4 -> (1 + 6.4 + 10 + 2.8 + 1) / 5 = 4.24.
+    # Rounded: 1 6 4 4 1 1 -> {1: 1, 2: 6, 3: 4, 5: 1}.
+    sizes = np.arange(1, 7)
+    docs = np.full(6, 100)
+    removed = np.array([60, 30, 20, 40, 50, 70])
+    curve = rehydration.data_curve(sizes, docs, removed, SETTINGS, rehydration.from_table(rehydration.README_TABLE, "readme"))
+    assert curve.source == "data" and curve.reason is None
+    assert curve.global_removal_rate == pytest.approx(0.45)
+    assert curve.table == {1: 1, 2: 6, 3: 4, 5: 1}
+    assert [b["weight"] for b in curve.bins] == [1, 6, 4, 4, 1, 1]
+    assert curve.lookup(np.array([1, 2, 3, 4, 5, 6, 500])).tolist() == [1, 6, 4, 4, 1, 1, 1]
+
+
+def test_small_cluster_sizes_merge_into_their_neighbour_or_the_tail_by_hand():
+    # min_docs 10: sizes 1, 2 and 5 are populated. Size 3 (4 documents) is nearer 2 than 5: bin [2, 3].
+    # Sizes 8, 20 and 30 lie past the last populated size; together 12 documents: a tail bin from 8.
+    # Rates: [1] 100/200 = .5; [2, 3] 24/104; [5] 10/50 = .2; tail 12/12 = 1. Global 146/366.
+    # [2, 3]: 1 + 9 * (24/104 - 146/366) / (.2 - 146/366) = 8.608 -> 9; [5]: 10; the rest 1.
+    # Four bins, fewer than the window: no smoothing.
+    sizes = np.array([1, 2, 3, 5, 8, 20, 30])
+    docs = np.array([200, 100, 4, 50, 5, 4, 3])
+    removed = np.array([100, 20, 4, 10, 5, 4, 3])
+    curve = rehydration.data_curve(sizes, docs, removed, SETTINGS, rehydration.from_table(rehydration.README_TABLE, "readme"))
+    assert [(b["start"], b["documents"], b["removed"]) for b in curve.bins] == [(1, 200, 100), (2, 104, 24), (5, 50, 10), (8, 12, 12)]
+    assert curve.table == {1: 1, 2: 9, 5: 10, 8: 1}
+    assert curve.lookup(np.array([1, 2, 3, 4, 5, 7, 8, 1000])).tolist() == [1, 9, 9, 9, 10, 10, 1, 1]
+    # The same tail with 8 documents is too small to stand alone: part of size 5's bin.
+    docs[4:] = [3, 3, 2]
+    removed[4:] = [3, 3, 2]
+    bins = rehydration.merge_sizes(sizes, docs, removed, 10)
+    assert [(b["start"], b["documents"]) for b in bins] == [(1, 200), (2, 104), (5, 58)]
+
+
+def test_languages_without_enough_data_fall_back_and_say_why(tmp_path):
+    readme = rehydration.from_table(rehydration.README_TABLE, "readme")
+    singletons = rehydration.data_curve(np.array([1]), np.array([500]), np.array([100]), SETTINGS, readme)
+    assert singletons.source == "readme" and "under two cluster sizes" in singletons.reason
+    few = rehydration.data_curve(np.array([1, 2]), np.array([40, 40]), np.array([10, 5]), SETTINGS, readme)
+    assert few.source == "readme" and "80 documents" in few.reason
+    # FineWeb2's README table: 1 -> 1, 2 -> 2, 3-4 -> 3, 5-99 -> 5, 100-999 -> 8, 1000+ -> 1.
+    assert readme.lookup(np.array([1, 2, 3, 4, 5, 99, 100, 999, 1000, 10**6])).tolist() == [1, 2, 3, 3, 5, 5, 8, 8, 1, 1]
+    # A weights file in FineWeb2's format, for languages it has; the README table for the others.
+    weights = tmp_path / "up_to_3_reps.json"
+    weights.write_text(json.dumps({"fr": {"1": 1, "4": 3, "40": 2}}))
+    files = rehydration.load_weights_file(str(weights))
+    french = rehydration.fallback_curve(str(weights), "fr", files, "too few")
+    assert french.source == "file" and french.table == {1: 1, 4: 3, 40: 2}
+    other = rehydration.fallback_curve(str(weights), "de", files, "too few")
+    assert other.source == "readme" and "de is not in the weights file" in other.reason
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="expected"):
+        rehydration.load_weights_file(str(tmp_path / "bad.json"))
+
+
+# -- the solver by hand ---------------------------------------------------------------------------
+
+
+def keys_for(n: int) -> np.ndarray:
+    return np.arange(1, n + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+
+
+def test_whole_epochs_then_a_cut_hits_the_target_exactly():
+    tokens = np.full(10, 100)
+    repeats, scale = solver.solve_cell(tokens, np.ones(10), keys_for(10), 2500, 0, 4)
+    assert scale == pytest.approx(2.5)
+    assert set(repeats.tolist()) == {2, 3} and int((repeats * tokens).sum()) == 2500  # 2 epochs, then 5 more documents
+
+
+def test_the_cap_binds_and_the_rest_is_spread_by_hand():
+    # Weights 10, 1, 1 of 100 tokens each, at most 3 repeats, 500 tokens: the first document is capped
+    # at 3 (300 tokens) for any scale >= .3, the others take scale * 100 each: scale 1, repeats 3, 1, 1.
+    tokens = np.array([100, 100, 100])
+    repeats, scale = solver.solve_cell(tokens, np.array([10.0, 1, 1]), keys_for(3), 500, 0, 3)
+    assert scale == pytest.approx(1.0) and repeats.tolist() == [3, 1, 1]
+
+
+def test_downsampling_favours_higher_preference_and_lands_within_one_document():
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(50, 500, 2000)
+    weights = np.where(np.arange(2000) < 1000, 3.0, 1.0)
+    target = int(tokens.sum() * 0.3)
+    repeats, _ = solver.solve_cell(tokens, weights, keys_for(2000), target, 0, 1)
+    achieved = int((repeats * tokens).sum())
+    assert abs(achieved - target) <= tokens.max()
+    assert repeats[:1000].mean() > 2 * repeats[1000:].mean()  # weight 3 against 1
+
+
+def test_infeasible_cells_stop_at_their_bounds():
+    tokens = np.array([100, 200])
+    limit = solver.bounds(tokens, np.ones(2), 1, 3)
+    assert (limit.low, limit.high) == (300, 900)
+    short, _ = solver.solve_cell(tokens, np.ones(2), keys_for(2), 1000, 1, 3)
+    assert short.tolist() == [3, 3]
+    over, _ = solver.solve_cell(tokens, np.ones(2), keys_for(2), 100, 1, 3)
+    assert over.tolist() == [1, 1]
+    # A weight of 0 is never selected, but min_epochs still holds for it.
+    assert solver.bounds(tokens, np.array([0.0, 1.0]), 1, 3).high == 100 + 600
+
+
+def test_natural_cells_repeat_every_document_by_its_weight():
+    tokens = np.array([10, 20, 30, 40])
+    weights = np.array([3.0, 1.0, 2.0, 5.0])
+    natural = int((tokens * np.clip(weights, 0, 4)).sum())  # the 5 is capped at 4
+    repeats, scale = solver.solve_cell(tokens, weights, keys_for(4), natural, 0, 4, natural=True)
+    assert scale == 1.0 and repeats.tolist() == [3, 1, 2, 4]
+
+
+def test_the_scale_solves_the_piecewise_linear_equation():
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        n = int(rng.integers(1, 60))
+        tokens = rng.integers(1, 1000, n)
+        weights = rng.choice([0.0, 0.5, 1.0, 2.0, 3.0, 7.5], n)
+        lo, hi = int(rng.integers(0, 2)), int(rng.integers(2, 6))
+        limit = solver.bounds(tokens, weights, lo, hi)
+        if limit.high - limit.low < 2:
+            continue
+        target = int(rng.integers(limit.low + 1, limit.high))
+        scale = solver.solve_lambda(tokens, weights, target, lo, hi)
+        value = (tokens * np.where(weights > 0, np.clip(scale * weights, lo, hi), lo)).sum()
+        assert value == pytest.approx(target, rel=1e-9)
+        repeats, _ = solver.solve_cell(tokens, weights, keys_for(n), target, lo, hi)
+        assert abs(int((repeats * tokens).sum()) - target) <= tokens.max()
+        assert repeats.max() <= hi and repeats.min() >= lo
+
+
+# -- targets ------------------------------------------------------------------------------------
+
+
+def stage(**fields) -> dict:
+    return {"stage": "rebalance", "tokens": "gpt2", **fields}
+
+
+def test_hierarchical_targets_by_hand():
+    natural = {("en", "0"): 100.0, ("en", "1"): 300.0, ("fr", "0"): 50.0, ("de", "1"): 50.0}
+    config = RebalanceStage.model_validate(stage(cells=["language", "quality_level"], budget=1000, targets={
+        "en": {"share": 0.6}, "*": {"share": 0.4, "split": "even"}}))
+    found = {t.values: t.target for t in resolve(config, natural)}
+    # en 600 split by natural size 1:3; fr and de 200 each (even), each one cell.
+    assert found == {("en", "0"): 150, ("en", "1"): 450, ("fr", "0"): 200, ("de", "1"): 200}
+    # Absolute tokens first, shares of the rest; a listed language without documents is its own cell.
+    config = RebalanceStage.model_validate(stage(cells=["language", "quality_level"], budget=1000, targets={
+        "en": {"tokens": 700, "by": {"1": {"share": 1}, "0": {"share": 3}}}, "*": {"share": 1}, "sw": {"share": 1}}))
+    found = {t.values: t.target for t in resolve(config, natural)}
+    assert found == {("en", "0"): 525, ("en", "1"): 175, ("fr", "0"): 75, ("de", "1"): 75, ("sw", MISSING): 150}
+    with pytest.raises(ValueError, match="de, fr have no target"):
+        resolve(RebalanceStage.model_validate(stage(cells=["language", "quality_level"], budget=10, targets={"en": {"share": 1}})), natural)
+    with pytest.raises(ValueError, match="exceed their parent"):
+        resolve(RebalanceStage.model_validate(stage(cells=["language"], budget=10, targets={"en": {"tokens": 20}, "*": {"share": 1}})),
+                {("en",): 1.0, ("fr",): 1.0})
+    # No budget and no targets: every cell as it is, exactly.
+    plain = resolve(RebalanceStage.model_validate(stage(cells=["language", "quality_level"])), natural)
+    assert all(t.natural for t in plain) and {t.values: t.target for t in plain} == {k: int(v) for k, v in natural.items()}
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"min_epochs": 5, "max_epochs": 2}, "min_epochs is above max_epochs"),
+    ({"cells": ["language"], "targets": {"en": {"by": {"3": {"share": 1}}}}}, "nest 2 levels deep"),
+    ({"targets": {"en": {"share": 1, "tokens": 3}}, "cells": ["language"]}, "share or tokens, not both"),
+    ({"rehydration": {}}, "needs `kept`"),
+    ({"rehydration": {"weights": "readme", "kept": "filter"}}, "only with weights: data"),
+    ({"sources": {"a": "("}, "cells": ["source_name"]}, "not a regular expression"),
+    ({"sources": {"a": "x"}}, "list it in cells"),
+    ({"quality": {"weights": {"1": -1}}}, "0 or more"),
+    ({"tokens": "GPT-2"}, "not a tokenizer name"),
+])
+def test_config_errors_are_clear(fields, message):
+    with pytest.raises(ValidationError, match=message):
+        RebalanceStage.model_validate(stage(**fields))
+
+
+# -- the stage's steps on generated documents ------------------------------------------------------
+
+LANGUAGES = ["en", "en", "en", "fr", "de"]
+
+
+def documents(n: int = 300, seed: int = 0) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    return pa.table({
+        "id": [f"doc-{i:05d}" for i in range(n)],
+        "url": [f"https://{'handbook' if i % 4 == 0 else 'blog'}.example/{i}" for i in range(n)],
+        "text": ["words " * int(k) for k in rng.integers(5, 50, n)],
+        "language": [LANGUAGES[int(k)] for k in rng.integers(0, len(LANGUAGES), n)],
+        "n_tokens_gpt2": pa.array(rng.integers(20, 400, n), pa.int64()),
+        "dup_cluster_size": pa.array(rng.choice([1, 1, 1, 2, 3, 5, 12, 150], n), pa.int32()),
+        "quality_level": pa.array(rng.integers(0, 5, n), pa.int8()),
+    })
+
+
+def write_shards(table: pa.Table, folder: Path, shards: int, seed: int = 0) -> Source:
+    """The documents in ``shards`` shards, in a shuffled order."""
+    folder.mkdir(parents=True)
+    order = np.random.default_rng(seed).permutation(table.num_rows)
+    for n, part in enumerate(np.array_split(order, shards)):
+        pq.write_table(table.take(pa.array(part, pa.int64())), folder / shard_name(n))
+    return Source(folder.name, f"{folder.name:0<20}", str(folder), shards)
+
+
+def run_stage(config: dict, root: Path, source: Source, references: tuple[Source, ...] = ()) -> dict:
+    plans = plan_stage(registry.validate_stage(config), str(root), StageInputs((source,), references), "rebalance")
+    steps = {}
+    for plan in plans:
+        results = [run_shard(plan.function, shard, plan.params, plan.location) for shard in plan.shards]
+        write_manifest(plan.location, plan.fingerprint.components, results, plan.name)
+        steps[plan.step] = (plan, results)
+    return steps
+
+
+def outputs(steps: dict, folder: str = "data_folder") -> pa.Table:
+    plan, _ = steps["apply"]
+    return pa.concat_tables([pq.read_table(f) for f in sorted(Path(getattr(plan.location, folder)).glob("*.parquet"))])
+
+
+def mix_of(steps: dict) -> dict:
+    plan, _ = steps["solve"]
+    return json.loads(Path(plan.location.artifact_url("mix.json")).read_text())
+
+
+BUDGET = stage(cells=["language"], budget=60_000, max_epochs=3, targets={"en": {"share": 0.5}, "*": {"share": 0.5, "split": "even"}},
+               quality={"weights": {"0": 1, "1": 1, "2": 2, "3": 3, "4": 3}}, rehydration={"weights": "readme"}, seed=7)
+
+
+def test_every_cell_lands_within_one_document_and_the_documents_carry_their_repeats(tmp_path):
+    table = documents()
+    steps = run_stage(BUDGET, tmp_path / "store", write_shards(table, tmp_path / "docs", 3))
+    mix = mix_of(steps)
+    kept, rejects = outputs(steps), outputs(steps, "rejects_folder")
+    assert kept.num_rows + rejects.num_rows == table.num_rows
+    assert set(rejects["drop_reason"].to_pylist()) <= {"rebalance:downsampled"}
+    assert min(kept["repeats"].to_pylist()) >= 1 and max(kept["repeats"].to_pylist()) <= 3
+    by_cell = {cell["cell"]: cell for cell in mix["mix"]}
+    assert set(by_cell) == {"language=de", "language=en", "language=fr"}
+    assert by_cell["language=en"]["target"] == 30_000 and by_cell["language=fr"]["target"] == 15_000
+    for cell in mix["mix"]:
+        language = cell["values"]["language"]
+        mine = kept.filter(pa.compute.equal(kept["language"], language))
+        written = int(pa.compute.sum(pa.compute.multiply(mine["repeats"], mine["n_tokens_gpt2"])).as_py())
+        assert written == cell["achieved"]  # counted again from the documents, not the solver's sum
+        largest = max(t for t, lang in zip(table["n_tokens_gpt2"].to_pylist(), table["language"].to_pylist()) if lang == language)
+        assert cell["infeasible"] is None and abs(cell["achieved"] - cell["target"]) <= largest
+        assert mine["rebalance_cell"].to_pylist() == [cell["cell"]] * mine.num_rows
+    # Higher levels are repeated more often on average (weights 3 against 1).
+    levels = np.array(kept["quality_level"].to_pylist())
+    repeats = np.array(kept["repeats"].to_pylist())
+    assert repeats[levels >= 3].mean() > repeats[levels <= 1].mean()
+
+
+@pytest.mark.parametrize("shards", [1, 4, 7])
+def test_the_result_does_not_depend_on_the_shard_layout(tmp_path, shards):
+    table = documents(seed=3)
+    reference = run_stage(BUDGET, tmp_path / "one", write_shards(table, tmp_path / "single", 1, seed=0))
+    other = run_stage(BUDGET, tmp_path / "many", write_shards(table, tmp_path / "split", shards, seed=shards))
+    first, second = outputs(reference), outputs(other)
+    assert dict(zip(first["id"].to_pylist(), first["repeats"].to_pylist())) == \
+        dict(zip(second["id"].to_pylist(), second["repeats"].to_pylist()))
+    assert [c["achieved"] for c in mix_of(reference)["mix"]] == [c["achieved"] for c in mix_of(other)["mix"]]
+
+
+def test_infeasible_cells_fail_before_writing_or_are_reported(tmp_path):
+    table = documents(n=60)
+    config = {**BUDGET, "budget": 500_000}
+    with pytest.raises(ValueError, match=r"(?s)cannot meet their target.*language=de: target [\d,]+ tokens, at most [\d,]+ with max_epochs 3"):
+        run_stage(config, tmp_path / "a", write_shards(table, tmp_path / "docs", 2))
+    plan = plan_stage(registry.validate_stage(config), str(tmp_path / "a"), StageInputs((write_shards(table, tmp_path / "d2", 2),)), "rebalance")
+    apply_plan = next(p for p in plan if p.step == "apply")
+    assert not Path(apply_plan.location.data_folder).exists()  # nothing written
+    steps = run_stage({**config, "on_shortfall": "report"}, tmp_path / "b", write_shards(table, tmp_path / "d3", 2))
+    mix = mix_of(steps)
+    assert mix["infeasible"] == ["language=de", "language=en", "language=fr"]
+    assert all(cell["infeasible"] == "short" and cell["max_repeats"] == 3 and cell["achieved"] == cell["max_tokens"]
+               for cell in mix["mix"])
+
+
+def test_bad_rows_and_missing_columns(tmp_path):
+    table = documents(n=40)
+    counts = table["n_tokens_gpt2"].to_pylist()
+    counts[0] = None
+    table = table.set_column(table.schema.get_field_index("n_tokens_gpt2"), "n_tokens_gpt2", pa.array(counts, pa.int64()))
+    steps = run_stage(stage(cells=["language"]), tmp_path / "s", write_shards(table, tmp_path / "docs", 2))
+    rejects = outputs(steps, "rejects_folder")
+    assert rejects["drop_reason"].to_pylist() == ["rebalance:no_token_count"] and rejects["id"].to_pylist() == ["doc-00000"]
+    assert outputs(steps)["repeats"].to_pylist() == [1] * 39  # no weights, no budget: everything once
+    with pytest.raises(ValueError, match="no n_tokens_o200k column: put a tokenize stage"):
+        run_stage(stage(tokens="o200k"), tmp_path / "t", write_shards(table, tmp_path / "d2", 1))
+    with pytest.raises(ValueError, match="values 0, 1 have no weight"):
+        run_stage(stage(quality={"weights": {"2": 1, "3": 1, "4": 1}}), tmp_path / "u", write_shards(table, tmp_path / "d3", 1))
+
+
+def test_sources_by_url_make_cells(tmp_path):
+    table = documents(n=80)
+    config = stage(cells=["source_name"], sources={"handbook": r"//handbook\.example/"}, budget=8_000,
+                   targets={"handbook": {"share": 1}, "other": {"share": 3}})
+    steps = run_stage(config, tmp_path / "s", write_shards(table, tmp_path / "docs", 2))
+    kept = outputs(steps)
+    assert set(kept["source_name"].to_pylist()) == {"handbook", "other"}
+    assert {c["cell"]: c["target"] for c in mix_of(steps)["mix"]} == {"source_name=handbook": 2000, "source_name=other": 6000}
+
+
+def test_rehydration_weights_come_from_the_filter_stage_documents(tmp_path):
+    # The hand-made distribution of the merge test, as a filter stage's documents and rejects.
+    sizes, docs, removed = [1, 2, 3, 5, 8, 20, 30], [200, 100, 4, 50, 5, 4, 3], [100, 20, 4, 10, 5, 4, 3]
+    kept_rows, removed_rows = [], []
+    for size, n, r in zip(sizes, docs, removed):
+        kept_rows += [size] * (n - r)
+        removed_rows += [size] * r
+
+    def folder(name: str, cluster_sizes: list[int], rejects: bool) -> Source:
+        table = pa.table({"id": [f"{name}-{i}" for i in range(len(cluster_sizes))], "language": ["en"] * len(cluster_sizes),
+                          "dup_cluster_size": pa.array(cluster_sizes, pa.int32())})
+        source = write_shards(table, tmp_path / name, 2)
+        return Source("filter", source.fingerprint, source.folder, 2, rejects=rejects, reference=True)
+
+    references = (folder("kept", kept_rows, False), folder("removed", removed_rows, True))
+    table = documents(n=50)
+    config = stage(cells=["language"], max_epochs=10,
+                   rehydration={"kept": "filter", "min_docs": 10, "min_language_docs": 100, "max_weight": 10})
+    steps = run_stage(config, tmp_path / "s", write_shards(table, tmp_path / "docs", 2), references)
+    mix = mix_of(steps)
+    assert mix["rehydration"]["en"]["weights"] == {"1": 1, "2": 9, "5": 10, "8": 1}
+    assert mix["rehydration"]["en"]["source"] == "data"
+    assert mix["rehydration"]["fr"]["source"] == "readme" and "no document of fr reached filter" in mix["rehydration"]["fr"]["reason"]
+    kept = outputs(steps)
+    english = [(size, r) for size, r, lang in zip(kept["dup_cluster_size"].to_pylist(), kept["repeats"].to_pylist(),
+                                                  kept["language"].to_pylist()) if lang == "en"]
+    expected = {1: 1, 2: 9, 3: 9, 5: 10, 12: 1, 150: 1}
+    assert english and all(r == expected[size] for size, r in english)
+
+
+def test_a_changed_target_recomputes_only_the_solver_and_after(tmp_path):
+    source = write_shards(documents(n=30), tmp_path / "docs", 2)
+
+    def fingerprints(config: dict) -> dict[str, str]:
+        plans = plan_stage(registry.validate_stage(config), str(tmp_path), StageInputs((source,)), "rebalance")
+        return {plan.step: plan.fingerprint.value for plan in plans}
+
+    before = fingerprints(BUDGET)
+    after = fingerprints({**BUDGET, "budget": 70_000})
+    assert before["measure"] == after["measure"]
+    assert before["solve"] != after["solve"] and before["apply"] != after["apply"]
+    assert fingerprints({**BUDGET, "name": "other"}) == before
