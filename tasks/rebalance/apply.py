@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 
 from fineflow import storage
 from fineflow.documents import commit_shard, read_input, read_table, rejects_schema, set_columns
+from fineflow.tasks.common.cells import cell_name
 from fineflow.tasks.rebalance.config import SOURCE_COLUMN
 from fineflow.tasks.rebalance.measure import cell_key
-from fineflow.tasks.tokenize.cells import cell_name
 
 STEP_VERSION = "1"
 LIBRARIES = ("numpy", "pyarrow")

@@ -16,13 +16,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fineflow.documents import commit_shard, read_columns
+from fineflow.tasks.common.cells import NULL
 from fineflow.tasks.rebalance.config import SOURCE_COLUMN
 
 STEP_VERSION = "1"
 LIBRARIES = ("numpy", "pyarrow")
 
 OTHER_SOURCE = "other"
-NULL_VALUE = "none"  # as tasks/tokenize/cells.py names a null value
 
 
 def cell_key(index: int) -> str:
@@ -51,7 +51,7 @@ def needed_columns(params: dict) -> list[str]:
 
 def _as_strings(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     """Cell values as the token files name them: ``str(value)``, ``none`` for nulls."""
-    return pa.array([NULL_VALUE if value is None else str(value) for value in column.to_pylist()], pa.string())
+    return pa.array([NULL if value is None else str(value) for value in column.to_pylist()], pa.string())
 
 
 def measure_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:

@@ -78,7 +78,10 @@ def load_weights_file(url: str) -> dict[str, dict]:
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise ValueError(f"rehydration weights file {url}: expected {{language: {{start_size: weight}}}}")
     for language, table in data.items():
-        from_table(table, "file")  # every table must parse
+        try:
+            from_table(table, "file")
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"rehydration weights file {url}: {language}: {error}") from None
     return data
 
 

@@ -21,12 +21,12 @@ import pyarrow.compute as pc
 
 from fineflow.artifacts import commit_artifact
 from fineflow.documents import commit_shard, read_table, table_to_parquet_bytes
+from fineflow.tasks.common.cells import cell_name
 from fineflow.tasks.rebalance import rehydration, solver
 from fineflow.tasks.rebalance.config import RebalanceStage
 from fineflow.tasks.rebalance.measure import cell_key
 from fineflow.tasks.rebalance.targets import CellTarget, epochs_of, resolve
 from fineflow.tasks.text.sampling import seeded_keys
-from fineflow.tasks.tokenize.cells import cell_name
 
 STEP_VERSION = "1"
 LIBRARIES = ("numpy", "pyarrow", "xxhash")

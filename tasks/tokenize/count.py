@@ -20,8 +20,8 @@ import pyarrow.compute as pc
 
 from fineflow.artifacts import commit_artifact
 from fineflow.documents import commit_shard, read_input, rejects_schema, set_columns, table_to_parquet_bytes
+from fineflow.tasks.common.cells import cell_name
 from fineflow.tasks.text.words import count_words
-from fineflow.tasks.tokenize.cells import cell_name
 from fineflow.tasks.tokenize.domains import registered_domain
 from fineflow.tasks.tokenize.encoders import Encoder, load_encoder
 

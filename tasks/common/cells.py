@@ -1,4 +1,5 @@
-"""Token-file cells: the partition of written documents by key columns (e.g. language x quality)."""
+"""Cells: the partition of documents by key columns (e.g. language x quality level), named the
+same way by the rebalance stage's mix and the tokenize stage's token files."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import hashlib
 import re
 
 ALL = "all"  # the one cell when nothing partitions the files
+NULL = "none"  # a null value's name
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.]+")
 
 
 def _part(value: object) -> str:
-    text = "none" if value is None else str(value)
+    text = NULL if value is None else str(value)
     safe = _UNSAFE.sub("_", text)[:40]
     # A changed or cut value gets a short hash of the original, so two values never share a cell.
     return safe if safe == text else f"{safe}~{hashlib.sha256(text.encode()).hexdigest()[:6]}"
