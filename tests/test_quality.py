@@ -14,12 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
+from stage_runner import run_plans
 from test_tokenize import documents, output_table, run_stage  # noqa: F401 (documents: a module fixture)
 
 from fineflow import registry
-from fineflow.manifest import write_manifest
 from fineflow.planning import plan_stage, preflight_stage
-from fineflow.steps import Source, StageInputs, run_shard
+from fineflow.steps import Source, StageInputs
 from fineflow.tasks.quality import buckets, embedding, fasttext_model
 from fineflow.tasks.quality.metrics import evaluate
 from fineflow.tasks.quality.prompts import parse_score
@@ -252,9 +252,7 @@ def test_positives_and_negatives_from_other_stages_of_the_dag(documents, tmp_pat
         "ref.positives": f"{split_decide.fingerprint.value}:rejects", "ref.negatives": split_decide.fingerprint.value}
     assert train_plan.params["label_stages"]["ref.positives"][0].startswith(split_decide.location.rejects_folder)
     for name in ("crawl", "split", "q"):  # run them in DAG order, in-process
-        for plan in planned[name]:
-            results = [run_shard(plan.function, shard, plan.params, plan.location) for shard in plan.shards]
-            write_manifest(plan.location, plan.fingerprint.components, results, plan.name)
+        run_plans(planned[name])
     evaluation = json.loads(Path(train_plan.location.artifact_url("ref.eval.json")).read_text())
     assert evaluation["held_out"] >= 10 and evaluation["f1"] >= 0.7, evaluation
 

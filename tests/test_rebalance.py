@@ -15,11 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from stage_runner import run_plans
 
 from fineflow import registry
-from fineflow.manifest import shard_name, write_manifest
+from fineflow.manifest import shard_name
 from fineflow.planning import plan_stage
-from fineflow.steps import Source, StageInputs, run_shard
+from fineflow.steps import Source, StageInputs
 from fineflow.tasks.rebalance import rehydration, solver
 from fineflow.tasks.rebalance.config import RebalanceStage
 from fineflow.tasks.rebalance.targets import MISSING, resolve
@@ -232,13 +233,7 @@ def write_shards(table: pa.Table, folder: Path, shards: int, seed: int = 0) -> S
 
 
 def run_stage(config: dict, root: Path, source: Source, references: tuple[Source, ...] = ()) -> dict:
-    plans = plan_stage(registry.validate_stage(config), str(root), StageInputs((source,), references), "rebalance")
-    steps = {}
-    for plan in plans:
-        results = [run_shard(plan.function, shard, plan.params, plan.location) for shard in plan.shards]
-        write_manifest(plan.location, plan.fingerprint.components, results, plan.name)
-        steps[plan.step] = (plan, results)
-    return steps
+    return run_plans(plan_stage(registry.validate_stage(config), str(root), StageInputs((source,), references), "rebalance"))
 
 
 def outputs(steps: dict, folder: str = "data_folder") -> pa.Table:

@@ -13,12 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 import regex
 from pydantic import ValidationError
+from stage_runner import run_plan, run_plans
 from tokenfile_reader import megatron_dtype, read_megatron, read_nanotron
 
 from fineflow import registry
-from fineflow.manifest import write_manifest
 from fineflow.planning import plan_stage, preflight_stage
-from fineflow.steps import Source, StageInputs, run_shard
+from fineflow.steps import Source, StageInputs
 from fineflow.tasks.tokenize.config import TokenizerSpec
 from fineflow.tasks.tokenize.count import _encode
 from fineflow.tasks.tokenize.encoders import TokenizerError, _hf_tokenizer, describe, load_encoder, token_dtype
@@ -29,13 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 def run_stage(config: dict, root: Path, folder: Path, name: str = "tokenize") -> dict[str, tuple]:
     """Plan a stage over a folder of document shards and run every step's shards in order."""
     shards = len(list(folder.glob("part-*.parquet")))
-    plans = plan_stage(registry.validate_stage(config), str(root), StageInputs((Source("docs", "f" * 20, str(folder), shards),)), name)
-    steps = {}
-    for plan in plans:
-        results = [run_shard(plan.function, shard, plan.params, plan.location) for shard in plan.shards]
-        write_manifest(plan.location, plan.fingerprint.components, results, plan.name)
-        steps[plan.step] = (plan, results)
-    return steps
+    return run_plans(plan_stage(registry.validate_stage(config), str(root), StageInputs((Source("docs", "f" * 20, str(folder), shards),)), name))
 
 
 def output_table(steps: dict, step: str = "count") -> pa.Table:
@@ -52,8 +46,7 @@ def documents(tmp_path_factory) -> Path:
          "extractor": "resiliparse", "shard_bytes": 1_000_000}
     )
     (plan,) = plan_stage(config, str(root), None, "crawl")
-    results = [run_shard(plan.function, shard, plan.params, plan.location) for shard in plan.shards]
-    write_manifest(plan.location, plan.fingerprint.components, results, plan.name)
+    run_plan(plan)
     return Path(plan.location.data_folder)
 
 
