@@ -374,3 +374,10 @@ def test_a_changed_target_recomputes_only_the_solver_and_after(tmp_path):
     assert before["measure"] == after["measure"]
     assert before["solve"] != after["solve"] and before["apply"] != after["apply"]
     assert fingerprints({**BUDGET, "name": "other"}) == before
+
+
+def test_repeated_ids_are_refused(tmp_path):
+    table = documents(n=20)
+    doubled = pa.concat_tables([table, table.slice(0, 2)])
+    with pytest.raises(ValueError, match="document ids must be unique for rebalance; repeated: doc-00000, doc-00001"):
+        run_stage(stage(cells=["language"]), tmp_path / "s", write_shards(doubled, tmp_path / "docs", 2))

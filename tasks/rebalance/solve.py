@@ -90,6 +90,16 @@ def preferences(table: pa.Table, config: RebalanceStage, params: dict) -> tuple[
     return weights, used
 
 
+def _check_unique_ids(table: pa.Table) -> None:
+    """Repeats are decided per document id: the same id twice would make the result depend on
+    the shard order (dedup's exact stage, or the crawl's ids, make them unique)."""
+    if table.num_rows and pc.count_distinct(table["id"]).as_py() != table.num_rows:
+        counts = pc.value_counts(table["id"])
+        repeated = [item["values"] for item in counts.to_pylist() if item["counts"] > 1][:5]
+        raise ValueError(f"document ids must be unique for rebalance; repeated: {', '.join(map(str, repeated))} "
+                         "(is the input a union of overlapping stages?)")
+
+
 def _describe_shortfall(cell: dict) -> str:
     need = f"target {cell['target']:,} tokens"
     if cell["infeasible"] == "short":
@@ -108,19 +118,24 @@ def solve_shard(shard: dict, params: dict, output_url: str, rejects_url: str) ->
     rows_per_shard = np.bincount(table["shard"].to_numpy(), minlength=len(params["measures"])) if table.num_rows \
         else np.zeros(len(params["measures"]), dtype=np.int64)
     valid = table.filter(pc.is_null(table["problem"])) if table.num_rows else table
+    _check_unique_ids(valid)
     weights, used = preferences(valid, config, params)
     keys = seeded_keys(valid["id"].to_pylist(), config.seed)
     parts = [valid[cell_key(i)] for i in range(len(columns))]
     joined = pc.binary_join_element_wise(*parts, SEPARATOR) if parts else pa.array([""] * valid.num_rows, pa.string())
+    if isinstance(joined, pa.ChunkedArray):  # one array: one dictionary below
+        joined = joined.combine_chunks()
     work = pa.table({"cell": joined, "key": pa.array(keys, pa.uint64()), "id": valid["id"], "index": np.arange(valid.num_rows)})
     order = work.sort_by([("cell", "ascending"), ("key", "ascending"), ("id", "ascending")])["index"].to_numpy()
-    cells_sorted = pc.take(joined, pa.array(order)).to_pylist() if len(order) else []
     tokens = valid["tokens"].to_numpy()[order]
     weights, keys = weights[order], keys[order]
-    # Contiguous runs of one cell in the canonical order.
-    starts = [0] + [i for i in range(1, len(cells_sorted)) if cells_sorted[i] != cells_sorted[i - 1]]
-    runs = {tuple(cells_sorted[s].split(SEPARATOR)) if columns else (): (s, e)
-            for s, e in zip(starts, [*starts[1:], len(cells_sorted)]) if len(cells_sorted)}
+    # Contiguous runs of one cell in the canonical order (dictionary codes, not Python strings).
+    encoded = pc.dictionary_encode(pc.take(joined, pa.array(order, pa.int64()))) if len(order) else None
+    codes = encoded.indices.to_numpy() if encoded is not None else np.zeros(0, dtype=np.int64)
+    starts = np.concatenate([[0], np.flatnonzero(codes[1:] != codes[:-1]) + 1]) if len(codes) else np.zeros(0, np.int64)
+    ends = np.concatenate([starts[1:], [len(codes)]]) if len(codes) else starts
+    runs = {(tuple(encoded.dictionary[int(codes[s])].as_py().split(SEPARATOR)) if columns else ()): (int(s), int(e))
+            for s, e in zip(starts, ends)}
 
     natural = {}
     for cell, (s, e) in runs.items():
