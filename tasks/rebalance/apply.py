@@ -49,10 +49,9 @@ def apply_shard(shard: dict, params: dict, output_url: str, rejects_url: str) ->
     kept = table.filter(pa.array(keep))
     problems = measured["problem"]
     reasons = pc.if_else(pc.is_null(problems), "rebalance:downsampled", pc.binary_join_element_wise("rebalance:", problems, ""))
-    rejected = np.flatnonzero(~keep)
-    rejects = set_columns(table.take(pa.array(rejected, pa.int64())), {"drop_reason": pc.take(reasons, pa.array(rejected, pa.int64()))})
-    rejects = rejects.cast(rejects_schema(kept.schema))
-    drop_reasons = dict(zip(*np.unique(np.asarray(pc.take(reasons, pa.array(rejected, pa.int64())).to_pylist(), dtype=object),
-                                       return_counts=True))) if len(rejected) else {}
+    rejected = pa.array(np.flatnonzero(~keep), pa.int64())
+    rejected_reasons = pc.take(reasons, rejected)
+    rejects = set_columns(table.take(rejected), {"drop_reason": rejected_reasons}).cast(rejects_schema(kept.schema))
+    drop_reasons = {item["values"]: item["counts"] for item in pc.value_counts(rejected_reasons).to_pylist()}
     return commit_shard(shard["shard"], output_url, kept, rejects_url, rejects, docs_in=documents.num_rows,
-                        copies=int(repeats.sum()), drop_reasons={str(k): int(v) for k, v in drop_reasons.items()})
+                        copies=int(repeats.sum()), drop_reasons=drop_reasons)

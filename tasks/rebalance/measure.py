@@ -85,7 +85,6 @@ def measure_shard(shard: dict, params: dict, output_url: str, rejects_url: str) 
         columns["level"] = _as_strings(table[params["quality_column"]])
     columns["problem"] = problem
     out = pa.table(columns)
-    problems = {key: value for key, value in zip(*np.unique(out["problem"].drop_null().to_numpy(zero_copy_only=False),
-                                                               return_counts=True))} if out["problem"].null_count < rows else {}
+    problems = {item["values"]: item["counts"] for item in pc.value_counts(out["problem"].drop_null()).to_pylist()}
     return commit_shard(shard["shard"], output_url, out, docs_in=rows, tokens=int(pc.sum(out["tokens"]).as_py() or 0),
-                        problems={str(k): int(v) for k, v in problems.items()}, seconds=round(time.perf_counter() - started, 3))
+                        problems=problems, seconds=round(time.perf_counter() - started, 3))
