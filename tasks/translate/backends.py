@@ -1,0 +1,205 @@
+"""Translation backends, all batched: an OpenAI-compatible server (fineflow.llm), a GGUF LLM
+in-process (llama-cpp-python), a seq2seq model converted for CTranslate2 (NLLB, Marian/OPUS-MT),
+an HTTP NMT contract, and the identity (tests, dry runs).
+
+``translate_all`` is what the step calls: segments found in the segment cache are never sent
+again; the rest are sent in batches and added to the cache as they come back.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from fineflow.llm import LLMClient, ResponseCache, text_key
+from fineflow.tasks.translate import codes
+
+_BREAKS = re.compile(r"\s*[\r\n\u2028\u2029\x0b\x0c\x1c-\x1e\x85]+\s*")
+MODEL_FILES = ("model.bin", "config.json", "shared_vocabulary.json", "shared_vocabulary.txt", "source_vocabulary.json",
+               "target_vocabulary.json", "source_vocabulary.txt", "target_vocabulary.txt", "tokenizer.json")
+
+
+def segment_key(text: str) -> str:
+    """A segment's cache key: its text, NFC-normalized (whitespace is already trimmed)."""
+    return text_key(unicodedata.normalize("NFC", text))
+
+
+def clean(answer: str | None) -> str:
+    """A translation on one line (segments live inside a line of their document): line breaks
+    become spaces, the ends are trimmed, the rest is left as the backend wrote it."""
+    return _BREAKS.sub(" ", (answer or "").strip())
+
+
+@dataclass
+class Stats:
+    segments: int = 0
+    cache_hits: int = 0
+    sent: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    failed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _prompt(template: str, text: str, source: str, target: str) -> str:
+    return template.format(text=text, source=source, target=target, source_name=codes.name(source), target_name=codes.name(target))
+
+
+class Identity:
+    def translate(self, texts: list[str], source: str, target: str) -> list[str]:
+        return list(texts)
+
+
+class Llama:
+    """A GGUF model in-process through llama-cpp-python (`pip install fineflow[llm]`)."""
+
+    def __init__(self, spec: dict) -> None:
+        try:
+            from llama_cpp import Llama as Model
+        except ImportError:
+            raise RuntimeError("backend llama needs llama-cpp-python: pip install fineflow[llm]") from None
+        self.spec = spec
+        self.model = Model(model_path=spec["model"], n_ctx=spec["n_ctx"], n_threads=spec["threads"], seed=0, verbose=False)
+
+    def translate(self, texts: list[str], source: str, target: str) -> list[str]:
+        out = []
+        for text in texts:
+            answer = self.model.create_chat_completion(
+                messages=[{"role": "user", "content": _prompt(self.spec["prompt"], text, source, target)}],
+                max_tokens=self.spec["max_tokens"], temperature=0.0, seed=0,
+            )
+            out.append(answer["choices"][0]["message"]["content"] or "")
+        return out
+
+
+class CTranslate2:
+    """A seq2seq model converted for CTranslate2 (``ct2-transformers-converter``), with its
+    Hugging Face ``tokenizer.json``; NLLB's language codes as the source's first token and the
+    target's prefix (``codes: nllb``), or none (a Marian/OPUS-MT model for one pair)."""
+
+    def __init__(self, spec: dict) -> None:
+        try:
+            import ctranslate2
+        except ImportError:
+            raise RuntimeError("backend ctranslate2 needs ctranslate2: pip install fineflow[translate]") from None
+        from tokenizers import Tokenizer
+
+        self.spec = spec
+        device = spec["device"]
+        if device == "auto":
+            device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        compute = spec["compute_type"]
+        if compute == "auto":
+            compute = "float16" if device == "cuda" else "int8"
+        self.translator = ctranslate2.Translator(spec["model"], device=device, compute_type=compute,
+                                                 inter_threads=1, intra_threads=spec["threads"])
+        self.tokenizer = Tokenizer.from_file(spec["tokenizer"])
+        self.end = "</s>"
+
+    def translate(self, texts: list[str], source: str, target: str) -> list[str]:
+        nllb = self.spec["codes"] == "nllb" or bool(self.spec["language_codes"])
+        src = codes.model_code(source, self.spec["codes"], self.spec["language_codes"])
+        tgt = codes.model_code(target, self.spec["codes"], self.spec["language_codes"])
+        batch = []
+        for text in texts:
+            pieces = self.tokenizer.encode(text, add_special_tokens=False).tokens
+            batch.append(([src] if nllb else []) + pieces + [self.end])
+        results = self.translator.translate_batch(
+            batch, target_prefix=[[tgt]] * len(batch) if nllb else None, beam_size=self.spec["beam_size"],
+            max_decoding_length=self.spec["max_tokens"], max_batch_size=self.spec["batch_size"],
+        )
+        out = []
+        for result in results:
+            tokens = result.hypotheses[0]
+            if nllb and tokens and tokens[0] == tgt:
+                tokens = tokens[1:]
+            ids = [i for i in (self.tokenizer.token_to_id(t) for t in tokens if t != self.end) if i is not None]
+            out.append(self.tokenizer.decode(ids, skip_special_tokens=True))
+        return out
+
+
+class HTTP:
+    """``POST {url}/translate`` with ``{"texts": [...], "src_lang": ..., "tgt_lang": ...}``, answered
+    by ``{"translations": [...]}`` of the same length."""
+
+    def __init__(self, spec: dict) -> None:
+        self.spec = spec
+        self.http = httpx.Client(base_url=spec["url"].rstrip("/"), timeout=spec["timeout_s"])
+
+    def translate(self, texts: list[str], source: str, target: str) -> list[str]:
+        body = {"texts": texts, "src_lang": codes.model_code(source, self.spec["codes"], self.spec["language_codes"]),
+                "tgt_lang": codes.model_code(target, self.spec["codes"], self.spec["language_codes"])}
+        for attempt in range(4):
+            try:
+                response = self.http.post("/translate", json=body)
+            except httpx.HTTPError as error:
+                problem = f"{type(error).__name__}: {error}"
+            else:
+                if response.status_code == 200:
+                    found = response.json().get("translations")
+                    if not isinstance(found, list) or len(found) != len(texts):
+                        raise RuntimeError(f"{self.spec['url']}/translate answered {len(found or [])} translations for {len(texts)} texts")
+                    return [str(t) for t in found]
+                problem = f"HTTP {response.status_code}: {response.text[:200]!r}"
+                if response.status_code < 500 and response.status_code != 429:
+                    break
+            time.sleep(min(8.0, 0.5 * 2**attempt))
+        raise RuntimeError(f"{self.spec['url']}/translate failed: {problem}")
+
+
+def build(spec: dict) -> Any:
+    kind = spec["kind"]
+    if kind == "identity":
+        return Identity()
+    if kind == "llama":
+        return Llama(spec)
+    if kind == "ctranslate2":
+        return CTranslate2(spec)
+    if kind == "http":
+        return HTTP(spec)
+    raise ValueError(f"backend {kind} is not built here (openai goes through fineflow.llm)")
+
+
+def translate_all(spec: dict, backend: Any, cache: ResponseCache, texts: list[str], source: str, target: str,
+                  stats: Stats) -> dict[str, str]:
+    """Translations by segment key for ``texts``: cached ones read, the others sent in batches."""
+    started = time.monotonic()
+    keys = {segment_key(text): text for text in texts}
+    stats.segments += len(texts)
+    found: dict[str, str] = {}
+    missing = []
+    for key, text in keys.items():
+        hit = cache.get(key)
+        if hit is not None:
+            found[key] = hit[0]
+            stats.cache_hits += 1
+        else:
+            missing.append((key, text))
+    try:
+        if spec["kind"] == "openai":
+            client: LLMClient = backend
+            before = client.stats.requests
+            answers = client.ask_all([(key, _prompt(spec["prompt"], text, source, target)) for key, text in missing], cache)
+            for key, answer in answers.items():
+                found[key] = answer.text or ""
+                stats.failed += answer.error is not None
+            stats.sent += client.stats.requests - before
+            stats.extra = client.stats.as_dict()
+        else:
+            for start in range(0, len(missing), spec["batch_size"]):
+                batch = missing[start : start + spec["batch_size"]]
+                out = backend.translate([text for _, text in batch], source, target)
+                for (key, _), translation in zip(batch, out):
+                    found[key] = translation
+                    cache.add(key, translation, 0, 0)
+                stats.sent += len(batch)
+                stats.batches += 1
+    finally:
+        cache.flush()
+        stats.seconds += time.monotonic() - started
+    return found

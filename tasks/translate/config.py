@@ -1,0 +1,146 @@
+"""Configuration of the translate stage: which documents, into which languages, with which
+backend, and the quality checks their translations must pass.
+
+    - stage: translate
+      targets: [fr, de, es]
+      select: {languages: [en], where: [{column: quality_edu_int, min: 3}], max_documents: 100}
+      segment: {mode: sentences}           # or windows (at most window_tokens per segment)
+      backend:
+        kind: openai                       # openai | llama | ctranslate2 | http | identity
+        server: {base_url: http://127.0.0.1:8080/v1, model: smollm2, max_tokens: 256}
+      qc: {min_language_score: 0.5, length_ratio: [0.3, 3.0]}
+
+Each document becomes one row per target language; translations that fail a check go to rejects
+as ``translate:<check>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from fineflow.languages import canonical_language
+from fineflow.llm import LLMServer
+from fineflow.stage_config import StageConfig, Strict
+
+BACKENDS = ("openai", "llama", "ctranslate2", "http", "identity")
+DEFAULT_PROMPT = (
+    "Translate the following {source_name} text into {target_name}. Answer with the translation only, "
+    "nothing else.\n\n{text}"
+)
+
+
+class Rule(Strict):
+    """A document passes when its ``column`` is within [min, max], or one of ``in``."""
+
+    column: str
+    min: float | None = None
+    max: float | None = None
+    in_: list[str] | None = Field(default=None, alias="in")
+
+    @model_validator(mode="after")
+    def _one_test(self) -> Rule:
+        if self.min is None and self.max is None and self.in_ is None:
+            raise ValueError(f"rule on {self.column}: give min, max or in")
+        return self
+
+
+class Select(Strict):
+    languages: list[str] = Field(default_factory=lambda: ["en"], min_length=1, description="source languages")
+    where: list[Rule] = Field(default_factory=list, description="every rule must pass (e.g. a quality score)")
+    max_documents: int | None = Field(default=None, ge=1, description="per target language: a seeded choice, the same for every target")
+    max_tokens: int | None = Field(default=None, ge=1, description="per target language: source tokens, by `tokens`")
+    tokens: str | None = Field(default=None, description="the n_tokens_<name> column for max_tokens (default: characters / 4)")
+    max_chars: int = Field(default=100_000, ge=1, description="longer documents are not selected (counted)")
+    seed: int = 0
+
+    _languages = field_validator("languages")(classmethod(lambda cls, value: [canonical_language(v) for v in value]))
+
+
+class Segment(Strict):
+    mode: Literal["sentences", "windows", "lines"] = Field(
+        default="sentences", description="sentences (a multilingual splitter), windows of at most window_tokens, or whole lines",
+    )
+    window_tokens: int = Field(default=200, ge=8, description="windows: the most tokens of `tokenizer` per segment")
+    tokenizer: str | None = Field(default=None, description="windows: a tokenizer.json (default: whitespace words)")
+
+
+class Backend(Strict):
+    kind: Literal["openai", "llama", "ctranslate2", "http", "identity"]
+    # openai: an OpenAI-compatible server (fineflow.llm)
+    server: LLMServer | None = None
+    prompt: str = Field(default=DEFAULT_PROMPT, description="openai/llama: {text}, {source_name}, {target_name}, {source}, {target}")
+    # llama: a GGUF model in-process (llama-cpp-python); ctranslate2: a converted model folder
+    model: str | None = Field(default=None, description="llama: a .gguf file; ctranslate2: a model folder")
+    tokenizer: str | None = Field(default=None, description="ctranslate2: its tokenizer.json (default: <model>/tokenizer.json)")
+    codes: Literal["nllb", "none"] = Field(default="nllb", description="ctranslate2/http: how languages are named to the model")
+    language_codes: dict[str, str] = Field(default_factory=dict, description="fineflow code -> the model's code, overriding `codes`")
+    max_tokens: int = Field(default=256, ge=1, description="llama/ctranslate2: the most tokens generated per segment")
+    beam_size: int = Field(default=4, ge=1, le=16, description="ctranslate2")
+    compute_type: str = Field(default="auto", description="ctranslate2: auto (int8 on CPU, float16 on GPU), int8, float32, ...")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(default=1, ge=1, le=256, description="llama/ctranslate2: CPU threads")
+    n_ctx: int = Field(default=2048, ge=128, description="llama: the context window")
+    # http: POST {url}/translate with {texts, src_lang, tgt_lang} -> {translations}
+    url: str | None = None
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    timeout_s: float = Field(default=120.0, gt=0)
+    model_name: str | None = Field(default=None, description="http: the model's name (part of the cache key)")
+
+    @model_validator(mode="after")
+    def _complete(self) -> Backend:
+        needs = {"openai": ("server",), "llama": ("model",), "ctranslate2": ("model",), "http": ("url", "model_name"), "identity": ()}
+        missing = [key for key in needs[self.kind] if getattr(self, key) is None]
+        if missing:
+            raise ValueError(f"backend {self.kind} needs {', '.join(missing)}")
+        if self.kind in ("openai", "llama") and "{text}" not in self.prompt:
+            raise ValueError("the prompt must hold {text}")
+        return self
+
+
+class QC(Strict):
+    min_language_score: float = Field(default=0.5, ge=0, le=1, description="lid.176's score for the target language")
+    language_scores: dict[str, float] = Field(default_factory=dict, description="per target language overrides")
+    length_ratio: tuple[float, float] = Field(default=(0.3, 3.0), description="translated / source characters, per document")
+    length_ratios: dict[str, tuple[float, float]] = Field(default_factory=dict, description="per pair 'en-ar' overrides")
+    max_copy_share: float = Field(default=0.5, ge=0, le=1, description="segments returned unchanged (ignoring numbers and short ones)")
+    max_repetition: float = Field(default=0.5, ge=0, le=1, description="share of a translation's word 3-grams that repeat")
+    max_segment_ratio: float = Field(default=6.0, gt=1, description="a segment longer than this times its source is runaway")
+
+
+class TranslateStage(StageConfig):
+    stage: Literal["translate"]
+    targets: list[str] = Field(min_length=1, description="target languages (fineflow codes: fr, de, ar, ...)")
+    select: Select = Field(default_factory=Select)
+    segment: Segment = Field(default_factory=Segment)
+    backend: Backend
+    qc: QC = Field(default_factory=QC)
+    flush_every: int = Field(default=64, ge=1, description="translated segments per cache batch file")
+    throughput: float | None = Field(default=None, gt=0, description="dry run: source tokens per second per worker (default: measured)")
+
+    _targets = field_validator("targets")(classmethod(lambda cls, value: [canonical_language(v) for v in value]))
+
+    @model_validator(mode="after")
+    def _distinct(self) -> TranslateStage:
+        if len(set(self.targets)) != len(self.targets):
+            raise ValueError("targets: a language is listed twice")
+        return self
+
+    def _files(self) -> list[tuple[object, str]]:
+        found: list[tuple[object, str]] = []
+        if self.backend.kind in ("llama", "ctranslate2"):
+            found.append((self.backend, "model"))
+        if self.backend.tokenizer:
+            found.append((self.backend, "tokenizer"))
+        if self.segment.tokenizer:
+            found.append((self.segment, "tokenizer"))
+        return found
+
+    def resolve_paths(self, resolve: Callable[[str], str]) -> None:
+        for owner, key in self._files():
+            setattr(owner, key, resolve(getattr(owner, key)))
+
+    def named_files(self) -> list[str]:
+        return [getattr(owner, key) for owner, key in self._files()]

@@ -1,0 +1,49 @@
+"""translate's ``decide`` step (map, the document step): the quality checks' thresholds.
+
+A translation failing a check goes to rejects as ``translate:<check>`` (the first failing one in
+``qc.CHECKS`` order); pass and failure counts per target language and check feed the report.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pyarrow as pa
+
+from fineflow.documents import commit_shard, read_input, rejects_schema, set_columns
+from fineflow.tasks.translate import qc
+
+STEP_VERSION = "1"
+LIBRARIES = ("pyarrow",)
+
+
+def decide_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
+    table = read_input(shard)
+    settings = params["qc"]
+    reasons = []
+    failed: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    documents: dict[str, int] = defaultdict(int)
+    passed: dict[str, int] = defaultdict(int)
+    for row in table.select([c for c in table.column_names if c != "text"]).to_pylist():
+        target = row["language"]
+        pair = f"{row['source_language']}-{target}"
+        threshold = settings["language_scores"].get(target, settings["min_language_score"])
+        # Every check is counted (pass rates per check), the first failure is the reason.
+        found = [check for check in qc.CHECKS if qc.fails(check, row, threshold, settings, pair)]
+        for check in found:
+            failed[target][check] += 1
+        documents[target] += 1
+        passed[target] += not found
+        reasons.append(f"translate:{found[0]}" if found else None)
+    keep = pa.array([r is None for r in reasons], pa.bool_())
+    kept = table.filter(keep)
+    rejected = [i for i, r in enumerate(reasons) if r is not None]
+    rejects = set_columns(table.take(pa.array(rejected, pa.int64())),
+                          {"drop_reason": pa.array([reasons[i] for i in rejected], pa.string())}).cast(rejects_schema(kept.schema))
+    drop_reasons: dict[str, int] = defaultdict(int)
+    for i in rejected:
+        drop_reasons[reasons[i]] += 1
+    return commit_shard(shard["shard"], output_url, kept, rejects_url, rejects, docs_in=table.num_rows,
+                        translated={t: n for t, n in documents.items()},
+                        passed=dict(passed),
+                        failed_checks={t: dict(v) for t, v in failed.items()}, drop_reasons=dict(drop_reasons))

@@ -1,0 +1,78 @@
+"""What the translate stage adds to the run summary, its Prefect artifacts and the HTML report:
+pass rates per check and target language, the segment cache's hit rate, side-by-side examples."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import plotly.graph_objects as go
+
+from fineflow import storage
+from fineflow.registry import Table
+from fineflow.report import LAYOUT
+from fineflow.tasks.translate.qc import CHECKS
+
+MAX_EXAMPLES = 6
+
+
+def _examples(step: dict[str, Any]) -> list[dict]:
+    found = []
+    for url in sorted(u for u in step.get("artifacts", []) if "/examples-" in u):
+        try:
+            for target, items in json.loads(storage.read_bytes(url)).items():
+                found += [{"target": target, **item} for item in items]
+        except (FileNotFoundError, ValueError):
+            continue
+        if len(found) >= MAX_EXAMPLES:
+            break
+    return found[:MAX_EXAMPLES]
+
+
+def summary_fields(steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    choose, translate, decide = steps["choose"], steps["translate"], steps["decide"]
+    translated = decide.get("translated", {})
+    failed = decide.get("failed_checks", {})
+    targets = {}
+    for target, documents in sorted(translated.items()):
+        work = translate.get("by_target", {}).get(target, {})
+        segments = work.get("segments", 0)
+        targets[target] = {
+            "documents": documents, "passed": decide.get("passed", {}).get(target, 0),
+            "pass_rate": {check: round(1 - failed.get(target, {}).get(check, 0) / documents, 4) if documents else None
+                          for check in CHECKS},
+            "segments": segments, "cache_hits": work.get("cache_hits", 0), "sent": work.get("sent", 0),
+            "cache_hit_rate": round(work.get("cache_hits", 0) / segments, 4) if segments else None,
+        }
+    return {
+        "selected": choose.get("chosen", 0), "candidates": choose.get("candidates", 0),
+        "source_tokens": choose.get("source_tokens", 0), "selected_by_language": choose.get("chosen_by_language", {}),
+        "selection_skips": steps["select"].get("skipped", {}),
+        "targets": targets, "drop_reasons": decide.get("drop_reasons", {}),
+        "segments": translate.get("segments", 0), "cache_hits": translate.get("cache_hits", 0), "sent": translate.get("sent", 0),
+        "backend_seconds": translate.get("backend_seconds", 0.0), "examples": _examples(translate),
+    }
+
+
+def translate_tables(summary: dict[str, Any]) -> list[Table]:
+    rows = [{"target": target, "documents": t["documents"], "passed": t["passed"], "segments": t["segments"],
+             "cache_hit_rate": t["cache_hit_rate"], **{f"pass {check}": t["pass_rate"][check] for check in CHECKS}}
+            for target, t in summary.get("targets", {}).items()]
+    tables = []
+    if rows:
+        tables.append(Table(key="qc", rows=rows, description=f"{summary['name']}: translations per target language, pass rate "
+                                                            "per check, segment cache hit rate"))
+    if summary.get("examples"):
+        tables.append(Table(key="examples", rows=summary["examples"], description=f"{summary['name']}: side by side"))
+    return tables
+
+
+def figures(summary: dict[str, Any]) -> list[tuple[str, Any]]:
+    targets = summary.get("targets", {})
+    if not targets:
+        return []
+    chart = go.Figure([go.Bar(name=check, x=list(targets), y=[t["pass_rate"][check] for t in targets.values()])
+                       for check in CHECKS])
+    chart.update_layout(title=f"{summary['name']}: pass rate per quality check and target language", barmode="group",
+                        yaxis={"range": [0, 1]}, **LAYOUT)
+    return [("translate-qc", chart)]
