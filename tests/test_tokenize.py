@@ -383,8 +383,8 @@ def test_fineweb_edu_ar_preset_reports_bytes_per_token_for_each_tokenizer(docume
     from fineflow.tasks.tokenize.report import summary_fields
 
     config = load_config(REPO / "examples" / "fineweb-edu-ar.yaml", storage_override=str(tmp_path / "unused"))
-    assert [s.stage for s in config.stages] == ["crawl", "filter", "tokenize"]
-    tokenize = config.stages[2].model_dump()
+    assert [s.stage for s in config.stages][-3:] == ["translate", "filter", "tokenize"]
+    tokenize = config.stages[-1].model_dump(exclude={"input", "key_columns"})  # native pages only: no translation_model
     tokenize["tokenizers"]["arabic_bpe"]["train"].update(vocab_size=2000, sample_bytes=200_000)  # small sample, fast
     arabic = tmp_path / "arabic"
     arabic.mkdir()

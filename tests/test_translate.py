@@ -225,7 +225,7 @@ def test_the_ctranslate2_engine_batches_with_nllb_language_codes(tmp_path):
     ({"backend": {"kind": "openai"}}, "backend openai needs server"),
     ({"backend": {"kind": "http", "url": "http://x"}}, "needs model_name"),
     ({"backend": {"kind": "llama", "model": "m.gguf", "prompt": "no placeholder"}}, "must hold {text}"),
-    ({"select": {"where": [{"column": "q"}]}}, "give min, max or in"),
+    ({"select": {"where": [{"column": "q"}]}}, "give min, max or values"),
 ])
 def test_config_errors_are_clear(fields, message):
     with pytest.raises(ValidationError, match=message):

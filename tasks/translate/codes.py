@@ -12,12 +12,22 @@ _NLLB = {"ar": "arb_Arab", "zh": "zho_Hans", "zh-Hant": "zho_Hant", "fa": "pes_A
          "ps": "pbt_Arab", "sq": "als_Latn", "az": "azj_Latn", "qu": "quy_Latn", "yi": "ydd_Hebr", "gn": "gug_Latn"}
 
 
+_NAMES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish", "it": "Italian", "pt": "Portuguese",
+          "nl": "Dutch", "ru": "Russian", "uk": "Ukrainian", "pl": "Polish", "cs": "Czech", "ar": "Arabic", "fa": "Persian",
+          "tr": "Turkish", "zh": "Chinese", "ja": "Japanese", "ko": "Korean", "vi": "Vietnamese", "id": "Indonesian",
+          "sw": "Swahili", "cy": "Welsh", "hi": "Hindi", "el": "Greek", "sv": "Swedish", "da": "Danish", "no": "Norwegian",
+          "fi": "Finnish", "ro": "Romanian", "hr": "Croatian", "ca": "Catalan", "he": "Hebrew", "th": "Thai"}
+
+
 @lru_cache(maxsize=512)
 def name(code: str) -> str:
-    """English name for prompts: ``fr`` -> ``French``."""
+    """English name for prompts: ``fr`` -> ``French`` (langcodes' names need the optional
+    language_data package: the common ones are here)."""
+    if code in _NAMES:
+        return _NAMES[code]
     try:
         return langcodes.Language.get(code).display_name("en")
-    except (ValueError, LookupError):
+    except (ValueError, LookupError, ImportError):
         return code
 
 

@@ -33,17 +33,17 @@ DEFAULT_PROMPT = (
 
 
 class Rule(Strict):
-    """A document passes when its ``column`` is within [min, max], or one of ``in``."""
+    """A document passes when its ``column`` is within [min, max], or one of ``values``."""
 
     column: str
     min: float | None = None
     max: float | None = None
-    in_: list[str] | None = Field(default=None, alias="in")
+    values: list[str] | None = Field(default=None, description="the column's value (as text) is one of these")
 
     @model_validator(mode="after")
     def _one_test(self) -> Rule:
-        if self.min is None and self.max is None and self.in_ is None:
-            raise ValueError(f"rule on {self.column}: give min, max or in")
+        if self.min is None and self.max is None and self.values is None:
+            raise ValueError(f"rule on {self.column}: give min, max or values")
         return self
 
 

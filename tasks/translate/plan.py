@@ -56,7 +56,7 @@ def plan_translate(config: TranslateStage, ctx: PlanContext) -> list[StepPlan]:
     upstream = {"upstream": ctx.inputs.fingerprint}
     s = config.select
     token_column = f"n_tokens_{s.tokens}" if s.tokens else None
-    select_params = {"languages": s.languages, "where": [r.model_dump(by_alias=True) for r in s.where], "max_chars": s.max_chars,
+    select_params = {"languages": s.languages, "where": [r.model_dump() for r in s.where], "max_chars": s.max_chars,
                      "seed": s.seed, "token_column": token_column}
     select_plan = ctx.step(select, "select_shard", step="select", params=select_params, chained=upstream, shards=inputs)
     choose_params = {"candidates": [select_plan.location.shard_url(n) for n in range(len(inputs))],

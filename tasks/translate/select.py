@@ -31,8 +31,8 @@ def _passes(table: pa.Table, rules: list[dict]) -> tuple[np.ndarray, dict[str, i
             ok = pc.and_(ok, pc.greater_equal(values, rule["min"]))
         if rule.get("max") is not None:
             ok = pc.and_(ok, pc.less_equal(values, rule["max"]))
-        if rule.get("in") is not None:
-            ok = pc.and_(ok, pc.is_in(pc.cast(values, pa.string()), pa.array([str(v) for v in rule["in"]])))
+        if rule.get("values") is not None:
+            ok = pc.and_(ok, pc.is_in(pc.cast(values, pa.string()), pa.array([str(v) for v in rule["values"]])))
         passed = pc.fill_null(ok, False).to_numpy(zero_copy_only=False)
         failed[f"where:{column}"] = int((keep & ~passed).sum())
         keep &= passed
