@@ -127,10 +127,35 @@ def _dry_run(config, from_stage: str | None = None) -> None:
             table.add_row(*(Text(str(info[key])) for key in ("stage", "step", "fingerprint", "tasks", "cached", "recompute", "reason")))
     console.print(dag)
     console.print(table)
+    for node, plans in planned:
+        _estimate_table(node, plans)
     for _, plans in planned:
         for plan in plans:
             for warning in plan.warnings:
                 _warn(f"warning: {plan.name}: {warning}")
+
+
+def _estimate_table(node, plans) -> None:  # noqa: ANN001
+    """A stage kind's own estimate of the work a run would do (registry ``estimate``)."""
+    from fineflow import registry
+
+    kind = registry.get(node.config.stage)
+    if kind.estimate is None:
+        return
+    try:
+        rows = kind.call("estimate", node.config, plans)
+    except (ValueError, OSError) as error:
+        _warn(f"warning: {node.name}: cannot estimate its work: {error}")
+        return
+    if not rows:
+        return
+    table = Table(title=Text(f"{node.name}: estimated work"))
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    for column in columns:
+        table.add_column(column.replace("_", " "), overflow="fold")
+    for row in rows:
+        table.add_row(*(Text(f"{row[c]:,}" if isinstance(row.get(c), int) else str(row.get(c, ""))) for c in columns))
+    console.print(table)
 
 
 def _summary_table(result: dict[str, Any]) -> Table:

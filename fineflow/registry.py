@@ -56,6 +56,8 @@ class StageKind:
     tables: str | None = None
     # "module:function(stage summary) -> [(chart id, plotly figure)]": its charts in the HTML report
     figures: str | None = None
+    # "module:function(config, [StepPlan]) -> [row]": what a run would do, for the dry run (e.g. translate's hours)
+    estimate: str | None = None
     # discriminator tags inside the config (e.g. filter rule names), left out of error locations
     error_tags: tuple[str, ...] = ()
     module: str = field(default="", compare=False)  # where KIND was found (set on registration)

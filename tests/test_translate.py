@@ -183,6 +183,30 @@ def test_an_overlapping_selection_sends_only_new_segments_and_ids_are_stable(nmt
     assert nmt.received == [] and table_of(again, "translate")["id"].to_pylist() == table_of(second, "translate")["id"].to_pylist()
 
 
+def test_the_dry_run_estimate_counts_cached_segments_and_measures_throughput(nmt, tmp_path):
+    from fineflow.tasks.translate.estimate import estimate
+
+    texts = {f"doc{i:02d}": f"Sentence number {i} is about packages. It continues with a second remark {i}." for i in range(12)}
+    docs = write_documents(tmp_path / "docs", texts, shards=3)
+
+    def plans(cap: int) -> tuple:
+        stage = registry.validate_stage({"stage": "translate", "targets": ["fr", "en"], "select": {"max_documents": cap},
+                                         "backend": http_backend(nmt)})
+        return stage, plan_stage(stage, str(tmp_path / "store"), StageInputs((Source("docs", "f" * 20, str(docs), 3),)), "translate")
+
+    before = estimate(*plans(4))
+    assert before[0] == {**before[0], "target": "fr", "documents": 4, "segments": 8, "cached": 0, "to_send": 8}
+    assert before[0]["throughput"].endswith("(assumed)") and before[1]["documents"] == 0  # English into English: nothing
+    run({"targets": ["fr"], "select": {"max_documents": 4}, "backend": http_backend(nmt)}, tmp_path / "store", docs)
+    after = estimate(*plans(7))
+    assert after[0]["segments"] == 14 and after[0]["cached"] == 8 and after[0]["to_send"] == 6
+    assert after[0]["throughput"].endswith("(measured)") and after[0]["server_hours"] >= 0
+    fresh = tmp_path / "missing"
+    stage = registry.validate_stage({"stage": "translate", "targets": ["fr"], "backend": http_backend(nmt)})
+    unplanned = plan_stage(stage, str(tmp_path / "s2"), StageInputs((Source("docs", "f" * 20, str(fresh), 1),)), "translate")
+    assert "not committed yet" in estimate(stage, unplanned)[0]["note"]
+
+
 def test_a_changed_threshold_decides_again_without_translating(nmt, tmp_path):
     docs = write_documents(tmp_path / "docs", {"a": "The first sentence is here. The second sentence follows it."})
     config = {"targets": ["fr"], "backend": http_backend(nmt)}

@@ -13,4 +13,5 @@ KIND = StageKind(
     summary="fineflow.tasks.translate.report:summary_fields",
     tables="fineflow.tasks.translate.report:translate_tables",
     figures="fineflow.tasks.translate.report:figures",
+    estimate="fineflow.tasks.translate.estimate:estimate",
 )

@@ -39,29 +39,38 @@ def _passes(table: pa.Table, rules: list[dict]) -> tuple[np.ndarray, dict[str, i
     return keep, failed
 
 
-def select_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
-    rules = params["where"]
+def candidates(table: pa.Table, params: dict, shard: int) -> tuple[pa.Table, dict[str, int]]:
+    """The shard's candidates (shard, row, id, language, key, chars, tokens) and why others are not."""
     token_column = params["token_column"]
-    columns = ["id", "language", "text", *[r["column"] for r in rules], *([token_column] if token_column else [])]
-    table = read_columns(shard["input"], list(dict.fromkeys(columns)))
     if token_column and token_column not in table.column_names:
         raise ValueError(f"select.tokens: the documents have no {token_column} column: count with a tokenize stage first")
     languages = pc.fill_null(table["language"], "und")
     in_language = pc.is_in(languages, pa.array(params["languages"])).to_numpy(zero_copy_only=False)
     chars = pc.fill_null(pc.utf8_length(table["text"]), 0).to_numpy(zero_copy_only=False)
-    passed, failed = _passes(table, rules)
+    passed, failed = _passes(table, params["where"])
     short = chars <= params["max_chars"]
     keep = in_language & passed & short & (chars > 0)
     rows = np.flatnonzero(keep)
     ids = table["id"].take(pa.array(rows, pa.int64()))
     tokens = table[token_column].to_numpy(zero_copy_only=False)[rows] if token_column else (chars[rows] + 3) // 4
-    candidates = pa.table({
-        "shard": pa.array(np.full(len(rows), shard["shard"], dtype=np.int32)),
+    found = pa.table({
+        "shard": pa.array(np.full(len(rows), shard, dtype=np.int32)),
         "row": pa.array(rows, pa.int64()), "id": ids, "language": languages.take(pa.array(rows, pa.int64())),
         "key": pa.array(seeded_keys(ids.to_pylist(), params["seed"]), pa.uint64()),
         "chars": pa.array(chars[rows], pa.int64()), "tokens": pa.array(tokens, pa.int64()),
     })
     skipped = {"other_language": int((~in_language).sum()), **failed,
                "too_long": int((in_language & passed & ~short).sum()), "no_text": int((in_language & passed & (chars == 0)).sum())}
-    return commit_shard(shard["shard"], output_url, candidates, docs_in=table.num_rows,
-                        skipped={k: v for k, v in skipped.items() if v})
+    return found, {k: v for k, v in skipped.items() if v}
+
+
+def needed_columns(params: dict) -> list[str]:
+    token_column = params["token_column"]
+    columns = ["id", "language", "text", *[r["column"] for r in params["where"]], *([token_column] if token_column else [])]
+    return list(dict.fromkeys(columns))
+
+
+def select_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
+    table = read_columns(shard["input"], needed_columns(params))
+    found, skipped = candidates(table, params, shard["shard"])
+    return commit_shard(shard["shard"], output_url, found, docs_in=table.num_rows, skipped=skipped)

@@ -124,7 +124,7 @@ def translate_shard(shard: dict, params: dict, output_url: str, rejects_url: str
     artifact = commit_artifact(output_url, f"examples-{shard['shard']:05d}.json", json.dumps(examples, ensure_ascii=False).encode())
     return commit_shard(shard["shard"], output_url, table, docs_in=len(rows), artifacts=[artifact],
                         by_target={t: dict(v) for t, v in per_target.items()}, segments=stats.segments,
-                        cache_hits=stats.cache_hits, sent=stats.sent, failed=stats.failed,
+                        cache_hits=stats.cache_hits, sent=stats.sent, sent_chars=stats.sent_chars, failed=stats.failed,
                         backend_seconds=round(stats.seconds, 3), seconds=round(time.perf_counter() - started, 3),
                         **{k: v for k, v in stats.extra.items() if isinstance(v, int | float)})
 

@@ -1,0 +1,99 @@
+"""What a run of the translate stage would do, before it runs (``fineflow run --dry-run``).
+
+Per target language: the documents chosen, their segments, how many of those the segment cache
+already holds, the source tokens still to translate, and the hours that takes at a throughput
+that is configured (``throughput``), measured (the last run of this stage in this storage:
+characters sent per backend second) or assumed (a figure per backend kind, stated as such).
+It reads the input like the ``select`` step does (the texts, to segment the chosen documents),
+so it needs the stages before it committed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import pyarrow as pa
+
+from fineflow import storage
+from fineflow.documents import read_columns
+from fineflow.llm import ResponseCache
+from fineflow.manifest import StepLocation, read_latest, read_manifest
+from fineflow.steps import StepPlan
+from fineflow.tasks.translate import backends, choose, select
+from fineflow.tasks.translate.config import TranslateStage
+from fineflow.tasks.translate.segment import segment_document, segments
+from fineflow.tasks.translate.translation import cache_folder
+
+CHARS_PER_TOKEN = 4.0
+# Source tokens per second per worker when nothing was measured: rough figures for a small model
+# on CPU (next-stages.md §4.6: OPUS-MT on 4 threads ~525-700 target tok/s; NLLB-600M ~60-100, estimated).
+ASSUMED = {"openai": 50.0, "llama": 30.0, "ctranslate2": 80.0, "http": 100.0, "identity": 1e9}
+
+
+def _measured(plan: StepPlan) -> float | None:
+    """Source tokens/s of this stage's last translate step in this storage, if it sent anything."""
+    latest = read_latest(plan.location, plan.name)
+    if latest is None:
+        return None
+    manifest = read_manifest(StepLocation(plan.root, plan.stage, plan.step, latest["fingerprint"]).folder)
+    if manifest is None:
+        return None
+    chars = sum(s["stats"].get("sent_chars", 0) for s in manifest["shards"])
+    seconds = sum(s["stats"].get("backend_seconds", 0.0) for s in manifest["shards"])
+    return chars / CHARS_PER_TOKEN / seconds if chars and seconds else None
+
+
+def throughput(config: TranslateStage, plan: StepPlan) -> tuple[float, str]:
+    if config.throughput is not None:
+        return config.throughput, "configured"
+    measured = _measured(plan)
+    if measured is not None:
+        return measured, "measured"
+    return ASSUMED[config.backend.kind], "assumed"
+
+
+def estimate(config: TranslateStage, plans: list[StepPlan]) -> list[dict[str, Any]]:
+    steps = {plan.step: plan for plan in plans}
+    select_plan, translate_plan = steps["select"], steps["translate"]
+    inputs = [shard["input"] for shard in select_plan.shards]
+    if not inputs or not all(storage.exists(url) for url in inputs):
+        return [{"target": "(all)", "note": "its input is not committed yet: the estimate needs the stages before it"}]
+    params = select_plan.params
+    tables, found = {}, []
+    for n, url in enumerate(inputs):
+        tables[n] = read_columns(url, select.needed_columns(params))
+        found.append(select.candidates(tables[n], params, n)[0])
+    chosen = choose.pick(pa.concat_tables(found), config.select.max_documents, config.select.max_tokens)
+    spec = translate_plan.params["segment"]
+    documents = []
+    for shard, row, language, tokens in zip(*(chosen[c].to_pylist() for c in ("shard", "row", "language", "tokens"))):
+        text = tables[shard]["text"][row].as_py()
+        documents.append((language, tokens, segments(segment_document(text, language, spec["mode"], spec["window_tokens"]))))
+    rate, origin = throughput(config, translate_plan)
+    unit = "GPU" if config.backend.kind == "ctranslate2" and config.backend.device == "cuda" else \
+        "server" if config.backend.kind in ("openai", "http") else "CPU"
+    rows = []
+    for target in config.targets:
+        texts: dict[str, set[str]] = defaultdict(set)
+        source_tokens = docs = 0
+        for language, tokens, parts in documents:
+            if language == target:
+                continue
+            docs += 1
+            source_tokens += tokens
+            texts[language].update(parts)
+        total = cached = send_chars = 0
+        for language, distinct in texts.items():
+            cache = ResponseCache(cache_folder(translate_plan.params, language, target))
+            for text in distinct:
+                total += 1
+                if cache.get(backends.segment_key(text)) is not None:
+                    cached += 1
+                else:
+                    send_chars += len(text)
+        send_tokens = send_chars / CHARS_PER_TOKEN
+        rows.append({"target": target, "documents": docs, "segments": total, "cached": cached, "to_send": total - cached,
+                     "source_tokens": source_tokens, "tokens_to_translate": int(send_tokens),
+                     "throughput": f"{rate:,.0f} tok/s ({origin})", f"{unit}_hours": round(send_tokens / rate / 3600, 4)})
+    return rows
