@@ -143,7 +143,7 @@ def test_transweb_edu_and_fineweb_edu_ar_presets_through_prefect(server, dask_ad
     tokens = stages["tokens"]
     assert tokens["docs_in"] == translated["docs_out"] + stages["native"]["docs_out"]
     page = (Path(root) / "_runs" / summary["run_id"] / "report.html").read_text()
-    assert 'id="chart-translate-qc"' in page
+    assert 'id="chart-translate-qc"' in page and 'id="chart-translate-examples"' in page
     tables = call("POST", f"{prefect_api}/artifacts/filter", json={"artifacts": {"key": {"any_": ["translated-qc"]}}}).json()
     assert tables and "pass coverage" in tables[0]["data"]
     again = run_pipeline(pipeline, root, dask_address, tmp_path)

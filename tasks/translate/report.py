@@ -75,4 +75,14 @@ def figures(summary: dict[str, Any]) -> list[tuple[str, Any]]:
                        for check in CHECKS])
     chart.update_layout(title=f"{summary['name']}: pass rate per quality check and target language", barmode="group",
                         yaxis={"range": [0, 1]}, **LAYOUT)
-    return [("translate-qc", chart)]
+    found = [("translate-qc", chart)]
+    examples = summary.get("examples") or []
+    if examples:  # side by side: the first characters of a few sources and their translations
+        table = go.Figure(go.Table(
+            header={"values": ["target", "source", "translation"]},
+            cells={"values": [[e["target"] for e in examples], [e["source"][:300] for e in examples],
+                              [e["translation"][:300] for e in examples]], "align": "left"},
+            columnwidth=[1, 6, 6]))
+        table.update_layout(title=f"{summary['name']}: examples", **{**LAYOUT, "height": 120 + 90 * len(examples)})
+        found.append(("translate-examples", table))
+    return found
