@@ -48,12 +48,19 @@ class StageConfig(Strict):
         """The stage's name in this pipeline: ``name``, else its kind."""
         return self.name or self.stage
 
+    def path_fields(self) -> list[tuple[object, str]]:
+        """(model, attribute) pairs holding the paths this config names (the defaults of
+        ``resolve_paths`` and ``named_files`` below work from them)."""
+        return []
+
     def resolve_paths(self, resolve: Callable[[str], str]) -> None:
         """Replace the local paths this config names by ``resolve(path)`` (in place)."""
+        for owner, key in self.path_fields():
+            setattr(owner, key, resolve(getattr(owner, key)))
 
     def named_files(self) -> list[str]:
         """Files and folders this config names that must exist (after ``resolve_paths``)."""
-        return []
+        return [getattr(owner, key) for owner, key in self.path_fields()]
 
     def references(self) -> list[str]:
         """Other stages of the pipeline (``NAME`` or ``NAME.rejects``) whose documents this stage reads

@@ -92,3 +92,21 @@ class LlamaServer:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=30)
+
+
+def kill_after_batches(server: LlamaServer, cache: Path, batches: int = 2, timeout: float = 120):  # noqa: ANN201
+    """A started thread that stops ``server`` once ``cache`` holds ``batches`` flushed batch files:
+    a server dying mid-step, after some answers were cached."""
+    import threading
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(list(cache.rglob("batch-*.parquet"))) >= batches:
+                server.stop()
+                return
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    return thread

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from llm_server import LlamaServer, require_server_python
+from llm_server import LlamaServer, kill_after_batches, require_server_python
 from test_tokenize import REPO, documents, run_stage  # noqa: F401 (documents: a module fixture)
 
 from fineflow import llm, storage
@@ -84,16 +84,7 @@ def test_a_server_killed_mid_step_fails_the_step_and_a_rerun_asks_only_the_rest(
     config = annotate_stage(dying.base_url, 8, concurrency=1, retries=1, timeout_s=10, deadline_s=15)
     cache = tmp_path / "_cache" / "llm"
 
-    def kill_after_some_answers():
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if len(list(cache.rglob("batch-*.parquet"))) >= 2:  # 4 answers flushed
-                dying.stop()
-                return
-            time.sleep(0.2)
-
-    killer = threading.Thread(target=kill_after_some_answers)
-    killer.start()
+    killer = kill_after_batches(dying, cache)
     with pytest.raises(llm.LLMError, match="gave up after 2 attempts|no answer within the deadline"):
         run_stage(config, tmp_path, documents, "q")
     killer.join()

@@ -7,28 +7,19 @@ from __future__ import annotations
 
 import subprocess
 import textwrap
-import threading
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from llm_server import LlamaServer, gguf_path, require_server_python
+from llm_server import LlamaServer, gguf_path, kill_after_batches, require_server_python
+from test_quality_llm import server  # noqa: F401 (a module fixture: llama.cpp's server on SmolLM2)
 from test_translate import run, table_of, totals, write_documents
 
 from conftest import REPO
 from fineflow import llm
 
 TEXTS = {f"doc{i}": f"The package number {i} is installed. It works well on the server {i}." for i in range(4)}
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    require_server_python()
-    running = LlamaServer(tmp_path_factory.mktemp("llama") / "server.log").start()
-    yield running
-    running.stop()
 
 
 def openai_backend(base_url: str, **server) -> dict:
@@ -56,16 +47,7 @@ def test_a_server_killed_mid_step_fails_it_and_a_rerun_sends_only_the_rest(tmp_p
     config = {"targets": ["fr"], "backend": backend, "flush_every": 2}
     cache = tmp_path / "_cache" / "translate"
 
-    def kill_after_some_answers() -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if len(list(cache.rglob("batch-*.parquet"))) >= 2:
-                dying.stop()
-                return
-            time.sleep(0.2)
-
-    killer = threading.Thread(target=kill_after_some_answers)
-    killer.start()
+    killer = kill_after_batches(dying, cache)
     with pytest.raises(llm.LLMError, match="gave up after 2 attempts|no answer within the deadline"):
         run(config, tmp_path, docs)
     killer.join()

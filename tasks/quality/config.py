@@ -18,7 +18,6 @@ every document with any number of scorers, calibrate thresholds, decide.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -253,7 +252,7 @@ class QualityStage(StageConfig):
     def use_ensemble(self) -> bool:
         return self.calibrate.ensemble if self.calibrate.ensemble is not None else len(self.scorers) >= 2
 
-    def _paths(self) -> list[tuple[object, str]]:
+    def path_fields(self) -> list[tuple[object, str]]:
         found: list[tuple[object, str]] = []
         if self.annotate is not None and not self.annotate.builtin:
             found.append((self.annotate, "prompt"))
@@ -269,12 +268,8 @@ class QualityStage(StageConfig):
                 found.append((classifier.embedding, "model"))
         return found
 
-    def resolve_paths(self, resolve: Callable[[str], str]) -> None:
-        for owner, key in self._paths():
-            setattr(owner, key, resolve(getattr(owner, key)))
-
     def named_files(self) -> list[str]:
-        return [getattr(owner, key) for owner, key in self._paths() if not _is_glob(getattr(owner, key))]
+        return [path for path in super().named_files() if not _is_glob(path)]
 
 
 def _is_glob(path: str) -> bool:

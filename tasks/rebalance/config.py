@@ -19,7 +19,6 @@ more than ``max_epochs`` times each (``tasks/rebalance/solver.py``).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -175,20 +174,13 @@ class RebalanceStage(StageConfig):
             return []
         return sorted({self.rehydration.kept, self.rehydration.removed_stage})
 
-    def _files(self) -> list[tuple[object, str]]:
+    def path_fields(self) -> list[tuple[object, str]]:
         found: list[tuple[object, str]] = []
         if self.rehydration is not None:
             for key in ("weights", "fallback"):
                 if getattr(self.rehydration, key) not in ("data", "readme"):
                     found.append((self.rehydration, key))
         return found
-
-    def resolve_paths(self, resolve: Callable[[str], str]) -> None:
-        for owner, key in self._files():
-            setattr(owner, key, resolve(getattr(owner, key)))
-
-    def named_files(self) -> list[str]:
-        return [getattr(owner, key) for owner, key in self._files()]
 
 
 def _depth(nodes: dict[str, TargetNode] | None) -> int:

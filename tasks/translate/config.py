@@ -16,7 +16,6 @@ as ``translate:<check>``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -128,7 +127,7 @@ class TranslateStage(StageConfig):
             raise ValueError("targets: a language is listed twice")
         return self
 
-    def _files(self) -> list[tuple[object, str]]:
+    def path_fields(self) -> list[tuple[object, str]]:
         found: list[tuple[object, str]] = []
         if self.backend.kind in ("llama", "ctranslate2"):
             found.append((self.backend, "model"))
@@ -137,10 +136,3 @@ class TranslateStage(StageConfig):
         if self.segment.tokenizer:
             found.append((self.segment, "tokenizer"))
         return found
-
-    def resolve_paths(self, resolve: Callable[[str], str]) -> None:
-        for owner, key in self._files():
-            setattr(owner, key, resolve(getattr(owner, key)))
-
-    def named_files(self) -> list[str]:
-        return [getattr(owner, key) for owner, key in self._files()]
