@@ -22,11 +22,11 @@ from fineflow import llm
 TEXTS = {f"doc{i}": f"The package number {i} is installed. It works well on the server {i}." for i in range(4)}
 
 
-def openai_backend(base_url: str, **server) -> dict:
-    return {"kind": "openai", "server": {"base_url": base_url, "model": "smollm2", "max_tokens": 24, "concurrency": 2, **server}}
+def openai_backend(base_url: str, **settings) -> dict:
+    return {"kind": "openai", "server": {"base_url": base_url, "model": "smollm2", "max_tokens": 24, "concurrency": 2, **settings}}
 
 
-def test_segments_go_to_the_server_once_across_selections(server, tmp_path):
+def test_segments_go_to_the_server_once_across_selections(server, tmp_path):  # noqa: F811
     docs = write_documents(tmp_path / "docs", TEXTS, shards=2)
     first = run({"targets": ["fr"], "select": {"max_documents": 2}, "backend": openai_backend(server.base_url)}, tmp_path, docs)
     out = table_of(first, "translate")
@@ -107,7 +107,7 @@ def preset(name: str, base_url: str, tmp_path: Path) -> Path:
     return path
 
 
-def test_transweb_edu_and_fineweb_edu_ar_presets_through_prefect(server, dask_address, prefect_api, tmp_path):
+def test_transweb_edu_and_fineweb_edu_ar_presets_through_prefect(server, dask_address, prefect_api, tmp_path):  # noqa: F811
     from test_operations import call
     from test_pipeline_integration import run_pipeline
 
