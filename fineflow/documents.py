@@ -73,13 +73,30 @@ def write_table(url: str, table: pa.Table) -> dict:
     }
 
 
+def _union_schema(shard: dict) -> pa.Schema:
+    return pa.unify_schemas([pq.read_schema(io.BytesIO(storage.read_bytes(url))) for url in shard["union"]])
+
+
+def read_input_columns(shard: dict, columns: list[str]) -> pa.Table:
+    """``read_columns`` of a shard task's ``input``; in a fan-in, a column that another input has
+    and this one lacks comes back null (as ``read_input`` conforms it)."""
+    table = read_columns(shard["input"], columns)
+    if not shard.get("union"):
+        return table
+    schema = _union_schema(shard)
+    for name in columns:
+        if name not in table.column_names and name in schema.names:
+            table = table.append_column(schema.field(name), pa.nulls(table.num_rows, schema.field(name).type))
+    return table
+
+
 def read_input(shard: dict) -> pa.Table:
     """The documents of a shard task's ``input``; in a fan-in (``union``: one shard of each input)
     conformed to the union of the inputs' columns, in their order, missing columns null."""
     table = read_table([shard["input"]])
     if not shard.get("union"):
         return table
-    schema = pa.unify_schemas([pq.read_schema(io.BytesIO(storage.read_bytes(url))) for url in shard["union"]])
+    schema = _union_schema(shard)
     columns = [
         table.column(field.name).cast(field.type) if field.name in table.schema.names else pa.nulls(table.num_rows, field.type)
         for field in schema

@@ -381,3 +381,15 @@ def test_repeated_ids_are_refused(tmp_path):
     doubled = pa.concat_tables([table, table.slice(0, 2)])
     with pytest.raises(ValueError, match="document ids must be unique for rebalance; repeated: doc-00000, doc-00001"):
         run_stage(stage(cells=["language"]), tmp_path / "s", write_shards(doubled, tmp_path / "docs", 2))
+
+
+def test_a_fan_in_whose_inputs_lack_a_column_reads_it_as_missing(tmp_path):
+    with_levels = documents(n=30, seed=1)
+    without = documents(n=20, seed=2).drop_columns(["quality_level"])
+    without = without.set_column(0, "id", pa.array([f"other-{i}" for i in range(20)]))
+    sources = (write_shards(with_levels, tmp_path / "a", 2), write_shards(without, tmp_path / "b", 1))
+    config = registry.validate_stage(stage(cells=["language"], quality={"weights": {"3": 2, "4": 2}, "default": 1}))
+    steps = run_plans(plan_stage(config, str(tmp_path / "s"), StageInputs(sources), "rebalance"))
+    kept = outputs(steps)
+    assert kept.num_rows == 50 and kept.filter(pa.compute.starts_with(kept["id"], "other-"))["quality_level"].null_count == 20
+    assert mix_of(steps)["quality"]["unlisted"] == ["0", "1", "2", "none"]

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fineflow.documents import commit_shard, read_columns
+from fineflow.documents import commit_shard, read_input_columns
 from fineflow.tasks.common.cells import NULL
 from fineflow.tasks.rebalance.config import SOURCE_COLUMN
 
@@ -56,7 +56,7 @@ def _as_strings(column: pa.ChunkedArray | pa.Array) -> pa.Array:
 
 def measure_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
     started = time.perf_counter()
-    table = read_columns(shard["input"], needed_columns(params))
+    table = read_input_columns(shard, needed_columns(params))
     count = params["count_column"]
     missing = [c for c in needed_columns(params) if c not in table.column_names]
     if count in missing:

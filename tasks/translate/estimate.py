@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from fineflow import storage
-from fineflow.documents import read_columns
+from fineflow.documents import read_input_columns
 from fineflow.llm import ResponseCache
 from fineflow.manifest import StepLocation, read_latest, read_manifest
 from fineflow.steps import StepPlan
@@ -57,12 +57,12 @@ def estimate(config: TranslateStage, plans: list[StepPlan]) -> list[dict[str, An
     steps = {plan.step: plan for plan in plans}
     select_plan, translate_plan = steps["select"], steps["translate"]
     inputs = [shard["input"] for shard in select_plan.shards]
-    if not inputs or not all(storage.exists(url) for url in inputs):
+    if not inputs or not all(storage.exists(url) for url in inputs) or not all(storage.exists(u) for u in select_plan.shards[0].get("union", [])):
         return [{"target": "(all)", "note": "its input is not committed yet: the estimate needs the stages before it"}]
     params = select_plan.params
     tables, found = {}, []
-    for n, url in enumerate(inputs):
-        tables[n] = read_columns(url, select.needed_columns(params))
+    for n, shard in enumerate(select_plan.shards):
+        tables[n] = read_input_columns(shard, select.needed_columns(params))
         found.append(select.candidates(tables[n], params, n)[0])
     chosen = choose.pick(pa.concat_tables(found), config.select.max_documents, config.select.max_tokens)
     spec = translate_plan.params["segment"]

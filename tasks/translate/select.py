@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fineflow.documents import commit_shard, read_columns
+from fineflow.documents import commit_shard, read_input_columns
 from fineflow.tasks.text.sampling import seeded_keys
 
 STEP_VERSION = "1"
@@ -71,6 +71,6 @@ def needed_columns(params: dict) -> list[str]:
 
 
 def select_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
-    table = read_columns(shard["input"], needed_columns(params))
+    table = read_input_columns(shard, needed_columns(params))
     found, skipped = candidates(table, params, shard["shard"])
     return commit_shard(shard["shard"], output_url, found, docs_in=table.num_rows, skipped=skipped)
