@@ -24,7 +24,6 @@ from fineflow.languages import canonical_language
 from fineflow.llm import LLMServer
 from fineflow.stage_config import StageConfig, Strict
 
-BACKENDS = ("openai", "llama", "ctranslate2", "http", "identity")
 DEFAULT_PROMPT = (
     "Translate the following {source_name} text into {target_name}. Answer with the translation only, "
     "nothing else.\n\n{text}"
