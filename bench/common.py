@@ -52,3 +52,9 @@ def machine_info(packages: tuple[str, ...] = ("fineflow",)) -> dict:
 def table_head(*columns: str) -> list[str]:
     """A Markdown table's header and separator lines."""
     return ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+
+
+def read_list_file(path: Path) -> list[str]:
+    """A blocklist file's entries: stripped lines, without blank lines and '#' comments."""
+    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return [line for line in lines if line and not line.startswith("#")]

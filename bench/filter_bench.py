@@ -79,7 +79,7 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
-from common import machine_info  # bench/common.py (the script's folder is on sys.path)
+from common import machine_info, read_list_file  # bench/common.py (the script's folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -134,12 +134,6 @@ DATATROVE_REASONS = {
     "gopher_enough_stop_words": "stop_words",
     "not_en": "not_listed",
 }
-
-
-def read_list_file(path: Path) -> list[str]:
-    """A blocklist file's entries: stripped lines, without blank lines and '#' comments."""
-    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
-    return [line for line in lines if line and not line.startswith("#")]
 
 
 def schedule(languages: list[str | None]) -> list[tuple[str, str, list[int]]]:

@@ -274,7 +274,9 @@ def run(
 
         def on_event(event: str, data: dict) -> None:
             if event == "step_started":
-                bars[(data["stage"], data["step"])] = bar.add_task(f"{data['stage']}/{data['step']}", total=data["total"])
+                bars[(data["stage"], data["step"])] = bar.add_task(
+                    f"{data['stage']}/{data['step']}", total=data["total"], completed=data.get("cached", 0)
+                )
             elif event == "shard_done":
                 bar.update(bars[(data["stage"], data["step"])], completed=data["done"])
             elif event == "cluster" and data.get("dashboard"):

@@ -29,6 +29,9 @@ class DaskConfig(Strict):
     n_workers: int = Field(default=2, gt=0)
     threads_per_worker: int = Field(default=1, gt=0)
     memory_limit: str = "auto"
+    tasks_per_step: int = Field(
+        default=256, gt=0, description="Prefect tasks per step at most: more shards are grouped into batches (a Dask future each)"
+    )
 
 
 class PipelineConfig(Strict):

@@ -1,5 +1,5 @@
-"""Garbage collection of a storage root: step outputs no kept run uses, with their Prefect cache
-records, and the records of runs that are not kept.
+"""Garbage collection of a storage root: step outputs no kept run uses (with the Prefect cache
+records older fineflow versions kept for their shards), and the records of runs that are not kept.
 
 What a run uses: a finished run lists its step folders in ``_runs/<id>/summary.json``; an
 unfinished one (failed, cancelled or still running: no summary yet) is planned again from its
@@ -9,8 +9,8 @@ dedup stage's ``previous:`` index) are used too. Runs are kept by
 recency (``keep_last``, by start time) and by name (``keep_runs``).
 
 Order of removal per step folder: its manifest first (the step reads as uncommitted from then
-on), then its cache records (a later run cannot come back Cached for data that is gone), then
-the rest. An interrupted gc therefore leaves folders that read as unfinished work, never as
+on), then its shard receipts and cache records (a later run cannot take a shard whose data is
+going as committed), then the rest. An interrupted gc therefore leaves folders that read as unfinished work, never as
 valid results.
 """
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from fineflow import registry, storage
-from fineflow.manifest import MANIFEST_NAME, read_raw_manifest, step_folder_of
+from fineflow.manifest import MANIFEST_NAME, RECEIPTS_DIR, read_raw_manifest, step_folder_of
 
 RUNS_DIR = "_runs"
 _FINGERPRINT = re.compile(r"[0-9a-f]{16,64}")
@@ -57,7 +57,7 @@ class StepFolder:
 
     @property
     def records(self) -> str:
-        """Its Prefect cache records (the cache key is ``<stage>/<step>/<fingerprint>/<shard>``)."""
+        """Its Prefect cache records, where older fineflow versions kept one per shard task."""
         return storage.join(self.root, RESULTS_DIR, self.stage, self.step, self.fingerprint)
 
 
@@ -187,6 +187,7 @@ def execute(plan: GcPlan) -> None:
     for step in plan.removed_steps:
         if read_raw_manifest(step.url) is not None:
             storage.remove(storage.join(step.url, MANIFEST_NAME))
+        storage.remove(storage.join(step.url, RECEIPTS_DIR), recursive=True)
         storage.remove(step.records, recursive=True)
         storage.remove(step.url, recursive=True)
     for url in plan.removed_records:

@@ -1,8 +1,9 @@
 """Step output layout and manifests: what a step has committed, and nothing else.
 
 A step's folder is ``<root>/<kind>/<step>/<fingerprint>/``. Each task writes its shard as one
-object (``data/part-00007.parquet``; rejects under ``rejects/``, other files under ``artifacts/``);
-when every task of the step has finished, ``_manifest.json`` listing the committed files with
+object (``data/part-00007.parquet``; rejects under ``rejects/``, other files under ``artifacts/``),
+then its result (rows, sizes, hashes, stats) as a receipt (``_receipts/part-00007.json``): a shard
+with both is committed, so a resumed step skips it and still knows its result. When every task of the step has finished, ``_manifest.json`` listing the committed files with
 their row counts, sizes and hashes is written last. Readers trust only what a manifest lists, so a crashed task or a second
 run writing the same storage never exposes a half-written or foreign artifact.
 
@@ -28,6 +29,7 @@ LAYOUT = 2  # 2: documents in data/, rejects and artifacts beside it (1: shards 
 DATA_DIR = "data"
 REJECTS_DIR = "rejects"
 ARTIFACTS_DIR = "artifacts"
+RECEIPTS_DIR = "_receipts"  # a committed shard's result, written after its files
 _PARTS = (DATA_DIR, REJECTS_DIR, ARTIFACTS_DIR)
 
 
@@ -93,6 +95,23 @@ class StepLocation:
     def artifact_url(self, name: str) -> str:
         return storage.join(self.artifacts_folder, name)
 
+    @property
+    def receipts_folder(self) -> str:
+        return storage.join(self.folder, RECEIPTS_DIR)
+
+    def receipt_url(self, shard: int) -> str:
+        return storage.join(self.receipts_folder, f"part-{shard:05d}.json")
+
+    def write_receipt(self, result: dict) -> None:
+        """Record a shard's result once its files are written: the shard is now committed."""
+        storage.write_bytes(self.receipt_url(result["shard"]), json.dumps(result, sort_keys=True).encode())
+
+    def read_receipt(self, shard: int) -> dict | None:
+        try:
+            return json.loads(storage.read_bytes(self.receipt_url(shard)))
+        except FileNotFoundError:
+            return None
+
     def latest_url(self, name: str) -> str:
         """The last fingerprint stage ``name`` planned for this step (what ``--dry-run`` compares with)."""
         return storage.join(self.step_dir, f"_latest.{name}.json")
@@ -103,30 +122,62 @@ class StepLocation:
 
     def intact_shards(self) -> set[int]:
         """Shards whose files (output, rejects, artifacts) exist and still match the manifest, when
-        there is one. Without a manifest (a step that has not finished) existence is all there is to check.
-        """
+        there is one. Without a manifest (a step that has not finished) a shard needs its output
+        and its receipt, and the output the size the receipt says."""
+        return set(self.committed_results())
+
+    def committed_results(self) -> dict[int, dict]:
+        """The shard task results of the intact shards (see ``intact_shards``): from the manifest
+        when the step finished, else from the receipts of a step that was interrupted."""
         listing = storage.list_entries(self.data_folder)
         manifest = read_manifest(self.folder)
+        if manifest is None:
+            return self._receipted(listing)
         entries = {entry["shard"]: entry for entry in manifest["shards"]} if manifest else {}
         rejects_listing = storage.list_entries(self.rejects_folder) if any(e.get("rejects") for e in entries.values()) else {}
         artifacts_listing = storage.list_entries(self.artifacts_folder) if any(e.get("artifacts") for e in entries.values()) else {}
-        intact = set()
+        intact = {}
         for name, found in listing.items():
             shard = _shard_number(name)
-            if shard is None:
-                continue
             entry = entries.get(shard)
-            if entry is None and manifest is None:
-                intact.add(shard)
-            elif entry is not None and _matches(storage.join(self.data_folder, name), found, entry):
+            if entry is not None and _matches(storage.join(self.data_folder, name), found, entry):
                 rejects = entry.get("rejects")
                 if rejects and not _matches(self.rejects_url(shard), rejects_listing.get(rejects["file"]), rejects):
                     continue
                 if all(
                     _matches(self.artifact_url(a["file"]), artifacts_listing.get(a["file"]), a) for a in entry.get("artifacts") or []
                 ):
-                    intact.add(shard)
+                    intact[shard] = _result_of_entry(entry)
         return intact
+
+    def _receipted(self, listing: dict[str, dict]) -> dict[int, dict]:
+        receipts = storage.list_names(self.receipts_folder)
+        results = {}
+        for name, found in listing.items():
+            shard = _shard_number(name)
+            if shard is None or f"part-{shard:05d}.json" not in receipts:
+                continue  # no receipt: the task died between its files and its receipt
+            result = self.read_receipt(shard)
+            if result is not None and (result.get("output") or {}).get("bytes") == found["size"]:
+                results[shard] = result
+        return results
+
+
+def _result_of_entry(entry: dict) -> dict:
+    """A shard task's result as the manifest recorded it (what its receipt said)."""
+
+    def plain(info: dict | None) -> dict | None:
+        return {key: value for key, value in info.items() if key != "token"} if info else None
+
+    result = {
+        "shard": entry["shard"],
+        "output": {"file": entry["file"], "rows": entry["rows"], "bytes": entry["bytes"], "sha256": entry["sha256"]},
+        "rejects": plain(entry.get("rejects")),
+        "stats": entry.get("stats", {}),
+    }
+    if entry.get("artifacts"):
+        result["artifacts"] = [plain(info) for info in entry["artifacts"]]
+    return result
 
 
 def _shard_number(name: str) -> int | None:

@@ -160,6 +160,7 @@ def run_shard(function: str, shard: dict, params: dict, location: StepLocation) 
         shard, params, location.shard_url(shard["shard"]), location.rejects_url(shard["shard"])
     )
     result["shard"] = shard["shard"]
+    location.write_receipt(result)  # after its files: the shard is committed
     return result
 
 

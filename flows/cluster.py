@@ -1,9 +1,11 @@
-"""The Dask cluster a run's stage flows share: an existing scheduler, or a LocalCluster."""
+"""The Dask cluster a run's stage flows share: an existing scheduler, or a LocalCluster started on first need."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -11,6 +13,7 @@ from distributed import WorkerPlugin
 
 from fineflow import registry
 from fineflow.config import DaskConfig
+from fineflow.flows import progress
 
 
 class StagePlugins(WorkerPlugin):
@@ -31,38 +34,113 @@ class StagePlugins(WorkerPlugin):
             registry.load_plugins([module], folder or None)
 
 
-def _hand_plugins_to_workers(address: str) -> None:
-    modules = registry.plugins()
-    if not modules:
-        return
-    from distributed import Client
+class RunAbandoned(RuntimeError):
+    pass
 
-    with Client(address, timeout=30) as client:
-        client.register_plugin(StagePlugins(modules))
+
+class Cluster:
+    """A run's Dask cluster, started (or connected to) only when a step has shards to compute: a
+    re-run whose every step is committed starts no worker at all."""
+
+    def __init__(self, config: DaskConfig) -> None:
+        self.config = config
+        self.address: str | None = config.address
+        self.dashboard: str | None = None
+        self._cluster = None
+        self._client = None
+        self._lock = threading.Lock()
+        self.abandoned = False
+
+    def client(self):  # noqa: ANN201 (distributed.Client, imported lazily)
+        """The run's Dask client (thread-safe; the first call starts or connects to the cluster)."""
+        with self._lock:
+            if self.abandoned:
+                raise RunAbandoned("the run was stopped: its Dask work was released")
+            if self._client is None:
+                self._client = self._start()
+            return self._client
+
+    def abandon(self) -> None:
+        """Release this run's Dask work at once (a cancelled or failing run): queued shards never
+        start, shards already running finish their atomic commit on their own."""
+        self.abandoned = True
+        self.close()
+
+    @property
+    def started(self) -> bool:
+        return self._client is not None
+
+    def _start(self):  # noqa: ANN202
+        from distributed import Client
+
+        if self.address is None:
+            from distributed import LocalCluster
+
+            # Processes, not threads: extraction and parsing hold the GIL. Worker processes inherit
+            # this process's environment (PREFECT_API_URL, AWS_*) and import fineflow as a package.
+            self._cluster = LocalCluster(
+                n_workers=self.config.n_workers,
+                threads_per_worker=self.config.threads_per_worker,
+                processes=True,
+                memory_limit=self.config.memory_limit,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+                silence_logs=logging.WARNING,
+            )
+            self.address, self.dashboard = self._cluster.scheduler_address, self._cluster.dashboard_link
+        client = Client(self.address, timeout=60, set_as_default=False)
+        modules = registry.plugins()
+        if modules:
+            client.register_plugin(StagePlugins(modules))
+        _logger().info("Dask scheduler %s%s", self.address, f", dashboard {self.dashboard}" if self.dashboard else "")
+        progress.emit("cluster", address=self.address, dashboard=self.dashboard)
+        return client
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+            if self._cluster is not None:
+                self._cluster.close()
+            self._client = self._cluster = None
+
+
+# The cluster of the pipeline (or stage) run in progress: set around each stage subflow call,
+# which runs in the calling thread; the subflow's steps take it from there.
+_CURRENT: contextvars.ContextVar[Cluster | None] = contextvars.ContextVar("fineflow_cluster", default=None)
+
+
+def current_cluster() -> Cluster:
+    cluster = _CURRENT.get()
+    if cluster is None:
+        raise RuntimeError("a stage flow runs inside a pipeline or stage run, which provides its Dask cluster")
+    return cluster
 
 
 @contextmanager
-def dask_cluster(config: DaskConfig) -> Iterator[tuple[str, str | None]]:
-    """Yield ``(scheduler address, dashboard URL)``; a LocalCluster lives for the ``with`` block."""
-    if config.address:
-        _hand_plugins_to_workers(config.address)
-        yield config.address, None
-        return
-    from distributed import LocalCluster
-
-    # Processes, not threads: extraction and parsing hold the GIL. Worker processes inherit this
-    # process's environment (PREFECT_API_URL, AWS_*), and import fineflow as an installed package.
-    cluster = LocalCluster(
-        n_workers=config.n_workers,
-        threads_per_worker=config.threads_per_worker,
-        processes=True,
-        memory_limit=config.memory_limit,
-        host="127.0.0.1",
-        dashboard_address="127.0.0.1:0",
-        silence_logs=logging.WARNING,
-    )
+def using(cluster: Cluster) -> Iterator[None]:
+    token = _CURRENT.set(cluster)
     try:
-        _hand_plugins_to_workers(cluster.scheduler_address)
-        yield cluster.scheduler_address, cluster.dashboard_link
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+def _logger() -> logging.Logger:
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()  # type: ignore[return-value]
+    except MissingContextError:
+        return logging.getLogger("fineflow")
+
+
+@contextmanager
+def dask_cluster(config: DaskConfig) -> Iterator[Cluster]:
+    """The run's cluster handle; a LocalCluster it started lives for the ``with`` block."""
+    cluster = Cluster(config)
+    try:
+        yield cluster
     finally:
         cluster.close()

@@ -121,10 +121,10 @@ def _run_one_stage(run: StageRun, inputs: StageInputs | None) -> dict[str, Any]:
         record = {"kind": "stage", "storage": root, "stage": stage_config, "inputs": inputs_to_json(inputs)}
         folder = start_run_record(root, record)
         started = time.perf_counter()
-        with dask_cluster(_dask(run, DaskConfig())) as (address, _):
-            get_run_logger().info("%s stage: storage %s, Dask %s", stage.label, root, address)
+        with dask_cluster(_dask(run, DaskConfig())) as cluster:
+            get_run_logger().info("%s stage: storage %s, Dask %s", stage.label, root, cluster.address or "LocalCluster")
             node = Node(stage.label, stage, ())
-            summary = run_stage_flow(node, address, root, inputs, run.refresh, run.credentials_block)
+            summary = run_stage_flow(node, cluster, root, inputs, run.refresh, run.credentials_block)
         return finish_run_record(folder, f"{stage.label} stage", root, time.perf_counter() - started, [summary])
     finally:
         liveness.unregister(run_id)

@@ -1,19 +1,33 @@
-"""Run one planned step as Prefect tasks on the flow's task runner (Dask), then commit it."""
+"""Run one planned step on the run's Dask cluster, then commit it.
+
+The shards a step still has to compute are split into at most ``dask.tasks_per_step`` contiguous
+batches; each batch is one Prefect task (retried on transient errors) in which every shard is a
+plain Dask future running the step's pure function. So a step costs a bounded number of Prefect
+task runs whatever its size, Dask workers never run Prefect, and each shard still commits on its
+own (its files, then its receipt): a retried batch, or a resumed run, skips the shards that
+committed. Shards already committed with this fingerprint are not submitted at all.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
+import uuid
+from itertools import islice
+from math import ceil
 from typing import Any
 
-from prefect import get_run_logger
+from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
-from prefect.futures import as_completed
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
 
+from fineflow import storage
 from fineflow.counters import merge_counts
 from fineflow.flows import progress
-from fineflow.flows.results import result_storage
-from fineflow.flows.shard_task import shard_task
+from fineflow.flows.cluster import Cluster
+from fineflow.flows.shard_work import is_transient, lost_with_worker, run_on_worker
 from fineflow.flows.stage_report import artifact_key
 from fineflow.manifest import write_manifest
 from fineflow.steps import StepPlan, resolve_function
@@ -23,89 +37,199 @@ class StepFailed(RuntimeError):
     pass
 
 
-# A shard whose worker died is resubmitted this many times by the flow itself: Dask's own
-# rescheduling gives up with KilledWorker, and prefect-dask reports such tasks as crashed.
+# A shard whose worker died is resubmitted this many times by the batch itself: Dask's own
+# rescheduling gives up with KilledWorker after ``distributed.scheduler.allowed-failures``.
 MAX_RESUBMITS = 3
-_LOST_WORKER_ERRORS = ("KilledWorker", "CommClosedError", "WorkerError")
+PROGRESS_EVERY_S = 1.0  # the progress artifact's updates, at most (the CLI gets every shard)
 
 
-def _crashed(future, error: BaseException) -> bool:  # noqa: ANN001
-    """Whether the task died with its process (retry elsewhere) rather than failed in its code."""
-    state = getattr(future, "state", None)
-    if state is not None and state.is_crashed():
-        return True
-    return type(error).__name__ in _LOST_WORKER_ERRORS
+def batches(numbers: list[int], at_most: int) -> list[list[int]]:
+    """``numbers`` (in order) as at most ``at_most`` contiguous batches of near-equal size."""
+    count = min(len(numbers), at_most)
+    size, extra = divmod(len(numbers), count) if count else (0, 0)
+    out, start = [], 0
+    for index in range(count):
+        end = start + size + (index < extra)
+        out.append(numbers[start:end])
+        start = end
+    return out
 
 
-def run_step(plan: StepPlan, refresh: bool = False, credentials_block: str | None = None) -> dict[str, Any]:
-    """Submit every shard task, wait for all of them, write the manifest; return step totals.
+def _retry_if_transient(task, task_run, state) -> bool:  # noqa: ANN001 (Prefect's signature)
+    try:
+        state.result()
+    except Exception as error:  # noqa: BLE001 (we classify it)
+        return is_transient(error)
+    return False
+
+
+class _StepWork:
+    """One step's shards in flight: what the batch tasks share (results, failures, progress)."""
+
+    def __init__(self, plan: StepPlan, cluster: Cluster, credentials_block: str | None, done: int) -> None:
+        self.plan = plan
+        self.cluster = cluster
+        self.credentials_block = credentials_block
+        self.location = dataclasses.asdict(plan.location)
+        self.shards = {shard["shard"]: shard for shard in plan.shards}
+        self.results: dict[int, dict] = {}
+        self.errors: dict[int, BaseException] = {}
+        self.batch_error: BaseException | None = None  # a batch that failed outside its shards
+        self.in_flight = 1  # shards per batch on the scheduler at once (set when the batches are made)
+        self.done = done
+        self.total = len(plan.shards)
+        self._lock = threading.Lock()
+        self._reported = 0.0
+        self.progress_id = create_progress_artifact(
+            progress=100.0 * done / max(self.total, 1),
+            key=artifact_key(plan.name, plan.step, "progress"),
+            description=f"{plan.name}/{plan.step}: shards done",
+        )
+
+    def _submit(self, client, number: int):  # noqa: ANN001, ANN202
+        plan = self.plan
+        return client.submit(
+            run_on_worker, plan.function, self.shards[number], plan.params, self.location, self.credentials_block,
+            list(plan.secrets), key=f"{plan.task_name(number)}-{uuid.uuid4().hex[:8]}", pure=False,
+        )
+
+    def run_batch(self, numbers: list[int]) -> int:
+        """Compute the batch's shards not yet committed; raise if any failed (transient first).
+
+        At most ``self.in_flight`` of its shards are on the scheduler at once, so a step of a
+        million shards never holds a million futures there."""
+        from distributed import as_completed
+
+        client = self.cluster.client()
+        todo = [n for n in numbers if n not in self.results]  # a retried batch skips what committed
+        failed: dict[int, BaseException] = {}
+        for attempt in range(MAX_RESUBMITS + 1):
+            lost: list[int] = []
+            waiting = iter(todo)
+            futures = {self._submit(client, n): n for n in islice(waiting, self.in_flight)}
+            running = as_completed(list(futures), loop=client.loop)
+            for future in running:
+                number = futures.pop(future)
+                try:
+                    result = future.result()
+                except Exception as error:  # noqa: BLE001 (classified: lost with its worker, or failed)
+                    if lost_with_worker(error) and attempt < MAX_RESUBMITS and not self.cluster.abandoned:
+                        lost.append(number)  # its output is atomic: running it again is safe
+                    else:
+                        failed[number] = error
+                        self._record(number, error=error)
+                else:
+                    failed.pop(number, None)
+                    self._record(number, result=result)
+                finally:
+                    future.release()
+                following = None if self.cluster.abandoned else next(waiting, None)
+                if following is not None:
+                    submitted = self._submit(client, following)
+                    futures[submitted] = following
+                    running.add(submitted)
+            if not lost or self.cluster.abandoned:
+                break
+            get_run_logger().warning(
+                "%s/%s: %d shard(s) lost with their Dask worker; resubmitting them (attempt %d of %d)",
+                self.plan.name, self.plan.step, len(lost), attempt + 2, MAX_RESUBMITS + 1,
+            )
+            todo = lost
+        if failed:
+            errors = list(failed.values())
+            transient = [e for e in errors if is_transient(e)]
+            # All transient: re-raise one, so Prefect's retry condition retries the batch.
+            raise transient[0] if len(transient) == len(errors) else errors[0]
+        return len(numbers)
+
+    def _record(self, number: int, result: dict | None = None, error: BaseException | None = None) -> None:
+        with self._lock:
+            if result is not None:
+                self.results[number] = result
+                self.errors.pop(number, None)
+                self.done += 1
+            else:
+                self.errors[number] = error
+            done, failed = self.done, len(self.errors)
+            now = time.monotonic()
+            report = now - self._reported >= PROGRESS_EVERY_S or done == self.total
+            if report:
+                self._reported = now
+        if report:
+            update_progress_artifact(self.progress_id, progress=100.0 * done / max(self.total, 1))
+        progress.emit("shard_done", stage=self.plan.name, step=self.plan.step, done=done, total=self.total, failed=failed)
+
+
+def _batch_label(plan: StepPlan, numbers: list[int]) -> str:
+    if len(numbers) == 1:
+        return plan.task_name(numbers[0])
+    return f"{plan.name}-{plan.step}-{numbers[0]:05d}-{numbers[-1]:05d}"
+
+
+def _run_batches(work: _StepWork, numbers: list[int]) -> None:
+    """Each batch as a Prefect task on the stage flow's task runner (threads of this process)."""
+
+    @task(
+        name=f"{work.plan.name}-{work.plan.step}",
+        task_run_name="{label}",
+        cache_policy=NO_CACHE,
+        persist_result=False,
+        retries=3,
+        retry_delay_seconds=exponential_backoff(backoff_factor=2),
+        retry_jitter_factor=0.5,
+        retry_condition_fn=_retry_if_transient,
+    )
+    def shard_batch(label: str, first: int, count: int) -> int:
+        return work.run_batch(numbers[first : first + count])
+
+    groups = batches(numbers, work.cluster.config.tasks_per_step)
+    # Twice the cluster's threads in flight over all batches: workers never wait for work, and
+    # the scheduler holds a bounded number of futures however many shards the step has.
+    threads = sum(work.cluster.client().nthreads().values())
+    work.in_flight = max(2, ceil(2 * max(threads, 1) / len(groups)))
+    futures, first = [], 0
+    for group in groups:
+        futures.append(shard_batch.submit(label=_batch_label(work.plan, group), first=first, count=len(group)))
+        first += len(group)
+    for future in futures:
+        try:
+            future.result()
+        except Exception as error:  # noqa: BLE001 (its shards' errors are recorded; this is the batch's own)
+            work.batch_error = work.batch_error or error
+
+
+def run_step(plan: StepPlan, cluster: Cluster, refresh: bool = False, credentials_block: str | None = None) -> dict[str, Any]:
+    """Compute the step's uncommitted shards, write the manifest; return the step's totals.
 
     A shard whose committed file is missing, or no longer matches the step's manifest, is
-    forced to recompute even if a cache record exists, so a deleted or damaged artifact can
-    never be "Cached". With ``refresh`` every shard recomputes.
+    recomputed; with ``refresh`` every shard is.
     """
     started = time.perf_counter()
-    cached_task = shard_task.with_options(result_storage=result_storage(plan.root, credentials_block))
-    fresh_task = cached_task.with_options(refresh_cache=True)
-    committed = set() if refresh else _intact_shards(plan)
-    damaged = set() if refresh else plan.location.committed_shards() - committed
-    location = dataclasses.asdict(plan.location)
-    total = len(plan.shards)
-    progress_id = create_progress_artifact(
-        progress=0.0, key=artifact_key(plan.name, plan.step, "progress"), description=f"{plan.name}/{plan.step}: shards done"
-    )
-    progress.emit("step_started", stage=plan.name, step=plan.step, total=total)
+    committed = {} if refresh else _committed(plan)
+    pending = [shard["shard"] for shard in plan.shards if shard["shard"] not in committed]
+    work = _StepWork(plan, cluster, credentials_block, done=len(committed))
+    progress.emit("step_started", stage=plan.name, step=plan.step, total=work.total, cached=len(committed))
+    if pending:
+        _forget_receipts(plan, pending)
+        cluster.client()  # start (or connect to) the cluster here, in the stage flow, on first need
+        try:
+            _run_batches(work, pending)
+        except BaseException:
+            cluster.abandon()  # cancelled or interrupted: queued shards must not run after us
+            raise
+    else:
+        get_run_logger().info("%s/%s: all %d shards committed, nothing to run", plan.name, plan.step, work.total)
 
-    def submit(shard: dict):
-        number = shard["shard"]
-        task = cached_task if number in committed else fresh_task
-        return task.submit(
-            task_label=plan.task_name(number),
-            cache_key=plan.cache_key(number),
-            function=plan.function,
-            shard=shard,
-            params=plan.params,
-            location=location,
-            credentials_block=credentials_block,
-            secret_blocks=list(plan.secrets),
-        )
-
-    results: list[dict] = []
-    failures: list[str] = []
-    cached = done = 0
-    pending = {submit(shard): shard for shard in plan.shards}
-    for attempt in range(1, MAX_RESUBMITS + 2):
-        crashed: list[dict] = []
-        for future in as_completed(list(pending)):
-            shard = pending[future]
-            try:
-                result = future.result()
-            except Exception as error:  # noqa: BLE001 (classified below; finished shards stay committed)
-                if _crashed(future, error) and attempt <= MAX_RESUBMITS:
-                    crashed.append(shard)  # its worker died: run it again (its output is atomic)
-                    continue
-                failures.append(f"{plan.task_name(shard['shard'])}: {type(error).__name__}: {error}")
-            else:
-                results.append(result)
-                cached += future.state.name == "Cached"  # the final state, set by result()
-            done += 1
-            update_progress_artifact(progress_id, progress=100.0 * done / max(total, 1))
-            progress.emit("shard_done", stage=plan.name, step=plan.step, done=done, total=total, failed=len(failures))
-        if not crashed:
-            break
-        # Files rewritten by this run count; a damaged file whose recompute was lost does not.
-        committed = set() if refresh else plan.location.committed_shards() - damaged
-        get_run_logger().warning(
-            "%s/%s: %d shard task(s) lost with their Dask worker; resubmitting them (attempt %d of %d)",
-            plan.name, plan.step, len(crashed), attempt + 1, MAX_RESUBMITS + 1,
-        )
-        pending = {submit(shard): shard for shard in crashed}
-
-    if failures:
+    missing = [n for n in pending if n not in work.results]
+    if missing:
+        first = missing[0]
+        error = work.errors.get(first) or work.batch_error
         raise StepFailed(
-            f"{plan.name}/{plan.step}: {len(failures)} of {total} shards failed; finished shards are committed "
-            f"and a re-run recomputes only the rest. First error: {failures[0]}"
+            f"{plan.name}/{plan.step}: {len(missing)} of {work.total} shards failed; finished shards are committed "
+            f"and a re-run recomputes only the rest. First error: {plan.task_name(first)}: "
+            + (f"{type(error).__name__}: {error}" if error else "did not run")
         )
+    results = [*committed.values(), *work.results.values()]
     manifest = write_manifest(plan.location, plan.fingerprint.components, results, plan.name)
     totals = _totals(results)
     warnings = [*plan.warnings, *(resolve_function(plan.checks)(totals) if plan.checks else [])]
@@ -123,8 +247,8 @@ def run_step(plan: StepPlan, refresh: bool = False, credentials_block: str | Non
         # (every shard of a document step has a rejects file; a summary names the folder when it holds any)
         "rejects": plan.location.rejects_folder if totals["rejected"] else None,
         **({"artifacts": artifacts} if artifacts else {}),
-        "shards": total,
-        "cached_shards": cached,
+        "shards": work.total,
+        "cached_shards": len(committed),
         "seconds": round(time.perf_counter() - started, 2),
         "manifest_shards": len(manifest["shards"]),
         "warnings": warnings,
@@ -133,18 +257,33 @@ def run_step(plan: StepPlan, refresh: bool = False, credentials_block: str | Non
     }
 
 
-def _intact_shards(plan: StepPlan) -> set[int]:
-    intact = plan.location.intact_shards()
-    damaged = sorted(plan.location.committed_shards() - intact)
+def step_is_committed(plan: StepPlan) -> bool:
+    """Whether every shard of the step is committed and intact (nothing would run)."""
+    return plan.location.intact_shards() >= {shard["shard"] for shard in plan.shards}
+
+
+def _committed(plan: StepPlan) -> dict[int, dict]:
+    committed = plan.location.committed_results()
+    present = plan.location.committed_shards()
+    damaged = sorted(present - set(committed))
     if damaged:
         get_run_logger().warning(
-            "%s/%s: %d committed shard(s) no longer match the manifest (%s): recomputing them",
+            "%s/%s: %d shard file(s) without a matching manifest entry or receipt (%s): recomputing them",
             plan.name, plan.step, len(damaged), ", ".join(map(str, damaged[:10])),
         )
-    return intact
+    wanted = {shard["shard"] for shard in plan.shards}
+    return {number: result for number, result in committed.items() if number in wanted}
 
 
-_NEWER_COUNTERS = ("text_chars", "rejected_chars")  # absent from cache records written before them
+def _forget_receipts(plan: StepPlan, numbers: list[int]) -> None:
+    """Remove the receipts of shards about to be recomputed: a receipt must describe its files."""
+    present = storage.list_names(plan.location.receipts_folder)
+    for number in numbers:
+        if f"part-{number:05d}.json" in present:
+            storage.remove(plan.location.receipt_url(number))
+
+
+_NEWER_COUNTERS = ("text_chars", "rejected_chars")  # absent from results recorded before them
 
 
 def _totals(results: list[dict]) -> dict[str, Any]:
@@ -155,7 +294,7 @@ def _totals(results: list[dict]) -> dict[str, Any]:
         target = "rejected" if key == "rejects" else key  # "rejects" names the rejects folder
         values = [shard[key] for shard in stats if key in shard]
         if key in _NEWER_COUNTERS and len(values) < len(stats):
-            continue  # some shards' cache records predate the counter: a partial sum would mislead
+            continue  # some shards' results predate the counter: a partial sum would mislead
         if all(isinstance(v, dict) for v in values):
             totals[target] = merge_counts(values)
         elif key.endswith("peak_rss_mb"):

@@ -19,19 +19,20 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_API_URL
-from prefect_dask import DaskTaskRunner
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from fineflow import registry, storage
 from fineflow.config import PipelineConfig, validate_pipeline
 from fineflow.dag import InputRef, Node, build_dag, descendants
 from fineflow.documents import duplicate_ids
 from fineflow.flows import liveness, progress
-from fineflow.flows.cluster import dask_cluster
+from fineflow.flows.cluster import Cluster, dask_cluster, using
 from fineflow.flows.credentials import apply_credentials
+from fineflow.flows.engine import step_is_committed
 from fineflow.flows.results import result_storage
 from fineflow.flows.stage import stage_flow
 from fineflow.manifest import REJECTS_DIR, step_folder_of
-from fineflow.planning import inputs_to_json
+from fineflow.planning import all_steps, inputs_to_json
 from fineflow.preflight import preflight
 from fineflow.report import run_folder, write_report
 from fineflow.steps import Source, StageInputs
@@ -67,14 +68,25 @@ def _run_stages(settings: PipelineConfig, from_stage: str | None, root: str) -> 
     refresh = descendants(nodes, from_stage) if from_stage else set()
     folder = start_run_record(root, settings.model_dump(mode="json"))
     started = time.perf_counter()
-    with dask_cluster(settings.dask) as (address, dashboard):
-        logger.info("Dask scheduler %s%s", address, f", dashboard {dashboard}" if dashboard else "")
-        progress.emit("cluster", address=address, dashboard=dashboard)
-        summaries = run_dag(nodes, address, root, refresh, settings.storage_credentials)
+    result_storage(root, settings.storage_credentials)  # saved once, before concurrent stages need it
+    with dask_cluster(settings.dask) as cluster:
+        if refresh or not every_step_committed(settings):
+            cluster.client()  # start it before the stages: concurrent branches must not wait on its start
+        summaries = run_dag(nodes, cluster, root, refresh, settings.storage_credentials)
+        if not cluster.started:
+            logger.info("every step was already committed: no Dask cluster was needed")
     result = finish_run_record(folder, settings.name, root, time.perf_counter() - started, summaries)
     if settings.strict and result["warnings"]:
         raise StrictWarnings(f"strict: {len(result['warnings'])} warning(s): " + "; ".join(result["warnings"]))
     return result
+
+
+def every_step_committed(settings: PipelineConfig) -> bool:
+    """Whether a run would find every step of every stage committed (a no-op re-run: no cluster)."""
+    try:
+        return all(step_is_committed(plan) for plan in all_steps(settings))
+    except Exception:  # noqa: BLE001 (cannot tell before running: start the cluster)
+        return False
 
 
 def source_from_summary(ref: InputRef, summary: dict[str, Any]) -> Source:
@@ -102,7 +114,7 @@ def _inputs(node: Node, summaries: dict[str, dict]) -> StageInputs | None:
     return inputs
 
 
-def run_dag(nodes: list[Node], address: str, root: str, refresh: set[str], credentials: str | None) -> list[dict[str, Any]]:
+def run_dag(nodes: list[Node], cluster: Cluster, root: str, refresh: set[str], credentials: str | None) -> list[dict[str, Any]]:
     """Run every stage once its inputs are committed; return their summaries in DAG order."""
     logger = get_run_logger()
     summaries: dict[str, dict] = {}
@@ -110,7 +122,8 @@ def run_dag(nodes: list[Node], address: str, root: str, refresh: set[str], crede
     skipped: list[str] = []
     waiting = list(nodes)
     running: dict[Future, Node] = {}
-    with ThreadPoolExecutor(max_workers=max(len(nodes), 1), thread_name_prefix="fineflow-stage") as pool:
+    pool = ThreadPoolExecutor(max_workers=max(len(nodes), 1), thread_name_prefix="fineflow-stage")
+    try:
         while waiting or running:
             for node in list(waiting):
                 needs = [ref.stage for ref in node.needs]
@@ -127,7 +140,7 @@ def run_dag(nodes: list[Node], address: str, root: str, refresh: set[str], crede
                         continue
                     context = contextvars.copy_context()  # the subflow runs under this flow run
                     future = pool.submit(
-                        context.run, run_stage_flow, node, address, root, inputs, node.name in refresh, credentials
+                        context.run, run_stage_flow, node, cluster, root, inputs, node.name in refresh, credentials
                     )
                     running[future] = node
             if not running:
@@ -142,6 +155,13 @@ def run_dag(nodes: list[Node], address: str, root: str, refresh: set[str], crede
                     logger.error("stage %s failed: %s", node.name, error)
                 else:
                     progress.emit("stage_done", summary=summaries[node.name])
+    except BaseException:
+        # Cancelled (Prefect's termination signal), interrupted: release the run's Dask work now,
+        # rather than wait here for every queued shard to run.
+        cluster.abandon()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     if failed:
         if len(failed) == 1:  # its own error, as a straight pipeline always reported it
             raise next(iter(failed.values()))
@@ -181,16 +201,19 @@ def finish_run_record(folder: str, name: str, root: str, seconds: float, summari
 
 
 def run_stage_flow(
-    node: Node, address: str, root: str, inputs: StageInputs | None, refresh: bool, credentials: str | None
+    node: Node, cluster: Cluster, root: str, inputs: StageInputs | None, refresh: bool, credentials: str | None
 ) -> dict[str, Any]:
-    """Run one stage as a subflow (its kind's flow) whose tasks go to the Dask scheduler at ``address``."""
+    """Run one stage as a subflow (its kind's flow): its steps' batch tasks run in threads of this
+    process, their shards on ``cluster``."""
     runnable = stage_flow(node.config.stage).with_options(
-        task_runner=DaskTaskRunner(address=address), result_storage=result_storage(root, credentials)
+        task_runner=ThreadPoolTaskRunner(max_workers=cluster.config.tasks_per_step),
+        result_storage=result_storage(root, credentials),
     )
-    return runnable(
-        name=node.name, stage_config=node.config.model_dump(mode="json"), root=root, inputs=inputs_to_json(inputs),
-        refresh=refresh, credentials_block=credentials,
-    )
+    with using(cluster):
+        return runnable(
+            name=node.name, stage_config=node.config.model_dump(mode="json"), root=root, inputs=inputs_to_json(inputs),
+            refresh=refresh, credentials_block=credentials,
+        )
 
 
 def _markdown(result: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ secret stays masked in the API.
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 from prefect.filesystems import LocalFileSystem, RemoteFileSystem, WritableFileSystem
@@ -23,8 +24,18 @@ def block_name(root: str) -> str:
     return f"fineflow-results-{digest(storage.normalize(root), 16)}"
 
 
-@lru_cache(maxsize=32)
+_lock = threading.Lock()
+
+
 def result_storage(root: str, credentials_block: str | None = None) -> WritableFileSystem:
+    # Concurrent stage flows ask at once: two saves of one block conflict in the API and the
+    # loser retries with backoff for seconds, so one thread saves and the others reuse it.
+    with _lock:
+        return _saved_storage(root, credentials_block)
+
+
+@lru_cache(maxsize=32)
+def _saved_storage(root: str, credentials_block: str | None = None) -> WritableFileSystem:
     location = storage.join(root, RESULTS_DIR)
     if storage.is_local(root):
         block = LocalFileSystem(basepath=location)

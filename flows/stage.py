@@ -14,6 +14,7 @@ from typing import Any
 from prefect import Flow, flow
 
 from fineflow import registry
+from fineflow.flows.cluster import Cluster, current_cluster
 from fineflow.flows.credentials import apply_credentials
 from fineflow.flows.engine import run_step
 from fineflow.flows.stage_report import publish_stage_tables
@@ -30,11 +31,12 @@ def run_stage(
     credentials_block: str | None,
 ) -> dict:
     started = time.perf_counter()
+    cluster: Cluster = current_cluster()
     apply_credentials(credentials_block)
     config = registry.validate_stage(stage_config)
     stage_inputs = inputs_from_json(inputs)
     steps = [
-        run_step(step_plan, refresh=refresh, credentials_block=credentials_block)
+        run_step(step_plan, cluster, refresh=refresh, credentials_block=credentials_block)
         for step_plan in plan_stage(config, root, stage_inputs, name)
     ]
     summary = stage_summary(

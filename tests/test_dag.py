@@ -170,6 +170,9 @@ def dag_run(tmp_path_factory, dask_address, prefect_api):
     shutil.copy(PLUGIN, folder / "toy_stage.py")
     config = yaml.safe_load((EXAMPLES / "dag.yaml").read_text())
     config["plugins"] = ["toy_stage"]
+    # trafilatura: seconds of work in the sample's crawl, so that the two crawls' overlap shows
+    # even when the local Prefect server (SQLite) delays one concurrent subflow's start by ~2 s
+    config["stages"][0]["extractor"] = "trafilatura"
     config["stages"].append({"stage": "wordcount", "name": "words", "input": "sample", "min_words": 300})
     pipeline = folder / "dag.yaml"
     pipeline.write_text(yaml.safe_dump(config, sort_keys=False))

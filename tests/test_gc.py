@@ -1,5 +1,5 @@
 """`fineflow gc` on real runs (Prefect API, Dask LocalCluster, local storage): what kept runs use
-stays and still comes back Cached; the rest goes with its cache records; a kept failed run can
+stays and still comes back Cached; the rest goes with its shard receipts; a kept failed run can
 still be retried and resume."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def shard_hashes(output: str) -> list[str]:
     return [shard["sha256"] for shard in read_manifest(output)["shards"]]
 
 
-def test_gc_keeps_what_kept_runs_use_and_removes_the_rest_with_its_cache_records(workdir, tmp_path, dask_address, faults):
+def test_gc_keeps_what_kept_runs_use_and_removes_the_rest_with_its_receipts(workdir, tmp_path, dask_address, faults):
     from fineflow import storage
     from fineflow.cli import app
     from fineflow.faults import arm
@@ -51,7 +51,7 @@ def test_gc_keeps_what_kept_runs_use_and_removes_the_rest_with_its_cache_records
     runs = list_runs(root)
     assert [r.finished for r in runs] == [False, True, True] and runs[2].run_id == first["run_id"]
     first_out, second_out = (step_folder_of(run["stages"][0]["output"]) for run in (first, second))
-    second_records = f"{root}/_prefect/results/crawl/extract/{second_out.rsplit('/', 1)[1]}"
+    second_records = f"{second_out}/_receipts"
     partial = {p for p in (tmp_path / "store" / "crawl" / "extract").iterdir() if p.is_dir() and str(p) not in (first_out, second_out)}
     assert len(partial) == 1 and storage.exists(second_records)
     before = shard_hashes(second_out)

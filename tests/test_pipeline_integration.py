@@ -78,30 +78,30 @@ def test_demo_on_s3_then_cached_then_changed(workdir, s3_root, dask_address, tmp
     assert crawl["docs_in"] == crawl["docs_out"] + sum(crawl["skips"].values())
     assert crawl["output"].startswith(s3_root + "/crawl/extract/")
 
-    # The artifacts are really in the bucket: manifest, every shard it lists, cache records.
+    # The artifacts are really in the bucket: manifest, every shard it lists, each shard's receipt.
     fs = s3()
     manifest = json.loads(fs.cat(step_folder_of(crawl["output"]) + "/_manifest.json"))
     assert len(manifest["shards"]) == crawl["shards"]
     for shard in manifest["shards"]:
         assert fs.size(f"{crawl['output']}/{shard['file']}") == shard["bytes"]
-    assert fs.find(f"{s3_root}/_prefect/results/crawl/extract/{manifest['fingerprint']}")
+    assert len(fs.find(step_folder_of(crawl["output"]) + "/_receipts")) == crawl["shards"]
     assert fs.exists(f"{s3_root}/_runs/{first['run_id']}/config.yaml")
     docs = read_output(crawl["output"])
     assert docs.height == crawl["docs_out"]
 
-    # The same run again: every task Cached (in the Prefect API too), same output.
+    # The same run again: every shard committed, so no task runs (none in the Prefect API), same output.
     second = run_pipeline(workdir / "demo.yaml", s3_root, dask_address, tmp_path)
     again = second["stages"][0]
     assert again["cached_shards"] == again["shards"] == crawl["shards"]
-    assert task_states(second["run_id"]) == ["Cached"] * crawl["shards"]
+    assert task_states(second["run_id"]) == []
     assert again["output"] == crawl["output"]
     assert read_output(again["output"]).equals(docs)
 
-    # A deleted artifact behind a cache record: only that task recomputes, to the same bytes.
+    # A deleted artifact behind a receipt and the manifest: only that shard recomputes, to the same bytes.
     fs.rm(f"{crawl['output']}/part-00001.parquet")
     third = run_pipeline(workdir / "demo.yaml", s3_root, dask_address, tmp_path)
     assert third["stages"][0]["cached_shards"] == crawl["shards"] - 1
-    assert sorted(task_states(third["run_id"])) == sorted(["Cached"] * (crawl["shards"] - 1) + ["Completed"])
+    assert task_states(third["run_id"]) == ["Completed"]
     manifest_after = json.loads(fs.cat(step_folder_of(crawl["output"]) + "/_manifest.json"))
     assert [s["sha256"] for s in manifest_after["shards"]] == [s["sha256"] for s in manifest["shards"]]
 
@@ -124,10 +124,11 @@ def test_dry_run_explains_what_changed_and_inspect_reads_output(workdir, tmp_pat
         __import__("fineflow.cli", fromlist=["app"]).app, ["run", str(workdir / "demo.yaml"), "--storage", root, "--dry-run"]
     )
     assert result.exit_code == 0 and "cached" in result.output
-    # A re-run of the whole demo, its tokenizer training and token files included: every task Cached.
+    # A re-run of the whole demo, its tokenizer training and token files included: every shard committed.
     again = run_pipeline(workdir / "demo.yaml", root, dask_address, tmp_path)
     assert [s["name"] for s in again["stages"]] == ["crawl", "dedup", "filter", "quality", "tokenize"]
-    assert set(task_states(again["run_id"], "")) == {"Cached"}
+    assert task_states(again["run_id"], "") == []
+    assert all(step["cached_shards"] == step["shards"] for stage in again["stages"] for step in stage["steps"])
     assert again["stages"][4]["tokens"] == summary["stages"][4]["tokens"]
     changed = workdir / "changed.yaml"
     changed.write_text((workdir / "demo.yaml").read_text().replace("shard_bytes: 1000000", "shard_bytes: 900000"))
@@ -218,6 +219,6 @@ def test_s3_credentials_from_a_prefect_block(workdir, seaweed, prefect_api, tmp_
     )
     manifest = json.loads(fs.cat(step_folder_of(crawl["output"]) + "/_manifest.json"))
     assert all(fs.exists(f"{crawl['output']}/{s['file']}") for s in manifest["shards"])
-    assert fs.find(f"{root}/_prefect/results/crawl/extract/{manifest['fingerprint']}")
+    assert len(fs.find(step_folder_of(crawl["output"]) + "/_receipts")) == len(manifest["shards"])  # written by the workers
     stored_config = fs.cat(f"{root}/_runs/{summary['run_id']}/config.yaml").decode()
     assert "storage_credentials: test-seaweed" in stored_config and seaweed.secret_key not in stored_config

@@ -1,16 +1,10 @@
-"""The one Prefect task every step uses: run a step's pure function over one shard.
+"""What a Dask worker runs for one shard: a step's pure function, with the run's storage keys.
 
-Its cache key is the step fingerprint plus the shard number, its result (a small dict of
-counts and the committed file's size and hash) is persisted under the run's storage root, and
-transient I/O errors are retried with exponential backoff.
+This module imports no Prefect (nor do the step functions): a worker loads Prefect only when a
+run names a credentials or secret block, which it then reads from the Prefect API itself.
 """
 
 from __future__ import annotations
-
-from typing import Any
-
-from prefect import task
-from prefect.tasks import exponential_backoff
 
 from fineflow.flows.credentials import apply_credentials, load_secrets
 from fineflow.manifest import StepLocation
@@ -19,6 +13,8 @@ from fineflow.storage import PERMANENT_ERRNOS
 
 _TRANSIENT_NAMES = ("Connection", "Timeout", "Throttl", "SlowDown", "ServiceUnavailable", "ReadTimeout")
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+# Raised where a worker died under a shard (Dask gives up with KilledWorker): the shard runs again.
+LOST_WORKER_ERRORS = ("KilledWorker", "CommClosedError", "WorkerError", "FutureCancelledError")
 
 
 def is_transient(error: BaseException | None) -> bool:
@@ -34,30 +30,11 @@ def is_transient(error: BaseException | None) -> bool:
     return type(error) is OSError  # s3fs/fsspec wrap service errors in plain OSError
 
 
-def _retry_if_transient(task, task_run, state) -> bool:  # noqa: ANN001 (Prefect's signature)
-    try:
-        state.result()
-    except Exception as error:  # noqa: BLE001 (we classify it)
-        return is_transient(error)
-    return False
+def lost_with_worker(error: BaseException) -> bool:
+    return type(error).__name__ in LOST_WORKER_ERRORS
 
 
-def _cache_key(context, parameters: dict[str, Any]) -> str:  # noqa: ANN001
-    return parameters["cache_key"]
-
-
-@task(
-    persist_result=True,
-    cache_key_fn=_cache_key,
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=_retry_if_transient,
-    task_run_name="{task_label}",
-)
-def shard_task(
-    task_label: str,
-    cache_key: str,
+def run_on_worker(
     function: str,
     shard: dict,
     params: dict,
@@ -65,6 +42,6 @@ def shard_task(
     credentials_block: str | None = None,
     secret_blocks: list[str] | None = None,
 ) -> dict:
-    apply_credentials(credentials_block)  # on the Dask worker: storage access with the block's keys
+    apply_credentials(credentials_block)  # storage access with the block's keys (none: AWS_* environment)
     load_secrets(secret_blocks or [])  # e.g. an LLM server's API key, by block name
     return run_shard(function, shard, params, StepLocation(**location))

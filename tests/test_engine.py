@@ -1,0 +1,65 @@
+"""How a step's shards become Prefect tasks and Dask futures (flows/engine.py), on a real Prefect
+API and Dask cluster: batches bound the task count, receipts let an interrupted step resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from test_pipeline_integration import crawl_only, run_pipeline, task_states
+
+from fineflow.flows.engine import batches
+from fineflow.manifest import step_folder_of
+
+
+def test_batches_are_contiguous_near_equal_and_at_most_the_bound():
+    assert batches(list(range(10)), 3) == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    assert batches([4, 9], 256) == [[4], [9]]
+    assert batches([], 5) == []
+    sizes = [len(b) for b in batches(list(range(90_000)), 256)]
+    assert len(sizes) == 256 and max(sizes) - min(sizes) <= 1 and sum(sizes) == 90_000
+
+
+def test_shards_run_in_batches_and_an_interrupted_step_resumes_from_its_receipts(workdir, tmp_path, dask_address):
+    crawl_only(workdir)
+    pipeline = workdir / "demo.yaml"
+    pipeline.write_text(pipeline.read_text().replace("dask:\n", "dask:\n  tasks_per_step: 2\n"))
+    root = tmp_path / "store"
+    first = run_pipeline(pipeline, str(root), dask_address, tmp_path)
+    crawl = first["stages"][0]
+    shards = crawl["shards"]
+    assert shards >= 3
+    # two Prefect tasks for the step, each a contiguous range of shards
+    groups = batches(list(range(shards)), 2)
+    expected = sorted(f"crawl-extract-{g[0]:05d}" + (f"-{g[-1]:05d}" if len(g) > 1 else "") for g in groups)
+    assert any("-" in name.removeprefix("crawl-extract-") for name in expected)  # one batch holds several shards
+    assert task_states(first["run_id"]) == ["Completed", "Completed"]
+    assert sorted(name for name in _task_names(first["run_id"])) == expected
+
+    folder = Path(step_folder_of(crawl["output"]))
+    manifest = json.loads((folder / "_manifest.json").read_text())
+    assert sorted(p.name for p in (folder / "_receipts").iterdir()) == [f"part-{n:05d}.json" for n in range(shards)]
+    # A step interrupted before its manifest, one shard between its files and its receipt:
+    (folder / "_manifest.json").unlink()
+    (folder / "_receipts" / "part-00001.json").unlink()
+    again = run_pipeline(pipeline, str(root), dask_address, tmp_path)
+    assert again["stages"][0]["cached_shards"] == shards - 1
+    assert _task_names(again["run_id"]) == ["crawl-extract-00001"]
+    rebuilt = json.loads((folder / "_manifest.json").read_text())
+    assert [(s["file"], s["rows"], s["sha256"], s["stats"]["docs_in"]) for s in rebuilt["shards"]] == [
+        (s["file"], s["rows"], s["sha256"], s["stats"]["docs_in"]) for s in manifest["shards"]
+    ]
+
+
+def _task_names(run_id: str) -> list[str]:
+    import uuid
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
+
+    with get_client(sync_client=True) as client:
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[uuid.UUID(run_id)]))
+        )
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[c.id for c in children])))
+    return sorted(t.name for t in tasks)
