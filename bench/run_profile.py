@@ -73,6 +73,7 @@ _LOADERS = (
     ("tasks/filter/url_filter.py", {"_load"}),
     ("tasks/crawl/sandbox.py", {"_start"}),
 )
+_PROCESS = re.compile(r'^process (\d+):"')  # py-spy's frame naming a process (a function may be called "process")
 _FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>.*?):\d+\)$")
 _WAITS = re.compile(r"^(select|poll|epoll|_poll|wait|_wait_for_tstate_lock|sleep|acquire|Condition\.wait|Event\.wait|EpollSelector\.select"
                     r"|Queue\.get|_recv_bytes|_recv|read|readinto|accept|BaseSelector\.select|SelectSelector\.select)\b")
@@ -111,10 +112,10 @@ def read_samples(path: Path) -> dict[int, Counter]:
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
-        processes = [i for i, frame in enumerate(frames) if frame.startswith("process ")]
+        processes = [i for i, frame in enumerate(frames) if _PROCESS.match(frame)]
         if not processes:
             continue
-        pid = int(frames[processes[-1]].split()[1].rstrip(":").split(":")[0])
+        pid = int(_PROCESS.match(frames[processes[-1]])[1])
         body = [frame for frame in frames[processes[-1] + 1 :] if not frame.startswith("thread ")]
         kind = classify(body)
         if kind is not None:

@@ -209,11 +209,15 @@ def run_stage_flow(
         task_runner=ThreadPoolTaskRunner(max_workers=cluster.config.tasks_per_step),
         result_storage=result_storage(root, credentials),
     )
+    started = time.time()
     with using(cluster):
-        return runnable(
+        summary = runnable(
             name=node.name, stage_config=node.config.model_dump(mode="json"), root=root, inputs=inputs_to_json(inputs),
             refresh=refresh, credentials_block=credentials,
         )
+    # when the DAG launched the stage and when it came back (the subflow's own start can lag
+    # behind a busy Prefect API): the run's timeline of stages
+    return {**summary, "started_at": round(started, 3), "finished_at": round(time.time(), 3)}
 
 
 def _markdown(result: dict[str, Any]) -> str:

@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import uuid
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -170,9 +169,6 @@ def dag_run(tmp_path_factory, dask_address, prefect_api):
     shutil.copy(PLUGIN, folder / "toy_stage.py")
     config = yaml.safe_load((EXAMPLES / "dag.yaml").read_text())
     config["plugins"] = ["toy_stage"]
-    # trafilatura: seconds of work in the sample's crawl, so that the two crawls' overlap shows
-    # even when the local Prefect server (SQLite) delays one concurrent subflow's start by ~2 s
-    config["stages"][0]["extractor"] = "trafilatura"
     config["stages"].append({"stage": "wordcount", "name": "words", "input": "sample", "min_words": 300})
     pipeline = folder / "dag.yaml"
     pipeline.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -249,10 +245,14 @@ def test_independent_branches_ran_at_the_same_time(dag_run):
 
     api = dag_run["api"]
     children = call("POST", f"{api}/flow_runs/filter", json={"flow_runs": {"parent_flow_run_id": {"any_": [dag_run["summary"]["run_id"]]}}}).json()
-    spans = {run["name"]: (datetime.fromisoformat(run["start_time"]), datetime.fromisoformat(run["end_time"])) for run in children}
-    assert {"sample", "manpages", "words"} <= set(spans)
-    (a_start, a_end), (b_start, b_end) = spans["sample"], spans["manpages"]
-    assert a_start < b_end and b_start < a_end  # both crawls overlapped: neither waited for the other
+    assert {"sample", "manpages", "words"} <= {run["name"] for run in children}  # a subflow each
+    # Both crawls were launched before either came back: neither waited for the other. (The
+    # stages' own launch and return times: Prefect's subflow start times lag behind when its
+    # API is busy, e.g. a SQLite server on a loaded machine.)
+    a, b = dag_run["stages"]["sample"], dag_run["stages"]["manpages"]
+    assert a["started_at"] < b["finished_at"] and b["started_at"] < a["finished_at"]
+    dedup = dag_run["stages"]["dedup"]
+    assert dedup["started_at"] >= max(a["finished_at"], b["finished_at"])  # the fan-in waited for both
 
 
 def _folders(summary: dict) -> list[tuple[str, int]]:

@@ -8,11 +8,15 @@ from pathlib import Path
 
 from test_pipeline_integration import crawl_only, run_pipeline, task_states
 
-from fineflow.flows.engine import batches
 from fineflow.manifest import step_folder_of
 
+# (fineflow.flows, which imports Prefect, is imported inside the tests: Prefect reads its settings
+# when first imported, and the session's Prefect server sets them in a fixture)
 
-def test_batches_are_contiguous_near_equal_and_at_most_the_bound():
+
+def test_batches_are_contiguous_near_equal_and_at_most_the_bound(prefect_api):  # (its settings before the import)
+    from fineflow.flows.engine import batches
+
     assert batches(list(range(10)), 3) == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
     assert batches([4, 9], 256) == [[4], [9]]
     assert batches([], 5) == []
@@ -21,6 +25,8 @@ def test_batches_are_contiguous_near_equal_and_at_most_the_bound():
 
 
 def test_shards_run_in_batches_and_an_interrupted_step_resumes_from_its_receipts(workdir, tmp_path, dask_address):
+    from fineflow.flows.engine import batches
+
     crawl_only(workdir)
     pipeline = workdir / "demo.yaml"
     pipeline.write_text(pipeline.read_text().replace("dask:\n", "dask:\n  tasks_per_step: 2\n"))

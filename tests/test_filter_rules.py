@@ -340,11 +340,16 @@ def reference_repeated_chars(words: list[str], n: int) -> int:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.sampled_from(["a", "bb", "ccc", "dd", "e"]), max_size=80), st.integers(2, 6))
-def test_fast_repeated_ngram_scan_equals_the_definition(words, n):
+@given(st.lists(st.sampled_from(["a", "bb", "ccc", "dd", "e"]), max_size=80), st.lists(st.integers(2, 9), min_size=1, max_size=5))
+def test_fast_repeated_ngram_scan_equals_the_definition(words, sizes):
+    """Each size alone and several together (a size without repeats ends the larger ones early)."""
     text = " ".join(words) or "x"
-    values = gopher_repetition.signals(text, words, "newlines", [], [n])
-    assert values[f"gopher_rep_dup_{n}_gram_frac"] * len(text) == pytest.approx(reference_repeated_chars(words, n))
+    together = gopher_repetition.signals(text, words, "newlines", [], sorted(set(sizes)))
+    for n in set(sizes):
+        alone = gopher_repetition.signals(text, words, "newlines", [], [n])
+        expected = reference_repeated_chars(words, n)
+        assert alone[f"gopher_rep_dup_{n}_gram_frac"] * len(text) == pytest.approx(expected)
+        assert together[f"gopher_rep_dup_{n}_gram_frac"] == alone[f"gopher_rep_dup_{n}_gram_frac"]
 
 
 def test_url_filter_case_rules(blocklist):
@@ -359,3 +364,26 @@ def test_hosts_without_a_public_suffix_match_their_parents():
     assert check("https://freeporn.example/x") == "subdomain"  # listed host itself
     assert check("https://sub.freeporn.example/x") == "domain"
     assert check("https://freeporn.example.org/x") is None
+
+
+@pytest.mark.parametrize("language", ["en", "fr", "de", "ar", "ru", "ca", "pt"])
+def test_word_splitting_shortcuts_give_spacys_own_split(language):
+    """Letters-only chunks and chunks with one bracket or punctuation mark around letters skip
+    spaCy (tasks/text/words.py); their split must be spaCy's, special cases included."""
+    import spacy
+
+    from fineflow.tasks.text.words import _spacy_splitter
+
+    text = (
+        "Plain words, (bracketed) words; a question? yes! [note] end: gonna cannot don't, xD "
+        "(= ): :) e.g. U.S. 3km état, (über) «quoted» слово, (слово) كلمة، (كلمة) l'homme, co-op) "
+        "a.b, x) (y z] [w Mr. etc., 10:30 1,5 word.\nnext\tline"
+    )
+    nlp = spacy.blank(language)
+    expected = []
+    for chunk in text.split():
+        nlp.max_length = len(chunk) + 1
+        expected.extend(token.text for token in nlp.tokenizer(chunk))
+    split = _spacy_splitter(language)
+    assert split(text) == expected
+    assert split(text) == expected  # from the cache

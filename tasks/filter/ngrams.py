@@ -53,10 +53,19 @@ def _repeated_ngram_chars(keys: np.ndarray, prefix_len: np.ndarray, n: int) -> i
 
 def ngram_chars(words: list[str], top_ns: list[int], dup_ns: list[int]) -> tuple[dict[int, int], dict[int, int]]:
     """Characters of the most frequent n-gram per n in ``top_ns`` and of repeated n-grams per n in ``dup_ns``."""
-    vocabulary: dict[str, int] = {}
-    ids = np.fromiter((vocabulary.setdefault(w, len(vocabulary)) for w in words), dtype=np.uint64, count=len(words))
+    # word ids in order of first appearance (as a setdefault loop would number them), with the
+    # per-word work in C: dict.fromkeys keeps first appearances, map looks each word up
+    vocabulary = {word: index for index, word in enumerate(dict.fromkeys(words))}
+    ids = np.fromiter(map(vocabulary.__getitem__, words), dtype=np.uint64, count=len(words))
     prefix_len = np.zeros(len(words) + 1, dtype=np.int64)
     np.cumsum(np.fromiter(map(len, words), dtype=np.int64, count=len(words)), out=prefix_len[1:])
     top = {n: _top_ngram_chars(_ngram_keys(ids, n), prefix_len, n) if len(words) >= n else 0 for n in top_ns}
-    dup = {n: _repeated_ngram_chars(_ngram_keys(ids, n), prefix_len, n) if len(words) >= n else 0 for n in dup_ns}
-    return top, dup
+    dup: dict[int, int] = {}
+    for n in sorted(dup_ns):
+        # A repeated n-gram contains a repeated (n-1)-gram at the same place: once a size has no
+        # repeat (its count is 0 exactly then), no larger size has one.
+        if len(words) < n or any(dup[m] == 0 for m in dup if m < n):
+            dup[n] = 0
+        else:
+            dup[n] = _repeated_ngram_chars(_ngram_keys(ids, n), prefix_len, n)
+    return top, {n: dup[n] for n in dup_ns}

@@ -50,12 +50,16 @@ def model_hash(model: str) -> str:
 
 
 def _load(model: str):
+    loaded = _models.get(model)
+    if loaded is not None:  # once per document: no path resolution (a package lookup) each time
+        return loaded
     path = resolve_model_path(model)
     with _load_lock:
         if path not in _models:
             import fasttext  # fasttext-numpy2
 
             _models[path] = fasttext.load_model(storage.local_file(path))  # fastText reads local files only
+        _models[model] = _models[path]
         return _models[path]
 
 
