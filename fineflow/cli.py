@@ -268,7 +268,8 @@ def run(
     logging.getLogger("distributed").setLevel(logging.WARNING)  # the in-process scheduler is chatty
 
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
+        refresh_per_second=2,  # (rich's 10 redraws a second cost the run CPU for nothing a person sees)
     ) as bar:
         bars: dict[tuple[str, str], Any] = {}
 

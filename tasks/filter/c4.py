@@ -44,6 +44,8 @@ class C4Options(RuleOptions):
 def _sentences(tokens: list[str]) -> int:
     terminal = sentencizer_punctuation()
     count = 1 if tokens else 0
+    if terminal.isdisjoint(tokens):
+        return count  # no sentence end in the line: the loop below would count nothing more
     after_terminal = False
     for token in tokens:
         is_terminal = token in terminal
@@ -69,7 +71,7 @@ def rewrite(text: str, split: Splitter, options: dict) -> tuple[str, dict]:
     for line in text.splitlines():
         line = line.strip()
         parts = line.split()
-        if max_len != -1 and any(len(w) > max_len for w in parts):
+        if max_len != -1 and parts and max(map(len, parts)) > max_len:
             removed += 1
             continue
         if options["remove_citations"]:

@@ -55,10 +55,11 @@ def signals(text: str, words: list[str], stop_words: frozenset[str]) -> dict:
     counts = Counter(words)  # each distinct word is classified once
     non_symbol = chars = alpha = 0
     for word, count in counts.items():
-        if not is_symbol_word(word):
+        letters_or_digits = word.isalnum()  # most words: no symbol in them, so the per-character checks are skipped
+        if letters_or_digits or not is_symbol_word(word):
             non_symbol += count
             chars += count * len(word)
-        if any(c.isalpha() for c in word):
+        if word.isalpha() or any(c.isalpha() for c in word):
             alpha += count
     lines = text.splitlines() or [""]
     present = [w for w in words if w in stop_words]
