@@ -130,7 +130,7 @@ def role_of(command: str) -> str:
         return "extraction subprocesses"
     if "resource_tracker" in command:
         return "other"
-    if "spawn_main" in command:
+    if "spawn_main" in command or "forkserver" in command:  # (fineflow's LocalCluster forks its workers)
         return "Dask workers"
     return "CLI, flow and Dask scheduler"
 

@@ -35,7 +35,7 @@ from fineflow.manifest import REJECTS_DIR, step_folder_of
 from fineflow.planning import all_steps, inputs_to_json
 from fineflow.preflight import preflight
 from fineflow.report import run_folder, write_report
-from fineflow.steps import Source, StageInputs
+from fineflow.steps import Source, StageInputs, StepPlan
 
 
 @flow(name="fineflow-pipeline", persist_result=True)
@@ -69,8 +69,10 @@ def _run_stages(settings: PipelineConfig, from_stage: str | None, root: str) -> 
     folder = start_run_record(root, settings.model_dump(mode="json"))
     started = time.perf_counter()
     result_storage(root, settings.storage_credentials)  # saved once, before concurrent stages need it
-    with dask_cluster(settings.dask) as cluster:
-        if refresh or not every_step_committed(settings):
+    plans = planned_steps(settings)
+    modules = tuple(sorted({plan.function.split(":")[0] for plan in plans or []}))
+    with dask_cluster(settings.dask, preload=modules) as cluster:
+        if refresh or plans is None or not all(step_is_committed(plan) for plan in plans):
             cluster.client()  # start it before the stages: concurrent branches must not wait on its start
         summaries = run_dag(nodes, cluster, root, refresh, settings.storage_credentials)
         if not cluster.started:
@@ -81,12 +83,14 @@ def _run_stages(settings: PipelineConfig, from_stage: str | None, root: str) -> 
     return result
 
 
-def every_step_committed(settings: PipelineConfig) -> bool:
-    """Whether a run would find every step of every stage committed (a no-op re-run: no cluster)."""
+def planned_steps(settings: PipelineConfig) -> list[StepPlan] | None:
+    """Every step of the run, planned before it runs (None where that cannot be told beforehand):
+    a run whose steps are all committed starts no cluster, and a LocalCluster's workers get the
+    steps' modules imported once, in the process they are forked from."""
     try:
-        return all(step_is_committed(plan) for plan in all_steps(settings))
-    except Exception:  # noqa: BLE001 (cannot tell before running: start the cluster)
-        return False
+        return all_steps(settings)
+    except Exception:  # noqa: BLE001 (planning proper happens stage by stage, with its errors)
+        return None
 
 
 def source_from_summary(ref: InputRef, summary: dict[str, Any]) -> Source:
