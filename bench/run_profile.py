@@ -24,8 +24,8 @@ CLI and flow process with its Dask scheduler, the Dask workers, the extraction s
   as idle and is dropped: py-spy sees a thread that wakes briefly as running.
 
 Usage:
-    .venv/bin/python bench/run_profile.py                   # demo and web-small (resiliparse), cold + cached
-    .venv/bin/python bench/run_profile.py --runs demo --repeat-only
+    .venv/bin/python bench/run_profile.py        # the demo; the demo on web-small; the FineWeb preset on web-small
+    .venv/bin/python bench/run_profile.py --runs demo
 
 Needs py-spy on the PATH (``uv tool install py-spy``) and permission to trace child processes.
 """
@@ -183,15 +183,26 @@ def prefect_tasks(summary: dict) -> int:
     return sum(min(step["shards"] - step["cached_shards"], 256) for stage in summary["stages"] for step in stage["steps"])
 
 
+def _on_web_small(example: str, work: Path, **crawl_settings: object) -> Path:
+    """An example pipeline with its crawl reading web-small (its paths made absolute)."""
+    config = yaml.safe_load((ROOT / "examples" / example).read_text())
+    crawl = next(stage for stage in config["stages"] if stage["stage"] == "crawl")
+    crawl.update(inputs=[f"{WEB_SMALL}/*.warc.gz"], **crawl_settings)
+    for stage in config["stages"]:  # e.g. the quality stage's reference pages, relative to examples/
+        for key, value in stage.items():
+            if isinstance(value, str) and value.startswith(("data/", "lists/", "prompts/")):
+                stage[key] = str(ROOT / "examples" / value)
+    path = work / f"{Path(example).stem}-web-small.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
 def pipelines(work: Path) -> dict[str, Path]:
-    demo = ROOT / "examples" / "demo.yaml"
-    fineweb = yaml.safe_load((ROOT / "examples" / "fineweb.yaml").read_text())
-    crawl = next(stage for stage in fineweb["stages"] if stage["stage"] == "crawl")
-    crawl["inputs"] = [f"{WEB_SMALL}/*.warc.gz"]
-    crawl["extractor"] = "resiliparse"
-    web_small = work / "fineweb-web-small.yaml"
-    web_small.write_text(yaml.safe_dump(fineweb, sort_keys=False))
-    return {"demo": demo, "web-small": web_small}
+    return {
+        "demo": ROOT / "examples" / "demo.yaml",
+        "demo on web-small": _on_web_small("demo.yaml", work, shard_bytes=8_000_000),
+        "FineWeb preset on web-small (resiliparse)": _on_web_small("fineweb.yaml", work, extractor="resiliparse"),
+    }
 
 
 def markdown(results: dict) -> str:
@@ -207,7 +218,7 @@ def markdown(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", nargs="+", default=["demo", "web-small"], choices=["demo", "web-small"])
+    parser.add_argument("--runs", nargs="+", default=["demo", "demo on web-small", "FineWeb preset on web-small (resiliparse)"])
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
     from crawl_bench import bench_environment, fineflow_cli
@@ -225,7 +236,7 @@ def main() -> None:
                     continue
                 storage = work / f"storage-{name}"
                 for attempt in ("cold", "cached repeat"):
-                    label = f"{name}-{attempt.replace(' ', '-')}"
+                    label = re.sub(r"[^a-z0-9]+", "-", f"{name}-{attempt}".lower())
                     print(f"[{name}] {attempt} ...", file=sys.stderr, flush=True)
                     command = [fineflow, "run", str(pipeline), "--storage", str(storage), "--summary-json", str(work / f"{label}.summary.json")]
                     record["results"][f"{name}, {attempt}"] = profile_run(command, env, work, label, server)

@@ -18,7 +18,7 @@ import yaml
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
-from prefect.settings import PREFECT_API_URL
+from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from fineflow import registry, storage
@@ -214,7 +214,9 @@ def run_stage_flow(
         result_storage=result_storage(root, credentials),
     )
     started = time.time()
-    with using(cluster):
+    # No heartbeat thread for a stage's subflow: the run's own flow beats for the process, and
+    # each flow's heartbeat thread costs up to a second at its end (it sleeps in 1 s steps).
+    with using(cluster), temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         summary = runnable(
             name=node.name, stage_config=node.config.model_dump(mode="json"), root=root, inputs=inputs_to_json(inputs),
             refresh=refresh, credentials_block=credentials,
