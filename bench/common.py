@@ -3,9 +3,12 @@ Standard library only: the datatrove side imports the benchmark modules too."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
+import sys
+from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -58,3 +61,30 @@ def read_list_file(path: Path) -> list[str]:
     """A blocklist file's entries: stripped lines, without blank lines and '#' comments."""
     lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
     return [line for line in lines if line and not line.startswith("#")]
+
+
+def save_record(record: dict, prefix: str) -> Path:
+    """Finish a benchmark's record (the load at its end), print its table, write it as JSON."""
+    record["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    print(record["table"])
+    results = ROOT / "bench" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    out = results / f"{prefix}-{datetime.now():%Y%m%d-%H%M%S}.json"
+    out.write_text(json.dumps(record, indent=2))
+    print(f"\nraw numbers: {out.relative_to(ROOT)}", file=sys.stderr)
+    return out
+
+
+def datatrove_url_filter(lists_dir: Path, **options):  # noqa: ANN201 (datatrove's URLFilter; its venv only)
+    """datatrove's URL filter on fineflow's list files (its own integrated lists off)."""
+    from datatrove.pipeline.filters import URLFilter
+
+    return URLFilter(
+        use_integrated_lists=False,
+        extra_domains=read_list_file(lists_dir / "domains.txt"),
+        extra_urls=read_list_file(lists_dir / "urls.txt"),
+        banned_words=read_list_file(lists_dir / "banned_words.txt"),
+        soft_banned_words=read_list_file(lists_dir / "soft_banned_words.txt"),
+        banned_subwords=read_list_file(lists_dir / "banned_subwords.txt"),
+        **options,
+    )

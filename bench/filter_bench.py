@@ -79,7 +79,7 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
-from common import machine_info, read_list_file  # bench/common.py (the script's folder is on sys.path)
+from common import datatrove_url_filter, machine_info  # bench/common.py (the script's folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -220,14 +220,7 @@ def datatrove_worker(in_path: str, out_path: str, lists_dir: str, lockstep: bool
     lists = Path(lists_dir)
 
     def make_url_filter() -> URLFilter:
-        return URLFilter(
-            use_integrated_lists=False,
-            extra_domains=read_list_file(lists / "domains.txt"),
-            extra_urls=read_list_file(lists / "urls.txt"),
-            banned_words=read_list_file(lists / "banned_words.txt"),
-            soft_banned_words=read_list_file(lists / "soft_banned_words.txt"),
-            banned_subwords=read_list_file(lists / "banned_subwords.txt"),
-        )
+        return datatrove_url_filter(lists)
 
     # Loading the lists: construction plus the first check (tldextract loads its suffix list lazily).
     wall0, cpu0 = time.perf_counter(), time.process_time()

@@ -45,13 +45,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from datetime import datetime
 from pathlib import Path
 
-from common import machine_info, read_list_file, table_head  # bench/ is on sys.path
+from common import datatrove_url_filter, machine_info, save_record, table_head  # bench/ is on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = ROOT / "bench" / "results"
 DEFAULT_LISTS = ROOT / "tasks" / "filter" / "blocklists" / "default"
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus" / "web-small"
 DEFAULT_DATATROVE_PYTHON = os.environ.get("DATATROVE_PYTHON", str(ROOT / "bench" / ".venv-datatrove" / "bin" / "python"))
@@ -75,7 +73,6 @@ def datatrove_worker(corpus: str, out: str, workers: int, timeout: float, lists_
         GopherQualityFilter,
         GopherRepetitionFilter,
         LanguageFilter,
-        URLFilter,
     )
     from datatrove.pipeline.readers import WarcReader
     from datatrove.pipeline.writers import JsonlWriter
@@ -93,15 +90,7 @@ def datatrove_worker(corpus: str, out: str, workers: int, timeout: float, lists_
     executor = LocalPipelineExecutor(
         pipeline=[
             WarcReader(corpus, glob_pattern="*.warc.gz"),
-            URLFilter(
-                use_integrated_lists=False,
-                extra_domains=read_list_file(lists / "domains.txt"),
-                extra_urls=read_list_file(lists / "urls.txt"),
-                banned_words=read_list_file(lists / "banned_words.txt"),
-                soft_banned_words=read_list_file(lists / "soft_banned_words.txt"),
-                banned_subwords=read_list_file(lists / "banned_subwords.txt"),
-                exclusion_writer=rejects("url"),
-            ),
+            datatrove_url_filter(lists, exclusion_writer=rejects("url")),
             Trafilatura(favour_precision=True, timeout=timeout),
             LanguageFilter(languages=["en"], language_threshold=0.65, exclusion_writer=rejects("language")),
             GopherRepetitionFilter(exclusion_writer=rejects("gopher_repetition")),
@@ -271,14 +260,8 @@ def main() -> None:
                 record["fineflow"][extractor] = run
         finally:
             fineflow_cli(["server", "stop"], env)
-    record["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     record["table"] = markdown_table(record)
-    print(record["table"])
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"fineweb-e2e-{datetime.now():%Y%m%d-%H%M%S}.json"
-    out.write_text(json.dumps(record, indent=2))
-    print(f"\nraw numbers: {out.relative_to(ROOT)}", file=sys.stderr)
-
+    save_record(record, "fineweb-e2e")
 
 if __name__ == "__main__":
     main()

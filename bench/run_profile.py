@@ -41,15 +41,13 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter, defaultdict
-from datetime import datetime
 from pathlib import Path
 
 import yaml
-from common import machine_info, table_head  # bench/ is on sys.path
+from common import machine_info, save_record, table_head  # bench/ is on sys.path
 from proctree import process_cpu, run_tree
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = ROOT / "bench" / "results"
 WEB_SMALL = ROOT.parent / "shared" / "corpus" / "web-small"
 RATE = 50
 
@@ -242,14 +240,8 @@ def main() -> None:
                     record["results"][f"{name}, {attempt}"] = profile_run(command, env, work, label, server)
         finally:
             fineflow_cli(["server", "stop"], env)
-    record["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     record["table"] = markdown(record["results"])
-    print(record["table"])
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"run-profile-{datetime.now():%Y%m%d-%H%M%S}.json"
-    out.write_text(json.dumps(record, indent=2))
-    print(f"\nraw numbers: {out.relative_to(ROOT)}", file=sys.stderr)
-
+    save_record(record, "run-profile")
 
 if __name__ == "__main__":
     main()
