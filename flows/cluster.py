@@ -89,15 +89,15 @@ class Cluster:
         from distributed import Client
 
         if self.address is None:
-            # Processes, not threads: extraction and parsing hold the GIL. Worker processes inherit
-            # this process's environment (PREFECT_API_URL, AWS_*) and import fineflow as a package.
             import dask
             from distributed import LocalCluster
 
-            # Workers forked from one server process that has imported distributed, its
-            # dependencies and fineflow's shard runner once, instead of each spawned worker
-            # importing them again (seconds of CPU per worker). The server starts with this
-            # process's environment, as spawned workers would.
+            # Processes, not threads: extraction and parsing hold the GIL. The workers are forked
+            # from one server process that imported distributed, its dependencies, fineflow's
+            # shard runner and the run's step modules once, instead of each spawned worker
+            # importing them again (seconds of CPU each). That server starts with this process's
+            # environment (PREFECT_API_URL, AWS_*) the first time a LocalCluster starts here and
+            # serves the process's later LocalClusters too: environment set after it is not seen.
             with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
                 _preload_forkserver(self.preload)
                 self._cluster = LocalCluster(
