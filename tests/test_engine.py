@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from test_pipeline_integration import crawl_only, run_pipeline, task_states
+from test_pipeline_integration import crawl_only, run_pipeline, task_runs, task_states
 
 from fineflow.manifest import step_folder_of
 
@@ -57,15 +57,6 @@ def test_shards_run_in_batches_and_an_interrupted_step_resumes_from_its_receipts
     ]
 
 
+
 def _task_names(run_id: str) -> list[str]:
-    import uuid
-
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
-
-    with get_client(sync_client=True) as client:
-        children = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[uuid.UUID(run_id)]))
-        )
-        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[c.id for c in children])))
-    return sorted(t.name for t in tasks)
+    return sorted(t.name for t in task_runs(run_id))

@@ -53,6 +53,11 @@ def read_output(url: str) -> pl.DataFrame:
 
 def task_states(run_id: str, prefix: str = "crawl-extract-") -> list[str]:
     """States of one step's shard tasks in a pipeline run, as the Prefect UI shows them."""
+    return sorted(t.state_name for t in task_runs(run_id) if t.name.startswith(prefix))
+
+
+def task_runs(run_id: str) -> list:
+    """The task runs of a pipeline run's stage subflows, from the Prefect API."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
 
@@ -60,8 +65,7 @@ def task_states(run_id: str, prefix: str = "crawl-extract-") -> list[str]:
         children = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[uuid.UUID(run_id)]))
         )
-        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[c.id for c in children])))
-    return sorted(t.state_name for t in tasks if t.name.startswith(prefix))
+        return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[c.id for c in children])))
 
 
 @pytest.fixture
