@@ -109,7 +109,7 @@ class StepLocation:
     def read_receipt(self, shard: int) -> dict | None:
         try:
             return json.loads(storage.read_bytes(self.receipt_url(shard)))
-        except FileNotFoundError:
+        except (FileNotFoundError, ValueError):  # a damaged receipt: the shard counts as not committed
             return None
 
     def latest_url(self, name: str) -> str:

@@ -60,3 +60,19 @@ def test_shards_run_in_batches_and_an_interrupted_step_resumes_from_its_receipts
 
 def _task_names(run_id: str) -> list[str]:
     return sorted(t.name for t in task_runs(run_id))
+
+
+def test_a_damaged_receipt_makes_its_shard_uncommitted(tmp_path):
+    """A receipt that is not JSON, or that names another size, never stands for a committed shard."""
+    from fineflow.manifest import StepLocation
+
+    location = StepLocation(str(tmp_path), "crawl", "extract", "f" * 20)
+    for shard in (0, 1, 2):
+        data = f"shard {shard}".encode()
+        path = tmp_path / "crawl" / "extract" / ("f" * 20) / "data" / f"part-{shard:05d}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        location.write_receipt({"shard": shard, "output": {"file": path.name, "rows": 1, "bytes": len(data), "sha256": None}})
+    (tmp_path / "crawl" / "extract" / ("f" * 20) / "_receipts" / "part-00001.json").write_text("{not json")
+    location.write_receipt({"shard": 2, "output": {"file": "part-00002.parquet", "rows": 1, "bytes": 999, "sha256": None}})
+    assert sorted(location.committed_results()) == [0]
