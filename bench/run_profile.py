@@ -66,7 +66,7 @@ ORCHESTRATION = ("Prefect (client, engine, API traffic)", "Dask (scheduler, work
 
 # (file suffix, function names) of frames that load a model, a splitter or a list, or start a subprocess
 _LOADERS = (
-    ("tasks/text/langid.py", {"_load"}),
+    ("tasks/text/langid.py", {"load_model"}),
     ("tasks/text/words.py", {"load_splitter", "build"}),
     ("tasks/filter/url_filter.py", {"_load"}),
     ("tasks/crawl/sandbox.py", {"_start"}),

@@ -38,6 +38,9 @@ class StepPlan:
     checks: str | None = None  # "package.module:function(totals) -> [warning]", run on the step's totals
     name: str = ""  # the pipeline stage's name (default: the kind); storage and cache keys use the kind
     secrets: tuple[str, ...] = ()  # Prefect Secret block names its tasks load (fineflow.secrets); never values
+    # ("package.module:function", argument) calls that load what its shards may need (a word
+    # splitter, a model): made once, before a LocalCluster forks its workers, so they share the result
+    warm: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "location", StepLocation(self.root, self.stage, self.step, self.fingerprint.value))

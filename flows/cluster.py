@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
+import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -35,6 +37,7 @@ class StagePlugins(WorkerPlugin):
 
 
 WORKER_PRELOAD = ("fineflow.flows.shard_work", "pyarrow.parquet")
+WARM_UP_MODULE = "fineflow.flows.worker_warmup"  # last: it may use every module before it
 
 
 def _preload_forkserver(modules: tuple[str, ...]) -> None:
@@ -45,7 +48,24 @@ def _preload_forkserver(modules: tuple[str, ...]) -> None:
     from distributed.versions import optional_packages, required_packages
 
     known = [name for name in (*required_packages, *optional_packages) if importlib.util.find_spec(name) is not None]
-    get_mp_context().set_forkserver_preload(["distributed", *known, *WORKER_PRELOAD, *modules])
+    get_mp_context().set_forkserver_preload(["distributed", *known, *WORKER_PRELOAD, *modules, WARM_UP_MODULE])
+
+
+@contextmanager
+def _warm_up_in_forkserver(calls: tuple[tuple[str, str], ...]) -> Iterator[None]:
+    """The forkserver (started with the first LocalCluster's workers) inherits this process's
+    environment: ``flows/worker_warmup.py`` reads the calls from it there."""
+    from fineflow.flows.worker_warmup import ENVIRONMENT
+
+    before = os.environ.get(ENVIRONMENT)
+    os.environ[ENVIRONMENT] = json.dumps(sorted(set(calls)))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ENVIRONMENT, None)
+        else:
+            os.environ[ENVIRONMENT] = before
 
 
 class RunAbandoned(RuntimeError):
@@ -56,9 +76,10 @@ class Cluster:
     """A run's Dask cluster, started (or connected to) only when a step has shards to compute: a
     re-run whose every step is committed starts no worker at all."""
 
-    def __init__(self, config: DaskConfig, preload: tuple[str, ...] = ()) -> None:
+    def __init__(self, config: DaskConfig, preload: tuple[str, ...] = (), warm: tuple[tuple[str, str], ...] = ()) -> None:
         self.config = config
         self.preload = preload  # modules a LocalCluster's workers get imported (e.g. the run's step modules)
+        self.warm = warm  # calls made before its workers fork (the steps' StepPlan.warm)
         self.address: str | None = config.address
         self.dashboard: str | None = None
         self._cluster = None
@@ -98,7 +119,13 @@ class Cluster:
             # importing them again (seconds of CPU each). That server starts with this process's
             # environment (PREFECT_API_URL, AWS_*) the first time a LocalCluster starts here and
             # serves the process's later LocalClusters too: environment set after it is not seen.
-            with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+            # Dask's profiler wakes each worker's event loop every 10 ms to sample its stacks: CPU
+            # spent on a page of the dashboard few look at, so it is off unless asked for.
+            settings = {
+                "distributed.worker.multiprocessing-method": "forkserver",
+                "distributed.worker.profile.enabled": self.config.worker_profile,
+            }
+            with dask.config.set(settings), _warm_up_in_forkserver(self.warm):
                 _preload_forkserver(self.preload)
                 self._cluster = LocalCluster(
                     n_workers=self.config.n_workers,
@@ -159,9 +186,9 @@ def _logger() -> logging.Logger:
 
 
 @contextmanager
-def dask_cluster(config: DaskConfig, preload: tuple[str, ...] = ()) -> Iterator[Cluster]:
+def dask_cluster(config: DaskConfig, preload: tuple[str, ...] = (), warm: tuple[tuple[str, str], ...] = ()) -> Iterator[Cluster]:
     """The run's cluster handle; a LocalCluster it started lives for the ``with`` block."""
-    cluster = Cluster(config, preload)
+    cluster = Cluster(config, preload, warm)
     try:
         yield cluster
     finally:

@@ -71,8 +71,10 @@ def _run_stages(settings: PipelineConfig, from_stage: str | None, root: str) -> 
     result_storage(root, settings.storage_credentials)  # saved once, before concurrent stages need it
     plans = planned_steps(settings)
     modules = tuple(sorted({plan.function.split(":")[0] for plan in plans or []}))
-    with dask_cluster(settings.dask, preload=modules) as cluster:
-        if refresh or plans is None or not all(step_is_committed(plan) for plan in plans):
+    pending = [plan for plan in plans or [] if not step_is_committed(plan)]
+    warm = tuple(sorted({call for plan in pending for call in plan.warm}))
+    with dask_cluster(settings.dask, preload=modules, warm=warm) as cluster:
+        if refresh or plans is None or pending:
             cluster.client()  # start it before the stages: concurrent branches must not wait on its start
         summaries = run_dag(nodes, cluster, root, refresh, settings.storage_credentials)
         if not cluster.started:

@@ -76,3 +76,37 @@ def test_a_damaged_receipt_makes_its_shard_uncommitted(tmp_path):
     (tmp_path / "crawl" / "extract" / ("f" * 20) / "_receipts" / "part-00001.json").write_text("{not json")
     location.write_receipt({"shard": 2, "output": {"file": "part-00002.parquet", "rows": 1, "bytes": 999, "sha256": None}})
     assert sorted(location.committed_results()) == [0]
+
+
+WARM_PROBE = """
+import json, sys
+from fineflow.config import DaskConfig
+from fineflow.flows.cluster import Cluster
+
+def loaded():
+    from fineflow.tasks.text import langid, words
+    return words.load_splitter.cache_info().currsize, "lid.176" in langid._models
+
+if __name__ == "__main__":  # (the forkserver imports this file as the main module)
+    calls = (("fineflow.tasks.text.words:load_splitter", "spacy:fr"), ("fineflow.tasks.text.langid:load_model", "lid.176"),
+             ("fineflow.tasks.text.words:load_splitter", "no-such-splitter"))
+    cluster = Cluster(DaskConfig(n_workers=2), warm=calls)
+    try:
+        print(json.dumps(sorted(cluster.client().run(loaded).values())))
+    finally:
+        cluster.close()
+"""
+
+
+def test_a_local_clusters_workers_start_with_what_the_steps_warm(tmp_path):
+    """Declared splitters and models are built once, before the workers fork: both start with them;
+    one that cannot be built is reported and left to the worker (the cluster still starts)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "probe.py"
+    script.write_text(WARM_PROBE)  # a fresh process: a process's forkserver starts once
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [[1, True], [1, True]]
+    assert "warm-up skipped fineflow.tasks.text.words:load_splitter('no-such-splitter')" in done.stderr

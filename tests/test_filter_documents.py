@@ -237,6 +237,52 @@ def test_thresholds_enter_only_the_decide_fingerprint():
     assert plan_steps(listed)[0].fingerprint.value != signals.fingerprint.value
 
 
+def test_spacys_affix_rules_run_on_strings_give_spacys_split(pages):
+    """tasks/text/spacy_affixes.py against spaCy itself, on every distinct chunk of the sample's
+    pages in each of its languages (and on each language's special cases): the same tokens, or
+    None where it leaves the chunk to spaCy."""
+    import spacy
+
+    from fineflow.tasks.text.spacy_affixes import affix_splitter
+    from fineflow.tasks.text.words import default_splitter
+
+    compared = 0
+    for language, rows in sorted(pages.items()):
+        splitter = default_splitter(language)
+        if not splitter.startswith("spacy:"):
+            continue
+        nlp = spacy.blank(splitter.removeprefix("spacy:"))
+        split = affix_splitter(nlp.tokenizer)
+        specials = sorted(nlp.tokenizer.rules)
+        chunks = {chunk for row in rows for chunk in row["text"].split()} | set(specials[::50])
+        chunks |= {f"({special})" for special in specials[::50]} | {f"{special}." for special in specials[::50]}
+        answered = 0
+        for chunk in sorted(chunk for chunk in chunks if chunk.split() == [chunk]):  # (the splitter's chunks)
+            ours = split(chunk)
+            if ours is not None:
+                answered += 1
+                assert list(ours) == [token.text for token in nlp.tokenizer(chunk)], (language, chunk)
+        assert answered > 0.8 * len(chunks), language  # (most chunks do not need spaCy)
+        compared += answered
+    assert compared > 10_000
+
+
+def test_the_signals_step_declares_the_splitters_and_models_its_workers_load():
+    def warm(**stage) -> set[tuple[str, str]]:
+        return set(plan_steps(stage)[0].warm)
+
+    splitter, model = "fineflow.tasks.text.words:load_splitter", "fineflow.tasks.text.langid:load_model"
+    # the languages the language filter lists, each with its splitter (a configured one wins)
+    listed = [{"name": "language", "languages": ["fr", "zh", "ja"]}, {"name": "gopher_repetition"}]
+    assert warm(filters=listed, word_splitters={"ja": "chars"}) == {(splitter, "spacy:fr"), (splitter, "jieba"), (splitter, "chars")}
+    # any language: those with a language config, and English
+    every = warm(filters=ALL_FILTERS, language_configs="builtin")
+    assert {(splitter, "spacy:en"), (splitter, "spacy:fr"), (splitter, "spacy:ru"), (splitter, "jieba")} <= every
+    assert all(function == splitter for function, _ in every)
+    # no rule that splits words: no splitter; a re-identifying language filter: its model
+    assert warm(filters=[{"name": "url"}, {"name": "language", "model": "lid.176"}]) == {(model, "lid.176")}
+
+
 def test_unlisted_languages_are_not_measured_and_dropped_as_not_listed(pages):
     english_only = [ALL_FILTERS[0], {"name": "language", "languages": ["en"]}, *ALL_FILTERS[2:]]
     decision, values = evaluate(pages["de"][0], english_only, language_configs=None)

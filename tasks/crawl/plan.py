@@ -88,5 +88,6 @@ def plan_crawl(config: CrawlStage, ctx: PlanContext) -> list[StepPlan]:
             warnings=tuple(warnings + input_warnings(described)),
             inputs=describe_inputs(described, config.shard_bytes),
             checks="fineflow.tasks.crawl.stage:file_warnings",
+            warm=((f"{langid.__name__}:load_model", config.langid_model),),
         )
     ]

@@ -127,6 +127,7 @@ def measure(spec: dict, document: Document) -> dict:
 RULE = Rule(
     name="c4",
     options=C4Options,
+    splits_words=True,
     signals=[
         (PREFIX + "sentences", "int64"),
         (PREFIX + "lorem_ipsum", "bool"),

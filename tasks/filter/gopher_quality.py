@@ -139,6 +139,7 @@ def measure(stop_words: StopWords, document: Document) -> dict:
 RULE = Rule(
     name="gopher_quality",
     options=GopherQualityOptions,
+    splits_words=True,
     signals=[
         (PREFIX + "words", "int64"),
         (PREFIX + "non_symbol_words", "int64"),

@@ -121,6 +121,7 @@ def language_value(option: str, value: Any) -> Any:
 RULE = Rule(
     name="gopher_repetition",
     options=GopherRepetitionOptions,
+    splits_words=True,
     signals=columns,
     measure=measure,
     decide=decide,

@@ -17,7 +17,11 @@ from fineflow.tasks.filter import decide, rules, signals
 from fineflow.tasks.filter.config import FilterStage
 from fineflow.tasks.filter.language_configs import LanguageConfigError, load_language_configs
 from fineflow.tasks.filter.rule import RuleOptions
+from fineflow.tasks.text import langid, words
 from fineflow.tasks.text.words import splitter_resources
+
+# Half of a web crawl is English: a step that measures any language most likely needs its splitter.
+_MOST_COMMON_LANGUAGE = "en"
 
 
 def _spec(options: RuleOptions, body: dict) -> dict:
@@ -54,9 +58,10 @@ def _per_language_thresholds(config: FilterStage, language_configs: dict[str, di
     return per_language
 
 
-def build_params(config: FilterStage) -> tuple[dict, dict]:
+def build_params(config: FilterStage, language_configs: dict[str, dict] | None = None) -> tuple[dict, dict]:
     """(signals step parameters, decide step parameters) of a filter stage configuration."""
-    language_configs = load_language_configs(config.language_configs)
+    if language_configs is None:
+        language_configs = load_language_configs(config.language_configs)
     specs = _signal_specs(config, language_configs)
     splitters = {lang: s["word_splitter"] for lang, s in language_configs.items() if "word_splitter" in s}
     splitters.update(config.word_splitters)
@@ -73,9 +78,27 @@ def build_params(config: FilterStage) -> tuple[dict, dict]:
     return json.loads(json.dumps(signal_params)), json.loads(json.dumps(decide_params))
 
 
+def warm_up(config: FilterStage, signal_params: dict, language_configs: dict[str, dict]) -> tuple[tuple[str, str], ...]:
+    """What the signals step's workers load, built before they fork: the word splitters of the
+    languages it measures (those the language filter lists, else those with a language config or
+    a configured splitter, and English) and a re-identifying language filter's model."""
+    warm: list[tuple[str, str]] = []
+    for options in config.filters:
+        if options.name == "language" and getattr(options, "model", None):
+            warm.append((f"{langid.__name__}:load_model", options.model))
+    if any(rules.get(options.name).splits_words for options in config.filters):
+        splitters = signal_params["word_splitters"]
+        listed = next((options.languages for options in config.filters if options.name == "language" and options.languages), None)
+        languages = set(listed) if listed else {*language_configs, *splitters, _MOST_COMMON_LANGUAGE}
+        names = {signals.splitter_name(splitters, language) for language in languages}
+        warm += [(f"{words.__name__}:load_splitter", name) for name in sorted(names)]
+    return tuple(warm)
+
+
 def plan_filter(config: FilterStage, ctx: PlanContext) -> list[StepPlan]:
     assert ctx.inputs is not None  # a document-reading kind: the DAG gives it inputs
-    signal_params, decide_params = build_params(config)
+    language_configs = load_language_configs(config.language_configs)
+    signal_params, decide_params = build_params(config, language_configs)
     specs = signal_params["filters"]
     resources = splitter_resources()
     for spec in specs:
@@ -84,6 +107,7 @@ def plan_filter(config: FilterStage, ctx: PlanContext) -> list[StepPlan]:
     signals_plan = ctx.step(
         signals, "signals_shard", step="signals", params=signal_params,
         chained={"upstream": ctx.inputs.fingerprint}, shards=inputs, resources=resources,
+        warm=warm_up(config, signal_params, language_configs),
     )
     signals_location = signals_plan.location
     decide_plan = ctx.step(

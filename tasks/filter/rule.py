@@ -131,6 +131,9 @@ class Rule:
     resources: Callable[[dict], dict[str, str]] = lambda spec: {}
     # profile -> the options it fills in where an entry leaves them unset (None)
     profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # whether ``measure`` reads the document's words (the planner then has the word splitters of
+    # the step's languages built before the workers fork; a rule that does not say loads them lazily)
+    splits_words: bool = False
     module: str = field(default="", compare=False)  # where RULE was found (set on registration)
 
     def columns(self, spec: dict) -> list[tuple[str, str]]:

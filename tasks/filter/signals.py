@@ -39,6 +39,11 @@ class Configured:
     state: Any
 
 
+def splitter_name(splitters: dict[str, str], language: str) -> str:
+    """The word splitter for a language: configured for it (or its base language), else the default."""
+    return splitters.get(language) or splitters.get(language.split("-")[0]) or default_splitter(language)
+
+
 @dataclass
 class SignalSettings:
     filters: list[Configured]
@@ -54,8 +59,7 @@ class SignalSettings:
         return cls(filters, params["word_splitters"], params["max_text_chars"])
 
     def splitter_for(self, language: str) -> Splitter:
-        name = self.splitters.get(language) or self.splitters.get(language.split("-")[0]) or default_splitter(language)
-        return load_splitter(name)
+        return load_splitter(splitter_name(self.splitters, language))
 
     def schema(self) -> list[pa.Field]:
         """The signal columns, in the configured order (the schema of every shard)."""

@@ -49,7 +49,8 @@ def model_hash(model: str) -> str:
     return hasher.hexdigest()
 
 
-def _load(model: str):
+def load_model(model: str):  # noqa: ANN201 (a fastText model)
+    """The model, loaded once per process (``identify`` calls this for every document)."""
     loaded = _models.get(model)
     if loaded is not None:  # once per document: no path resolution (a package lookup) each time
         return loaded
@@ -68,7 +69,7 @@ def identify(text: str, model: str = DEFAULT_MODEL) -> tuple[str, float]:
     line = " ".join(text.split())
     if not line:
         return UNKNOWN, 0.0
-    labels, scores = _load(model).predict(line, k=1)
+    labels, scores = load_model(model).predict(line, k=1)
     if not labels:
         return UNKNOWN, 0.0
     return canonical_language(labels[0]), float(min(max(scores[0], 0.0), 1.0))

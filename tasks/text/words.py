@@ -47,6 +47,8 @@ _ONE_AFFIX = re.compile(r"([(\[]?)([^\W\d_]+)([,;:!?)\]]?)")
 def _spacy_splitter(code: str) -> Splitter:
     import spacy
 
+    from fineflow.tasks.text.spacy_affixes import affix_splitter
+
     def build():
         with _lock:
             return spacy.blank(code)
@@ -57,6 +59,9 @@ def _spacy_splitter(code: str) -> Splitter:
     # and/or one of , ; : ! ? ) ] after, those split off (checked on every such chunk of the
     # web-small crawl, 24 languages, and in the tests). spaCy is skipped for both shapes.
     special = frozenset(nlp.tokenizer.rules or ())
+    # Other chunks: spaCy's own affix rules, run on strings (spacy_affixes.py); spaCy itself
+    # where a special case may apply.
+    affixes = affix_splitter(nlp.tokenizer) or (lambda chunk: None)
 
     class Pieces(dict):
         """chunk -> its tokens; a miss asks spaCy (``dict.__getitem__`` stays in C for hits)."""
@@ -68,8 +73,10 @@ def _spacy_splitter(code: str) -> Splitter:
             elif affixed and affixed[2].isalpha() and chunk not in special and affixed[2] not in special:
                 pieces = tuple(part for part in affixed.groups() if part)
             else:
-                nlp.max_length = len(chunk) + 1  # tokenizer only: no parser memory to protect
-                pieces = tuple(token.text for token in nlp.tokenizer(chunk))
+                pieces = affixes(chunk)  # type: ignore[assignment]
+                if pieces is None:
+                    nlp.max_length = len(chunk) + 1  # tokenizer only: no parser memory to protect
+                    pieces = tuple(token.text for token in nlp.tokenizer(chunk))
             self[chunk] = pieces
             return pieces
 
