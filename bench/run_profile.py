@@ -15,7 +15,7 @@ CLI and flow process with its Dask scheduler, the Dask workers, the extraction s
   | model and splitter loading | loading a language ID model, a word splitter, a blocklist, starting an extraction subprocess |
   | process start and imports | an ``import`` (module loading), or the interpreter's start before any frame |
   | storage reads and writes | ``fineflow.storage``, Parquet reads and writes, fsspec/s3fs |
-  | step compute | a step's shard function (``fineflow.steps.run_shard``) or the extraction loop, less the above |
+  | step compute | a step's shard function (``fineflow.steps.run_shard``) or a step's subprocess (extraction, fastText training), less the above |
   | Prefect (client, engine, API traffic) | ``prefect`` frames: flow and task engines, API calls, artifacts, logs |
   | Dask (scheduler, worker, comms) | ``distributed``/``tornado`` frames: scheduling, heartbeats, serialization |
   | fineflow orchestration | other fineflow frames: planning, manifests, summaries, the report |
@@ -71,6 +71,8 @@ _LOADERS = (
     ("tasks/filter/url_filter.py", {"_load"}),
     ("tasks/crawl/sandbox.py", {"_start"}),
 )
+# A step's helper run as a subprocess (``python -m fineflow.tasks...``): extraction, fastText training
+_STEP_SUBPROCESS = re.compile(r"_run_module_as_main[^;]*;_run_code[^;]*;<module> \((?:[^;]*/)?(?:fineflow/)?tasks/")
 _PROCESS = re.compile(r'^process (\d+):"')  # py-spy's frame naming a process (a function may be called "process")
 _FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>.*?):\d+\)$")
 _WAITS = re.compile(r"^(select|poll|epoll|_poll|wait|_wait_for_tstate_lock|sleep|acquire|Condition\.wait|Event\.wait|EpollSelector\.select"
@@ -91,7 +93,7 @@ def classify(frames: list[str]) -> str | None:
         return "process start and imports"
     if re.search(r"fineflow/storage\.py|documents\.py.*?(write_table|read_|commit_shard)|pyarrow/parquet|fsspec/|s3fs/", text):
         return "storage reads and writes"
-    if "run_shard" in text or "extract_worker.py" in text:
+    if "run_shard" in text or _STEP_SUBPROCESS.search(text):
         return "step compute"
     if "prefect/" in text:
         return "Prefect (client, engine, API traffic)"
@@ -126,6 +128,8 @@ def role_of(command: str) -> str:
         return "py-spy"
     if "extract_worker" in command:
         return "extraction subprocesses"
+    if "-m fineflow.tasks." in command:  # e.g. fastText training, run apart from its worker
+        return "other step subprocesses"
     if "resource_tracker" in command:
         return "other"
     if "spawn_main" in command or "forkserver" in command:  # (fineflow's LocalCluster forks its workers)
@@ -133,7 +137,7 @@ def role_of(command: str) -> str:
     return "CLI, flow and Dask scheduler"
 
 
-def profile_run(command: list[str], env: dict[str, str], work: Path, label: str, server_pid: int) -> dict:
+def profile_run(pipeline: Path, command: list[str], env: dict[str, str], work: Path, label: str, server_pid: int) -> dict:
     spy = work / f"{label}.spy"
     server_before = process_cpu(server_pid)
     py_spy = shutil.which("py-spy") or str(Path.home() / ".local" / "bin" / "py-spy")
@@ -147,6 +151,7 @@ def profile_run(command: list[str], env: dict[str, str], work: Path, label: str,
     server = process_cpu(server_pid) - server_before
     samples = read_samples(spy)
     by_role: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    unsampled: list[dict] = []  # processes with CPU time that py-spy never sampled
     for pid, process in tree.processes.items():
         if process["role"] in ("py-spy", "other"):
             continue
@@ -154,6 +159,8 @@ def profile_run(command: list[str], env: dict[str, str], work: Path, label: str,
         total = sum(counts.values()) if counts else 0
         if not total:  # too short-lived to be sampled: all of it is starting up
             by_role[process["role"]]["process start and imports"] += process["cpu_s"]
+            if process["cpu_s"] >= 0.5:
+                unsampled.append({"command": process["cmd"][:200], "cpu_s": round(process["cpu_s"], 2)})
             continue
         for kind, count in counts.items():
             by_role[process["role"]][kind] += process["cpu_s"] * count / total
@@ -163,7 +170,7 @@ def profile_run(command: list[str], env: dict[str, str], work: Path, label: str,
     attributed = sum(kinds.values())
     kinds["other"] = round(kinds["other"] + max(measured - attributed, 0.0), 2)  # unseen short-lived processes
     summary = json.loads((work / f"{label}.summary.json").read_text())
-    tasks = prefect_tasks(summary)
+    tasks = prefect_tasks(summary, pipeline)
     return {
         "wall_s": tree.wall_s,
         "cpu_s": round(measured, 2),
@@ -172,13 +179,17 @@ def profile_run(command: list[str], env: dict[str, str], work: Path, label: str,
         "prefect_tasks": tasks,
         "by_kind": kinds,
         "by_role": {role: {k: round(v, 2) for k, v in kinds_.items()} for role, kinds_ in by_role.items()},
+        "unsampled_processes": unsampled,
         "fixed_and_orchestration_share": round(sum(kinds[k] for k in (*FIXED, *ORCHESTRATION)) / max(measured, 1e-9), 4),
     }
 
 
-def prefect_tasks(summary: dict) -> int:
-    """Prefect task runs the run created: one per batch of shards that had work (see flows/engine.py)."""
-    return sum(min(step["shards"] - step["cached_shards"], 256) for stage in summary["stages"] for step in stage["steps"])
+def prefect_tasks(summary: dict, pipeline: Path) -> int:
+    """Prefect task runs the run created: one per batch of shards that had work (``flows/engine.py``'s
+    ``batches``, with the pipeline's ``dask`` settings)."""
+    dask = {"tasks_per_step": 256, "shards_per_task": 4, **(yaml.safe_load(pipeline.read_text()).get("dask") or {})}
+    pending = [step["shards"] - step["cached_shards"] for stage in summary["stages"] for step in stage["steps"]]
+    return sum(min(n, dask["tasks_per_step"], max(1, n // dask["shards_per_task"])) for n in pending if n > 0)
 
 
 def _on_web_small(example: str, work: Path, **crawl_settings: object) -> Path:
@@ -186,6 +197,8 @@ def _on_web_small(example: str, work: Path, **crawl_settings: object) -> Path:
     config = yaml.safe_load((ROOT / "examples" / example).read_text())
     crawl = next(stage for stage in config["stages"] if stage["stage"] == "crawl")
     crawl.update(inputs=[f"{WEB_SMALL}/*.warc.gz"], **crawl_settings)
+    # The demo's one Prefect task per shard (to show each in the UI) gives way to the default batching
+    config.get("dask", {}).pop("shards_per_task", None)
     for stage in config["stages"]:  # e.g. the quality stage's reference pages, relative to examples/
         for key, value in stage.items():
             if isinstance(value, str) and value.startswith(("data/", "lists/", "prompts/")):
@@ -217,6 +230,7 @@ def markdown(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", default=["demo", "demo on web-small", "FineWeb preset on web-small (resiliparse)"])
+    parser.add_argument("--keep", type=Path, help="copy each run's py-spy samples (raw format) and log into this folder")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
     from crawl_bench import bench_environment, fineflow_cli
@@ -237,7 +251,12 @@ def main() -> None:
                     label = re.sub(r"[^a-z0-9]+", "-", f"{name}-{attempt}".lower())
                     print(f"[{name}] {attempt} ...", file=sys.stderr, flush=True)
                     command = [fineflow, "run", str(pipeline), "--storage", str(storage), "--summary-json", str(work / f"{label}.summary.json")]
-                    record["results"][f"{name}, {attempt}"] = profile_run(command, env, work, label, server)
+                    record["results"][f"{name}, {attempt}"] = profile_run(pipeline, command, env, work, label, server)
+                    if args.keep:
+                        args.keep.mkdir(parents=True, exist_ok=True)
+                        for suffix in (".spy", ".log"):
+                            if (work / f"{label}{suffix}").exists():
+                                shutil.copy(work / f"{label}{suffix}", args.keep / f"{label}{suffix}")
         finally:
             fineflow_cli(["server", "stop"], env)
     record["table"] = markdown(record["results"])

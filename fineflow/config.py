@@ -32,6 +32,10 @@ class DaskConfig(Strict):
     tasks_per_step: int = Field(
         default=256, gt=0, description="Prefect tasks per step at most: more shards are grouped into batches (a Dask future each)"
     )
+    shards_per_task: int = Field(
+        default=4, gt=0,
+        description="shards a Prefect task holds at least (fewer tasks, less Prefect traffic; 1: one task per shard, as the UI shows best)",
+    )
     worker_profile: bool = Field(
         default=False,
         description="a LocalCluster's workers run Dask's sampling profiler (the dashboard's Profile page): 100 samples a second each",

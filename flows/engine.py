@@ -1,7 +1,7 @@
 """Run one planned step on the run's Dask cluster, then commit it.
 
-The shards a step still has to compute are split into at most ``dask.tasks_per_step`` contiguous
-batches; each batch is one Prefect task (retried on transient errors) in which every shard is a
+The shards a step still has to compute are split into contiguous batches of at least
+``dask.shards_per_task`` shards, at most ``dask.tasks_per_step`` of them; each batch is one Prefect task (retried on transient errors) in which every shard is a
 plain Dask future running the step's pure function. So a step costs a bounded number of Prefect
 task runs whatever its size, Dask workers never run Prefect, and each shard still commits on its
 own (its files, then its receipt): a retried batch, or a resumed run, skips the shards that
@@ -43,9 +43,10 @@ MAX_RESUBMITS = 3
 PROGRESS_EVERY_S = 1.0  # the progress artifact's updates, at most (the CLI gets every shard)
 
 
-def batches(numbers: list[int], at_most: int) -> list[list[int]]:
-    """``numbers`` (in order) as at most ``at_most`` contiguous batches of near-equal size."""
-    count = min(len(numbers), at_most)
+def batches(numbers: list[int], at_most: int, at_least: int = 1) -> list[list[int]]:
+    """``numbers`` (in order) as at most ``at_most`` contiguous batches of near-equal size, each
+    of at least ``at_least`` numbers where there are that many."""
+    count = min(len(numbers), at_most, max(1, len(numbers) // at_least))
     size, extra = divmod(len(numbers), count) if count else (0, 0)
     out, start = [], 0
     for index in range(count):
@@ -182,7 +183,7 @@ def _run_batches(work: _StepWork, numbers: list[int]) -> None:
     def shard_batch(label: str, first: int, count: int) -> int:
         return work.run_batch(numbers[first : first + count])
 
-    groups = batches(numbers, work.cluster.config.tasks_per_step)
+    groups = batches(numbers, work.cluster.config.tasks_per_step, work.cluster.config.shards_per_task)
     # Twice the cluster's threads in flight over all batches: workers never wait for work, and
     # the scheduler holds a bounded number of futures however many shards the step has.
     threads = sum(work.cluster.client().nthreads().values())

@@ -22,6 +22,11 @@ def test_batches_are_contiguous_near_equal_and_at_most_the_bound(prefect_api):  
     assert batches([], 5) == []
     sizes = [len(b) for b in batches(list(range(90_000)), 256)]
     assert len(sizes) == 256 and max(sizes) - min(sizes) <= 1 and sum(sizes) == 90_000
+    # at least this many shards a batch: fewer Prefect tasks for small steps
+    assert batches(list(range(8)), 256, 4) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert batches(list(range(7)), 256, 4) == [list(range(7))]
+    assert batches([3], 256, 4) == [[3]]
+    assert [len(b) for b in batches(list(range(90_000)), 256, 4)] == sizes
 
 
 def test_shards_run_in_batches_and_an_interrupted_step_resumes_from_its_receipts(workdir, tmp_path, dask_address):

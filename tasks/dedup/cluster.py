@@ -23,7 +23,6 @@ from collections import Counter
 import numpy as np
 import polars as pl
 import psutil
-from scipy.sparse import coo_matrix, csgraph
 
 from fineflow import storage
 from fineflow.artifacts import commit_artifact
@@ -43,6 +42,8 @@ def connected_components(edges: pl.DataFrame) -> pl.DataFrame:
     a, b = edges["a"].to_numpy(), edges["b"].to_numpy()
     nodes = np.unique(np.concatenate([a, b]))
     ia, ib = np.searchsorted(nodes, a), np.searchsorted(nodes, b)
+    from scipy.sparse import coo_matrix, csgraph  # (imported where used: planning a run should not pay for scipy)
+
     graph = coo_matrix((np.ones(len(ia), dtype=np.int8), (ia, ib)), shape=(len(nodes), len(nodes)))
     _, labels = csgraph.connected_components(graph, directed=False)
     frame = pl.DataFrame({"node": nodes, "label": labels})
