@@ -119,11 +119,16 @@ class Cluster:
             # importing them again (seconds of CPU each). That server starts with this process's
             # environment (PREFECT_API_URL, AWS_*) the first time a LocalCluster starts here and
             # serves the process's later LocalClusters too: environment set after it is not seen.
-            # Dask's profiler wakes each worker's event loop every 10 ms to sample its stacks: CPU
-            # spent on a page of the dashboard few look at, so it is off unless asked for.
             settings = {
                 "distributed.worker.multiprocessing-method": "forkserver",
+                # Dask's defaults poll for interactive use; a run's shards take seconds each. Its
+                # profiler samples every worker's stacks every 10 ms (the dashboard's Profile
+                # page: off unless asked for), memory is polled every 100 ms and system metrics
+                # every 500 ms in the scheduler, each nanny and each worker.
                 "distributed.worker.profile.enabled": self.config.worker_profile,
+                "distributed.worker.memory.monitor-interval": "1s",
+                "distributed.admin.system-monitor.interval": "2s",
+                "distributed.admin.tick.interval": "100ms",
             }
             with dask.config.set(settings), _warm_up_in_forkserver(self.warm):
                 _preload_forkserver(self.preload)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from itertools import chain
+from pathlib import Path
 
 import regex
 
@@ -161,7 +162,11 @@ def base_language(language: str) -> str:
 
 @lru_cache(maxsize=None)
 def _spacy_has(code: str) -> bool:
-    return _installed(f"spacy.lang.{code}")
+    # (looked up on disk: find_spec("spacy.lang.xx") would import spaCy, ~1 s, in the planning process)
+    spec = importlib.util.find_spec("spacy")
+    return bool(spec and spec.submodule_search_locations) and any(
+        (Path(folder) / "lang" / code / "__init__.py").is_file() for folder in spec.submodule_search_locations
+    )
 
 
 def default_splitter(language: str) -> str:
