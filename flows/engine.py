@@ -1,11 +1,11 @@
 """Run one planned step on the run's Dask cluster, then commit it.
 
 The shards a step still has to compute are split into contiguous batches of at least
-``dask.shards_per_task`` shards, at most ``dask.tasks_per_step`` of them; each batch is one Prefect task (retried on transient errors) in which every shard is a
-plain Dask future running the step's pure function. So a step costs a bounded number of Prefect
-task runs whatever its size, Dask workers never run Prefect, and each shard still commits on its
-own (its files, then its receipt): a retried batch, or a resumed run, skips the shards that
-committed. Shards already committed with this fingerprint are not submitted at all.
+``dask.shards_per_task`` shards, at most ``dask.tasks_per_step`` of them; each batch is one
+Prefect task (retried on transient errors) in which every shard is a plain Dask future running
+the step's pure function. So a step costs a bounded number of Prefect task runs whatever its
+size, Dask workers never run Prefect, and each shard still commits on its own (its files, then
+its receipt): a retried batch, or a resumed run, skips the shards that committed. Shards already committed with this fingerprint are not submitted at all.
 """
 
 from __future__ import annotations

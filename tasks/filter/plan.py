@@ -20,7 +20,7 @@ from fineflow.tasks.filter.rule import RuleOptions
 from fineflow.tasks.text import langid, words
 from fineflow.tasks.text.words import splitter_resources
 
-# Half of a web crawl is English: a step that measures any language most likely needs its splitter.
+# About half of a web crawl is English: a step that measures any language will most likely split it.
 _MOST_COMMON_LANGUAGE = "en"
 
 

@@ -65,7 +65,7 @@ def _spacy_splitter(code: str) -> Splitter:
     affixes = affix_splitter(nlp.tokenizer) or (lambda chunk: None)
 
     class Pieces(dict):
-        """chunk -> its tokens; a miss asks spaCy (``dict.__getitem__`` stays in C for hits)."""
+        """chunk -> its tokens; a miss computes them (``dict.__getitem__`` stays in C for hits)."""
 
         def __missing__(self, chunk: str) -> tuple[str, ...]:
             affixed = None if chunk.isalpha() else _ONE_AFFIX.fullmatch(chunk)
