@@ -48,7 +48,7 @@ Usage::
     .venv/bin/python bench/dedup_bench.py [--corpus DIR] [--replicas 1,16] [--datatrove-python PATH] [--out FILE]
 
 datatrove lives in its own environment (never imported into fineflow's): by default
-``$DATATROVE_PYTHON`` or ``/work/dt-env/bin/python``. To create one::
+``$DATATROVE_PYTHON`` or ``bench/.venv-datatrove/bin/python``. To create one::
 
     uv venv bench/.venv-datatrove && VIRTUAL_ENV=bench/.venv-datatrove uv pip install \\
         "datatrove[processing]==0.10.1" spacy jieba pyahocorasick tldextract nltk orjson
@@ -83,7 +83,7 @@ from common import machine_info, table_head  # bench/common.py (the script's fol
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus" / "web-small"
-DEFAULT_DATATROVE_PYTHON = os.environ.get("DATATROVE_PYTHON", "/work/dt-env/bin/python")
+DEFAULT_DATATROVE_PYTHON = os.environ.get("DATATROVE_PYTHON", str(ROOT / "bench" / ".venv-datatrove" / "bin" / "python"))
 N_GRAMS, BANDS, ROWS, SEED = 5, 14, 8, 1
 STEPS = ("signatures", "buckets", "cluster", "remove")
 SPEED_TARGET = 3.0  # fineflow should be at least this many times faster than datatrove at the largest scale

@@ -58,7 +58,7 @@ document, then a ``_meta`` line with its timings). Create that environment with:
     uv venv bench/.venv-datatrove && VIRTUAL_ENV=bench/.venv-datatrove uv pip install \\
         "datatrove[processing]==0.10.1" spacy jieba pyahocorasick tldextract nltk
 and point ``--datatrove-python`` (or ``DATATROVE_PYTHON``) at ``bench/.venv-datatrove/bin/python``
-(default: ``$DATATROVE_PYTHON`` or ``/work/dt-env/bin/python``).
+(default: ``$DATATROVE_PYTHON`` or ``bench/.venv-datatrove/bin/python``).
 
 The worker side imports only the standard library and datatrove; everything fineflow is
 imported inside functions run by fineflow's interpreter.
@@ -85,7 +85,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
 DEFAULT_LISTS = ROOT / "tasks" / "filter" / "blocklists" / "default"
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus" / "web-small"
-DEFAULT_DATATROVE_PYTHON = os.environ.get("DATATROVE_PYTHON", "/work/dt-env/bin/python")
+DEFAULT_DATATROVE_PYTHON = os.environ.get("DATATROVE_PYTHON", str(ROOT / "bench" / ".venv-datatrove" / "bin" / "python"))
 
 FILTERS = ("url", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb_quality")
 CHAIN = "chain"
