@@ -16,6 +16,7 @@ from distributed import WorkerPlugin
 from fineflow import registry
 from fineflow.config import DaskConfig
 from fineflow.flows import progress
+from fineflow.steps import StepPlan
 
 
 class StagePlugins(WorkerPlugin):
@@ -188,6 +189,15 @@ def _logger() -> logging.Logger:
         return get_run_logger()  # type: ignore[return-value]
     except MissingContextError:
         return logging.getLogger("fineflow")
+
+
+def worker_setup(plans: list[StepPlan], pending: list[StepPlan]) -> dict[str, tuple]:
+    """What a LocalCluster's workers get before they fork, for a run of these steps: every step's
+    module imported, and the warm-up calls of the steps that will run (``pending``)."""
+    return {
+        "preload": tuple(sorted({plan.function.split(":")[0] for plan in plans})),
+        "warm": tuple(sorted({call for plan in pending for call in plan.warm})),
+    }
 
 
 @contextmanager

@@ -28,12 +28,14 @@ from fineflow import registry, storage
 from fineflow.config import DaskConfig, load_config, resolve_stage_paths
 from fineflow.dag import Node
 from fineflow.flows import liveness
-from fineflow.flows.cluster import dask_cluster
+from fineflow.flows.cluster import dask_cluster, worker_setup
 from fineflow.flows.credentials import apply_credentials
+from fineflow.flows.engine import step_is_committed
 from fineflow.flows.pipeline import finish_run_record, run_pipeline, run_stage_flow, start_run_record
 from fineflow.manifest import DATA_DIR, REJECTS_DIR, read_manifest, step_folder_of
 from fineflow.planning import inputs_to_json
 from fineflow.preflight import check_stage, check_storage
+from fineflow.stage_config import StageConfig
 from fineflow.steps import Source, StageInputs
 
 Partition = Literal["none", "scheduled-date", "scheduled-week"]
@@ -121,13 +123,23 @@ def _run_one_stage(run: StageRun, inputs: StageInputs | None) -> dict[str, Any]:
         record = {"kind": "stage", "storage": root, "stage": stage_config, "inputs": inputs_to_json(inputs)}
         folder = start_run_record(root, record)
         started = time.perf_counter()
-        with dask_cluster(_dask(run, DaskConfig())) as cluster:
+        with dask_cluster(_dask(run, DaskConfig()), **_worker_setup(stage, root, inputs)) as cluster:
             get_run_logger().info("%s stage: storage %s, Dask %s", stage.label, root, cluster.address or "LocalCluster")
             node = Node(stage.label, stage, ())
             summary = run_stage_flow(node, cluster, root, inputs, run.refresh, run.credentials_block)
         return finish_run_record(folder, f"{stage.label} stage", root, time.perf_counter() - started, [summary])
     finally:
         liveness.unregister(run_id)
+
+
+def _worker_setup(stage: StageConfig, root: str, inputs: StageInputs | None) -> dict[str, tuple]:
+    """The stage's step modules and warm-up calls for a LocalCluster (none where it cannot be
+    planned here: planning proper happens in the stage flow, with its errors)."""
+    try:
+        plans = registry.of(stage).plan(stage, root, stage.label, inputs)
+    except Exception:  # noqa: BLE001
+        return {}
+    return worker_setup(plans, [plan for plan in plans if not step_is_committed(plan)])
 
 
 def input_source(folder: str, credentials_block: str | None) -> StageInputs:

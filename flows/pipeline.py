@@ -26,7 +26,7 @@ from fineflow.config import PipelineConfig, validate_pipeline
 from fineflow.dag import InputRef, Node, build_dag, descendants
 from fineflow.documents import duplicate_ids
 from fineflow.flows import liveness, progress
-from fineflow.flows.cluster import Cluster, dask_cluster, using
+from fineflow.flows.cluster import Cluster, dask_cluster, using, worker_setup
 from fineflow.flows.credentials import apply_credentials
 from fineflow.flows.engine import step_is_committed
 from fineflow.flows.results import result_storage
@@ -70,10 +70,8 @@ def _run_stages(settings: PipelineConfig, from_stage: str | None, root: str) -> 
     started = time.perf_counter()
     result_storage(root, settings.storage_credentials)  # saved once, before concurrent stages need it
     plans = planned_steps(settings)
-    modules = tuple(sorted({plan.function.split(":")[0] for plan in plans or []}))
     pending = [plan for plan in plans or [] if not step_is_committed(plan)]
-    warm = tuple(sorted({call for plan in pending for call in plan.warm}))
-    with dask_cluster(settings.dask, preload=modules, warm=warm) as cluster:
+    with dask_cluster(settings.dask, **worker_setup(plans or [], pending)) as cluster:
         if refresh or plans is None or pending:
             cluster.client()  # start it before the stages: concurrent branches must not wait on its start
         summaries = run_dag(nodes, cluster, root, refresh, settings.storage_credentials)
