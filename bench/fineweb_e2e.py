@@ -142,6 +142,19 @@ def datatrove_texts(out: Path) -> dict[str, str]:
     return texts
 
 
+def datatrove_removals(out: Path, ids: list[str]) -> dict[str, dict]:
+    """Where datatrove's exclusion writers put these documents (by fineflow id): filter and URL."""
+    found: dict[str, dict] = {}
+    for path in sorted((out / "removed").glob("*/*.jsonl.gz")):
+        with gzip.open(path, "rt", encoding="utf-8") as lines:
+            for line in lines:
+                doc = json.loads(line)
+                key = hashlib.blake2b(doc["id"].encode(), digest_size=16).hexdigest()
+                if key in ids:
+                    found[key] = {"filter": path.parent.name, "url": (doc.get("metadata") or {}).get("url")}
+    return found
+
+
 def fineflow_texts(summary: dict) -> dict[str, str]:
     import polars as pl
 
@@ -157,6 +170,10 @@ def compare(reference: dict[str, str], ours: dict[str, str]) -> dict:
         "identical_texts": sum(reference[key] == ours[key] for key in both),
         "only_datatrove": len(reference.keys() - ours.keys()),
         "only_fineflow": len(ours.keys() - reference.keys()),
+        # (document ids, to look a difference up in the other side's rejects; at most 20 each)
+        "only_datatrove_ids": sorted(reference.keys() - ours.keys())[:20],
+        "only_fineflow_ids": sorted(ours.keys() - reference.keys())[:20],
+        "different_text_ids": sorted(key for key in both if reference[key] != ours[key])[:20],
     }
 
 
@@ -257,6 +274,9 @@ def main() -> None:
             for extractor in args.extractors:
                 run, texts = run_fineflow(args, extractor, work, env)
                 run["comparison"] = compare(reference, texts)
+                run["comparison"]["only_fineflow_removed_by_datatrove"] = datatrove_removals(
+                    work / "datatrove", run["comparison"]["only_fineflow_ids"]
+                )
                 record["fineflow"][extractor] = run
         finally:
             fineflow_cli(["server", "stop"], env)

@@ -302,8 +302,10 @@ def test_cancelling_a_run_stops_its_dask_work_and_a_later_run_resumes(stack, api
 
     from fineflow.faults import arm
 
-    for shard in ("00000", "00001"):  # both workers busy; shard 2 waits in the scheduler's queue
-        arm(faults, f"crawl-extract-{shard}", "hang", "40")
+    # both workers busy, longer than a cancellation takes on a loaded machine; shard 2 waits in the
+    # scheduler's queue
+    for shard in ("00000", "00001"):
+        arm(faults, f"crawl-extract-{shard}", "hang", "70")
     root = f"s3://fineflow/cancel-{uuid.uuid4().hex[:8]}"
     parameters = {"run": {"pipeline": "examples/demo.yaml", "storage": root}}
     run_id = ui_custom_run(api, deployments["demo"], parameters)
@@ -316,7 +318,7 @@ def test_cancelling_a_run_stops_its_dask_work_and_a_later_run_resumes(stack, api
 
     # the run's Dask work is gone once the two busy tasks return: nothing queued runs
     with Client(stack.environment()["FINEFLOW_DASK_ADDRESS"], timeout=30) as client:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 120
         while client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)):
             assert time.monotonic() < deadline, "the cancelled run's tasks are still on the scheduler"
             time.sleep(1)
