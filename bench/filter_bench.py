@@ -443,12 +443,8 @@ def fineflow_side(docs: list[dict]):
     from fineflow.tasks.filter.config import FilterStage
     from fineflow.tasks.filter.decide import Decider
     from fineflow.tasks.filter.plan import build_params
-    from fineflow.tasks.filter.signals import SignalSettings, document_signals
+    from fineflow.tasks.filter.signals import SignalSettings, document_signals, splitter_name
 
-    def configured_splitter(raw: str, default_splitter) -> str:
-        language = canonical_language(raw)
-        chosen = settings.splitters.get(language) or settings.splitters.get(language.split("-")[0])
-        return chosen or default_splitter(language)
 
     def build(filters: list[dict]) -> tuple[SignalSettings, Decider]:
         signal_params, decide_params = build_params(FilterStage.model_validate({"stage": "filter", "filters": filters}))
@@ -477,9 +473,9 @@ def fineflow_side(docs: list[dict]):
         return out, time.process_time() - started
 
     from fineflow.tasks.text import words as words_module
+
     splitters = {
-        raw: configured_splitter(raw, words_module.default_splitter)
-        for raw in sorted({d["language"] for d in docs if d["language"]})
+        raw: splitter_name(settings.splitters, canonical_language(raw)) for raw in sorted({d["language"] for d in docs if d["language"]})
     }
 
     runs = {name: [FINEFLOW_FILTERS[name]] for name in FILTERS}

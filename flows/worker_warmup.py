@@ -33,7 +33,8 @@ def warm(calls: list[tuple[str, str]]) -> list[str]:
 def _from_environment() -> None:
     try:
         calls = json.loads(os.environ.get(ENVIRONMENT) or "[]")
-    except ValueError:
+    except ValueError as error:  # (set by flows/cluster.py; only a hand-edited value gets here)
+        print(f"fineflow: worker warm-up skipped entirely, {ENVIRONMENT} is not JSON: {error}", file=sys.stderr)
         calls = []
     for failure in warm(calls):
         print(f"fineflow: worker warm-up skipped {failure}", file=sys.stderr)
