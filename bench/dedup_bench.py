@@ -51,7 +51,7 @@ datatrove lives in its own environment (never imported into fineflow's): by defa
 ``$DATATROVE_PYTHON`` or ``bench/.venv-datatrove/bin/python``. To create one::
 
     uv venv bench/.venv-datatrove && VIRTUAL_ENV=bench/.venv-datatrove uv pip install \\
-        "datatrove[processing]==0.10.1" spacy jieba pyahocorasick tldextract nltk orjson
+        "datatrove[processing]==0.10.1" spacy jieba pyahocorasick tldextract nltk orjson tokenizers "xxhash==3.5.0"
 
 (``orjson`` is what datatrove's JsonlReader/JsonlWriter need; ``datatrove[io]`` brings it too) and pass ``--datatrove-python bench/.venv-datatrove/bin/python``. The datatrove side runs as
 ``<datatrove python> bench/dedup_bench.py --datatrove-worker <in.jsonl.gz> <workdir> <out.json>``.
@@ -334,7 +334,7 @@ def fineflow_worker(upstream: str, shards: int, fingerprint: str, root: str, out
             results = [run_shard(plan.function, shard, plan.params, plan.location) for shard in plan.shards]
             write_manifest(plan.location, plan.fingerprint.components, results)
         steps[plan.step] = phase.record()
-        folders[plan.step] = plan.location.folder
+        folders[plan.step] = plan.location.data_folder
         if plan.step == "cluster":
             cluster_stats = results[0]["stats"]
         if plan.step == "remove":
@@ -814,7 +814,7 @@ def fineflow_on_datatrove_signatures(ff_result: dict, dt_keys: dict, upstream: P
     for plan in plans[1:]:
         results = [run_shard(plan.function, shard, plan.params, plan.location) for shard in plan.shards]
         write_manifest(plan.location, plan.fingerprint.components, results)
-        folders[plan.step] = plan.location.folder
+        folders[plan.step] = plan.location.data_folder
     folders["rejects"] = plans[-1].location.rejects_folder
     return {"folders": folders}
 
