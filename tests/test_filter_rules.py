@@ -3,6 +3,8 @@ outside its threshold (FineWeb's thresholds, strict comparisons unless a profile
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -339,17 +341,36 @@ def reference_repeated_chars(words: list[str], n: int) -> int:
     return repeated
 
 
+def reference_top_chars(words: list[str], n: int) -> int:
+    """Characters of the most frequent n-gram, space-joined, times its count (ties: first seen)."""
+    windows = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    if not windows:
+        return 0
+    counts = Counter(windows)
+    best = max(counts.values())
+    window = next(w for w in windows if counts[w] == best)
+    return (sum(len(w) for w in window) + n - 1) * best
+
+
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.sampled_from(["a", "bb", "ccc", "dd", "e"]), max_size=80), st.lists(st.integers(2, 9), min_size=1, max_size=5))
-def test_fast_repeated_ngram_scan_equals_the_definition(words, sizes):
-    """Each size alone and several together (a size without repeats ends the larger ones early)."""
+@given(
+    st.lists(st.sampled_from(["a", "bb", "ccc", "dd", "e"]), max_size=80),
+    st.lists(st.integers(2, 9), min_size=1, max_size=5),
+    st.lists(st.integers(1, 5), max_size=3),
+)
+def test_fast_ngram_measures_equal_the_definitions(words, sizes, top_sizes):
+    """Each size alone and several together (a larger size looks only where a smaller one,
+    measured for the top n-gram or for repeats, repeated; none repeating ends the larger ones)."""
     text = " ".join(words) or "x"
-    together = gopher_repetition.signals(text, words, "newlines", [], sorted(set(sizes)))
+    top_sizes = sorted(set(top_sizes))
+    together = gopher_repetition.signals(text, words, "newlines", top_sizes, sorted(set(sizes)))
     for n in set(sizes):
         alone = gopher_repetition.signals(text, words, "newlines", [], [n])
         expected = reference_repeated_chars(words, n)
         assert alone[f"gopher_rep_dup_{n}_gram_frac"] * len(text) == pytest.approx(expected)
         assert together[f"gopher_rep_dup_{n}_gram_frac"] == alone[f"gopher_rep_dup_{n}_gram_frac"]
+    for n in top_sizes:
+        assert together[f"gopher_rep_top_{n}_gram_frac"] * len(text) == pytest.approx(reference_top_chars(words, n))
 
 
 def test_url_filter_case_rules(blocklist):

@@ -16,39 +16,51 @@ def _ngram_keys(ids: np.ndarray, n: int) -> np.ndarray:
     return keys
 
 
-def _top_ngram_chars(keys: np.ndarray, prefix_len: np.ndarray, n: int) -> int:
-    """Characters of the most frequent n-gram (space-joined) times its count; ties go to the first seen."""
-    _, first, counts = np.unique(keys, return_index=True, return_counts=True)
+def _top_ngram_chars(keys: np.ndarray, prefix_len: np.ndarray, n: int) -> tuple[int, np.ndarray]:
+    """Characters of the most frequent n-gram (space-joined) times its count, ties going to the
+    first seen; and the starts whose n-gram occurs more than once."""
+    _, first, inverse, counts = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
     best = counts.max()
     start = int(first[counts == best].min())
     chars = int(prefix_len[start + n] - prefix_len[start]) + (n - 1)
-    return chars * int(best)
+    return chars * int(best), np.flatnonzero(counts[inverse] > 1)
 
 
-def _repeated_ngram_chars(keys: np.ndarray, prefix_len: np.ndarray, n: int) -> int:
-    """Characters covered by repeated n-grams, scanning left to right and skipping n words after each repeat."""
-    _, first, inverse, counts = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
-    if counts.max() == 1:
-        return 0
-    # Only positions whose n-gram occurred earlier can be repeats; runs of first occurrences
-    # between them are added to ``seen`` in one C-level update instead of one step each.
-    candidates = np.flatnonzero(first[inverse] < np.arange(len(inverse))).tolist()
-    ids = inverse.tolist()
+def _ngram_keys_at(ids: np.ndarray, starts: np.ndarray, n: int) -> np.ndarray:
+    """``_ngram_keys(ids, n)[starts]``, computed for those starts only."""
+    keys = ids[starts]
+    with np.errstate(over="ignore"):
+        for k in range(1, n):
+            keys = keys * _MULTIPLIER + ids[starts + k]
+    return keys
+
+
+def _repeated_ngram_chars(ids: np.ndarray, prefix_len: np.ndarray, n: int, starts: np.ndarray) -> tuple[int, np.ndarray]:
+    """Characters covered by repeated n-grams, scanning left to right and skipping n words after
+    each repeat; and the starts whose n-gram occurs more than once.
+
+    ``starts`` (ascending) holds every start whose n-gram may occur twice: an n-gram that occurs
+    twice begins with an (n-1)-gram that does, so each size only looks where the one below
+    repeated. An n-gram seen once matters to no later window, so the scan visits the others only.
+    """
+    starts = starts[starts <= len(ids) - n]
+    if len(starts) < 2:
+        return 0, starts[:0]
+    _, inverse, counts = np.unique(_ngram_keys_at(ids, starts, n), return_inverse=True, return_counts=True)
+    twice = counts[inverse] > 1
+    starts, keys = starts[twice], inverse[twice]
     seen: set[int] = set()
-    repeated = 0
-    index = 0
-    for position in candidates:
+    repeated = index = 0
+    for position, key in zip(starts.tolist(), keys.tolist()):
         if position < index:
             continue  # inside the n words skipped after a repeat
-        seen.update(ids[index:position])
-        key = ids[position]
         if key in seen:
             repeated += int(prefix_len[position + n] - prefix_len[position])
             index = position + n
         else:
             seen.add(key)
             index = position + 1
-    return repeated
+    return repeated, starts
 
 
 def ngram_chars(words: list[str], top_ns: list[int], dup_ns: list[int]) -> tuple[dict[int, int], dict[int, int]]:
@@ -59,13 +71,13 @@ def ngram_chars(words: list[str], top_ns: list[int], dup_ns: list[int]) -> tuple
     ids = np.fromiter(map(vocabulary.__getitem__, words), dtype=np.uint64, count=len(words))
     prefix_len = np.zeros(len(words) + 1, dtype=np.int64)
     np.cumsum(np.fromiter(map(len, words), dtype=np.int64, count=len(words)), out=prefix_len[1:])
-    top = {n: _top_ngram_chars(_ngram_keys(ids, n), prefix_len, n) if len(words) >= n else 0 for n in top_ns}
+    starts = np.arange(len(words), dtype=np.int64)  # where a repeated n-gram may start
+    top: dict[int, int] = {}
+    for n in sorted(top_ns):
+        top[n], repeated_starts = _top_ngram_chars(_ngram_keys(ids, n), prefix_len, n) if len(words) >= n else (0, starts[:0])
+        if dup_ns and n < min(dup_ns):
+            starts = repeated_starts  # a repeated larger n-gram begins with this repeated one
     dup: dict[int, int] = {}
     for n in sorted(dup_ns):
-        # A repeated n-gram contains a repeated (n-1)-gram at the same place: once a size has no
-        # repeat (its count is 0 exactly then), no larger size has one.
-        if len(words) < n or any(dup[m] == 0 for m in dup if m < n):
-            dup[n] = 0
-        else:
-            dup[n] = _repeated_ngram_chars(_ngram_keys(ids, n), prefix_len, n)
-    return top, {n: dup[n] for n in dup_ns}
+        dup[n], starts = _repeated_ngram_chars(ids, prefix_len, n, starts)
+    return {n: top[n] for n in top_ns}, {n: dup[n] for n in dup_ns}
