@@ -21,9 +21,13 @@ CPU seconds, datatrove's forkserver children and fineflow's Dask workers and ext
 subprocesses included. Reported: documents kept by each side, how many kept documents both keep,
 and how many of those have byte-identical texts (trafilatura is the same version on both sides).
 
+This machine's speed drifts by tens of percent within minutes (other tenants), so one pass can
+flatter either side. The script runs ``--rounds`` rounds (3), datatrove first in odd rounds and
+last in even ones, and reports every round's ratios and their medians (the figures of record).
+
 Usage:
     .venv/bin/python bench/fineweb_e2e.py [--corpus DIR] [--workers 2] [--extractors resiliparse trafilatura]
-        [--datatrove-python bench/.venv-datatrove/bin/python]
+        [--rounds 3] [--datatrove-python bench/.venv-datatrove/bin/python]
 
 The datatrove environment (``trafilatura`` pinned to fineflow's version; datatrove's
 ``processing`` extra pins an older one, so its dependencies are named one by one):
@@ -42,6 +46,7 @@ import hashlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -225,20 +230,49 @@ def run_fineflow(args: argparse.Namespace, extractor: str, work: Path, env: dict
 
 
 def markdown_table(record: dict) -> str:
-    dt = record["datatrove"]
     lines = table_head(
-        "run", "wall", "CPU s (process tree)", "× datatrove wall", "× datatrove CPU", "kept", "kept by both", "identical texts",
-        "Prefect server CPU s",
+        "round", "run", "wall", "CPU s (process tree)", "× datatrove wall", "× datatrove CPU", "kept", "kept by both",
+        "identical texts", "Prefect server CPU s",
     )
-    lines.append(f"| datatrove 0.10.1, trafilatura | {dt['wall_s']:.1f} s | {dt['cpu_s']:.1f} | 1.00× | 1.00× | {dt['kept']:,} | – | – | – |")
-    for extractor, run in record["fineflow"].items():
-        same = run["comparison"]
+    for number, result in enumerate(record["rounds"], 1):
+        dt = result["datatrove"]
         lines.append(
-            f"| fineflow, {extractor} | {run['wall_s']:.1f} s | {run['cpu_s']:.1f} | {dt['wall_s'] / run['wall_s']:.2f}× | "
-            f"{dt['cpu_s'] / run['cpu_s']:.2f}× | {run['kept']:,} | {same['kept_by_both']:,} | {same['identical_texts']:,} | "
-            f"{run['prefect_server_cpu_s']:.1f} |"
+            f"| {number} | datatrove 0.10.1, trafilatura | {dt['wall_s']:.1f} s | {dt['cpu_s']:.1f} | 1.00× | 1.00× | {dt['kept']:,} | – | – | – |"
+        )
+        for extractor, run in result["fineflow"].items():
+            same = run["comparison"]
+            lines.append(
+                f"| {number} | fineflow, {extractor} | {run['wall_s']:.1f} s | {run['cpu_s']:.1f} | {run['wall_ratio']:.2f}× | "
+                f"{run['cpu_ratio']:.2f}× | {run['kept']:,} | {same['kept_by_both']:,} | {same['identical_texts']:,} | "
+                f"{run['prefect_server_cpu_s']:.1f} |"
+            )
+    for extractor, median in record["median"].items():
+        lines.append(
+            f"| median | fineflow, {extractor} | | | **{median['wall_ratio']:.2f}×** | **{median['cpu_ratio']:.2f}×** | | | | |"
         )
     return "\n".join(lines)
+
+
+def run_round(args: argparse.Namespace, work: Path, env: dict[str, str], fineflow_first: bool) -> dict:
+    """datatrove and each fineflow run, one after the other (fineflow first when asked)."""
+    work.mkdir(parents=True)
+    runs: dict[str, tuple[dict, dict[str, str]]] = {}
+    if not fineflow_first:
+        datatrove, reference = run_datatrove(args, work)
+    for extractor in args.extractors:
+        runs[extractor] = run_fineflow(args, extractor, work, env)
+    if fineflow_first:
+        datatrove, reference = run_datatrove(args, work)
+    result = {"datatrove": datatrove, "fineflow": {}, "fineflow_first": fineflow_first}
+    for extractor, (run, texts) in runs.items():
+        run["comparison"] = compare(reference, texts)
+        run["comparison"]["only_fineflow_removed_by_datatrove"] = datatrove_removals(
+            work / "datatrove", run["comparison"]["only_fineflow_ids"]
+        )
+        run["cpu_ratio"] = round(datatrove["cpu_s"] / run["cpu_s"], 3)
+        run["wall_ratio"] = round(datatrove["wall_s"] / run["wall_s"], 3)
+        result["fineflow"][extractor] = run
+    return result
 
 
 def main() -> None:
@@ -252,6 +286,7 @@ def main() -> None:
     parser.add_argument("--extractors", nargs="+", default=["resiliparse", "trafilatura"], choices=["resiliparse", "trafilatura"])
     parser.add_argument("--timeout", type=float, default=10.0, help="datatrove's extraction timeout per document (s)")
     parser.add_argument("--datatrove-python", default=DEFAULT_DATATROVE_PYTHON)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every run; the ratios reported are their medians")
     args = parser.parse_args()
     args.corpus = args.corpus.resolve()
     if not list(args.corpus.glob("*.warc.gz")):
@@ -261,25 +296,26 @@ def main() -> None:
     from crawl_bench import bench_environment, fineflow_cli
 
     record: dict = {
-        "corpus": str(args.corpus), "workers": args.workers, "datatrove_timeout_s": args.timeout,
+        "corpus": str(args.corpus), "workers": args.workers, "datatrove_timeout_s": args.timeout, "rounds": [],
         "machine": machine_info(("fineflow", "trafilatura", "resiliparse", "prefect", "distributed")),
     }
     with tempfile.TemporaryDirectory(prefix="fineweb-e2e-") as tmp:
         work = Path(tmp)
-        record["datatrove"], reference = run_datatrove(args, work)
         env = bench_environment(dict(os.environ), work / "fineflow-home")
         fineflow_cli(["server", "start"], env)
         try:
-            record["fineflow"] = {}
-            for extractor in args.extractors:
-                run, texts = run_fineflow(args, extractor, work, env)
-                run["comparison"] = compare(reference, texts)
-                run["comparison"]["only_fineflow_removed_by_datatrove"] = datatrove_removals(
-                    work / "datatrove", run["comparison"]["only_fineflow_ids"]
-                )
-                record["fineflow"][extractor] = run
+            for number in range(args.rounds):
+                print(f"round {number + 1} of {args.rounds}", file=sys.stderr, flush=True)
+                record["rounds"].append(run_round(args, work / f"round-{number + 1}", env, fineflow_first=number % 2 == 1))
         finally:
             fineflow_cli(["server", "stop"], env)
+    record["median"] = {
+        extractor: {
+            ratio: round(statistics.median(result["fineflow"][extractor][ratio] for result in record["rounds"]), 3)
+            for ratio in ("cpu_ratio", "wall_ratio")
+        }
+        for extractor in args.extractors
+    }
     record["table"] = markdown_table(record)
     save_record(record, "fineweb-e2e")
 

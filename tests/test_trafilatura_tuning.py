@@ -57,6 +57,7 @@ def test_regex_tests_are_skipped_only_where_a_missing_attribute_cannot_match():
 def test_name_tests_become_walks_only_where_no_predicate_counts_positions():
     path = ".//*[self::div or self::p][@class='a']"
     assert walk_tags_by_name(path) == "(.//div|.//p)[@class='a']"
+    assert walk_tags_by_name(".//*[self::div or\n  self::p][@id]") == "(.//div|.//p)[@id]"  # rules span lines
     assert walk_tags_by_name(f"({path})[1]") == "((.//div|.//p)[@class='a'])[1]"
     for positional in (
         ".//*[self::div or self::p][@class='a'][1]",  # the first match per parent, not overall

@@ -16,8 +16,8 @@ lxml's Python-level glue. Four changes cut that; each leaves every expression's 
 4. Element classes of trafilatura's HTML parsers come from lxml's C-level lookups, with the same
    classes ``lxml.html`` picks in Python (``form`` → ``FormElement`` …, else ``HtmlElement``).
 
-tests/test_extraction_langid.py compares tuned and stock output on the sample's pages; the
-figures are in docs/benchmarks.md. Run only inside the extraction subprocess: it changes
+tests/test_trafilatura_tuning.py compares each rule and each extracted text, tuned and stock,
+on the sample's pages; bench/trafilatura_tuning.py measures the gain (docs/benchmarks.md). Run only inside the extraction subprocess: it changes
 trafilatura's module state for the whole process.
 """
 
@@ -85,21 +85,21 @@ def walk_tags_by_name(path: str) -> str:
     for match in _TAG_TEST.finditer(path):
         if _predicates_after(path, match.end()) is None:
             continue
-        names = [test.strip()[len("self::") :] for test in match.group(1).split(" or ")]
+        names = re.findall(r"self::([\w-]+)", match.group(1))
         pieces += [path[done : match.start()], "(" + "|".join(f".//{name}" for name in names) + ")"]
         done = match.end()
     return "".join(pieces) + path[done:]
 
 
 def tuned_xpath(path: str) -> str:
+    """``path`` with both rewrites: selects the same elements, in the same order."""
     return walk_tags_by_name(guard_regex_tests(path))
 
 
-def _retune_xpaths() -> int:
+def _retune_xpaths() -> None:
     from lxml.etree import XPath
     from trafilatura import xpaths
 
-    count = 0
     for expressions in vars(xpaths).values():
         # Lists are replaced in place: the modules that imported them hold the same list objects.
         if isinstance(expressions, list) and expressions and all(isinstance(e, XPath) for e in expressions):
@@ -107,11 +107,10 @@ def _retune_xpaths() -> int:
                 XPath(tuned_xpath(e.path), namespaces={"re": xpaths.REGEXP_NS}, smart_strings=False)
                 for e in expressions
             ]
-            count += len(expressions)
-    return count
 
 
-def _c_level_class_lookup():
+def c_level_class_lookup():  # noqa: ANN201 (an lxml ElementNamespaceClassLookup)
+    """lxml.html's element classes (by tag, else HtmlElement), looked up in C, not in Python."""
     from lxml import etree, html
 
     classes = etree.ElementDefaultClassLookup(
@@ -134,7 +133,7 @@ def tune_trafilatura() -> None:
         from lxml import html
         from trafilatura import utils
 
-        lookup = _c_level_class_lookup()
+        lookup = c_level_class_lookup()
         _retune_xpaths()
         # trafilatura's own parser, and lxml.html's default one (readability and baseline parse with it)
         for parser in (utils.HTML_PARSER, html.html_parser):
