@@ -75,6 +75,7 @@ def run_tree(
     done = threading.Event()
 
     existing = {process.pid for process in me.children(recursive=True)}  # e.g. a server started earlier
+    own_cmd = " ".join(me.cmdline())[:300]  # what a child shows between fork and exec
 
     def poll() -> None:
         while not done.is_set():
@@ -86,7 +87,9 @@ def run_tree(
                         times = process.cpu_times()
                         cpu = times.user + times.system  # its own; reaped children count as themselves
                         entry = seen.get(process.pid)
-                        if entry is None or entry["create_time"] != process.create_time():
+                        # read again until the child has exec'd: an empty or borrowed command
+                        # line would give it the wrong role for good
+                        if entry is None or entry["create_time"] != process.create_time() or entry["cmd"] in ("", own_cmd):
                             cmd = " ".join(process.cmdline())
                             entry = seen[process.pid] = {"cmd": cmd[:300], "role": role(cmd), "create_time": process.create_time()}
                         entry["cpu_s"] = cpu
