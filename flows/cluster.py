@@ -42,20 +42,13 @@ WARM_UP_MODULE = "fineflow.flows.worker_warmup"  # last: it may use every module
 
 
 def _preload_forkserver(modules: tuple[str, ...]) -> None:
-    """What Dask preloads in its forkserver (distributed and the packages it knows, but pandas),
-    plus ours."""
+    """What Dask preloads in its forkserver (distributed and the packages it knows), plus ours."""
     import importlib.util
 
     from distributed.utils import get_mp_context
     from distributed.versions import optional_packages, required_packages
 
-    # pandas (one of Dask's optional packages) is left out: no step uses it, and its import is a
-    # third of a CPU-second in every run.
-    known = [
-        name
-        for name in (*required_packages, *optional_packages)
-        if name != "pandas" and importlib.util.find_spec(name) is not None
-    ]
+    known = [name for name in (*required_packages, *optional_packages) if importlib.util.find_spec(name) is not None]
     get_mp_context().set_forkserver_preload(["distributed", *known, *WORKER_PRELOAD, *modules, WARM_UP_MODULE])
 
 
