@@ -48,6 +48,8 @@ def _preload_forkserver(modules: tuple[str, ...]) -> None:
     from distributed.utils import get_mp_context
     from distributed.versions import optional_packages, required_packages
 
+    # pandas too: no step uses it, but pyarrow imports it the first time it builds a table, so
+    # importing it here once spares every worker its import.
     known = [name for name in (*required_packages, *optional_packages) if importlib.util.find_spec(name) is not None]
     get_mp_context().set_forkserver_preload(["distributed", *known, *WORKER_PRELOAD, *modules, WARM_UP_MODULE])
 
