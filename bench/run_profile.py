@@ -26,6 +26,7 @@ CLI and flow process with its Dask scheduler, the Dask workers, the extraction s
 Usage:
     .venv/bin/python bench/run_profile.py        # the demo; the demo on web-small; the FineWeb preset on web-small
     .venv/bin/python bench/run_profile.py --runs demo
+    .venv/bin/python bench/run_profile.py --runs "FineWeb preset on web-small (trafilatura)"   # not in the default set
 
 Needs py-spy on the PATH (``uv tool install py-spy``) and permission to trace child processes.
 """
@@ -213,6 +214,7 @@ def pipelines(work: Path) -> dict[str, Path]:
         "demo": ROOT / "examples" / "demo.yaml",
         "demo on web-small": _on_web_small("demo.yaml", work, shard_bytes=8_000_000),
         "FineWeb preset on web-small (resiliparse)": _on_web_small("fineweb.yaml", work, extractor="resiliparse"),
+        "FineWeb preset on web-small (trafilatura)": _on_web_small("fineweb.yaml", work, extractor="trafilatura"),
     }
 
 
