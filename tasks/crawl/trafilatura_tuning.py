@@ -17,8 +17,8 @@ lxml's Python-level glue. Four changes cut that; each leaves every expression's 
    classes ``lxml.html`` picks in Python (``form`` → ``FormElement`` …, else ``HtmlElement``).
 
 tests/test_trafilatura_tuning.py compares each rule and each extracted text, tuned and stock,
-on the sample's pages; bench/trafilatura_tuning.py measures the gain (docs/benchmarks.md). Run only inside the extraction subprocess: it changes
-trafilatura's module state for the whole process.
+on the sample's pages; bench/trafilatura_tuning.py measures the gain (docs/benchmarks.md). Run
+it only inside the extraction subprocess: it changes trafilatura's state for the whole process.
 """
 
 from __future__ import annotations
