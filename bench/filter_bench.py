@@ -445,7 +445,6 @@ def fineflow_side(docs: list[dict]):
     from fineflow.tasks.filter.plan import build_params
     from fineflow.tasks.filter.signals import SignalSettings, document_signals, splitter_name
 
-
     def build(filters: list[dict]) -> tuple[SignalSettings, Decider]:
         signal_params, decide_params = build_params(FilterStage.model_validate({"stage": "filter", "filters": filters}))
         return SignalSettings.from_params(signal_params), Decider(decide_params)

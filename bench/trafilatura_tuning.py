@@ -65,17 +65,13 @@ def extraction_inputs(corpus: Path) -> list[str]:
 def variants():
     """Switches between stock and tuned trafilatura in this process (same rules as tune_trafilatura)."""
     from lxml import html
-    from lxml.etree import XPath
-    from trafilatura import utils, xpaths
+    from trafilatura import utils
 
-    from fineflow.tasks.crawl.trafilatura_tuning import c_level_class_lookup, tuned_xpath
+    from fineflow.tasks.crawl.trafilatura_tuning import c_level_class_lookup, rule_lists, tuned_rules
 
-    rules = {name: value for name, value in vars(xpaths).items() if isinstance(value, list) and value and all(isinstance(x, XPath) for x in value)}
+    rules = rule_lists()
     stock = {name: list(value) for name, value in rules.items()}
-    tuned = {
-        name: [XPath(tuned_xpath(x.path), namespaces={"re": xpaths.REGEXP_NS}, smart_strings=False) for x in value]
-        for name, value in stock.items()
-    }
+    tuned = {name: tuned_rules(value) for name, value in stock.items()}
     lookups = {"stock": html.HtmlElementClassLookup(), "tuned": c_level_class_lookup()}
 
     def use(variant: str) -> None:

@@ -17,7 +17,13 @@ from lxml import html
 from lxml.etree import XPath
 
 from fineflow.tasks.crawl import charset
-from fineflow.tasks.crawl.trafilatura_tuning import guard_regex_tests, tuned_xpath, walk_tags_by_name
+from fineflow.tasks.crawl.trafilatura_tuning import (
+    guard_regex_tests,
+    rule_lists,
+    tuned_rules,
+    tuned_xpath,
+    walk_tags_by_name,
+)
 from fineflow.tasks.crawl.warc import iter_gzip_records
 
 RE = {"re": "http://exslt.org/regular-expressions"}
@@ -74,27 +80,16 @@ def test_name_tests_become_walks_only_where_no_predicate_counts_positions():
         assert XPath(tuned_xpath(expression))(doc) == XPath(expression)(doc), expression
 
 
-def _trafilatura_rules():
-    from trafilatura import xpaths
-
-    for name, rules in vars(xpaths).items():
-        if isinstance(rules, list) and rules and all(isinstance(rule, XPath) for rule in rules):
-            for index, rule in enumerate(rules):
-                yield f"{name}[{index}]", rule.path
-
-
 def test_every_tuned_trafilatura_rule_selects_what_the_stock_one_does(pages):
     from trafilatura.utils import load_html
 
     trees = [tree for tree in map(load_html, pages) if tree is not None]
     assert len(trees) > 100
-    rules = list(_trafilatura_rules())
+    rules = [(f"{name}[{i}]", rule) for name, value in rule_lists().items() for i, rule in enumerate(value)]
     assert len(rules) > 30
     changed = selected = 0
-    for name, path in rules:
-        stock = XPath(path, namespaces=RE)
-        tuned = XPath(tuned_xpath(path), namespaces=RE, smart_strings=False)
-        changed += tuned.path != path
+    for (name, stock), tuned in zip(rules, tuned_rules([rule for _, rule in rules])):
+        changed += tuned.path != stock.path
         for tree in trees:
             expected = stock(tree)
             assert tuned(tree) == expected, name

@@ -96,17 +96,29 @@ def tuned_xpath(path: str) -> str:
     return walk_tags_by_name(guard_regex_tests(path))
 
 
-def _retune_xpaths() -> None:
+def rule_lists() -> dict:  # name -> list of lxml XPath
+    """trafilatura's XPath rule lists, by name (the lists themselves: other modules hold them too)."""
     from lxml.etree import XPath
     from trafilatura import xpaths
 
-    for expressions in vars(xpaths).values():
-        # Lists are replaced in place: the modules that imported them hold the same list objects.
-        if isinstance(expressions, list) and expressions and all(isinstance(e, XPath) for e in expressions):
-            expressions[:] = [
-                XPath(tuned_xpath(e.path), namespaces={"re": xpaths.REGEXP_NS}, smart_strings=False)
-                for e in expressions
-            ]
+    return {
+        name: value
+        for name, value in vars(xpaths).items()
+        if isinstance(value, list) and value and all(isinstance(rule, XPath) for rule in value)
+    }
+
+
+def tuned_rules(rules: list) -> list:
+    """Compiled tuned equivalents of the XPath ``rules``."""
+    from lxml.etree import XPath
+    from trafilatura.xpaths import REGEXP_NS
+
+    return [XPath(tuned_xpath(rule.path), namespaces={"re": REGEXP_NS}, smart_strings=False) for rule in rules]
+
+
+def _retune_xpaths() -> None:
+    for rules in rule_lists().values():
+        rules[:] = tuned_rules(rules)  # in place: the modules that imported a list hold the same object
 
 
 def c_level_class_lookup():  # noqa: ANN201 (an lxml ElementNamespaceClassLookup)
