@@ -13,7 +13,6 @@ import functools
 import os
 import posixpath
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -259,14 +258,13 @@ def iter_chunks(url: str, start: int = 0, chunk_size: int = 4 * 1024 * 1024) -> 
 @functools.lru_cache(maxsize=32)
 def local_file(url: str) -> str:
     """A local path for ``url`` (itself when local), for libraries that read only local files
-    (fastText): a remote file is downloaded once per process."""
+    (fastText): a remote file is streamed once into this machine's model cache
+    (``fineflow.model_cache``), never held whole in memory."""
     if is_local(url):
         path = url.removeprefix("file://")
         if not os.path.exists(path):
             raise FileNotFoundError(f"model not found: {path}")
         return path
-    folder = tempfile.mkdtemp(prefix="fineflow-model-")
-    path = os.path.join(folder, url.rstrip("/").rsplit("/", 1)[-1])
-    with open(path, "wb") as handle:
-        handle.write(read_bytes(url))
-    return path
+    from fineflow.model_cache import cached_copy
+
+    return cached_copy(url)
