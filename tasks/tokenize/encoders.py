@@ -150,9 +150,11 @@ def _hf_tokenizer(source: dict[str, Any]):  # noqa: ANN202 (tokenizers.Tokenizer
 
 
 def _local_path(url: str) -> str:
-    if storage.is_local(url):
-        return url.removeprefix("file://")
-    raise TokenizerError(f"{url}: a GGUF file is memory-mapped: give a local path (copy it to the workers)")
+    """A local path for libraries that read files by path (a remote file: this machine's model cache)."""
+    try:
+        return storage.local_file(url)
+    except FileNotFoundError:
+        raise TokenizerError(f"tokenizer file {url} does not exist") from None
 
 
 def _tiktoken_ranks(source: dict[str, Any]) -> tuple[dict[bytes, int], dict[str, int]]:

