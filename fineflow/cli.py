@@ -257,6 +257,7 @@ def run(
     if dry_run:
         _dry_run(config, from_stage)  # needs no Prefect API
         return
+    _check_cluster(config)
     if not config.storage_credentials:
         api_url, started = _connect_api()
     ui = api_url.removesuffix("/api")
@@ -282,6 +283,8 @@ def run(
                 bar.update(bars[(data["stage"], data["step"])], completed=data["done"])
             elif event == "cluster" and data.get("dashboard"):
                 bar.console.print(Text(f"Dask dashboard: {data['dashboard']}"))
+            elif event == "cluster_note":
+                bar.console.print(Text(data["message"], style="yellow" if data["level"] == "WARNING" else ""))
 
         unsubscribe = progress.subscribe(on_event)
         try:
@@ -312,6 +315,7 @@ def run(
             "run_id": result["run_id"],
             "report": result.get("report"),
             "warnings": result.get("warnings", []),
+            "lost_workers": result.get("lost_workers", 0),
             "stages": [
                 {k: v for k, v in s.items() if k != "steps"}
                 | {"steps": [{k: step[k] for k in ("step", "fingerprint", "output", "shards", "cached_shards", "docs_in", "docs_out")} for step in s["steps"]]}
@@ -328,6 +332,18 @@ def _preflight(config) -> None:
 
     try:
         preflight(config)
+    except PreflightError as error:
+        _fail(str(error))
+
+
+def _check_cluster(config) -> None:
+    """An existing Dask cluster: reachable, same code, sees every local path the run names."""
+    from fineflow.flows.cluster_checks import check_cluster
+    from fineflow.preflight import PreflightError
+
+    logging.getLogger("distributed").setLevel(logging.ERROR)  # its own connection errors: we say it in one line
+    try:
+        check_cluster(config)
     except PreflightError as error:
         _fail(str(error))
 

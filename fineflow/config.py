@@ -26,6 +26,14 @@ class ConfigError(ValueError):
 
 class DaskConfig(Strict):
     address: str | None = Field(default=None, description="existing scheduler; None starts a LocalCluster")
+    connect_timeout_s: float = Field(
+        default=10, gt=0, le=600, allow_inf_nan=False, description="seconds an existing scheduler has to answer"
+    )
+    shared_filesystem: bool = Field(
+        default=False,
+        description="the workers of an existing cluster mount the client's local paths at the same place (NFS, "
+        "Lustre): local storage and inputs are accepted without a probe",
+    )
     n_workers: int = Field(default=2, gt=0)
     threads_per_worker: int = Field(default=1, gt=0)
     memory_limit: str = "auto"

@@ -101,24 +101,30 @@ def file_content_hash(url: str, memo_root: str | None = None) -> dict[str, Any]:
     The memo is keyed by path, size and the storage's change token (mtime or ETag), so an
     unchanged file is read once; a changed file always gets a fresh content hash.
     """
+    record = input_record(url, memo_root)
+    return {"path": url, "size": record["size"], "blake2b": record["blake2b"]}
+
+
+def input_record(url: str, memo_root: str | None = None) -> dict[str, Any]:
+    """A raw input file's record: ``{"path", "size", "change_token", "blake2b"}``, memoised under
+    ``memo_root`` (``<root>/_meta/input-hashes/``) while path, size and change token stay the same."""
     fs, path = storage.filesystem(url)
     info = fs.info(path)
     size = int(info["size"])
-    change_token = str(info.get("ETag") or info.get("mtime") or info.get("LastModified") or "")
+    change_token = str(info.get("VersionId") or info.get("ETag") or info.get("mtime") or info.get("LastModified") or "")
     memo_url = None
     if memo_root is not None:
         memo_url = storage.join(memo_root, "_meta", "input-hashes", digest(url, 32) + ".json")
         try:
             memo = json.loads(storage.read_bytes(memo_url))
             if memo["path"] == url and memo["size"] == size and memo["change_token"] == change_token:
-                return {"path": url, "size": size, "blake2b": memo["blake2b"]}
+                return {"path": url, "size": size, "change_token": change_token, "blake2b": memo["blake2b"]}
         except (FileNotFoundError, KeyError, ValueError):
             pass
     hasher = hashlib.blake2b(digest_size=20)
     for chunk in storage.iter_chunks(url):
         hasher.update(chunk)
-    content_hash = hasher.hexdigest()
+    record = {"path": url, "size": size, "change_token": change_token, "blake2b": hasher.hexdigest()}
     if memo_url is not None:
-        record = {"path": url, "size": size, "change_token": change_token, "blake2b": content_hash}
         storage.write_bytes(memo_url, canonical_json(record).encode())
-    return {"path": url, "size": size, "blake2b": content_hash}
+    return record

@@ -56,6 +56,9 @@ class StageKind:
     tables: str | None = None
     # "module:function(stage summary) -> [(chart id, plotly figure)]": its charts in the HTML report
     figures: str | None = None
+    # "module:function(config) -> [url]": raw input files whose content hash its planner reads (on an
+    # existing cluster the workers hash them first: flows/input_identity.py)
+    content_inputs: str | None = None
     # "module:function(config, [StepPlan]) -> [row]": what a run would do, for the dry run (e.g. translate's hours)
     estimate: str | None = None
     # discriminator tags inside the config (e.g. filter rule names), left out of error locations

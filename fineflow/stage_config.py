@@ -62,6 +62,10 @@ class StageConfig(Strict):
         """Files and folders this config names that must exist (after ``resolve_paths``)."""
         return [getattr(owner, key) for owner, key in self.path_fields()]
 
+    def input_patterns(self) -> list[str]:
+        """Raw input files or globs this stage reads (a source stage's; paths or URLs)."""
+        return []
+
     def references(self) -> list[str]:
         """Other stages of the pipeline (``NAME`` or ``NAME.rejects``) whose documents this stage reads
         besides its ``input`` (e.g. a classifier's positive examples): the DAG runs them first."""

@@ -287,11 +287,19 @@ def iter_chunks(url: str, start: int = 0, chunk_size: int = 4 * 1024 * 1024) -> 
             yield chunk
 
 
-@functools.lru_cache(maxsize=32)
 def local_file(url: str) -> str:
     """A local path for ``url`` (itself when local), for libraries that read only local files
     (fastText): a remote file is streamed once into this machine's model cache
     (``fineflow.model_cache``), never held whole in memory."""
+    path = _local_file(url)
+    if not os.path.exists(path):  # evicted from the model cache since: fetch it again
+        _local_file.cache_clear()
+        path = _local_file(url)
+    return path
+
+
+@functools.lru_cache(maxsize=32)
+def _local_file(url: str) -> str:
     if is_local(url) or protocol_of(url) == PACKAGE:
         path = package_path(url) if protocol_of(url) == PACKAGE else url.removeprefix("file://")
         if not os.path.exists(path):

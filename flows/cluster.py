@@ -11,30 +11,21 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from distributed import WorkerPlugin
+import uuid
+import warnings
 
-from fineflow import registry
+from fineflow import registry, storage
 from fineflow.config import DaskConfig
 from fineflow.flows import progress
+from fineflow.flows.cluster_checks import connect
+from fineflow.flows.cluster_watch import ClusterWatch
+from fineflow.flows.run_plugin import PluginCode, RunContext, RunPlugin
+from fineflow.preflight import PreflightError
 from fineflow.steps import StepPlan
 
-
-class StagePlugins(WorkerPlugin):
-    """Makes a pipeline's ``plugins:`` modules importable on every worker, present and future
-    (their step functions are imported by name there). On a cluster of other machines the
-    folder must be shared, or the plug-in installed as a package (entry points)."""
-
-    name = "fineflow-stage-plugins"
-
-    def __init__(self, modules: dict[str, str]) -> None:
-        self.modules = modules
-
-    def setup(self, worker) -> None:  # noqa: ANN001 (Dask's signature)
-        for folder in set(self.modules.values()):
-            if folder and folder not in sys.path:
-                sys.path.insert(0, folder)
-        for module, folder in self.modules.items():
-            registry.load_plugins([module], folder or None)
+# Dask warns on every connection about any package that differs between client and workers;
+# fineflow compares what changes output itself (flows/versions.py) and says nothing of the rest.
+warnings.filterwarnings("ignore", message=r"(?s).*Mismatched versions found")
 
 
 WORKER_PRELOAD = ("fineflow.flows.shard_work", "pyarrow.parquet")
@@ -79,8 +70,22 @@ class Cluster:
     """A run's Dask cluster, started (or connected to) only when a step has shards to compute: a
     re-run whose every step is committed starts no worker at all."""
 
-    def __init__(self, config: DaskConfig, preload: tuple[str, ...] = (), warm: tuple[tuple[str, str], ...] = ()) -> None:
+    def __init__(
+        self,
+        config: DaskConfig,
+        preload: tuple[str, ...] = (),
+        warm: tuple[tuple[str, str], ...] = (),
+        root: str | None = None,
+        credentials_block: str | None = None,
+    ) -> None:
         self.config = config
+        self.root = root  # the run's storage (plug-in code travels through it)
+        self.credentials_block = credentials_block
+        # the run's key on the workers: its plugin's name and what its shards look their settings up by
+        self.run_key = uuid.uuid4().hex[:16]
+        self._context = RunContext(self.run_key)
+        self._plugin_registered = False
+        self._watch: ClusterWatch | None = None
         self.preload = preload  # modules a LocalCluster's workers get imported (e.g. the run's step modules)
         self.warm = warm  # calls made before its workers fork (the steps' StepPlan.warm)
         self.address: str | None = config.address
@@ -146,17 +151,85 @@ class Cluster:
                     silence_logs=logging.WARNING,
                 )
             self.address, self.dashboard = self._cluster.scheduler_address, self._cluster.dashboard_link
-        client = Client(self.address, timeout=60, set_as_default=False)
-        modules = registry.plugins()
-        if modules:
-            client.register_plugin(StagePlugins(modules))
+            client = Client(self.address, timeout=60, set_as_default=False)
+        else:
+            client = connect(self.address, self.config.connect_timeout_s)
+        try:
+            self._register_run(client)
+        except BaseException:
+            client.close()
+            raise
+        self._watch = ClusterWatch(client, _logger()).start()
         _logger().info("Dask scheduler %s%s", self.address, f", dashboard {self.dashboard}" if self.dashboard else "")
         progress.emit("cluster", address=self.address, dashboard=self.dashboard)
         return client
 
+    @property
+    def lost_workers(self) -> int:
+        return self._watch.lost if self._watch else 0
+
+    def _register_run(self, client) -> None:  # noqa: ANN001
+        """The run's settings on every worker, present and future (``flows/run_plugin.py``)."""
+        from fineflow.flows.credentials import s3_options
+
+        context = self._context
+        if self.credentials_block:
+            context.s3 = s3_options(self.credentials_block)  # loaded here, in the flow process
+        codes = []
+        for module in sorted(registry.plugins()):
+            code, data = PluginCode.pack(module, self.root or ".")
+            if not storage.exists(code.url):
+                storage.write_bytes(code.url, data)
+            codes.append(code)
+        context.plugins = tuple(codes)
+        _claim_plugin_names(client, context)
+        self._publish(client)
+
+    def _publish(self, client) -> None:  # noqa: ANN001
+        context = self._context
+        if self.config.address and self.address.startswith("tcp://") and (context.s3 or context.secrets):
+            _logger().warning(
+                "the run's S3 credentials and secrets travel to the Dask workers unencrypted over %s: "
+                "use a tls:// scheduler address (distributed's TLS settings) on a network you do not trust",
+                self.address,
+            )
+        client.register_plugin(RunPlugin(context))
+        self._plugin_registered = True
+
+    def provide_secrets(self, names: tuple[str, ...] | list[str]) -> None:
+        """The values of these Secret blocks on every worker (loaded here; the plugin is renewed when new)."""
+        from fineflow.flows.credentials import secret_value
+
+        missing = [name for name in names if name not in self._context.secrets]
+        if not missing:
+            return
+        with self._lock:
+            for name in missing:
+                self._context.secrets[name] = secret_value(name)
+            if self._client is not None:
+                self._publish(self._client)
+
+    def _release_run(self, client) -> None:  # noqa: ANN001
+        """Nothing of the run stays on a shared cluster: its plugin (settings, plug-in modules) and claims go."""
+        if not self._plugin_registered or self._cluster is not None:
+            return  # a LocalCluster of this run goes with it
+        try:
+            client.unregister_worker_plugin(RunPlugin(self._context).name)
+            for code in self._context.plugins:
+                held = client.get_metadata([_PLUGIN_CLAIMS, code.module], default=None)
+                if held and held["run"] == self.run_key:
+                    client.set_metadata([_PLUGIN_CLAIMS, code.module], None)
+        except Exception as error:  # noqa: BLE001 (the scheduler may be gone; nothing is left there then)
+            logging.getLogger("fineflow").warning("could not unregister the run's worker plugin: %s", error)
+        self._plugin_registered = False
+
     def close(self) -> None:
         with self._lock:
+            if self._watch is not None:
+                self._watch.stop()
+                self._watch = None
             if self._client is not None:
+                self._release_run(self._client)
                 self._client.close()
             if self._cluster is not None:
                 self._cluster.close()
@@ -204,10 +277,44 @@ def worker_setup(plans: list[StepPlan], pending: list[StepPlan]) -> dict[str, tu
 
 
 @contextmanager
-def dask_cluster(config: DaskConfig, preload: tuple[str, ...] = (), warm: tuple[tuple[str, str], ...] = ()) -> Iterator[Cluster]:
+def dask_cluster(
+    config: DaskConfig,
+    preload: tuple[str, ...] = (),
+    warm: tuple[tuple[str, str], ...] = (),
+    root: str | None = None,
+    credentials_block: str | None = None,
+) -> Iterator[Cluster]:
     """The run's cluster handle; a LocalCluster it started lives for the ``with`` block."""
-    cluster = Cluster(config, preload, warm)
+    cluster = Cluster(config, preload, warm, root, credentials_block)
     try:
         yield cluster
     finally:
         cluster.close()
+
+
+_PLUGIN_CLAIMS = "fineflow-plugin-modules"  # scheduler metadata: module -> (digest, run key)
+
+
+class PluginNameTaken(PreflightError):
+    pass
+
+
+def _claim_plugin_names(client, context: RunContext) -> None:  # noqa: ANN001
+    """Refuse a run whose plug-in module name another running run holds with other code (one
+    worker process cannot import both); claim the names for this run otherwise."""
+    if not context.plugins:
+        return
+    registered = set(client.run_on_scheduler(_registered_plugins))
+    for code in context.plugins:
+        held = client.get_metadata([_PLUGIN_CLAIMS, code.module], default=None)
+        if held and held["digest"] != code.digest and f"fineflow-run-{held['run']}" in registered:
+            raise PluginNameTaken(
+                f"plugins: module {code.module!r} differs from the one run {held['run']} is using on this Dask cluster "
+                "(a worker process holds one version of a module): rename it, or wait for that run to end"
+            )
+    for code in context.plugins:
+        client.set_metadata([_PLUGIN_CLAIMS, code.module], {"digest": code.digest, "run": context.key})
+
+
+def _registered_plugins(dask_scheduler=None) -> list[str]:  # noqa: ANN001 (run on the scheduler)
+    return list(dask_scheduler.worker_plugins)

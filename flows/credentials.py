@@ -50,7 +50,7 @@ def apply_credentials(name: str | None) -> None:
 
 
 @lru_cache(maxsize=32)
-def _secret_value(name: str) -> str:
+def secret_value(name: str) -> str:
     from prefect.blocks.system import Secret
 
     value = Secret.load(name).get()
@@ -61,4 +61,4 @@ def load_secrets(names: list[str]) -> None:
     """Load Prefect Secret blocks in this process and hand their values to ``fineflow.secrets``
     (where stage code finds them by block name); the values never leave the process."""
     for name in names:
-        secrets.provide(name, _secret_value(name))
+        secrets.provide(name, secret_value(name))

@@ -123,7 +123,9 @@ def _run_one_stage(run: StageRun, inputs: StageInputs | None) -> dict[str, Any]:
         record = {"kind": "stage", "storage": root, "stage": stage_config, "inputs": inputs_to_json(inputs)}
         folder = start_run_record(root, record)
         started = time.perf_counter()
-        with dask_cluster(_dask(run, DaskConfig()), **_worker_setup(stage, root, inputs)) as cluster:
+        with dask_cluster(
+            _dask(run, DaskConfig()), **_worker_setup(stage, root, inputs), root=root, credentials_block=run.credentials_block
+        ) as cluster:
             get_run_logger().info("%s stage: storage %s, Dask %s", stage.label, root, cluster.address or "LocalCluster")
             node = Node(stage.label, stage, ())
             summary = run_stage_flow(node, cluster, root, inputs, run.refresh, run.credentials_block)

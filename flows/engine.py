@@ -29,6 +29,7 @@ from fineflow.flows import progress
 from fineflow.flows.cluster import Cluster
 from fineflow.flows.shard_work import is_transient, lost_with_worker, run_on_worker
 from fineflow.flows.stage_report import artifact_key
+from fineflow.flows.versions import expected_versions
 from fineflow.manifest import write_manifest
 from fineflow.steps import StepPlan, resolve_function
 
@@ -67,11 +68,11 @@ def _retry_if_transient(task, task_run, state) -> bool:  # noqa: ANN001 (Prefect
 class _StepWork:
     """One step's shards in flight: what the batch tasks share (results, failures, progress)."""
 
-    def __init__(self, plan: StepPlan, cluster: Cluster, credentials_block: str | None, done: int) -> None:
+    def __init__(self, plan: StepPlan, cluster: Cluster, done: int) -> None:
         self.plan = plan
         self.cluster = cluster
-        self.credentials_block = credentials_block
         self.location = dataclasses.asdict(plan.location)
+        self.versions = expected_versions(plan.fingerprint.components["code"]["libraries"])
         self.shards = {shard["shard"]: shard for shard in plan.shards}
         self.results: dict[int, dict] = {}
         self.errors: dict[int, BaseException] = {}
@@ -90,8 +91,8 @@ class _StepWork:
     def _submit(self, client, number: int):  # noqa: ANN001, ANN202
         plan = self.plan
         return client.submit(
-            run_on_worker, plan.function, self.shards[number], plan.params, self.location, self.credentials_block,
-            list(plan.secrets), key=f"{plan.task_name(number)}-{uuid.uuid4().hex[:8]}", pure=False,
+            run_on_worker, plan.function, self.shards[number], plan.params, self.location, self.cluster.run_key,
+            self.versions, key=f"{plan.task_name(number)}-{uuid.uuid4().hex[:8]}", pure=False,
         )
 
     def run_batch(self, numbers: list[int]) -> int:
@@ -199,7 +200,7 @@ def _run_batches(work: _StepWork, numbers: list[int]) -> None:
             work.batch_error = work.batch_error or error
 
 
-def run_step(plan: StepPlan, cluster: Cluster, refresh: bool = False, credentials_block: str | None = None) -> dict[str, Any]:
+def run_step(plan: StepPlan, cluster: Cluster, refresh: bool = False) -> dict[str, Any]:
     """Compute the step's uncommitted shards, write the manifest; return the step's totals.
 
     A shard whose committed file is missing, or no longer matches the step's manifest, is
@@ -208,11 +209,12 @@ def run_step(plan: StepPlan, cluster: Cluster, refresh: bool = False, credential
     started = time.perf_counter()
     committed = {} if refresh else _committed(plan)
     pending = [shard["shard"] for shard in plan.shards if shard["shard"] not in committed]
-    work = _StepWork(plan, cluster, credentials_block, done=len(committed))
+    work = _StepWork(plan, cluster, done=len(committed))
     progress.emit("step_started", stage=plan.name, step=plan.step, total=work.total, cached=len(committed))
     if pending:
         _forget_receipts(plan, pending)
         cluster.client()  # start (or connect to) the cluster here, in the stage flow, on first need
+        cluster.provide_secrets(plan.secrets)  # their values reach the workers in the run's plugin
         try:
             _run_batches(work, pending)
         except BaseException:

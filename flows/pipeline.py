@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 import json
 import time
+from contextlib import ExitStack
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from typing import Any
@@ -27,8 +28,10 @@ from fineflow.dag import InputRef, Node, build_dag, descendants
 from fineflow.documents import duplicate_ids
 from fineflow.flows import liveness, progress
 from fineflow.flows.cluster import Cluster, dask_cluster, using, worker_setup
+from fineflow.flows.cluster_checks import check_cluster
 from fineflow.flows.credentials import apply_credentials
 from fineflow.flows.engine import step_is_committed
+from fineflow.flows.input_identity import hash_on_workers
 from fineflow.flows.results import result_storage
 from fineflow.flows.stage import stage_flow
 from fineflow.manifest import REJECTS_DIR, step_folder_of
@@ -51,6 +54,7 @@ def run_pipeline(settings: PipelineConfig, from_stage: str | None = None) -> dic
     liveness.register(run_id, PREFECT_API_URL.value())  # if this process dies, the next command says so
     try:
         preflight(settings)  # a clear one-line failure before the cluster starts (deployed runs have no CLI)
+        check_cluster(settings)  # an existing cluster: reachable, same code, no local path its workers cannot see
         return _run_stages(settings, from_stage, root)
     finally:
         liveness.unregister(run_id)
@@ -69,15 +73,28 @@ def _run_stages(settings: PipelineConfig, from_stage: str | None, root: str) -> 
     folder = start_run_record(root, settings.model_dump(mode="json"))
     started = time.perf_counter()
     result_storage(root, settings.storage_credentials)  # saved once, before concurrent stages need it
-    plans = planned_steps(settings)
-    pending = [plan for plan in plans or [] if not step_is_committed(plan)]
-    with dask_cluster(settings.dask, **worker_setup(plans or [], pending)) as cluster:
-        if refresh or plans is None or pending:
-            cluster.client()  # start it before the stages: concurrent branches must not wait on its start
+    with ExitStack() as stack:
+        if settings.dask.address is not None:
+            # An existing cluster: connected first, so that its workers, not this process, read the inputs' bytes.
+            cluster = stack.enter_context(dask_cluster(settings.dask, root=root, credentials_block=settings.storage_credentials))
+            hashed = hash_on_workers(cluster, settings)
+            if hashed:
+                logger.info("%d input file(s) identified by the Dask workers (size, change token, content hash)", len(hashed))
+        else:
+            plans = planned_steps(settings)
+            pending = [plan for plan in plans or [] if not step_is_committed(plan)]
+            cluster = stack.enter_context(
+                dask_cluster(settings.dask, **worker_setup(plans or [], pending), root=root, credentials_block=settings.storage_credentials)
+            )
+            if refresh or plans is None or pending:
+                cluster.client()  # start it before the stages: concurrent branches must not wait on its start
         summaries = run_dag(nodes, cluster, root, refresh, settings.storage_credentials)
         if not cluster.started:
             logger.info("every step was already committed: no Dask cluster was needed")
-    result = finish_run_record(folder, settings.name, root, time.perf_counter() - started, summaries)
+        lost = cluster.lost_workers
+        if lost:
+            logger.warning("%d Dask worker(s) were lost during the run; their shards ran again on the others", lost)
+    result = finish_run_record(folder, settings.name, root, time.perf_counter() - started, summaries, {"lost_workers": lost})
     if settings.strict and result["warnings"]:
         raise StrictWarnings(f"strict: {len(result['warnings'])} warning(s): " + "; ".join(result["warnings"]))
     return result
@@ -188,12 +205,14 @@ def start_run_record(root: str, config: dict[str, Any]) -> str:
     return folder
 
 
-def finish_run_record(folder: str, name: str, root: str, seconds: float, summaries: list[dict]) -> dict[str, Any]:
+def finish_run_record(
+    folder: str, name: str, root: str, seconds: float, summaries: list[dict], extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Write the run's summary and HTML report next to its configuration; publish the summary artifact."""
     warnings = [f"{stage['name']}: {warning}" for stage in summaries for warning in stage.get("warnings", [])]
     result = {
         "run_id": str(flow_run.id), "pipeline": name, "storage": root, "seconds": round(seconds, 2),
-        "warnings": warnings, "stages": summaries,
+        "warnings": warnings, **(extra or {}), "stages": summaries,
     }
     storage.write_bytes(storage.join(folder, "summary.json"), json.dumps(result, indent=1).encode())
     try:

@@ -36,7 +36,7 @@ def run_stage(
     config = registry.validate_stage(stage_config)
     stage_inputs = inputs_from_json(inputs)
     steps = [
-        run_step(step_plan, cluster, refresh=refresh, credentials_block=credentials_block)
+        run_step(step_plan, cluster, refresh=refresh)
         for step_plan in plan_stage(config, root, stage_inputs, name)
     ]
     summary = stage_summary(

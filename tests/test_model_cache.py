@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import multiprocessing
 import os
@@ -16,7 +17,7 @@ import pytest
 
 from conftest import BUCKET
 from fineflow import storage
-from fineflow.model_cache import CACHE_ENV, CAP_ENV, TMP_PREFIX, cached_copy
+from fineflow.model_cache import CACHE_ENV, CAP_ENV, LOCK_PREFIX, TMP_PREFIX, cached_copy
 
 pytestmark = pytest.mark.integration
 
@@ -97,6 +98,22 @@ def test_cap_evicts_the_least_recently_used_entry(seaweed, cache, monkeypatch):
     assert not os.path.exists(second_path)
     assert os.path.exists(first_path) and os.path.exists(third_path)
     assert sorted(map(str, entries(cache))) == sorted([first_path, third_path])
+
+
+def test_cap_never_evicts_an_entry_locked_elsewhere(seaweed, cache, monkeypatch):
+    monkeypatch.setenv(CAP_ENV, "2500")
+    first, second, third = (put(os.urandom(1000)) for _ in range(3))
+    first_path, second_path = cached_copy(first), cached_copy(second)
+    now = time.time()
+    os.utime(first_path, (now - 100, now - 100))  # the least recently used...
+    # ...but held: flock excludes every other open file, as another worker process downloading it would.
+    fd = os.open(cache / f"{LOCK_PREFIX}{Path(first_path).name}", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        cached_copy(third)
+    finally:
+        os.close(fd)
+    assert os.path.exists(first_path) and not os.path.exists(second_path)
 
 
 def test_object_larger_than_the_cap_is_refused(seaweed, cache, monkeypatch):

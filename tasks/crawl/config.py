@@ -57,6 +57,9 @@ class CrawlStage(StageConfig):
         if self.listing is not None:
             self.listing.path = resolve(self.listing.path)
 
+    def input_patterns(self) -> list[str]:
+        return list(self.inputs)
+
     def named_files(self) -> list[str]:
         named = [v for k, v in self.url_filter_options.items() if k.endswith("_file") and isinstance(v, str)]
         return named + ([self.listing.path] if self.listing is not None else [])

@@ -11,4 +11,5 @@ KIND = StageKind(
     reads_documents=False,
     description="Crawl WARC/WET files into documents.",
     preflight="fineflow.tasks.crawl.plan:preflight_crawl",
+    content_inputs="fineflow.tasks.crawl.plan:content_inputs",
 )

@@ -56,6 +56,11 @@ def preflight_crawl(config: CrawlStage) -> list[str]:
     return warnings + [f"inputs: {url} is empty" for url in files if storage.size(url) == 0]
 
 
+def content_inputs(config: CrawlStage) -> list[str]:
+    """The files whose content hashes ``plan_crawl`` reads (a listing's files are named by path and size)."""
+    return [] if config.listing is not None else expand_inputs(config.inputs)[0]
+
+
 def plan_crawl(config: CrawlStage, ctx: PlanContext) -> list[StepPlan]:
     root = ctx.root
     warnings: list[str] = []

@@ -1,0 +1,128 @@
+"""Checks of an existing Dask cluster before a run does any work on it, each failure one line.
+
+A scheduler named by ``dask.address`` runs on other machines: its workers see object storage
+and their own installation, nothing of the client's. So before work starts: the address answers
+within seconds; every worker runs the same Python and the same fineflow code as the client (a
+difference there changes output; other packages are compared per step, by the libraries its
+fingerprint names, ``flows/versions.py``); and a local path the run names (storage root, inputs,
+lists, models) is refused unless the workers are shown to see the same file (a probe: size and
+content hash of one file of each, and a file the client writes under the storage root) or
+``dask.shared_filesystem: true`` says they do (NFS, Lustre).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from typing import Any
+
+from fineflow import storage
+from fineflow.config import PipelineConfig
+from fineflow.flows.versions import code_identity
+from fineflow.preflight import PreflightError
+
+PROBE_BYTES = 1 << 20  # a probe hashes the first MiB and compares sizes: cheap on a huge input
+
+
+class ClusterUnreachable(PreflightError):
+    pass
+
+
+def connect(address: str, timeout_s: float, key: str = "dask.address"):  # noqa: ANN201 (distributed.Client)
+    """A client of the scheduler at ``address``, or one line saying it did not answer in time."""
+    from distributed import Client
+
+    try:
+        return Client(address, timeout=timeout_s, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ClusterUnreachable(
+            f"{key}: no Dask scheduler answered at {address} within {timeout_s:g} s ({reason})"
+        ) from None
+
+
+def check_workers_match(client) -> None:  # noqa: ANN001
+    """Every worker runs the client's Python (major.minor) and fineflow code."""
+    ours = code_identity()
+    theirs: dict[str, dict[str, str]] = client.run(code_identity)
+    for address, identity in sorted(theirs.items()):
+        for part in ("python", "fineflow"):
+            if identity.get(part) != ours[part]:
+                raise PreflightError(
+                    f"dask.address: worker {address} runs {part} {identity.get(part)} but this client runs {ours[part]}: "
+                    "its output would differ; install the same fineflow (and Python) on the client and the workers"
+                )
+
+
+def local_paths(config: PipelineConfig) -> list[tuple[str, str]]:
+    """(key, path) of every local path the run names: what workers on other machines cannot read."""
+    found = [("storage", config.storage)] if storage.is_local(config.storage) else []
+    for stage in config.stages:
+        for path in [*stage.input_patterns(), *stage.named_files()]:
+            if storage.is_local(path):
+                found.append((f"stages.{stage.label}", path))
+    return found
+
+
+def probe_file(path: str) -> dict[str, Any] | None:
+    """Size and hash of the first MiB of a file, as this process sees it (None: it does not)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(PROBE_BYTES)
+        return {"size": os.path.getsize(path), "head": hashlib.sha256(head).hexdigest()}
+    except OSError:
+        return None
+
+
+def _first_file(path: str) -> str | None:
+    matches = storage.expand(path)
+    return matches[0] if matches else None
+
+
+def check_paths_shared(client, config: PipelineConfig) -> None:  # noqa: ANN001
+    """Refuse local paths the workers do not see as the client does (unless declared shared)."""
+    named = local_paths(config)
+    if not named or config.dask.shared_filesystem:
+        return
+    probe_url = None
+    try:
+        for key, path in named:
+            if key == "storage":
+                # a file written here now: seen by every worker only through a shared mount
+                probe_url = storage.join(path, "_meta", f"worker-probe-{uuid.uuid4().hex}")
+                storage.write_bytes(probe_url, uuid.uuid4().hex.encode())
+                target = probe_url
+            else:
+                target = _first_file(path)
+                if target is None:
+                    continue  # a glob matching nothing here: preflight already said so
+            expected = probe_file(target)
+            seen = client.run(probe_file, target)
+            if not seen:
+                raise PreflightError(
+                    f"{key}: {path} is a local path, and the cluster at {config.dask.address} has no worker yet to show "
+                    "that it sees it: use an object-storage URL (s3://bucket/...), or set dask.shared_filesystem: true"
+                )
+            blind = sorted(address for address, found in seen.items() if found != expected)
+            if blind:
+                raise PreflightError(
+                    f"{key}: {path} is a local path, but {len(blind)} of {len(seen)} Dask worker(s) at "
+                    f"{config.dask.address} do not see it as this machine does: use an object-storage URL "
+                    "(s3://bucket/...), or set dask.shared_filesystem: true if every worker mounts it at the same path"
+                )
+    finally:
+        if probe_url is not None:
+            storage.remove(probe_url)
+
+
+def check_cluster(config: PipelineConfig) -> None:
+    """All checks of an existing cluster (none for a LocalCluster this process starts)."""
+    if config.dask.address is None:
+        return
+    client = connect(config.dask.address, config.dask.connect_timeout_s)
+    try:
+        check_workers_match(client)
+        check_paths_shared(client, config)
+    finally:
+        client.close()
