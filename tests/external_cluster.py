@@ -26,8 +26,12 @@ import warnings
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 REPO = Path(__file__).resolve().parent.parent
 STAMP = ".fineflow-worker-env"  # inside the venv: hash of what was installed there
@@ -344,7 +348,7 @@ class ExternalCluster:
         return self._address
 
     @contextlib.contextmanager
-    def client(self, timeout: float = 10.0) -> Iterator[object]:
+    def client(self, timeout: float = 10.0) -> Iterator[Client]:
         """A distributed.Client from the test process. The project venv holds dev-only packages the
         workers lack (pandas), which distributed reports as a version mismatch: silenced here."""
         from distributed import Client

@@ -121,11 +121,15 @@ def test_a_broken_manifest_is_caught():
         kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
 
 
-def test_the_dockerfile_copies_what_exists():
-    copied = re.findall(r"^COPY (.+) \S+$", (INFRA / "Dockerfile").read_text(), flags=re.M)
+def test_the_dockerfile_copies_what_exists_and_installs_the_wheel():
+    dockerfile = (INFRA / "Dockerfile").read_text()
+    copied = re.findall(r"^COPY (?!--from)(.+) \S+$", dockerfile, flags=re.M)  # (not a copy between build stages)
     paths = [p for line in copied for p in line.split()]
     assert {"fineflow", "tasks", "flows", "deployments", "uv.lock", "prefect.yaml"} <= set(paths)
     assert all((REPO / p).exists() for p in paths)
+    # the image runs an installed wheel, never the source tree (packaged files resolve in site-packages)
+    assert "uv build --wheel" in dockerfile and "/dist/*.whl" in dockerfile
+    assert not re.search(r"uv sync|pip install (-e|--editable)", dockerfile)
 
 
 def test_prefect_yaml_deploys_every_registered_stage_kind():
