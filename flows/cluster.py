@@ -85,6 +85,7 @@ class Cluster:
         self.run_key = uuid.uuid4().hex[:16]
         self._context = RunContext(self.run_key)
         self._plugin_registered = False
+        self._warned = False  # (about secrets over plain tcp://, once a run)
         self._watch: ClusterWatch | None = None
         self.preload = preload  # modules a LocalCluster's workers get imported (e.g. the run's step modules)
         self.warm = warm  # calls made before its workers fork (the steps' StepPlan.warm)
@@ -187,12 +188,14 @@ class Cluster:
 
     def _publish(self, client) -> None:  # noqa: ANN001
         context = self._context
-        if self.config.address and self.address.startswith("tcp://") and (context.s3 or context.secrets):
-            _logger().warning(
-                "the run's S3 credentials and secrets travel to the Dask workers unencrypted over %s: "
-                "use a tls:// scheduler address (distributed's TLS settings) on a network you do not trust",
-                self.address,
+        if self.config.address and self.address.startswith("tcp://") and (context.s3 or context.secrets) and not self._warned:
+            self._warned = True
+            message = (
+                f"the run's S3 credentials and secrets travel to the Dask workers unencrypted over {self.address}: "
+                "use a tls:// scheduler address (distributed's TLS settings) on a network you do not trust"
             )
+            _logger().warning(message)
+            progress.emit("cluster_note", message=message, level="WARNING")
         client.register_plugin(RunPlugin(context))
         self._plugin_registered = True
 

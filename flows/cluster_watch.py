@@ -61,8 +61,8 @@ class ClusterWatch:
             self.lost += len(gone)
             self._say(
                 logging.WARNING,
-                f"lost {len(gone)} Dask worker(s) ({', '.join(gone)}); {len(now)} left; "
-                "their running shards are resubmitted",
+                f"lost {len(gone)} Dask worker(s) ({', '.join(gone)}); the cluster has {len(now)} now; "
+                "their running shards run again",
             )
         if new:
             self._say(logging.INFO, f"{len(new)} Dask worker(s) joined ({', '.join(new)}); {len(now)} now")

@@ -16,6 +16,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -218,7 +219,7 @@ class ExternalCluster:
 
     def __init__(
         self, python: Path, root: Path, n_workers: int = 2, extra_env: dict[str, str] | None = None,
-        *, start_timeout: float = 60.0,
+        *, start_timeout: float = 60.0, hide: tuple[Path, ...] = (),
     ) -> None:
         # Not resolved: the venv's bin/python is a symlink to the base interpreter, and only the
         # symlink's location makes Python pick up the venv.
@@ -227,6 +228,12 @@ class ExternalCluster:
         self.n_workers = n_workers
         self.extra_env = dict(extra_env or {})
         self.start_timeout = start_timeout
+        # Folders the scheduler and workers must not see (the client's checkout and files), as on other
+        # machines: each process runs in a mount namespace of its own with an empty tmpfs over them.
+        self.hide = tuple(Path(p).resolve() for p in hide)
+        clash = [p for p in self.hide if self.root == p or p in self.root.parents or p in self.python.parents]
+        if clash:
+            raise ValueError(f"the cluster's own folder or Python is under a hidden folder: {clash}")
         self._scheduler: _Process | None = None
         self._workers: dict[int, _Process] = {}
         self._address: str | None = None
@@ -280,7 +287,7 @@ class ExternalCluster:
         # --show/--no-show is deprecated and does nothing: not passed.
         cmd = [str(self.python), "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
                "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(scheduler_file)]
-        self._scheduler = _Process("scheduler", cmd, folder, self._environment(folder))
+        self._scheduler = _Process("scheduler", self._hidden(cmd), folder, self._environment(folder))
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if not self._scheduler.running():
@@ -300,7 +307,15 @@ class ExternalCluster:
         cmd = [str(self.python), "-m", "distributed.cli.dask_worker", self.address, "--nworkers", "1",
                "--nthreads", "1", "--name", f"worker-{i}", "--host", "127.0.0.1",
                "--local-directory", str(folder / "dask"), "--no-dashboard", "--dashboard-address", "127.0.0.1:0"]
-        self._workers[i] = _Process(f"worker-{i}", cmd, folder, self._environment(folder))
+        self._workers[i] = _Process(f"worker-{i}", self._hidden(cmd), folder, self._environment(folder))
+
+    def _hidden(self, cmd: list[str]) -> list[str]:
+        """``cmd`` in a private mount namespace where the hidden folders are empty (unshare, then exec:
+        the process keeps the pid, so killing it works as without)."""
+        if not self.hide:
+            return cmd
+        mounts = " && ".join(f"mount -t tmpfs -o size=1m fineflow-hidden {shlex.quote(str(p))}" for p in self.hide)
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", f'{mounts} && exec "$@"', "sh", *cmd]
 
     def kill_worker(self, i: int) -> None:
         """SIGKILL worker `i`'s whole tree (the CLI's nanny and the worker it spawned), so that the nanny

@@ -123,7 +123,7 @@ def test_the_cluster_watch_reports_lost_and_joined_workers_and_an_empty_cluster(
     watch._workers = {"tcp://a:1", "tcp://b:1"}
     now = [100.0]
     watch.check({"tcp://a:1"}, clock=lambda: now[0])
-    assert watch.lost == 1 and "lost 1 Dask worker(s) (tcp://b:1); 1 left" in log.lines[-1][1]
+    assert watch.lost == 1 and "lost 1 Dask worker(s) (tcp://b:1); the cluster has 1 now" in log.lines[-1][1]
     watch.check(set(), clock=lambda: now[0])
     assert watch.lost == 2 and "has no workers" in log.lines[-1][1]
     now[0] = 145.0
