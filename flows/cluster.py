@@ -12,20 +12,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import uuid
-import warnings
 
 from fineflow import registry, storage
 from fineflow.config import DaskConfig
 from fineflow.flows import progress
-from fineflow.flows.cluster_checks import connect
+from fineflow.flows.cluster_checks import connect, quiet_client
 from fineflow.flows.cluster_watch import ClusterWatch
 from fineflow.flows.run_plugin import PluginCode, RunContext, RunPlugin
 from fineflow.preflight import PreflightError
 from fineflow.steps import StepPlan
 
-# Dask warns on every connection about any package that differs between client and workers;
-# fineflow compares what changes output itself (flows/versions.py) and says nothing of the rest.
-warnings.filterwarnings("ignore", message=r"(?s).*Mismatched versions found")
 
 
 WORKER_PRELOAD = ("fineflow.flows.shard_work", "pyarrow.parquet")
@@ -116,8 +112,6 @@ class Cluster:
         return self._client is not None
 
     def _start(self):  # noqa: ANN202
-        from distributed import Client
-
         if self.address is None:
             import dask
             from distributed import LocalCluster
@@ -152,7 +146,7 @@ class Cluster:
                     silence_logs=logging.WARNING,
                 )
             self.address, self.dashboard = self._cluster.scheduler_address, self._cluster.dashboard_link
-            client = Client(self.address, timeout=60, set_as_default=False)
+            client = quiet_client(self.address, 60)
         else:
             client = connect(self.address, self.config.connect_timeout_s)
         try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+import warnings
 from typing import Any
 
 from fineflow import storage
@@ -31,15 +32,23 @@ class ClusterUnreachable(PreflightError):
 
 def connect(address: str, timeout_s: float, key: str = "dask.address"):  # noqa: ANN201 (distributed.Client)
     """A client of the scheduler at ``address``, or one line saying it did not answer in time."""
-    from distributed import Client
-
     try:
-        return Client(address, timeout=timeout_s, set_as_default=False)
+        return quiet_client(address, timeout_s)
     except (OSError, TimeoutError, ValueError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ClusterUnreachable(
             f"{key}: no Dask scheduler answered at {address} within {timeout_s:g} s ({reason})"
         ) from None
+
+
+def quiet_client(address: str, timeout_s: float):  # noqa: ANN201
+    """A client without Dask's version-mismatch table: fineflow compares what changes output itself
+    (``check_workers_match``, ``flows/versions.py``), and any other package may differ."""
+    from distributed import Client
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Mismatched versions found")
+        return Client(address, timeout=timeout_s, set_as_default=False)
 
 
 def check_workers_match(client) -> None:  # noqa: ANN001
