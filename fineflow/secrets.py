@@ -2,8 +2,8 @@
 
 A step's config names where a secret comes from: an environment variable, or a Prefect Secret
 block. Only the block's name travels in step parameters; ``fineflow.flows`` loads the block in
-each process that runs a shard task and hands the value to this module, so stage code (which
-imports no Prefect) finds it here. Values are never logged, written or put in results.
+the flow process and hands the value to each worker's copy of this module (the run's worker
+plugin), so stage code (which imports no Prefect) finds it here. Values are never logged, written or put in results.
 """
 
 from __future__ import annotations

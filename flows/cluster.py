@@ -80,7 +80,7 @@ class Cluster:
         # the run's key on the workers: its plugin's name and what its shards look their settings up by
         self.run_key = uuid.uuid4().hex[:16]
         self._context = RunContext(self.run_key)
-        self._plugin_registered = False
+        self._plugin_names: list[str] = []  # the run's plugin parts registered on the scheduler
         self._warned = False  # (about secrets over plain tcp://, once a run)
         self._watch: ClusterWatch | None = None
         self.preload = preload  # modules a LocalCluster's workers get imported (e.g. the run's step modules)
@@ -180,8 +180,8 @@ class Cluster:
         _claim_plugin_names(client, context)
         self._publish(client)
 
-    def _publish(self, client) -> None:  # noqa: ANN001
-        context = self._context
+    def _publish(self, client, context: RunContext | None = None, part: str = "") -> None:  # noqa: ANN001
+        context = context or self._context
         if self.config.address and self.address.startswith("tcp://") and (context.s3 or context.secrets) and not self._warned:
             self._warned = True
             message = (
@@ -190,35 +190,39 @@ class Cluster:
             )
             _logger().warning(message)
             progress.emit("cluster_note", message=message, level="WARNING")
-        client.register_plugin(RunPlugin(context))
-        self._plugin_registered = True
+        plugin = RunPlugin(context, part)
+        client.register_plugin(plugin)
+        self._plugin_names.append(plugin.name)
 
     def provide_secrets(self, names: tuple[str, ...] | list[str]) -> None:
-        """The values of these Secret blocks on every worker (loaded here; the plugin is renewed when new)."""
+        """The values of these Secret blocks on every worker: loaded here, sent in a new part of the
+        run's plugin (the parts already set up stay, so running shards keep their settings)."""
         from fineflow.flows.credentials import secret_value
 
-        missing = [name for name in names if name not in self._context.secrets]
-        if not missing:
-            return
         with self._lock:
-            for name in missing:
-                self._context.secrets[name] = secret_value(name)
+            missing = sorted({name for name in names if name not in self._context.secrets})
+            if not missing:
+                return
+            values = {name: secret_value(name) for name in missing}
+            self._context.secrets.update(values)
             if self._client is not None:
-                self._publish(self._client)
+                part = RunContext(self.run_key, secrets=values)
+                self._publish(self._client, part, f"secrets-{len(self._plugin_names)}")
 
     def _release_run(self, client) -> None:  # noqa: ANN001
         """Nothing of the run stays on a shared cluster: its plugin (settings, plug-in modules) and claims go."""
-        if not self._plugin_registered or self._cluster is not None:
+        if not self._plugin_names or self._cluster is not None:
             return  # a LocalCluster of this run goes with it
         try:
-            client.unregister_worker_plugin(RunPlugin(self._context).name)
+            for name in reversed(self._plugin_names):  # the main part last: its teardown forgets the run
+                client.unregister_worker_plugin(name)
             for code in self._context.plugins:
                 held = client.get_metadata([_PLUGIN_CLAIMS, code.module], default=None)
                 if held and held["run"] == self.run_key:
                     client.set_metadata([_PLUGIN_CLAIMS, code.module], None)
         except Exception as error:  # noqa: BLE001 (the scheduler may be gone; nothing is left there then)
             logging.getLogger("fineflow").warning("could not unregister the run's worker plugin: %s", error)
-        self._plugin_registered = False
+        self._plugin_names = []
 
     def close(self) -> None:
         with self._lock:

@@ -1,10 +1,11 @@
 """S3 credentials from a Prefect block, as an alternative to the ``AWS_*`` environment.
 
 A pipeline names a prefect-aws ``AwsCredentials`` block (``storage_credentials`` in the YAML or
-``--credentials-block``). Only the name travels with runs and tasks; each process that touches
-storage (the flow process, every Dask worker) loads the block from the Prefect API itself and
-configures fineflow's storage with it, so the secret never appears in parameters, logs or
-artifacts.
+``--credentials-block``). Only the name travels with runs; the flow process loads the block from
+the Prefect API and configures fineflow's storage with it, and hands the options (and the values
+of Secret blocks its steps name) to the Dask workers in the run's worker plugin
+(``flows/run_plugin.py``): the secret never appears in parameters, task arguments, logs or
+artifacts, and no worker needs a Prefect API.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from fineflow import secrets, storage
+from fineflow import storage
 
 
 @lru_cache(maxsize=8)
@@ -55,10 +56,3 @@ def secret_value(name: str) -> str:
 
     value = Secret.load(name).get()
     return value if isinstance(value, str) else str(value)
-
-
-def load_secrets(names: list[str]) -> None:
-    """Load Prefect Secret blocks in this process and hand their values to ``fineflow.secrets``
-    (where stage code finds them by block name); the values never leave the process."""
-    for name in names:
-        secrets.provide(name, secret_value(name))

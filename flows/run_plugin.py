@@ -102,25 +102,34 @@ _lock = threading.RLock()
 
 
 class RunPlugin(WorkerPlugin):
-    """A run's settings on every worker of the cluster, for as long as the run is registered."""
+    """A run's settings on every worker of the cluster, for as long as the run is registered.
 
-    def __init__(self, context: RunContext) -> None:
+    A run registers its main part when its cluster starts and, as steps that name further Secret
+    blocks come up, a part for each (``part``): a new part never replaces one already set up, so a
+    shard running meanwhile never sees its run's settings missing."""
+
+    def __init__(self, context: RunContext, part: str = "") -> None:
         self.context = context
-        self.name = PLUGIN_PREFIX + context.key
+        self.part = part
+        self.name = PLUGIN_PREFIX + context.key + (f"-{part}" if part else "")
 
     def __repr__(self) -> str:  # names only: the values never show
         c = self.context
         return (
-            f"RunPlugin(run={c.key}, s3={'set' if c.s3 else 'none'}, secrets={sorted(c.secrets)}, "
-            f"plugins={[p.module for p in c.plugins]})"
+            f"RunPlugin(run={c.key}{', part=' + self.part if self.part else ''}, s3={'set' if c.s3 else 'none'}, "
+            f"secrets={sorted(c.secrets)}, plugins={[p.module for p in c.plugins]})"
         )
 
     def setup(self, worker) -> None:  # noqa: ANN001 (Dask's signature)
         with _lock:
-            _RUNS[self.context.key] = self.context
+            held = _RUNS.setdefault(self.context.key, RunContext(self.context.key))
+            held.s3 = self.context.s3 or held.s3
+            held.secrets.update(self.context.secrets)
+            held.plugins = tuple(dict.fromkeys((*held.plugins, *self.context.plugins)))
 
     def teardown(self, worker) -> None:  # noqa: ANN001
-        forget(self.context.key)
+        if not self.part:
+            forget(self.context.key)
 
 
 def forget(key: str) -> None:

@@ -59,6 +59,23 @@ def test_a_run_plugin_shows_names_never_values_and_a_shard_without_it_fails_in_o
         run_plugin.enter("k1")  # unregistered with the run: nothing stays behind
 
 
+def test_a_later_part_of_a_run_plugin_adds_secrets_without_a_gap():
+    main = RunPlugin(RunContext("k2", secrets={"a": "1"}))
+    part = RunPlugin(RunContext("k2", secrets={"b": "2"}), part="secrets-1")
+    assert part.name == "fineflow-run-k2-secrets-1" and "'b'" in repr(part) and "'2'" not in repr(part)
+    main.setup(worker=None)
+    part.setup(worker=None)
+    try:
+        run_plugin.enter("k2")
+        assert (secrets.resolve(block="a"), secrets.resolve(block="b")) == ("1", "2")
+        part.teardown(worker=None)  # a part going away leaves the run's settings in place
+        assert run_plugin.enter("k2").secrets == {"a": "1", "b": "2"}
+    finally:
+        main.teardown(worker=None)
+    with pytest.raises(MissingRunContext):
+        run_plugin.enter("k2")
+
+
 def _plugin_module(folder, name: str, body: str) -> None:
     (folder / f"{name}.py").write_text(textwrap.dedent(body))
 
