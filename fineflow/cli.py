@@ -343,7 +343,7 @@ def _check_cluster(config) -> None:
 
     logging.getLogger("distributed").setLevel(logging.ERROR)  # its own connection errors: we say it in one line
     try:
-        check_cluster(config)
+        check_cluster(config.dask, config.storage, config.stages)
     except PreflightError as error:
         _fail(str(error))
 

@@ -19,9 +19,10 @@ import warnings
 from typing import Any
 
 from fineflow import storage
-from fineflow.config import PipelineConfig
+from fineflow.config import DaskConfig
 from fineflow.flows.versions import code_identity
 from fineflow.preflight import PreflightError
+from fineflow.stage_config import StageConfig
 
 PROBE_BYTES = 1 << 20  # a probe hashes the first MiB and compares sizes: cheap on a huge input
 
@@ -64,10 +65,10 @@ def check_workers_match(client) -> None:  # noqa: ANN001
                 )
 
 
-def local_paths(config: PipelineConfig) -> list[tuple[str, str]]:
+def local_paths(root: str, stages: list[StageConfig]) -> list[tuple[str, str]]:
     """(key, path) of every local path the run names: what workers on other machines cannot read."""
-    found = [("storage", config.storage)] if storage.is_local(config.storage) else []
-    for stage in config.stages:
+    found = [("storage", root)] if storage.is_local(root) else []
+    for stage in stages:
         for path in [*stage.input_patterns(), *stage.named_files()]:
             if storage.is_local(path):
                 found.append((f"stages.{stage.label}", path))
@@ -89,10 +90,10 @@ def _first_file(path: str) -> str | None:
     return matches[0] if matches else None
 
 
-def check_paths_shared(client, config: PipelineConfig) -> None:  # noqa: ANN001
+def check_paths_shared(client, dask: DaskConfig, root: str, stages: list[StageConfig]) -> None:  # noqa: ANN001
     """Refuse local paths the workers do not see as the client does (unless declared shared)."""
-    named = local_paths(config)
-    if not named or config.dask.shared_filesystem:
+    named = local_paths(root, stages)
+    if not named or dask.shared_filesystem:
         return
     probe_url = None
     try:
@@ -110,14 +111,14 @@ def check_paths_shared(client, config: PipelineConfig) -> None:  # noqa: ANN001
             seen = client.run(probe_file, target)
             if not seen:
                 raise PreflightError(
-                    f"{key}: {path} is a local path, and the cluster at {config.dask.address} has no worker yet to show "
+                    f"{key}: {path} is a local path, and the cluster at {dask.address} has no worker yet to show "
                     "that it sees it: use an object-storage URL (s3://bucket/...), or set dask.shared_filesystem: true"
                 )
             blind = sorted(address for address, found in seen.items() if found != expected)
             if blind:
                 raise PreflightError(
                     f"{key}: {path} is a local path, but {len(blind)} of {len(seen)} Dask worker(s) at "
-                    f"{config.dask.address} do not see it as this machine does: use an object-storage URL "
+                    f"{dask.address} do not see it as this machine does: use an object-storage URL "
                     "(s3://bucket/...), or set dask.shared_filesystem: true if every worker mounts it at the same path"
                 )
     finally:
@@ -125,13 +126,14 @@ def check_paths_shared(client, config: PipelineConfig) -> None:  # noqa: ANN001
             storage.remove(probe_url)
 
 
-def check_cluster(config: PipelineConfig) -> None:
-    """All checks of an existing cluster (none for a LocalCluster this process starts)."""
-    if config.dask.address is None:
+def check_cluster(dask: DaskConfig, root: str, stages: list[StageConfig]) -> None:
+    """All checks of an existing cluster (none for a LocalCluster this process starts), for a run
+    of these stages writing under ``root``."""
+    if dask.address is None:
         return
-    client = connect(config.dask.address, config.dask.connect_timeout_s)
+    client = connect(dask.address, dask.connect_timeout_s)
     try:
         check_workers_match(client)
-        check_paths_shared(client, config)
+        check_paths_shared(client, dask, root, stages)
     finally:
         client.close()

@@ -29,6 +29,8 @@ from fineflow.config import DaskConfig, load_config, resolve_stage_paths
 from fineflow.dag import Node
 from fineflow.flows import liveness
 from fineflow.flows.cluster import dask_cluster, worker_setup
+from fineflow.flows.cluster_checks import check_cluster
+from fineflow.flows.input_identity import hash_on_workers
 from fineflow.flows.credentials import apply_credentials
 from fineflow.flows.engine import step_is_committed
 from fineflow.flows.pipeline import finish_run_record, run_pipeline, run_stage_flow, start_run_record
@@ -119,13 +121,18 @@ def _run_one_stage(run: StageRun, inputs: StageInputs | None) -> dict[str, Any]:
     try:
         check_storage(root)  # one-line errors before the cluster starts, as for a pipeline
         check_stage(stage)
+        dask = _dask(run, DaskConfig())
+        check_cluster(dask, root, [stage])
         stage_config = stage.model_dump(mode="json")
         record = {"kind": "stage", "storage": root, "stage": stage_config, "inputs": inputs_to_json(inputs)}
         folder = start_run_record(root, record)
         started = time.perf_counter()
+        external = dask.address is not None  # its workers, not this process, read the inputs' bytes
         with dask_cluster(
-            _dask(run, DaskConfig()), **_worker_setup(stage, root, inputs), root=root, credentials_block=run.credentials_block
+            dask, **({} if external else _worker_setup(stage, root, inputs)), root=root, credentials_block=run.credentials_block
         ) as cluster:
+            if external:
+                hash_on_workers(cluster, [stage], root)
             get_run_logger().info("%s stage: storage %s, Dask %s", stage.label, root, cluster.address or "LocalCluster")
             node = Node(stage.label, stage, ())
             summary = run_stage_flow(node, cluster, root, inputs, run.refresh, run.credentials_block)

@@ -10,28 +10,28 @@ leaving its per-file record (path, size, change token, content hash) in the stor
 from __future__ import annotations
 
 from fineflow import registry
-from fineflow.config import PipelineConfig
+from fineflow.stage_config import StageConfig
 from fineflow.fingerprint import input_record
 from fineflow.flows.cluster import Cluster
 from fineflow.flows.shard_work import in_run
 
 
-def inputs_to_hash(settings: PipelineConfig) -> list[str]:
+def inputs_to_hash(stages: list[StageConfig]) -> list[str]:
     """Every raw input file whose content hash a stage's planner will need (sorted, once each)."""
     files: set[str] = set()
-    for stage in settings.stages:
+    for stage in stages:
         files.update(registry.of(stage).call("content_inputs", stage) or [])
     return sorted(files)
 
 
-def hash_on_workers(cluster: Cluster, settings: PipelineConfig) -> list[dict]:
-    """The inputs' per-file records, computed (or found memoised) by the cluster's workers."""
-    files = inputs_to_hash(settings)
+def hash_on_workers(cluster: Cluster, stages: list[StageConfig], root: str) -> list[dict]:
+    """The inputs' per-file records, computed (or found memoised under ``root``) by the cluster's workers."""
+    files = inputs_to_hash(stages)
     if not files:
         return []
     client = cluster.client()
     futures = client.map(
-        in_run, [cluster.run_key] * len(files), [input_record] * len(files), files, [settings.storage] * len(files),
+        in_run, [cluster.run_key] * len(files), [input_record] * len(files), files, [root] * len(files),
         key=[f"fineflow-input-hash-{cluster.run_key}-{n}" for n in range(len(files))], pure=False,
     )
     try:

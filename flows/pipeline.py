@@ -54,7 +54,7 @@ def run_pipeline(settings: PipelineConfig, from_stage: str | None = None) -> dic
     liveness.register(run_id, PREFECT_API_URL.value())  # if this process dies, the next command says so
     try:
         preflight(settings)  # a clear one-line failure before the cluster starts (deployed runs have no CLI)
-        check_cluster(settings)  # an existing cluster: reachable, same code, no local path its workers cannot see
+        check_cluster(settings.dask, root, settings.stages)  # an existing cluster: reachable, same code, no local path its workers cannot see
         return _run_stages(settings, from_stage, root)
     finally:
         liveness.unregister(run_id)
@@ -77,7 +77,7 @@ def _run_stages(settings: PipelineConfig, from_stage: str | None, root: str) -> 
         if settings.dask.address is not None:
             # An existing cluster: connected first, so that its workers, not this process, read the inputs' bytes.
             cluster = stack.enter_context(dask_cluster(settings.dask, root=root, credentials_block=settings.storage_credentials))
-            hashed = hash_on_workers(cluster, settings)
+            hashed = hash_on_workers(cluster, settings.stages, root)
             if hashed:
                 logger.info("%d input file(s) identified by the Dask workers (size, change token, content hash)", len(hashed))
         else:

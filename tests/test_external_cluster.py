@@ -19,6 +19,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -190,9 +191,32 @@ def test_the_demo_runs_on_separate_workers_with_a_worker_killed_then_fully_cache
     print(f"external cluster: demo with a killed worker {first_seconds:.1f} s, cached repeat {cached_seconds:.1f} s")
 
 
-def test_the_dag_example_with_a_plugin_stage_runs_on_separate_workers(cluster, s3_block, pipelines, local_runs):
+def test_the_dag_example_with_a_plugin_stage_survives_losing_every_worker(cluster, s3_block, pipelines, local_runs, faults):
+    """Every worker dies while a shard runs: the run says the cluster is empty and waits, then
+    finishes on the workers that join, with the same outputs as the local run."""
+    from fineflow.faults import arm
+
+    armed = arm(faults, "crawl-extract-00000", "hang", "120")  # holds a shard while the machines go
+
+    def lose_every_worker_then_bring_them_back() -> None:
+        fired = armed.with_name(armed.name + ".fired")
+        deadline = time.monotonic() + 120
+        while not fired.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for i in (0, 1):
+            cluster.kill_worker(i)
+        time.sleep(6)  # the run's watch looks every 2 s
+        for i in (0, 1):
+            cluster.start_worker(i)
+
+    helper = threading.Thread(target=lose_every_worker_then_bring_them_back)
+    helper.start()
     root = f"s3://{BUCKET}/external/{uuid.uuid4().hex[:8]}"
-    summary, _ = run(pipelines["dag-s3"], root, "--dask-address", cluster.address, "--credentials-block", s3_block)
+    try:
+        summary, output = run(pipelines["dag-s3"], root, "--dask-address", cluster.address, "--credentials-block", s3_block)
+    finally:
+        helper.join()
+    assert "the Dask cluster has no workers" in output and summary["lost_workers"] >= 2
     same_outputs(local_runs["dag"], summary)
     assert [s["name"] for s in summary["stages"]][-1] == "words"  # the plug-in's code came through storage
     assert registered_run_plugins(cluster) == []

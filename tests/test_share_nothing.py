@@ -170,7 +170,7 @@ def test_local_paths_of_a_run_are_found_for_the_cluster_check(tmp_path):
         },
         base_dir=tmp_path,
     )
-    found = local_paths(config)
+    found = local_paths(config.storage, config.stages)
     assert ("storage", str(tmp_path / "store")) in found
     assert ("stages.crawl", str(tmp_path / "data" / "*.warc.gz")) in found
     assert ("stages.filter", str(tmp_path / "lists" / "domains.txt")) in found
