@@ -6,20 +6,17 @@ import contextvars
 import json
 import logging
 import os
-import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-import uuid
 
 from fineflow import registry, storage
 from fineflow.config import DaskConfig
 from fineflow.flows import progress
-from fineflow.flows.cluster_checks import connect, quiet_client
+from fineflow.flows.cluster_checks import PLUGIN_CLAIMS, check_plugin_names, connect, quiet_client
 from fineflow.flows.cluster_watch import ClusterWatch
 from fineflow.flows.run_plugin import PluginCode, RunContext, RunPlugin
-from fineflow.preflight import PreflightError
 from fineflow.steps import StepPlan
 
 
@@ -177,7 +174,9 @@ class Cluster:
                 storage.write_bytes(code.url, data)
             codes.append(code)
         context.plugins = tuple(codes)
-        _claim_plugin_names(client, context)
+        check_plugin_names(client, {code.module: code.digest for code in codes})
+        for code in codes:  # claimed for this run (a later run with other code under the name is refused)
+            client.set_metadata([PLUGIN_CLAIMS, code.module], {"digest": code.digest, "run": self.run_key})
         self._publish(client)
 
     def _publish(self, client, context: RunContext | None = None, part: str = "") -> None:  # noqa: ANN001
@@ -217,9 +216,9 @@ class Cluster:
             for name in reversed(self._plugin_names):  # the main part last: its teardown forgets the run
                 client.unregister_worker_plugin(name)
             for code in self._context.plugins:
-                held = client.get_metadata([_PLUGIN_CLAIMS, code.module], default=None)
+                held = client.get_metadata([PLUGIN_CLAIMS, code.module], default=None)
                 if held and held["run"] == self.run_key:
-                    client.set_metadata([_PLUGIN_CLAIMS, code.module], None)
+                    client.set_metadata([PLUGIN_CLAIMS, code.module], None)
         except Exception as error:  # noqa: BLE001 (the scheduler may be gone; nothing is left there then)
             logging.getLogger("fineflow").warning("could not unregister the run's worker plugin: %s", error)
         self._plugin_names = []
@@ -291,31 +290,3 @@ def dask_cluster(
         yield cluster
     finally:
         cluster.close()
-
-
-_PLUGIN_CLAIMS = "fineflow-plugin-modules"  # scheduler metadata: module -> (digest, run key)
-
-
-class PluginNameTaken(PreflightError):
-    pass
-
-
-def _claim_plugin_names(client, context: RunContext) -> None:  # noqa: ANN001
-    """Refuse a run whose plug-in module name another running run holds with other code (one
-    worker process cannot import both); claim the names for this run otherwise."""
-    if not context.plugins:
-        return
-    registered = set(client.run_on_scheduler(_registered_plugins))
-    for code in context.plugins:
-        held = client.get_metadata([_PLUGIN_CLAIMS, code.module], default=None)
-        if held and held["digest"] != code.digest and f"fineflow-run-{held['run']}" in registered:
-            raise PluginNameTaken(
-                f"plugins: module {code.module!r} differs from the one run {held['run']} is using on this Dask cluster "
-                "(a worker process holds one version of a module): rename it, or wait for that run to end"
-            )
-    for code in context.plugins:
-        client.set_metadata([_PLUGIN_CLAIMS, code.module], {"digest": code.digest, "run": context.key})
-
-
-def _registered_plugins(dask_scheduler=None) -> list[str]:  # noqa: ANN001 (run on the scheduler)
-    return list(dask_scheduler.worker_plugins)

@@ -18,8 +18,9 @@ import uuid
 import warnings
 from typing import Any
 
-from fineflow import storage
+from fineflow import registry, storage
 from fineflow.config import DaskConfig
+from fineflow.flows.run_plugin import PLUGIN_PREFIX, files_digest, module_files
 from fineflow.flows.versions import code_identity
 from fineflow.preflight import PreflightError
 from fineflow.stage_config import StageConfig
@@ -126,6 +127,29 @@ def check_paths_shared(client, dask: DaskConfig, root: str, stages: list[StageCo
             storage.remove(probe_url)
 
 
+PLUGIN_CLAIMS = "fineflow-plugin-modules"  # scheduler metadata: plug-in module -> {"digest", "run"}
+
+
+def check_plugin_names(client, digests: dict[str, str]) -> None:  # noqa: ANN001
+    """Refuse plug-in modules whose name a running run on this cluster holds with other code: one
+    worker process imports one version of a module."""
+    if not digests:
+        return
+    registered = set(client.run_on_scheduler(_registered_plugins))
+    for module, digest in sorted(digests.items()):
+        held = client.get_metadata([PLUGIN_CLAIMS, module], default=None)
+        if held and held["digest"] != digest and PLUGIN_PREFIX + held["run"] in registered:
+            raise PreflightError(
+                f"plugins: module {module!r} differs from the one run {held['run']} is using on the Dask cluster at "
+                f"{client.scheduler.address} (a worker process holds one version of a module): rename it, or wait "
+                "for that run to end"
+            )
+
+
+def _registered_plugins(dask_scheduler=None) -> list[str]:  # noqa: ANN001 (run on the scheduler)
+    return list(dask_scheduler.worker_plugins)
+
+
 def check_cluster(dask: DaskConfig, root: str, stages: list[StageConfig]) -> None:
     """All checks of an existing cluster (none for a LocalCluster this process starts), for a run
     of these stages writing under ``root``."""
@@ -135,5 +159,6 @@ def check_cluster(dask: DaskConfig, root: str, stages: list[StageConfig]) -> Non
     try:
         check_workers_match(client)
         check_paths_shared(client, dask, root, stages)
+        check_plugin_names(client, {module: files_digest(module_files(module)) for module in registry.plugins()})
     finally:
         client.close()

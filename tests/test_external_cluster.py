@@ -261,3 +261,25 @@ def test_local_storage_local_inputs_and_a_wrong_address_are_refused_in_one_line_
     )
     assert time.monotonic() - started < 30
     assert not storage.exists(root)
+
+
+def test_a_plugin_module_another_running_run_holds_with_other_code_is_refused(cluster, s3_block, pipelines):
+    """One worker process imports one version of a module: a run whose plug-in shares its name with
+    a running run's but not its code is refused before it starts."""
+    from fineflow.flows.cluster_checks import PLUGIN_CLAIMS
+    from fineflow.flows.run_plugin import RunContext, RunPlugin
+
+    other = RunPlugin(RunContext("another-run"))
+    with cluster.client() as client:
+        client.register_plugin(other)
+        client.set_metadata([PLUGIN_CLAIMS, "toy_stage"], {"digest": "0" * 64, "run": "another-run"})
+        try:
+            root = f"s3://{BUCKET}/external/{uuid.uuid4().hex[:8]}"
+            _one_line_refusal(
+                cli("run", str(pipelines["dag-s3"]), "--storage", root, "--dask-address", cluster.address,
+                    "--credentials-block", s3_block),
+                "plugins: module 'toy_stage' differs from the one run another-run is using",
+            )
+        finally:
+            client.unregister_worker_plugin(other.name)
+            client.set_metadata([PLUGIN_CLAIMS, "toy_stage"], None)
