@@ -19,8 +19,6 @@ from fineflow.flows.cluster_watch import ClusterWatch
 from fineflow.flows.run_plugin import PluginCode, RunContext, RunPlugin
 from fineflow.steps import StepPlan
 
-
-
 WORKER_PRELOAD = ("fineflow.flows.shard_work", "pyarrow.parquet")
 WARM_UP_MODULE = "fineflow.flows.worker_warmup"  # last: it may use every module before it
 

@@ -30,9 +30,9 @@ from fineflow.dag import Node
 from fineflow.flows import liveness
 from fineflow.flows.cluster import dask_cluster, worker_setup
 from fineflow.flows.cluster_checks import check_cluster
-from fineflow.flows.input_identity import hash_on_workers
 from fineflow.flows.credentials import apply_credentials
 from fineflow.flows.engine import step_is_committed
+from fineflow.flows.input_identity import hash_on_workers
 from fineflow.flows.pipeline import finish_run_record, run_pipeline, run_stage_flow, start_run_record
 from fineflow.manifest import DATA_DIR, REJECTS_DIR, read_manifest, step_folder_of
 from fineflow.planning import inputs_to_json

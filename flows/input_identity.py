@@ -10,10 +10,10 @@ leaving its per-file record (path, size, change token, content hash) in the stor
 from __future__ import annotations
 
 from fineflow import registry
-from fineflow.stage_config import StageConfig
 from fineflow.fingerprint import input_record
 from fineflow.flows.cluster import Cluster
 from fineflow.flows.shard_work import in_run
+from fineflow.stage_config import StageConfig
 
 
 def inputs_to_hash(stages: list[StageConfig]) -> list[str]:

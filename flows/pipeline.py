@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextvars
 import json
 import time
-from contextlib import ExitStack
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import ExitStack
 from dataclasses import replace
 from typing import Any
 

@@ -136,7 +136,7 @@ def forget(key: str) -> None:
     """Drop a run's settings and unload the plug-in modules only it used."""
     with _lock:
         _RUNS.pop(key, None)
-        for module, (digest, users, path) in list(_LOADED.items()):
+        for module, (_, users, path) in list(_LOADED.items()):
             users.discard(key)
             if not users:
                 _unload(module, path)

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from external_cluster import REPO, ExternalCluster, worker_environment
 
 pytestmark = pytest.mark.integration
@@ -27,7 +26,6 @@ def test_external_cluster_is_isolated_and_loses_a_killed_worker(
 
     def probe() -> dict:
         # Nested: cloudpickle sends it by value; the workers cannot import this test module.
-        import os
         import sys
 
         import fineflow
