@@ -54,7 +54,8 @@ def run_pipeline(settings: PipelineConfig, from_stage: str | None = None) -> dic
     liveness.register(run_id, PREFECT_API_URL.value())  # if this process dies, the next command says so
     try:
         preflight(settings)  # a clear one-line failure before the cluster starts (deployed runs have no CLI)
-        check_cluster(settings.dask, root, settings.stages)  # an existing cluster: reachable, same code, no local path its workers cannot see
+        # an existing cluster: reachable, the same code, no local path its workers cannot see
+        check_cluster(settings.dask, root, settings.stages)
         return _run_stages(settings, from_stage, root)
     finally:
         liveness.unregister(run_id)
