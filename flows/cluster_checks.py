@@ -70,7 +70,8 @@ def local_paths(root: str, stages: list[StageConfig]) -> list[tuple[str, str]]:
     """(key, path) of every local path the run names: what workers on other machines cannot read."""
     found = [("storage", root)] if storage.is_local(root) else []
     for stage in stages:
-        for path in [*stage.input_patterns(), *stage.named_files()]:
+        named = [*stage.input_patterns(), *stage.named_files(), *(getattr(o, k) for o, k in stage.path_fields())]
+        for path in dict.fromkeys(p for p in named if isinstance(p, str)):  # once each, in order
             if storage.is_local(path):
                 found.append((f"stages.{stage.label}", path))
     return found
