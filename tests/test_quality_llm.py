@@ -82,6 +82,9 @@ def test_a_server_killed_mid_step_fails_the_step_and_a_rerun_asks_only_the_rest(
     log = tmp_path / "server.log"
     dying = LlamaServer(log).start()
     config = annotate_stage(dying.base_url, 8, concurrency=1, retries=1, timeout_s=10, deadline_s=15)
+    # what is under test is the cache across a dying server, not SmolLM2's scores (how many it
+    # writes out of range varies with the CPU kernels llama.cpp was built with)
+    config["annotate"]["max_unparsed_share"] = 1.0
     cache = tmp_path / "_cache" / "llm"
 
     killer = kill_after_batches(dying, cache)
