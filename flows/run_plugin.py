@@ -161,8 +161,8 @@ def enter(key: str | None) -> RunContext | None:
                 f"this Dask worker has not received run {key}'s settings (its worker plugin {PLUGIN_PREFIX}{key} "
                 "is not set up here): the run ended, or the worker could not unpickle the plugin (see its log)"
             )
-        if context.s3:
-            storage.configure("s3", **context.s3)
+        # the run's keys, or this worker's own environment: never a previous run's
+        storage.configure("s3", **context.s3)
         for name, value in context.secrets.items():
             secrets.provide(name, value)
         for code in context.plugins:
@@ -200,4 +200,8 @@ def _import(code: PluginCode, key: str) -> None:
         os.replace(partial, path)
     sys.path.insert(0, path)
     _LOADED[code.module] = (code.digest, {key}, path)
-    __import__(code.module)
+    try:
+        __import__(code.module)
+    except BaseException:
+        _unload(code.module, path)  # the next shard tries again, and says the same
+        raise

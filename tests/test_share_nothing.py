@@ -63,10 +63,12 @@ def test_a_later_part_of_a_run_plugin_adds_secrets_without_a_gap():
     main = RunPlugin(RunContext("k2", secrets={"a": "1"}))
     part = RunPlugin(RunContext("k2", secrets={"b": "2"}), part="secrets-1")
     assert part.name == "fineflow-run-k2-secrets-1" and "'b'" in repr(part) and "'2'" not in repr(part)
+    storage.configure("s3", key="a-previous-run's")
     main.setup(worker=None)
     part.setup(worker=None)
     try:
         run_plugin.enter("k2")
+        assert storage.protocol_options("s3") == {}  # no block: the worker's own environment, not a previous run's keys
         assert (secrets.resolve(block="a"), secrets.resolve(block="b")) == ("1", "2")
         part.teardown(worker=None)  # a part going away leaves the run's settings in place
         assert run_plugin.enter("k2").secrets == {"a": "1", "b": "2"}
