@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -63,15 +64,22 @@ def run(pipeline: Path, storage: str, *extra: str) -> tuple[dict, str]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _storage_options_restored():
+def _process_state_restored():
     """In-process runs with --credentials-block configure this process's s3:// access from the
-    block; the other modules' tests expect the environment's."""
-    from fineflow import storage
+    block, and the DAG's plug-in registers its kind: the other modules' tests expect neither."""
+    from fineflow import registry, storage
 
     before = {protocol: dict(options) for protocol, options in storage._protocol_options.items()}
+    kinds, plugins, path = registry.kinds(), dict(registry._PLUGINS), list(sys.path)  # (built-ins loaded first)
     yield
     storage._protocol_options.clear()
     storage._protocol_options.update(before)
+    registry._KINDS.clear()
+    registry._KINDS.update(kinds)
+    registry._PLUGINS.clear()
+    registry._PLUGINS.update(plugins)
+    sys.path[:] = path
+    sys.modules.pop("toy_stage", None)
 
 
 @pytest.fixture(scope="module")
