@@ -111,7 +111,7 @@ def input_record(url: str, memo_root: str | None = None) -> dict[str, Any]:
     fs, path = storage.filesystem(url)
     info = fs.info(path)
     size = int(info["size"])
-    change_token = str(info.get("VersionId") or info.get("ETag") or info.get("mtime") or info.get("LastModified") or "")
+    change_token = storage.change_token(info)
     memo_url = None
     if memo_root is not None:
         memo_url = storage.join(memo_root, "_meta", "input-hashes", digest(url, 32) + ".json")

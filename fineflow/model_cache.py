@@ -56,7 +56,7 @@ def cached_copy(url: str) -> str:
     if info.get("type") == "directory":
         raise IsADirectoryError(f"{url} is a folder, not a model file")
     size = int(info["size"])
-    final = os.path.join(folder, entry_name(url, size, change_token(info)))
+    final = os.path.join(folder, entry_name(url, size, storage.change_token(info)))
     if _serve(final):  # the common case: no lock needed, a served entry is already whole
         return final
     with _thread_lock(final), _exclusive(_lock_path(final)):
@@ -100,15 +100,6 @@ def _integral_float(raw: str) -> int | None:
     except ValueError:
         return None
     return int(number) if math.isfinite(number) and number.is_integer() else None
-
-
-def change_token(info: dict[str, Any]) -> str:
-    """What changes when the object is rewritten: its version, else its ETag, else its modification time."""
-    for key in ("VersionId", "ETag", "etag", "mtime", "LastModified", "last_modified", "modified"):
-        value = info.get(key)
-        if value:
-            return str(value).strip('"')
-    return ""
 
 
 def entry_name(url: str, size: int, token: str) -> str:
@@ -187,7 +178,8 @@ def _download(fs: Any, path: str, url: str, final: str, info: dict[str, Any]) ->
             raise OSError(
                 f"downloading {url} gave {got:,} bytes, expected {expected:,}: the object changed or the transfer broke"
             )
-        if change_token(fs.info(path)) != change_token(info):  # rewritten mid-download: the bytes may be mixed
+        # rewritten mid-download: the bytes may be mixed
+        if storage.change_token(fs.info(path)) != storage.change_token(info):
             raise OSError(f"{url} was rewritten while downloading it: try again")
         os.replace(tmp, final)
         _fsync_dir(folder)  # the rename itself survives a crash

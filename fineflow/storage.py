@@ -172,6 +172,16 @@ def _existing_parent(path: str) -> str:
     return path
 
 
+def change_token(info: dict[str, Any]) -> str:
+    """What changes when an object is rewritten, from its ``fs.info``: its version, else its ETag,
+    else its modification time (a local file's ``mtime``)."""
+    for key in ("VersionId", "ETag", "etag", "mtime", "LastModified", "last_modified", "modified"):
+        value = info.get(key)
+        if value:
+            return str(value)
+    return ""
+
+
 def read_bytes(url: str) -> bytes:
     fs, path = filesystem(url)
     return fs.cat_file(path)

@@ -8,7 +8,6 @@ the optional ones.
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,10 +61,10 @@ PACKAGED: dict[str, Packaged] = {
 
 
 def package_folder(package: str) -> Path | None:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
+    try:
+        return Path(storage.package_path(storage.package_url(package, "")))
+    except FileNotFoundError:
         return None
-    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def files_of(name: str) -> tuple[Packaged, list[str]]:
