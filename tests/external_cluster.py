@@ -213,6 +213,23 @@ def _stop_leftovers() -> None:
             cluster.stop()
 
 
+# A mount namespace of its own; in a user namespace too, so that it works without root where the
+# kernel allows unprivileged user namespaces (the process keeps the caller's uid outside).
+NAMESPACE = ("unshare", "--user", "--map-root-user", "--mount", "--propagation", "private")
+
+
+def hiding_works() -> str | None:
+    """None if processes can be started with folders hidden from them; else why not."""
+    try:
+        probe = subprocess.run(
+            [*NAMESPACE, "sh", "-c", "mount -t tmpfs -o size=1m fineflow-hidden /mnt"], capture_output=True, text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"unshare is not available: {error}"
+    return None if probe.returncode == 0 else f"cannot hide folders in a mount namespace: {probe.stderr.strip()}"
+
+
 class ExternalCluster:
     """`dask scheduler` plus `n_workers` single-threaded `dask worker` processes, each its own process
     group in its own folder under `root`, run by `python` (a worker_environment venv)."""
@@ -315,7 +332,7 @@ class ExternalCluster:
         if not self.hide:
             return cmd
         mounts = " && ".join(f"mount -t tmpfs -o size=1m fineflow-hidden {shlex.quote(str(p))}" for p in self.hide)
-        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", f'{mounts} && exec "$@"', "sh", *cmd]
+        return [*NAMESPACE, "sh", "-c", f'{mounts} && exec "$@"', "sh", *cmd]
 
     def kill_worker(self, i: int) -> None:
         """SIGKILL worker `i`'s whole tree (the CLI's nanny and the worker it spawned), so that the nanny
