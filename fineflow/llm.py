@@ -47,6 +47,14 @@ class LLMError(RuntimeError):
     """The server refused a request, or could not be reached before the deadline."""
 
 
+# Answers that refuse one request for what it holds (too long, a body the server cannot take);
+# 401/403/404 (key, model name, URL) would fail every request and fail the step instead.
+DOCUMENT_REFUSALS = frozenset({400, 413, 422})
+# Refusals before any accepted request that mean the request itself is wrong (an unknown
+# parameter), not one document: the step fails instead of rejecting every document.
+REFUSALS_BEFORE_FAILING = 8
+
+
 class LLMServer(Strict):
     """Where and how to ask: an OpenAI-compatible server and the decoding parameters."""
 
@@ -80,6 +88,7 @@ class Answer:
     completion_tokens: int = 0
     cached: bool = False
     error: str | None = None
+    refused: bool = False  # the server refused this request (400/413/422): this document's problem, not the step's
 
 
 @dataclass
@@ -87,6 +96,7 @@ class CallStats:
     requests: int = 0
     retries: int = 0
     cache_hits: int = 0
+    refused: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
@@ -97,6 +107,7 @@ class CallStats:
         tokens = (self.prompt_tokens + self.completion_tokens) / self.seconds if self.seconds else 0.0
         return {
             "llm_requests": self.requests, "llm_retries": self.retries, "llm_cache_hits": self.cache_hits,
+            "llm_refused": self.refused,
             "llm_prompt_tokens": self.prompt_tokens, "llm_completion_tokens": self.completion_tokens,
             "llm_seconds": round(self.seconds, 3), "llm_requests_per_s": round(rate, 3),
             "llm_tokens_per_s": round(tokens, 1),
@@ -189,7 +200,9 @@ class LLMClient:
 
     def ask(self, prompt: str) -> Answer:
         """One request with retries inside its deadline. Raises LLMError when the server refuses
-        it or stays unreachable; an answer it cannot read comes back with ``error`` set."""
+        it for a reason every request shares (401, 403, 404) or stays unreachable; a request it
+        refuses for its content (400, 413, 422) and an answer it cannot read come back with
+        ``error`` set (``refused`` for the first), for the caller to reject that one document."""
         path, body = self._body(prompt)
         started = time.monotonic()
         deadline = started + self.server.deadline_s
@@ -209,6 +222,12 @@ class LLMClient:
                         self.stats.requests += 1
                     return _read_answer(response, self.server.endpoint)
                 problem = f"HTTP {response.status_code}: {response.text[:200]!r}"
+                if response.status_code in DOCUMENT_REFUSALS:
+                    # Context length, a body the server cannot take: this request's problem. ask_all
+                    # fails the step when no request at all is accepted (a wrong parameter).
+                    with self.stats._lock:
+                        self.stats.refused += 1
+                    return Answer(None, error=f"refused ({problem})", refused=True)
                 if response.status_code != 429 and response.status_code < 500:
                     raise LLMError(f"{self.server.base_url}{path} refused the request ({problem})")
             attempt += 1
@@ -244,6 +263,11 @@ class LLMClient:
         def one(key: str, prompt: str) -> None:
             answer = self.ask(prompt)
             answers[key] = answer
+            with self.stats._lock:
+                accepted = self.stats.requests
+            if answer.refused and accepted == 0 and self.stats.refused >= REFUSALS_BEFORE_FAILING:
+                raise LLMError(f"{self.server.base_url}: the first {self.stats.refused} requests were all refused, "
+                               f"none accepted; last: {answer.error}")
             with self.stats._lock:
                 self.stats.prompt_tokens += answer.prompt_tokens
                 self.stats.completion_tokens += answer.completion_tokens
