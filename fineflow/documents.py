@@ -32,12 +32,40 @@ DOCUMENT_SCHEMA = pa.schema(
 )
 
 REJECT_EXTRA_FIELDS = [pa.field("drop_reason", pa.string(), nullable=False)]
+# What varies per document (a byte offset, a server's message) stays out of ``drop_reason``, so
+# reasons are a bounded set a report can count; steps that have such details add this column.
+DETAIL_FIELD = pa.field("drop_detail", pa.string())
 
 
-def rejects_schema(schema: pa.Schema) -> pa.Schema:
-    """The schema of a document step's rejects: its documents' columns, then ``drop_reason``."""
-    names = {field.name for field in REJECT_EXTRA_FIELDS}
-    return pa.schema([field for field in schema if field.name not in names] + REJECT_EXTRA_FIELDS)
+def rejects_schema(schema: pa.Schema, detail: bool = False) -> pa.Schema:
+    """The schema of a document step's rejects: its documents' columns, then ``drop_reason``
+    (and ``drop_detail`` for a step that records details)."""
+    names = {field.name for field in REJECT_EXTRA_FIELDS} | {DETAIL_FIELD.name}
+    extra = REJECT_EXTRA_FIELDS + ([DETAIL_FIELD] if detail else [])
+    return pa.schema([field for field in schema if field.name not in names] + extra)
+
+
+def undecodable_rows(table: pa.Table, column: str = "text") -> tuple[pa.Table, dict[int, str]]:
+    """Rows whose ``column`` is not valid UTF-8 (bytes from another writer), each with where it
+    breaks; the table comes back with those values decoded with U+FFFD replacements, so it (and
+    the rejects file the rows go to) stays readable by every reader that checks UTF-8."""
+    if column not in table.column_names or not pa.types.is_string(table.schema.field(column).type):
+        return table, {}
+    try:
+        table[column].validate(full=True)
+        return table, {}
+    except pa.ArrowInvalid:
+        pass
+    repaired: list[str | None] = []
+    bad: dict[int, str] = {}
+    for row, raw in enumerate(table[column].cast(pa.binary()).to_pylist()):
+        try:
+            repaired.append(None if raw is None else raw.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            repaired.append(raw.decode("utf-8", errors="replace"))
+            bad[row] = f"{column} is not valid UTF-8 ({error.reason} at byte {error.start})"
+    index = table.schema.get_field_index(column)
+    return table.set_column(index, table.schema.field(column), pa.array(repaired, pa.string())), bad
 
 
 def set_columns(table: pa.Table, columns: dict[str, pa.Array]) -> pa.Table:
