@@ -29,6 +29,11 @@ stack_app = typer.Typer(
     help="The local stack: Prefect server, SeaweedFS S3, Dask scheduler and workers, Prefect worker.", no_args_is_help=True
 )
 app.add_typer(stack_app, name="stack")
+cache_app = typer.Typer(
+    help="Response caches under <storage>/_cache/ (LLM answers, translations): list and drop namespaces.",
+    no_args_is_help=True,
+)
+app.add_typer(cache_app, name="cache")
 console = Console()
 err = Console(stderr=True)
 
@@ -469,10 +474,14 @@ def gc(
     keep_last: Annotated[int, typer.Option(help="keep what the last N runs (by start time) use", min=0)] = 3,
     keep_run: Annotated[Optional[list[str]], typer.Option(help="also keep what this run uses (repeatable)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would be removed and its bytes per stage")] = False,
+    cache_older_than_days: Annotated[Optional[float], typer.Option(
+        help="also remove response-cache namespaces (_cache/) not written for this many days (default: the cache is "
+        "left alone; `fineflow cache` lists and drops namespaces)", min=0)] = None,
     credentials_block: CredentialsBlock = None,
 ) -> None:
     """Remove step outputs no kept run uses, with their Prefect cache records, and old run records."""
     _storage_credentials(credentials_block)
+    from fineflow import cache_admin
     from fineflow import gc as collector
 
     if keep_last == 0 and not keep_run:
@@ -498,15 +507,77 @@ def gc(
         f"runs kept: {', '.join(r.run_id for r in plan.kept_runs) or 'none'}; "
         f"runs removed: {len(plan.removed_runs)}; step folders kept: {len(plan.kept_steps)}"
     ))
+    stale = ([] if cache_older_than_days is None else
+             cache_admin.select(cache_admin.list_namespaces(storage), older_than_days=cache_older_than_days))
+    if stale:
+        console.print(Text(f"cache namespaces not written for {cache_older_than_days:g} days: {len(stale)}, "
+                           f"{sum(s.bytes for s in stale):,} bytes"))
     if dry_run:
         for step in plan.removed_steps:
             console.print(f"  would remove {step.url}", markup=False)
+        for space in stale:
+            console.print(f"  would remove {space.url}", markup=False)
         return
     try:
         collector.execute(plan)
     except collector.RunStarted as error:
         _fail(str(error), 1)
-    console.print(f"removed {len(plan.removed_steps)} step folder(s) and {len(plan.removed_runs)} run record(s)")
+    for space in stale:
+        cache_admin.drop(space)
+    console.print(f"removed {len(plan.removed_steps)} step folder(s), {len(plan.removed_runs)} run record(s) and "
+                  f"{len(stale)} cache namespace(s)")
+
+
+@cache_app.command("list")
+def cache_list(
+    storage: Annotated[str, typer.Option(help="storage root")] = "./fineflow-data",
+    credentials_block: CredentialsBlock = None,
+) -> None:
+    """The cache namespaces, newest first: model, server, answers, bytes, age."""
+    _storage_credentials(credentials_block)
+    from fineflow import cache_admin
+
+    _check_root(storage)
+    spaces = cache_admin.list_namespaces(storage)
+    table = Table(title=Text(f"{len(spaces)} cache namespace(s) in {storage}"))
+    for column in ("family", "namespace", "model", "server", "answers", "bytes", "days"):
+        table.add_column(column, overflow="fold", justify="right" if column in ("answers", "bytes", "days") else "left")
+    for space in spaces:
+        row = cache_admin.describe(space)
+        table.add_row(*(Text(str(row[k])) for k in ("family", "namespace", "model", "server")),
+                      f"{row['answers']:,}", f"{row['bytes']:,}", str(row["last_written_days_ago"]))
+    console.print(table)
+
+
+@cache_app.command("drop")
+def cache_drop(
+    namespace: Annotated[Optional[list[str]], typer.Argument(help="namespace names (or their first 6+ characters)")] = None,
+    storage: Annotated[str, typer.Option(help="storage root")] = "./fineflow-data",
+    model: Annotated[Optional[str], typer.Option(help="namespaces of this model name")] = None,
+    server: Annotated[Optional[str], typer.Option(help="namespaces whose server identity contains this")] = None,
+    older_than_days: Annotated[Optional[float], typer.Option(help="namespaces not written for this many days", min=0)] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would be removed")] = False,
+    credentials_block: CredentialsBlock = None,
+) -> None:
+    """Remove cache namespaces (every criterion given must match); later runs ask those questions again."""
+    _storage_credentials(credentials_block)
+    from fineflow import cache_admin
+
+    _check_root(storage)
+    try:
+        chosen = cache_admin.select(cache_admin.list_namespaces(storage), tuple(namespace or ()), model, server,
+                                    older_than_days)
+    except ValueError as error:
+        _fail(str(error))
+    if not chosen:
+        _fail("no cache namespace matches", 1)
+    for space in chosen:
+        console.print(Text(f"{'would drop' if dry_run else 'dropping'} {space.family}/{space.name} "
+                           f"({space.model} @ {space.server}: {space.answers:,} answers, {space.bytes:,} bytes)"))
+        if not dry_run:
+            cache_admin.drop(space)
+    if not dry_run:
+        console.print(f"dropped {len(chosen)} namespace(s)")
 
 
 def _check_root(root: str) -> None:

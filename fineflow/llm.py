@@ -3,20 +3,25 @@
 Speaks ``/v1/chat/completions`` and ``/v1/completions`` as served by vLLM, SGLang, llama.cpp's
 server, TGI and Ollama. Requests run with bounded concurrency; each has a per-attempt timeout
 and a deadline over all its attempts; 429, 5xx and connection failures are retried with
-exponential backoff and jitter, other 4xx answers fail at once (a wrong model name or key
-will not get better).
+exponential backoff and jitter; 401/403/404 fail at once (a wrong key, model name or URL will
+not get better); 400/413/422 refuse one request for what it holds (too long for the context):
+that document's problem, returned as a refused answer for the caller to reject.
 
-The cache keys an answer by (model, prompt template, decoding parameters, input text): one
-*namespace* folder per (model, template hash, decoding parameters) holds Parquet batch files of
-(text hash, answer, token counts). Answers are flushed in batches as they arrive, so a crash
-loses at most one unflushed batch, and a later run (another sample, another stage) that asks
-the same question with the same text reads the answer instead of asking.
+The cache keys an answer by everything it depends on: one *namespace* folder per (server
+identity, what the server reports about the model, model name, prompt template, decoding
+parameters, answer constraint) holds Parquet batch files of (text hash, answer, token counts)
+and a ``namespace.json`` that says what it is (``fineflow cache list``). The namespace scheme is
+versioned (``CACHE_SCHEME``): later keys add fields to it instead of re-keying. Answers are
+flushed in batches as they arrive, so a crash loses at most one unflushed batch, and a later run
+(another sample, another stage) that asks the same question of the same server reads the answer
+instead of asking. Answers that could not be read are never cached.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import random
 import threading
 import time
@@ -25,6 +30,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import httpx
 import pyarrow as pa
@@ -41,6 +47,16 @@ CACHE_SCHEMA = pa.schema([
     ("prompt_tokens", pa.int64()),
     ("completion_tokens", pa.int64()),
 ])
+
+
+# Version of how namespaces are keyed: 2 added the server's identity, what it reports about the
+# model and the answer constraint. New keys (e.g. per-request limits) join the namespace record
+# with a default that leaves existing namespaces' digests unchanged.
+CACHE_SCHEME = 2
+NAMESPACE_RECORD = "namespace.json"
+_LOOPBACK = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
+# Fields of a /v1/models entry that change between two calls to one server (vLLM's "created").
+_VOLATILE_MODEL_FIELDS = {"created"}
 
 
 class LLMError(RuntimeError):
@@ -60,6 +76,18 @@ class LLMServer(Strict):
 
     base_url: str = Field(description="the API root, e.g. http://127.0.0.1:8080/v1")
     model: str = Field(description="the model name the server knows (part of the cache key)")
+    identity: str | None = Field(
+        default=None, min_length=1, max_length=500,
+        description="what answers come from, for fingerprints and the response cache (e.g. 'vllm meta-llama/"
+        "Llama-3.1-70B-Instruct'): the same identity on another host keeps the cache. Default: the server's URL "
+        "(on loopback without its port, so restarts on another port keep it)",
+    )
+    answer_format: Literal["free", "grammar", "json_schema"] = Field(
+        default="free",
+        description="how this server constrains an answer's form, for steps that know it (annotate: 'Score: N', "
+        "N in 0-5): grammar: a GBNF grammar in the request (llama.cpp, llama-cpp-python); json_schema: an "
+        "OpenAI-style response_format (OpenAI, vLLM, SGLang, llama.cpp); free: none",
+    )
     endpoint: Literal["chat", "completions"] = Field(
         default="chat", description="chat: /chat/completions with one user message; completions: the raw prompt"
     )
@@ -76,9 +104,35 @@ class LLMServer(Strict):
     flush_every: int = Field(default=32, ge=1, description="answers per cache batch file")
 
     def decoding(self) -> dict[str, Any]:
-        """What changes an answer besides the prompt: enters the cache key."""
-        return {"endpoint": self.endpoint, "max_tokens": self.max_tokens, "temperature": self.temperature,
-                "top_p": self.top_p, "seed": self.seed}
+        """What changes an answer besides the prompt and what the server reports: enters step
+        fingerprints and the cache key. Known without asking the server (plans are made offline)."""
+        found = {"endpoint": self.endpoint, "max_tokens": self.max_tokens, "temperature": self.temperature,
+                 "top_p": self.top_p, "seed": self.seed, "server": self.server_identity()}
+        if self.answer_format != "free":
+            found["answer_format"] = self.answer_format
+        return found
+
+    def server_identity(self) -> str:
+        """``identity``, else the URL without credentials, query or (on loopback) port."""
+        if self.identity:
+            return self.identity
+        parts = urlsplit(self.base_url)
+        host = (parts.hostname or "").lower()
+        where = "loopback" if host in _LOOPBACK else host + (f":{parts.port}" if parts.port else "")
+        return f"{parts.scheme}://{where}{parts.path.rstrip('/')}"
+
+
+@dataclass(frozen=True)
+class AnswerForm:
+    """The form a step needs its answers in, as each constraint mechanism takes it; an answer
+    under ``json_schema`` is turned back into text by ``from_json`` (so parsing stays one path)."""
+
+    grammar: str  # GBNF
+    json_schema: dict[str, Any]
+    from_json: Callable[[Any], str]
+
+    def key(self) -> dict[str, Any]:
+        return {"grammar": self.grammar, "json_schema": self.json_schema}
 
 
 @dataclass
@@ -118,18 +172,29 @@ def text_key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def namespace(server: LLMServer, template: str) -> str:
-    """The cache folder name of answers to ``template`` by this model with these parameters."""
-    return digest({"model": server.model, "template": hashlib.sha256(template.encode()).hexdigest(),
-                   "decoding": server.decoding()}, chars=24)
+def namespace_record(server: LLMServer, template: str, reported: dict | None = None,
+                     form: AnswerForm | None = None) -> dict[str, Any]:
+    """What a namespace's answers depend on (its digest is the folder name; the record is kept in it)."""
+    record = {"scheme": CACHE_SCHEME, "model": server.model, "template": hashlib.sha256(template.encode()).hexdigest(),
+              "decoding": server.decoding(), "reported": reported}
+    if form is not None and server.answer_format != "free":
+        record["constraint"] = form.key()
+    return record
+
+
+def namespace(server: LLMServer, template: str, reported: dict | None = None, form: AnswerForm | None = None) -> str:
+    """The cache folder name of answers to ``template`` by this server and model with these
+    parameters (``reported``: what the server says about the model, ``LLMClient.reported_model``)."""
+    return digest(namespace_record(server, template, reported, form), chars=24)
 
 
 class ResponseCache:
     """Answers by text hash in one namespace folder; new answers flushed in batch files."""
 
-    def __init__(self, folder: str, flush_every: int = 32) -> None:
+    def __init__(self, folder: str, flush_every: int = 32, record: dict | None = None) -> None:
         self.folder = folder
         self.flush_every = flush_every
+        self.record = record  # written as namespace.json with the first batch: what the namespace is
         self._known: dict[str, tuple[str, int, int]] = {}
         self._pending: list[tuple[str, str, int, int]] = []
         self._lock = threading.Lock()
@@ -163,6 +228,9 @@ class ResponseCache:
         table = pa.table([list(col) for col in zip(*rows)], schema=CACHE_SCHEMA)
         sink = io.BytesIO()
         pq.write_table(table, sink, compression="zstd")
+        if self.record is not None and not storage.exists(storage.join(self.folder, NAMESPACE_RECORD)):
+            described = {**self.record, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            storage.write_bytes(storage.join(self.folder, NAMESPACE_RECORD), json.dumps(described, indent=1).encode())
         # A unique name per batch: concurrent writers (two tasks, two runs) never overwrite each other.
         name = f"batch-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.parquet"
         storage.write_bytes(storage.join(self.folder, name), sink.getvalue())
@@ -171,8 +239,10 @@ class ResponseCache:
 class LLMClient:
     """Bounded-concurrency requests to one server; the API key is resolved once and never shown."""
 
-    def __init__(self, server: LLMServer, api_key: str | None = None, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, server: LLMServer, api_key: str | None = None, *, sleep: Callable[[float], None] = time.sleep,
+                 form: AnswerForm | None = None) -> None:
         self.server = server
+        self.form = form if server.answer_format != "free" else None
         self._api_key = api_key if api_key is not None else secrets.resolve(server.api_key_env, server.api_key_block)
         self._sleep = sleep
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
@@ -194,6 +264,11 @@ class LLMClient:
         common = {"model": s.model, "max_tokens": s.max_tokens, "temperature": s.temperature, "top_p": s.top_p}
         if s.seed is not None:
             common["seed"] = s.seed
+        if self.form is not None and s.answer_format == "grammar":
+            common["grammar"] = self.form.grammar
+        elif self.form is not None and s.answer_format == "json_schema":
+            common["response_format"] = {"type": "json_schema",
+                                         "json_schema": {"name": "answer", "schema": self.form.json_schema, "strict": True}}
         if s.endpoint == "chat":
             return "/chat/completions", {**common, "messages": [{"role": "user", "content": prompt}]}
         return "/completions", {**common, "prompt": prompt}
@@ -220,7 +295,8 @@ class LLMClient:
                 if response.status_code == 200:
                     with self.stats._lock:
                         self.stats.requests += 1
-                    return _read_answer(response, self.server.endpoint)
+                    answer = _read_answer(response, self.server.endpoint)
+                    return _from_json(answer, self.form) if self.server.answer_format == "json_schema" else answer
                 problem = f"HTTP {response.status_code}: {response.text[:200]!r}"
                 if response.status_code in DOCUMENT_REFUSALS:
                     # Context length, a body the server cannot take: this request's problem. ask_all
@@ -237,6 +313,27 @@ class LLMClient:
                 self.stats.retries += 1
             pause = min(30.0, 0.5 * 2 ** (attempt - 1)) * (0.5 + random.random())
             self._sleep(max(0.0, min(pause, deadline - time.monotonic())))
+
+    def reported_model(self) -> dict | None:
+        """What the server says about the model (its ``/models`` entry, minus fields that change
+        per call), or None where it does not say: a different model served under the same name
+        gets another cache namespace. Asked once per client."""
+        if not hasattr(self, "_reported"):
+            self._reported = None
+            try:
+                response = self._http.get("/models", timeout=min(self.server.timeout_s, 30.0))
+                entries = response.json().get("data") if response.status_code == 200 else None
+            except (httpx.HTTPError, ValueError, AttributeError):
+                entries = None
+            for entry in entries if isinstance(entries, list) else []:
+                if isinstance(entry, dict) and entry.get("id") == self.server.model:
+                    self._reported = {k: v for k, v in sorted(entry.items()) if k not in _VOLATILE_MODEL_FIELDS}
+        return self._reported
+
+    def cache(self, folder: str, template: str) -> ResponseCache:
+        """The response cache of this server's answers to ``template`` under ``folder``."""
+        record = namespace_record(self.server, template, self.reported_model(), self.form)
+        return ResponseCache(storage.join(folder, digest(record, chars=24)), self.server.flush_every, record)
 
     def ask_all(
         self,
@@ -312,6 +409,17 @@ def _read_answer(response: httpx.Response, endpoint: str) -> Answer:
         return Answer(None, error=f"unreadable response ({type(error).__name__}: {str(error)[:80]}): {response.text[:120]!r}")
     usage = data.get("usage") or {}
     return Answer(text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+
+
+def _from_json(answer: Answer, form: AnswerForm | None) -> Answer:
+    """An answer given under a JSON schema, as the text the step reads."""
+    if answer.error is not None or form is None:
+        return answer
+    try:
+        answer.text = form.from_json(json.loads(answer.text or ""))
+    except (ValueError, KeyError, TypeError) as error:
+        answer.error, answer.text = f"unreadable response (not the JSON asked for: {type(error).__name__}): {answer.text!r:.120}", None
+    return answer
 
 
 def describe(server: LLMServer) -> str:

@@ -81,10 +81,11 @@ def test_annotation_end_to_end_and_an_overlapping_sample_asks_only_new_documents
 def test_a_server_killed_mid_step_fails_the_step_and_a_rerun_asks_only_the_rest(documents, tmp_path):  # noqa: F811
     log = tmp_path / "server.log"
     dying = LlamaServer(log).start()
-    config = annotate_stage(dying.base_url, 8, concurrency=1, retries=1, timeout_s=10, deadline_s=15)
-    # what is under test is the cache across a dying server, not SmolLM2's scores (how many it
-    # writes out of range varies with the CPU kernels llama.cpp was built with)
-    config["annotate"]["max_unparsed_share"] = 1.0
+    # The grammar makes every answer a score by construction: what SmolLM2 would write unconstrained
+    # (out of range, "9.2") varies with the CPU kernels llama.cpp was built with.
+    # A stopped server refuses connections at once: generous limits keep a slow machine's answers in.
+    config = annotate_stage(dying.base_url, 8, concurrency=1, retries=1, timeout_s=120, deadline_s=180,
+                            answer_format="grammar")
     cache = tmp_path / "_cache" / "llm"
 
     killer = kill_after_batches(dying, cache)
@@ -102,6 +103,9 @@ def test_a_server_killed_mid_step_fails_the_step_and_a_rerun_asks_only_the_rest(
     table, stats = annotations(steps)
     assert table.num_rows == 16
     assert stats["llm_cache_hits"] == flushed and stats["llm_requests"] == 16 - flushed
+    # grammar-constrained: every answer of SmolLM2 is a whole score from 0 to 5
+    assert table["problem"].null_count == 16 and stats["annotated"] == 16
+    assert set(table["score"].to_pylist()) <= {0.0, 1.0, 2.0, 3.0, 4.0, 5.0}
 
 
 class _Garbage(http.server.BaseHTTPRequestHandler):
@@ -161,6 +165,142 @@ def test_a_server_answering_garbage_or_errors_or_down_fails_clearly(documents, t
     down = f"http://127.0.0.1:{_free_port()}/v1"
     with pytest.raises(llm.LLMError, match="ConnectError"):
         run_stage(annotate_stage(down, 1, retries=1, deadline_s=10), tmp_path / "d", documents, "q")
+
+
+class _StandIn(http.server.BaseHTTPRequestHandler):
+    """An OpenAI-compatible stand-in: ``answer(body) -> (status, text)``; no /models listing."""
+
+    bodies: list
+
+    def answer(self, body: dict) -> tuple[int, str]:
+        raise NotImplementedError
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        type(self).bodies.append(body)
+        status, text = self.answer(body)
+        data = json.dumps({"choices": [{"text": text, "message": {"content": text}, "finish_reason": "stop"}],
+                           "usage": {"prompt_tokens": 10, "completion_tokens": 2}}).encode() if status == 200 else text.encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def _stand_in(answer) -> type:
+    return type("StandIn", (_StandIn,), {"answer": lambda self, body: answer(body), "bodies": []})
+
+
+def test_answers_of_a_wrong_server_under_the_same_model_name_are_not_reused(server, documents, tmp_path):  # noqa: F811
+    """A misconfigured endpoint serving another model as "smollm2" answers out of range; once the
+    config points at the right server, its answers are asked again, not read from the cache,
+    and `fineflow cache` shows and drops the wrong namespace."""
+    from typer.testing import CliRunner
+
+    from fineflow.cli import app
+
+    wrong = _stand_in(lambda body: (200, " 9"))
+    httpd, url = _serve(wrong)
+    try:
+        with pytest.raises(TooManyUnparsed, match="6 server answers are in the response cache"):
+            run_stage(annotate_stage(url, 3), tmp_path, documents, "q")
+    finally:
+        httpd.shutdown()
+    assert len(wrong.bodies) == 6
+
+    steps = run_stage(annotate_stage(server.base_url, 3, answer_format="grammar"), tmp_path, documents, "q")
+    table, stats = annotations(steps)
+    assert stats["llm_requests"] == 6 and stats["llm_cache_hits"] == 0
+    assert table["problem"].null_count == 6
+
+    runner = CliRunner(env={"COLUMNS": "250"})
+    listed = runner.invoke(app, ["cache", "list", "--storage", str(tmp_path)])
+    assert listed.exit_code == 0, listed.output
+    spaces = sorted((tmp_path / "_cache" / "llm").iterdir())
+    assert len(spaces) == 2 and all(space.name in listed.output for space in spaces)
+    records = {space.name: json.loads((space / "namespace.json").read_text()) for space in spaces}
+    assert {r["scheme"] for r in records.values()} == {llm.CACHE_SCHEME}
+    (stale,) = [name for name, r in records.items() if r["reported"] is None]  # the stand-in lists no models
+    assert records[next(n for n in records if n != stale)]["reported"]["id"] == "smollm2"
+    refused = runner.invoke(app, ["cache", "drop", "--storage", str(tmp_path)])
+    assert refused.exit_code == 2 and "explicit choice" in refused.output
+    dropped = runner.invoke(app, ["cache", "drop", stale[:8], "--storage", str(tmp_path)])
+    assert dropped.exit_code == 0 and "dropped 1 namespace" in dropped.output, dropped.output
+    assert sorted(p.name for p in (tmp_path / "_cache" / "llm").iterdir()) == sorted(set(records) - {stale})
+
+
+def test_a_document_the_server_refuses_is_rejected_alone_and_a_server_refusing_everything_fails(documents, tmp_path):  # noqa: F811
+    require_server_python()  # the same CI-required group, though no model runs here
+    long_first = {}
+
+    def context_limit(body: dict) -> tuple[int, str]:
+        # the first prompt seen stands for a document over the context: refused, as vLLM answers
+        prompt = body["prompt"]
+        long_first.setdefault("prompt", prompt)
+        if prompt == long_first["prompt"]:
+            return 400, '{"error": {"message": "This model\'s maximum context length is 2048 tokens"}}'
+        return 200, " 2"
+
+    httpd, url = _serve(_stand_in(context_limit))
+    try:
+        steps = run_stage(annotate_stage(url, 3), tmp_path / "a", documents, "q")
+    finally:
+        httpd.shutdown()
+    table, stats = annotations(steps)
+    problems = [p for p in table["problem"].to_pylist() if p]
+    assert len(problems) == 1 and problems[0].startswith("refused (HTTP 400") and "context length" in problems[0]
+    assert stats["annotated"] == 5 and stats["llm_refused"] == 1
+    assert not any(p.startswith("refused") for p in _cached_answers(tmp_path / "a"))
+
+    httpd, url = _serve(_stand_in(lambda body: (400, '{"error": "unknown parameter: seed"}')))
+    try:
+        with pytest.raises(llm.LLMError, match="the first 8 requests were all refused, none accepted"):
+            run_stage(annotate_stage(url, 4, concurrency=1), tmp_path / "b", documents, "q")
+    finally:
+        httpd.shutdown()
+
+
+def _cached_answers(root: Path) -> list[str]:
+    return [a for f in (root / "_cache").rglob("batch-*.parquet") for a in pq.read_table(f)["answer"].to_pylist()]
+
+
+def test_json_schema_constrained_answers_are_asked_for_and_read_back(documents, tmp_path):  # noqa: F811
+    require_server_python()  # the same CI-required group, though no model runs here
+    stand_in = _stand_in(lambda body: (200, json.dumps({"score": 4})))
+    httpd, url = _serve(stand_in)
+    try:
+        config = annotate_stage(url, 2, answer_format="json_schema", endpoint="chat")
+        del config["annotate"]["wrapper"], config["annotate"]["answer_prefix"]
+        steps = run_stage(config, tmp_path, documents, "q")
+    finally:
+        httpd.shutdown()
+    table, _ = annotations(steps)
+    assert table["score"].to_pylist() == [4.0] * 4
+    schema = stand_in.bodies[0]["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["score"] == {"type": "integer", "minimum": 0, "maximum": 5}
+
+
+def test_the_server_enters_fingerprints_and_cache_keys_but_a_loopback_port_does_not(documents, tmp_path):  # noqa: F811
+    def fingerprint(**server) -> str:
+        from fineflow.planning import plan_stage
+        from fineflow.registry import validate_stage
+        from fineflow.steps import Source, StageInputs
+
+        config = validate_stage(annotate_stage(**server))
+        plans = plan_stage(config, str(tmp_path), StageInputs((Source("docs", "f" * 20, str(documents), 3),)), "q")
+        return next(p for p in plans if p.step == "annotate").fingerprint.value
+
+    local = fingerprint(base_url="http://127.0.0.1:8080/v1", per_language=3)
+    assert fingerprint(base_url="http://localhost:9999/v1", per_language=3) == local
+    assert fingerprint(base_url="http://gpu-1.internal:8080/v1", per_language=3) != local
+    assert fingerprint(base_url="http://gpu-1.internal:8080/v1", per_language=3) != fingerprint(
+        base_url="http://gpu-2.internal:8080/v1", per_language=3)
+    named = fingerprint(base_url="http://gpu-1.internal:8080/v1", per_language=3, identity="vllm smollm2-135m")
+    assert fingerprint(base_url="http://gpu-2.internal:8000/v1", per_language=3, identity="vllm smollm2-135m") == named
+    assert fingerprint(base_url="http://127.0.0.1:8080/v1", per_language=3, answer_format="grammar") != local
 
 
 def _free_port() -> int:

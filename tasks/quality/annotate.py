@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from fineflow import llm, storage
 from fineflow.documents import commit_shard, read_table
-from fineflow.tasks.quality.prompts import full_template, load_template, parse_score, render
+from fineflow.tasks.quality.prompts import full_template, load_template, parse_score, render, score_form
 from fineflow.tasks.quality.sample import SAMPLE_SCHEMA, smallest
 
 STEP_VERSION = "1"
@@ -64,10 +64,10 @@ def annotate_shard(shard: dict, params: dict, output_url: str, rejects_url: str)
     server = llm.LLMServer.model_validate(spec["server"])
     template = full_template(load_template(spec["prompt"]), spec.get("wrapper"), spec.get("answer_prefix"))
     prefix = spec.get("answer_prefix") or ""
-    cache = llm.ResponseCache(storage.join(params["cache"], llm.namespace(server, template)), server.flush_every)
     texts = sample["text"].to_pylist()
     items = [(llm.text_key(text), render(template, text, spec["max_chars"])) for text in texts]
-    with llm.LLMClient(server) as client:
+    with llm.LLMClient(server, form=score_form(prefix)) as client:
+        cache = client.cache(params["cache"], template)
         answers = client.ask_all(items, cache)
         call_stats = client.stats.as_dict()
 
@@ -88,10 +88,16 @@ def annotate_shard(shard: dict, params: dict, output_url: str, rejects_url: str)
     share = sum(unparsed.values()) / len(problems)
     if share > spec["max_unparsed_share"]:
         examples = "; ".join(repr((a or "")[:60]) for a, p in zip(raw, problems) if p)[:300]
+        kept = sum(1 for a in answers.values() if a.error is None)
+        # Only answers the server gave in full are cached (scoreless ones too: the server said them);
+        # a changed prompt, model, server or answer_format asks again in a namespace of its own.
+        where = (f"{kept} server answers are in the response cache ({cache.folder}; `fineflow cache drop` removes them)"
+                 if kept else "nothing was cached")
         raise TooManyUnparsed(
             f"annotate: {sum(unparsed.values())} of {len(problems)} answers have no readable score "
             f"(over max_unparsed_share {spec['max_unparsed_share']}): {dict(unparsed)}; e.g. {examples}. "
-            "Answers are cached: fix the prompt or the model and re-run."
+            f"{where}; fix the prompt, the model or server.answer_format (grammar/json_schema constrains the answer "
+            "to a score) and re-run."
         )
     histogram = Counter(str(int(s)) if s == int(s) else "fractional" for s in scores if s is not None)
     return commit_shard(

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from fineflow import storage
+from fineflow.llm import AnswerForm
 
 PROMPTS = Path(__file__).parent / "prompts"
 PLACEHOLDER = "{text}"
@@ -78,3 +79,13 @@ def parse_score(answer: str | None) -> tuple[float | None, str | None]:
     if not 0 <= value <= MAX_SCORE:
         return None, f"score {found[-1]} outside 0-{MAX_SCORE}"
     return value, None
+
+
+def score_form(answer_prefix: str | None) -> AnswerForm:
+    """The answer's form for a server that constrains it (``server.answer_format``): "Score: N"
+    with N a whole score from 0 to 5 (the digit alone where the prompt ends with "Score:")."""
+    digits = f"[0-{MAX_SCORE}]"
+    grammar = f'root ::= " "? {digits}' if (answer_prefix or "").strip().lower().endswith("score:") else f'root ::= "Score: " {digits}'
+    schema = {"type": "object", "properties": {"score": {"type": "integer", "minimum": 0, "maximum": MAX_SCORE}},
+              "required": ["score"], "additionalProperties": False}
+    return AnswerForm(grammar=grammar, json_schema=schema, from_json=lambda value: f"Score: {int(value['score'])}")
