@@ -17,7 +17,7 @@ from fineflow.documents import commit_shard, read_input, rejects_schema, set_col
 from fineflow.tasks.translate import qc
 from fineflow.tasks.translate.translation import FAILURE_COLUMNS
 
-STEP_VERSION = "1"
+STEP_VERSION = "2"
 LIBRARIES = ("pyarrow",)
 
 

@@ -35,7 +35,7 @@ from fineflow.tasks.text import langid
 from fineflow.tasks.translate import backends, qc, window
 from fineflow.tasks.translate.segment import Piece, reassemble, segment_document, segments
 
-STEP_VERSION = "1"
+STEP_VERSION = "2"
 LIBRARIES = ("sentencex", "httpx", "ctranslate2", "llama_cpp", "tokenizers", "fasttext")
 
 KEPT_COLUMNS = [f.name for f in DOCUMENT_SCHEMA if f.name not in ("id", "text", "language", "language_score")]
