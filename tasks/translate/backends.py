@@ -3,7 +3,10 @@ in-process (llama-cpp-python), a seq2seq model converted for CTranslate2 (NLLB, 
 an HTTP NMT contract, and the identity (tests, dry runs).
 
 ``translate_all`` is what the step calls: segments found in the segment cache are never sent
-again; the rest are sent in batches and added to the cache as they come back.
+again; the rest are sent in batches and added to the cache as they come back. A text a backend
+refuses for what it holds (``Refused``) is that text's failure, not the step's: a refused batch is
+halved until the refused texts are alone, and they come back as failures with the backend's
+message. The step still fails when nothing at all is accepted (a wrong parameter, a broken model).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from fineflow.llm import LLMClient, ResponseCache, text_key
+from fineflow.llm import DOCUMENT_REFUSALS, REFUSALS_BEFORE_FAILING, LLMClient, ResponseCache, text_key
 from fineflow.tasks.translate import codes
 
 _BREAKS = re.compile(r"\s*[\r\n\u2028\u2029\x0b\x0c\x1c-\x1e\x85]+\s*")
@@ -43,8 +46,20 @@ class Stats:
     batches: int = 0
     seconds: float = 0.0
     sent_chars: int = 0  # characters of the segments sent: with seconds, a measured throughput
-    failed: int = 0
+    failed: int = 0  # segments without a translation (refused, unreadable answers)
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Refused(Exception):
+    """The backend refused these texts for what they hold (too long, a body it cannot take)."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a segment has no translation: ``reason`` from a bounded set, ``detail`` the backend's words."""
+
+    reason: str  # refused | unreadable
+    detail: str
 
 
 def _prompt(template: str, text: str, source: str, target: str) -> str:
@@ -70,10 +85,13 @@ class Llama:
     def translate(self, texts: list[str], source: str, target: str) -> list[str]:
         out = []
         for text in texts:
-            answer = self.model.create_chat_completion(
-                messages=[{"role": "user", "content": _prompt(self.spec["prompt"], text, source, target)}],
-                max_tokens=self.spec["max_tokens"], temperature=0.0, seed=0,
-            )
+            try:
+                answer = self.model.create_chat_completion(
+                    messages=[{"role": "user", "content": _prompt(self.spec["prompt"], text, source, target)}],
+                    max_tokens=self.spec["max_tokens"], temperature=0.0, seed=0,
+                )
+            except ValueError as error:  # llama-cpp-python: the prompt exceeds the context window
+                raise Refused(f"{type(error).__name__}: {error}") from None
             out.append(answer["choices"][0]["message"]["content"] or "")
         return out
 
@@ -110,10 +128,15 @@ class CTranslate2:
         for text in texts:
             pieces = self.tokenizer.encode(text, add_special_tokens=False).tokens
             batch.append(([src] if nllb else []) + pieces + [self.end])
-        results = self.translator.translate_batch(
-            batch, target_prefix=[[tgt]] * len(batch) if nllb else None, beam_size=self.spec["beam_size"],
-            max_decoding_length=self.spec["max_tokens"], max_batch_size=self.spec["batch_size"],
-        )
+        try:
+            results = self.translator.translate_batch(
+                batch, target_prefix=[[tgt]] * len(batch) if nllb else None, beam_size=self.spec["beam_size"],
+                max_decoding_length=self.spec["max_tokens"], max_batch_size=self.spec["batch_size"],
+                # the hard window already holds every segment: never truncate one silently
+                max_input_length=self.spec["max_input_tokens"] + 2,
+            )
+        except (RuntimeError, ValueError) as error:  # one input the model cannot take (or memory for this batch)
+            raise Refused(f"{type(error).__name__}: {error}") from None
         out = []
         for result in results:
             tokens = result.hypotheses[0]
@@ -147,6 +170,8 @@ class HTTP:
                         raise RuntimeError(f"{self.spec['url']}/translate answered {len(found or [])} translations for {len(texts)} texts")
                     return [str(t) for t in found]
                 problem = f"HTTP {response.status_code}: {response.text[:200]!r}"
+                if response.status_code in DOCUMENT_REFUSALS:
+                    raise Refused(problem)
                 if response.status_code < 500 and response.status_code != 429:
                     break
             time.sleep(min(8.0, 0.5 * 2**attempt))
@@ -166,13 +191,30 @@ def build(spec: dict) -> Any:
     raise ValueError(f"backend {kind} is not built here (openai goes through fineflow.llm)")
 
 
+def _send(backend: Any, batch: list[tuple[str, str]], source: str, target: str,
+          refused: Any) -> list[tuple[str, str]]:
+    """(key, translation) for a batch; a refused batch halved until each refused text is alone
+    and handed to ``refused(key, message)``."""
+    try:
+        out = backend.translate([text for _, text in batch], source, target)
+    except Refused as error:
+        if len(batch) == 1:
+            refused(batch[0][0], str(error))
+            return []
+        half = len(batch) // 2
+        return _send(backend, batch[:half], source, target, refused) + _send(backend, batch[half:], source, target, refused)
+    return [(key, translation) for (key, _), translation in zip(batch, out)]
+
+
 def translate_all(spec: dict, backend: Any, cache: ResponseCache, texts: list[str], source: str, target: str,
-                  stats: Stats) -> dict[str, str]:
-    """Translations by segment key for ``texts``: cached ones read, the others sent in batches."""
+                  stats: Stats) -> tuple[dict[str, str], dict[str, Failure]]:
+    """Translations by segment key for ``texts`` (cached ones read, the others sent in batches),
+    and the segments left without one, with why."""
     started = time.monotonic()
     keys = {segment_key(text): text for text in texts}
     stats.segments += len(texts)
     found: dict[str, str] = {}
+    failures: dict[str, Failure] = {}
     missing = []
     for key, text in keys.items():
         hit = cache.get(key)
@@ -182,26 +224,37 @@ def translate_all(spec: dict, backend: Any, cache: ResponseCache, texts: list[st
         else:
             missing.append((key, text))
     stats.sent_chars += sum(len(text) for _, text in missing)
+
+    def refused(key: str, message: str) -> None:
+        failures[key] = Failure("refused", message)
+        stats.failed += 1
+        accepted = stats.sent - stats.failed
+        if stats.failed >= REFUSALS_BEFORE_FAILING and accepted <= 0:
+            raise RuntimeError(f"backend {spec['kind']}: the first {stats.failed} texts were all refused, none accepted; "
+                               f"last: {message}")
+
     try:
         if spec["kind"] == "openai":
             client: LLMClient = backend
             before = client.stats.requests
             answers = client.ask_all([(key, _prompt(spec["prompt"], text, source, target)) for key, text in missing], cache)
             for key, answer in answers.items():
-                found[key] = answer.text or ""
-                stats.failed += answer.error is not None
+                if answer.error is not None:  # the client already fails the step when nothing is accepted
+                    failures[key] = Failure("refused" if answer.refused else "unreadable", answer.error)
+                    stats.failed += 1
+                else:
+                    found[key] = answer.text or ""
             stats.sent += client.stats.requests - before
             stats.extra = client.stats.as_dict()
         else:
             for start in range(0, len(missing), spec["batch_size"]):
                 batch = missing[start : start + spec["batch_size"]]
-                out = backend.translate([text for _, text in batch], source, target)
-                for (key, _), translation in zip(batch, out):
-                    found[key] = translation
-                    cache.add(key, translation, 0, 0)
                 stats.sent += len(batch)
                 stats.batches += 1
+                for key, translation in _send(backend, batch, source, target, refused):
+                    found[key] = translation
+                    cache.add(key, translation, 0, 0)
     finally:
         cache.flush()
         stats.seconds += time.monotonic() - started
-    return found
+    return found, failures

@@ -41,6 +41,17 @@ def nllb_code(code: str) -> str:
     return f"{language.to_alpha3()}_{script}"
 
 
+def known(code: str) -> bool:
+    """A code fineflow can translate into or from: one it names, or a valid BCP-47 language
+    (``xx`` and ``und`` are not; neither is a private-use ``qaa``-``qtz``)."""
+    if code in _NAMES or code in _NLLB:
+        return True
+    if code == "und" or not langcodes.tag_is_valid(code):
+        return False
+    language = langcodes.Language.get(code).language or ""
+    return not ("qaa" <= language <= "qtz")
+
+
 def model_code(code: str, scheme: str, overrides: dict[str, str]) -> str:
     if code in overrides:
         return overrides[code]

@@ -2,6 +2,9 @@
 
 A translation failing a check goes to rejects as ``translate:<check>`` (the first failing one in
 ``qc.CHECKS`` order); pass and failure counts per target language and check feed the report.
+A document the translate step could not translate (``translate_failure``) is rejected for that,
+``translate:undecodable``, ``translate:refused`` or ``translate:unreadable``, with its
+``translate_failure_detail`` in ``drop_detail``; it is not counted in the checks' pass rates.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ import pyarrow as pa
 
 from fineflow.documents import commit_shard, read_input, rejects_schema, set_columns
 from fineflow.tasks.translate import qc
+from fineflow.tasks.translate.translation import FAILURE_COLUMNS
 
-STEP_VERSION = "1"
+STEP_VERSION = "2"
 LIBRARIES = ("pyarrow",)
 
 
@@ -21,11 +25,16 @@ def decide_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -
     table = read_input(shard)
     settings = params["qc"]
     reasons = []
+    details: list[str | None] = []
     failed: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     documents: dict[str, int] = defaultdict(int)
     passed: dict[str, int] = defaultdict(int)
     for row in table.select([c for c in table.column_names if c != "text"]).to_pylist():
         target = row["language"]
+        if row.get("translate_failure"):
+            reasons.append(f"translate:{row['translate_failure']}")
+            details.append(row.get("translate_failure_detail"))
+            continue
         pair = f"{row['source_language']}-{target}"
         threshold = settings["language_scores"].get(target, settings["min_language_score"])
         # Every check is counted (pass rates per check), the first failure is the reason.
@@ -35,11 +44,15 @@ def decide_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -
         documents[target] += 1
         passed[target] += not found
         reasons.append(f"translate:{found[0]}" if found else None)
+        details.append(None)
+    table = table.drop_columns([c for c in FAILURE_COLUMNS if c in table.column_names])
     keep = pa.array([r is None for r in reasons], pa.bool_())
     kept = table.filter(keep)
     rejected = [i for i, r in enumerate(reasons) if r is not None]
     rejects = set_columns(table.take(pa.array(rejected, pa.int64())),
-                          {"drop_reason": pa.array([reasons[i] for i in rejected], pa.string())}).cast(rejects_schema(kept.schema))
+                          {"drop_reason": pa.array([reasons[i] for i in rejected], pa.string()),
+                           "drop_detail": pa.array([details[i] for i in rejected], pa.string())})
+    rejects = rejects.cast(rejects_schema(kept.schema, detail=True))
     drop_reasons: dict[str, int] = defaultdict(int)
     for i in rejected:
         drop_reasons[reasons[i]] += 1

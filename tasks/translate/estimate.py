@@ -16,14 +16,14 @@ from typing import Any
 import pyarrow as pa
 
 from fineflow import storage
-from fineflow.documents import read_input_columns
+from fineflow.documents import read_input_columns, undecodable_rows
 from fineflow.llm import ResponseCache
 from fineflow.manifest import StepLocation, read_latest, read_manifest
 from fineflow.steps import StepPlan
 from fineflow.tasks.translate import backends, choose, select
 from fineflow.tasks.translate.config import TranslateStage
-from fineflow.tasks.translate.segment import segment_document, segments
-from fineflow.tasks.translate.translation import cache_folder
+from fineflow.tasks.translate.segment import segments
+from fineflow.tasks.translate.translation import cache_folder, segmenter
 
 CHARS_PER_TOKEN = 4.0
 # Source tokens per second per worker when nothing was measured: rough figures for a small model
@@ -62,14 +62,14 @@ def estimate(config: TranslateStage, plans: list[StepPlan]) -> list[dict[str, An
     params = select_plan.params
     tables, found = {}, []
     for n, shard in enumerate(select_plan.shards):
-        tables[n] = read_input_columns(shard, select.needed_columns(params))
+        tables[n] = undecodable_rows(read_input_columns(shard, select.needed_columns(params)))[0]  # as translate reads them
         found.append(select.candidates(tables[n], params, n)[0])
     chosen = choose.pick(pa.concat_tables(found), config.select.max_documents, config.select.max_tokens)
-    spec = translate_plan.params["segment"]
+    split = segmenter(translate_plan.params)
     documents = []
     for shard, row, language, tokens in zip(*(chosen[c].to_pylist() for c in ("shard", "row", "language", "tokens"))):
         text = tables[shard]["text"][row].as_py()
-        documents.append((language, tokens, segments(segment_document(text, language, spec["mode"], spec["window_tokens"]))))
+        documents.append((language, tokens, segments(split(text, language))))
     rate, origin = throughput(config, translate_plan)
     unit = "GPU" if config.backend.kind == "ctranslate2" and config.backend.device == "cuda" else \
         "server" if config.backend.kind in ("openai", "http") else "CPU"

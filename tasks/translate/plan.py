@@ -15,7 +15,7 @@ import os
 from fineflow import storage
 from fineflow.fingerprint import file_content_hash
 from fineflow.steps import PlanContext, StepPlan
-from fineflow.tasks.translate import choose, decide, select, translation
+from fineflow.tasks.translate import choose, decide, select, translation, window
 from fineflow.tasks.translate.backends import MODEL_FILES
 from fineflow.tasks.translate.config import TranslateStage
 
@@ -26,6 +26,7 @@ def backend_params(config: TranslateStage) -> dict:
     spec = config.backend.model_dump(mode="json")
     if spec["kind"] == "ctranslate2" and not spec["tokenizer"]:
         spec["tokenizer"] = storage.join(spec["model"], "tokenizer.json")
+    spec["max_input_tokens"] = spec["max_input_tokens"] or window.DEFAULT_INPUT_TOKENS[spec["kind"]]
     return spec
 
 
@@ -66,13 +67,15 @@ def plan_translate(config: TranslateStage, ctx: PlanContext) -> list[StepPlan]:
                            chained={"select": select_plan.fingerprint.value}, shards=[{"shard": 0}])
     identity, name = model_identity(config, ctx.root)
     segment = config.segment.model_dump(mode="json")
+    backend = backend_params(config)
     translate_params = {
         "chosen": choose_plan.location.shard_url(0), "targets": config.targets, "segment": segment,
-        "backend": backend_params(config), "model_id": identity, "model_name": name,
+        "backend": backend, "model_id": identity, "model_name": name,
         "cache": storage.join(ctx.root, *CACHE_FOLDER), "flush_every": config.flush_every,
         "runaway_ratio": config.qc.max_segment_ratio,
     }
     fingerprinted = {"targets": config.targets, "model": identity, "model_name": name, "runaway_ratio": config.qc.max_segment_ratio,
+                     "max_input_tokens": backend["max_input_tokens"],  # the hard window changes what is sent
                      "segment": {**segment, "tokenizer": file_content_hash(segment["tokenizer"], ctx.root) if segment["tokenizer"] else None}}
     block = config.backend.server.api_key_block if config.backend.server else None
     translate_plan = ctx.step(

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from sentencex import segment as split_sentences
 
+from fineflow.tasks.translate.window import cut, estimate
+
 _LIST_MARKER = re.compile(r"^(?:[-*•·▪‣–—]|\(?\d{1,3}[.)]|\(?[a-zA-Z][.)])\s+")
 _URL_LINE = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|www\.)\S*$", re.IGNORECASE)
 _CODE_CHARS = re.compile(r"[{}()\[\];=<>$\\/|&_#@^~`*+]")
@@ -99,8 +101,10 @@ def _windows(sentences: list[tuple[str, str, str]], size: int, count: Callable[[
 
 
 def segment_document(text: str, language: str, mode: str = "sentences", window_tokens: int = 200,
-                     count: Callable[[str], int] | None = None) -> list[Piece]:
-    """The document as pieces; ``"".join(p.text for p in pieces) == text`` always."""
+                     count: Callable[[str], int] | None = None, input_tokens: int | None = None,
+                     count_input: Callable[[str], int] | None = None) -> list[Piece]:
+    """The document as pieces; ``"".join(p.text for p in pieces) == text`` always. With
+    ``input_tokens``, no segment is over that many tokens by ``count_input`` (the hard window)."""
     pieces: list[Piece] = []
     for number, line in enumerate(text.split("\n")):
         if number:
@@ -123,9 +127,10 @@ def segment_document(text: str, language: str, mode: str = "sentences", window_t
             if mode == "windows":
                 parts = _windows(parts, window_tokens, count or (lambda s: len(s.split())))
         for before, core, after in parts:
-            for piece in (Piece(before, False), Piece(core, True), Piece(after, False)):
-                if piece.text:
-                    pieces.append(piece)
+            cores = cut(core, input_tokens, count_input or estimate) if input_tokens and core else [(core, True)]
+            for text_part, translate in [(before, False), *cores, (after, False)]:
+                if text_part:
+                    pieces.append(Piece(text_part, translate))
     if "".join(piece.text for piece in pieces) != text:  # a guard: segmentation must never change the text
         raise AssertionError("segmentation changed the document's text")
     return pieces

@@ -9,6 +9,11 @@ One row per (source document, target): ``id`` is ``<source id>#<target>``, ``lan
 target, ``source_id``, ``source_language`` and ``translation_model`` say where it came from, and
 the source's columns that earlier stages derived from its text are kept as ``source_<column>``
 (later stages compute their own on the translation).
+
+A document that cannot be translated is still one row per target, with ``translate_failure``
+(``undecodable``: its text is not UTF-8; ``refused``/``unreadable``: the backend refused a segment
+or answered what cannot be read) and the specifics in ``translate_failure_detail``; ``decide``
+rejects it with that reason. The other documents of the shard go on.
 """
 
 from __future__ import annotations
@@ -23,20 +28,21 @@ import pyarrow.compute as pc
 
 from fineflow import storage
 from fineflow.artifacts import commit_artifact
-from fineflow.documents import DOCUMENT_SCHEMA, commit_shard, read_input, read_table
+from fineflow.documents import DOCUMENT_SCHEMA, commit_shard, read_input, read_table, undecodable_rows
 from fineflow.fingerprint import digest
 from fineflow.llm import LLMClient, LLMServer, ResponseCache
 from fineflow.tasks.text import langid
-from fineflow.tasks.translate import backends, qc
-from fineflow.tasks.translate.segment import reassemble, segment_document, segments
+from fineflow.tasks.translate import backends, qc, window
+from fineflow.tasks.translate.segment import Piece, reassemble, segment_document, segments
 
-STEP_VERSION = "1"
+STEP_VERSION = "2"
 LIBRARIES = ("sentencex", "httpx", "ctranslate2", "llama_cpp", "tokenizers", "fasttext")
 
 KEPT_COLUMNS = [f.name for f in DOCUMENT_SCHEMA if f.name not in ("id", "text", "language", "language_score")]
 MEASURES = [("translate_segments", pa.int64()), ("translate_coverage", pa.float64()), ("translate_runaway", pa.int64()),
             ("translate_copy", pa.float64()), ("translate_length_ratio", pa.float64()), ("translate_repetition", pa.float64()),
-            ("translate_detected", pa.string())]
+            ("translate_detected", pa.string()), ("translate_failure", pa.string()), ("translate_failure_detail", pa.string())]
+FAILURE_COLUMNS = ("translate_failure", "translate_failure_detail")
 EXAMPLES_PER_TARGET = 2
 
 
@@ -78,17 +84,31 @@ def _counter(spec: dict | None):  # noqa: ANN202
     return lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids)
 
 
+def segmenter(params: dict):  # noqa: ANN201
+    """``split(text, language) -> pieces`` with the stage's mode and windows: the hard window in
+    the model's tokens for ctranslate2 (its tokenizer is at hand), else by ``window.estimate``."""
+    spec, backend = params["segment"], params["backend"]
+    count = _counter(spec)
+    count_input = _counter(backend) if backend["kind"] == "ctranslate2" else window.estimate
+    limit = backend["max_input_tokens"] or window.DEFAULT_INPUT_TOKENS[backend["kind"]]
+
+    def split(text: str, language: str) -> list[Piece]:
+        return segment_document(text, language, spec["mode"], spec["window_tokens"], count, limit, count_input)
+
+    return split
+
+
 def translate_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
     started = time.perf_counter()
-    documents = read_input(shard)
+    documents, undecodable = undecodable_rows(read_input(shard))
     chosen = read_table([params["chosen"]])
     rows = pc.filter(chosen["row"], pc.equal(chosen["shard"], shard["shard"])).to_pylist() if chosen.num_rows else []
     schema = output_schema(documents.schema)
     picked = documents.take(pa.array(rows, pa.int64())).to_pylist() if rows else []
-    segment_spec = params["segment"]
-    count = _counter(segment_spec)
-    split = [segment_document(doc["text"], doc["language"] or "en", segment_spec["mode"], segment_spec["window_tokens"], count)
-             for doc in picked]
+    broken = {index: undecodable[row] for index, row in enumerate(rows) if row in undecodable}
+    split_document = segmenter(params)
+    # An undecodable text is not segmented nor sent: its rows say why (decide rejects them).
+    split = [[] if index in broken else split_document(doc["text"], doc["language"] or "en") for index, doc in enumerate(picked)]
     spec = params["backend"]
     out: list[dict] = []
     examples: dict[str, list[dict]] = defaultdict(list)
@@ -107,14 +127,19 @@ def translate_shard(shard: dict, params: dict, output_url: str, rejects_url: str
                 texts = sorted({text for i in indexes for text in segments(split[i])})
                 cache = ResponseCache(cache_folder(params, source, target), params["flush_every"])
                 before = (stats.segments, stats.cache_hits, stats.sent)
-                found = backends.translate_all(spec, backend, cache, texts, source, target, stats)
+                found, failures = backends.translate_all(spec, backend, cache, texts, source, target, stats)
                 per_target[target]["segments"] += stats.segments - before[0]
                 per_target[target]["cache_hits"] += stats.cache_hits - before[1]
                 per_target[target]["sent"] += stats.sent - before[2]
                 for i in indexes:
-                    out.append(_translated(picked[i], split[i], found, source, target, params, schema))
+                    if i in broken:
+                        out.append(_untranslated(picked[i], "undecodable", broken[i], source, target, params, schema))
+                    else:
+                        out.append(_translated(picked[i], split[i], found, failures, source, target, params, schema))
                     per_target[target]["documents"] += 1
-                    if len(examples[target]) < EXAMPLES_PER_TARGET:
+                    if out[-1].get("translate_failure"):
+                        per_target[target][out[-1]["translate_failure"]] += 1
+                    elif len(examples[target]) < EXAMPLES_PER_TARGET:
                         examples[target].append({"source_id": picked[i]["id"], "source": picked[i]["text"][:400],
                                                  "translation": out[-1]["text"][:400]})
     finally:
@@ -129,18 +154,40 @@ def translate_shard(shard: dict, params: dict, output_url: str, rejects_url: str
                         **{k: v for k, v in stats.extra.items() if isinstance(v, int | float)})
 
 
-def _translated(doc: dict, pieces: list, found: dict[str, str], source: str, target: str, params: dict,
-                schema: pa.Schema) -> dict:
+def _failure(sources: list[str], failures: dict[str, backends.Failure]) -> tuple[str, str] | None:
+    """The document's failure (its first failing segment's reason) and how many segments failed."""
+    failed = [failures[key] for key in map(backends.segment_key, sources) if key in failures]
+    if not failed:
+        return None
+    return failed[0].reason, f"{len(failed)} of {len(sources)} segments; first: {failed[0].detail}"
+
+
+def _translated(doc: dict, pieces: list, found: dict[str, str], failures: dict[str, backends.Failure], source: str,
+                target: str, params: dict, schema: pa.Schema) -> dict:
     sources = segments(pieces)
     translations = [backends.clean(found.get(backends.segment_key(text))) for text in sources]
     text = reassemble(pieces, translations)
+    failure = _failure(sources, failures)
+    if failure is not None:  # not measured: decide rejects it for the failure
+        return _untranslated(doc, *failure, source, target, params, schema, text)
     measures = qc.measure(sources, translations, target, params["segment"]["mode"] != "sentences", params["runaway_ratio"])
     measures["translate_repetition"] = qc.repetition(text)
     detected, score = langid.identify(text) if text.strip() else ("und", 0.0)
+    return _row(doc, text, source, target, params, schema, language_score=float(score) if detected == target else 0.0,
+                translate_detected=detected, **measures)
+
+
+def _untranslated(doc: dict, failure: str, detail: str, source: str, target: str, params: dict, schema: pa.Schema,
+                  text: str | None = None) -> dict:
+    """The row of a document left untranslated: the text as far as it got (else the source's)."""
+    return _row(doc, doc["text"] if text is None else text, source, target, params, schema, language_score=0.0,
+                translate_failure=failure, translate_failure_detail=detail)
+
+
+def _row(doc: dict, text: str, source: str, target: str, params: dict, schema: pa.Schema, **measures: Any) -> dict:
     row: dict[str, Any] = {"id": target_id(doc["id"], target), "text": text, "language": target,
-                           "language_score": float(score) if detected == target else 0.0,
                            "source_id": doc["id"], "source_language": source, "translation_model": params["model_name"],
-                           "translate_detected": detected, **measures}
+                           **measures}
     for name in schema.names:
         if name in row:
             continue
