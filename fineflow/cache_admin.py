@@ -53,7 +53,7 @@ def list_namespaces(root: str) -> list[Namespace]:
             if not entries:
                 continue
             answers = 0
-            for file, entry in entries.items():
+            for file in entries:
                 if file.endswith(".parquet"):
                     with storage.open_input(storage.join(url, file), block_size=64 * 1024) as handle:
                         answers += pq.ParquetFile(handle).metadata.num_rows

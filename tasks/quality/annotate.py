@@ -15,7 +15,7 @@ from collections import Counter
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fineflow import llm, storage
+from fineflow import llm
 from fineflow.documents import commit_shard, read_table
 from fineflow.tasks.quality.prompts import full_template, load_template, parse_score, render, score_form
 from fineflow.tasks.quality.sample import SAMPLE_SCHEMA, smallest
