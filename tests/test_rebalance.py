@@ -450,6 +450,18 @@ def test_implausible_token_counts_are_rejected_and_the_sums_cannot_overflow(tmp_
     assert all(cell["achieved"] >= 0 and cell["documents"] >= 0 for cell in mix["mix"])
 
 
+def test_token_counts_written_as_floats_count_and_nan_is_no_count(tmp_path):
+    table = documents(n=6)
+    counts = pa.array([10.0, float("nan"), 2.0**41, None, 7.9, float("inf")], pa.float32())
+    table = table.set_column(table.schema.get_field_index("n_tokens_gpt2"), "n_tokens_gpt2", counts)
+    steps = run_stage(stage(), tmp_path / "s", write_shards(table, tmp_path / "docs", 1))
+    rejects = outputs(steps, "rejects_folder")
+    assert dict(zip(rejects["id"].to_pylist(), rejects["drop_reason"].to_pylist())) == {
+        "doc-00001": "rebalance:no_token_count", "doc-00002": "rebalance:implausible_token_count",
+        "doc-00003": "rebalance:no_token_count", "doc-00005": "rebalance:no_token_count"}
+    assert mix_of(steps)["achieved_tokens"] == 17  # 10 + 7 (a fraction is cut)
+
+
 def test_a_mix_past_int64_fails_in_one_line_before_writing(tmp_path):
     n = 8192  # 8192 documents of 2**40 tokens at 1000 epochs: past 2**62 tokens
     table = pa.table({"id": [f"d{i}" for i in range(n)], "n_tokens_gpt2": pa.array([2**40] * n, pa.int64())})

@@ -106,7 +106,8 @@ def measure_shard(shard: dict, params: dict, output_url: str, rejects_url: str) 
     rows = table.num_rows
     tokens = table[count]
     if pa.types.is_floating(tokens.type):  # a count written as a float: NaN is no count, fractions are cut
-        tokens = pc.if_else(pc.is_finite(tokens), tokens, pa.scalar(None, tokens.type))
+        tokens = tokens.cast(pa.float64())
+        tokens = pc.if_else(pc.is_finite(tokens), tokens, pa.scalar(None, pa.float64()))
     problem = token_problems(tokens, table["id"])
     columns: dict[str, pa.Array] = {
         "shard": pa.array(np.full(rows, shard["shard"], dtype=np.int32)),
