@@ -197,12 +197,29 @@ def test_hierarchical_targets_by_hand():
     ({"rehydration": {"weights": "readme", "kept": "filter"}}, "only with weights: data"),
     ({"sources": {"a": "("}, "cells": ["source_name"]}, "not a regular expression"),
     ({"sources": {"a": "x"}}, "list it in cells"),
-    ({"quality": {"weights": {"1": -1}}}, "0 or more"),
+    ({"quality": {"weights": {"1": -1}}}, "greater than or equal to 0"),
     ({"tokens": "GPT-2"}, "not a tokenizer name"),
+    # issue #27: numbers that used to pass and corrupt the mix or crash the solver
+    ({"quality": {"weights": {"0": float("inf"), "1": 1}}}, r"quality\.weights\.0\n.*inf is not a finite number"),
+    ({"quality": {"weights": {"0": 1}, "default": float("nan")}}, r"quality\.default\n.*nan is not a finite number"),
+    ({"cells": ["language"], "targets": {"en": {"share": float("inf")}}}, r"targets\.en\.share\n.*inf is not a finite"),
+    ({"cells": ["language"], "targets": {"en": {"share": "1e30"}}}, r"targets\.en\.share\n.*less than or equal to 1000000"),
+    ({"budget": "1e30"}, r"budget\n.*1e\+30 tokens is more than int64 token counts can hold"),
+    ({"cells": ["language"], "targets": {"en": {"tokens": 2.0**63}}}, r"targets\.en\.tokens\n.*more than int64 token counts"),
+    ({"budget": 2.5}, r"budget\n.*2\.5 is not a whole number"),
+    ({"max_epochs": 10**9}, r"max_epochs\n.*less than or equal to 1000"),
+    ({"seed": 2**64}, r"seed\n.*less than or equal to"),
 ])
 def test_config_errors_are_clear(fields, message):
     with pytest.raises(ValidationError, match=message):
         RebalanceStage.model_validate(stage(**fields))
+
+
+def test_numbers_written_as_yaml_strings_are_read_as_numbers_and_negative_zero_is_zero():
+    # YAML 1.1 loads `1e6` (no dot) as a string; `-0.0` is a float that prints as -0.0 in mix.json.
+    config = RebalanceStage.model_validate(stage(budget="1e6", max_epochs="3", quality={"weights": {"0": -0.0, "1": "2e0"}}))
+    assert config.budget == 1_000_000 and config.max_epochs == 3
+    assert config.quality.weights == {"0": 0.0, "1": 2.0} and str(config.quality.weights["0"]) == "0.0"
 
 
 # -- the stage's steps on generated documents ------------------------------------------------------
@@ -316,7 +333,7 @@ def test_bad_rows_and_missing_columns(tmp_path):
     rejects = outputs(steps, "rejects_folder")
     assert rejects["drop_reason"].to_pylist() == ["rebalance:no_token_count"] and rejects["id"].to_pylist() == ["doc-00000"]
     assert outputs(steps)["repeats"].to_pylist() == [1] * 39  # no weights, no budget: everything once
-    with pytest.raises(ValueError, match="no n_tokens_o200k column: put a tokenize stage"):
+    with pytest.raises(ValueError, match=r"no n_tokens_o200k column \(option tokens\): put a tokenize stage"):
         run_stage(stage(tokens="o200k"), tmp_path / "t", write_shards(table, tmp_path / "d2", 1))
     with pytest.raises(ValueError, match="values 0, 1 have no weight"):
         run_stage(stage(quality={"weights": {"2": 1, "3": 1, "4": 1}}), tmp_path / "u", write_shards(table, tmp_path / "d3", 1))
@@ -393,3 +410,110 @@ def test_a_fan_in_whose_inputs_lack_a_column_reads_it_as_missing(tmp_path):
     kept = outputs(steps)
     assert kept.num_rows == 50 and kept.filter(pa.compute.starts_with(kept["id"], "other-"))["quality_level"].null_count == 20
     assert mix_of(steps)["quality"]["unlisted"] == ["0", "1", "2", "none"]
+
+
+# -- issue #27: hostile input ---------------------------------------------------------------------
+
+
+def test_required_columns_name_the_option_that_reads_each():
+    from fineflow.tasks.rebalance.plan import required_columns
+
+    config = RebalanceStage.model_validate(stage(
+        cells=["language", "source_name", "source_domain"], sources={"a": "x"}, quality={"weights": {"1": 1}, "column": "level"},
+        rehydration={"weights": "readme", "column": "cluster"}))
+    assert required_columns(config) == [("n_tokens_gpt2", "tokens"), ("language", "cells"), ("source_domain", "cells"),
+                                        ("url", "sources"), ("cluster", "rehydration.column"), ("level", "quality.column")]
+    assert required_columns(RebalanceStage.model_validate(stage())) == [("n_tokens_gpt2", "tokens")]
+
+
+def test_a_missing_column_names_its_option_and_the_columns_the_input_has(tmp_path):
+    table = documents(n=10).drop_columns(["quality_level"])
+    config = stage(cells=["language", "source_domain"], quality={"weights": {"1": 1}})
+    with pytest.raises(ValueError, match=r"^the documents have no column source_domain \(option cells\); quality_level "
+                                         r"\(option quality\.column\); the input has: id, url, text, language, n_tokens_gpt2, "
+                                         r"dup_cluster_size$"):
+        run_stage(config, tmp_path / "s", write_shards(table, tmp_path / "docs", 1))
+
+
+def test_implausible_token_counts_are_rejected_and_the_sums_cannot_overflow(tmp_path):
+    table = documents(n=20)
+    counts = table["n_tokens_gpt2"].to_pylist()
+    counts[3], counts[4] = 2**62, 2**63 - 1  # corrupt counts: 4 repeats of them overflow int64
+    table = table.set_column(table.schema.get_field_index("n_tokens_gpt2"), "n_tokens_gpt2", pa.array(counts, pa.int64()))
+    steps = run_stage(stage(cells=["language"], max_epochs=4, quality={"weights": {"0": 4}, "default": 4}),
+                      tmp_path / "s", write_shards(table, tmp_path / "docs", 2))
+    rejects = outputs(steps, "rejects_folder")
+    assert sorted(rejects["id"].to_pylist()) == ["doc-00003", "doc-00004"]
+    assert set(rejects["drop_reason"].to_pylist()) == {"rebalance:implausible_token_count"}
+    mix = mix_of(steps)
+    assert mix["achieved_tokens"] == 4 * (sum(counts) - counts[3] - counts[4])
+    assert all(cell["achieved"] >= 0 and cell["documents"] >= 0 for cell in mix["mix"])
+
+
+def test_token_counts_written_as_floats_count_and_nan_is_no_count(tmp_path):
+    table = documents(n=6)
+    counts = pa.array([10.0, float("nan"), 2.0**41, None, 7.9, float("inf")], pa.float32())
+    table = table.set_column(table.schema.get_field_index("n_tokens_gpt2"), "n_tokens_gpt2", counts)
+    steps = run_stage(stage(), tmp_path / "s", write_shards(table, tmp_path / "docs", 1))
+    rejects = outputs(steps, "rejects_folder")
+    assert dict(zip(rejects["id"].to_pylist(), rejects["drop_reason"].to_pylist())) == {
+        "doc-00001": "rebalance:no_token_count", "doc-00002": "rebalance:implausible_token_count",
+        "doc-00003": "rebalance:no_token_count", "doc-00005": "rebalance:no_token_count"}
+    assert mix_of(steps)["achieved_tokens"] == 17  # 10 + 7 (a fraction is cut)
+
+
+def test_a_mix_past_int64_fails_in_one_line_before_writing(tmp_path):
+    n = 8192  # 8192 documents of 2**40 tokens at 1000 epochs: past 2**62 tokens
+    table = pa.table({"id": [f"d{i}" for i in range(n)], "n_tokens_gpt2": pa.array([2**40] * n, pa.int64())})
+    config = stage(max_epochs=1000, min_epochs=1000)
+    with pytest.raises(ValueError, match=r"^the documents at their max_epochs would make 9\.\d+e\+18 tokens, more than int64"):
+        run_stage(config, tmp_path / "s", write_shards(table, tmp_path / "docs", 1))
+
+
+def test_odd_cell_values_are_cells_of_their_own(tmp_path):
+    # The separator the solver once joined cell values with, inside a value.
+    table = documents(n=30)
+    odd = ["x\x1fy" if i % 3 == 0 else lang for i, lang in enumerate(table["language"].to_pylist())]
+    table = table.set_column(table.schema.get_field_index("language"), "language", pa.array(odd))
+    steps = run_stage(stage(cells=["language"]), tmp_path / "s", write_shards(table, tmp_path / "docs", 2))
+    kept = outputs(steps)
+    assert kept.num_rows == 30 and kept["repeats"].to_pylist() == [1] * 30
+    cells = {cell["values"]["language"]: cell for cell in mix_of(steps)["mix"]}
+    assert cells["x\x1fy"]["documents"] == 10 and not mix_of(steps)["infeasible"]
+
+
+def test_an_empty_mix_is_a_warning_and_a_listed_cell_without_documents_is_marked(tmp_path):
+    from fineflow.steps import resolve_function
+
+    def warnings_of(steps: dict) -> list[str]:
+        plan, results = steps["solve"]
+        return resolve_function(plan.checks)(results[0]["stats"])
+
+    source = write_shards(documents(n=40), tmp_path / "docs", 2)
+    zero = stage(cells=["language"], targets={"sw": {"share": 1}, "*": {"share": 1}},
+                 quality={"weights": {str(level): 0 for level in range(5)}})
+    steps = run_stage(zero, tmp_path / "a", source)
+    mix = mix_of(steps)
+    assert mix["achieved_tokens"] == 0 and outputs(steps).num_rows == 0
+    assert {cell["cell"]: cell["infeasible"] for cell in mix["mix"]}["language=sw"] == "empty"
+    assert mix["infeasible"] == ["language=sw"]
+    assert warnings_of(steps) == ["the mix is empty: none of the 40 documents has a positive weight (quality weights all 0?); "
+                                  "nothing is written"]
+    smallest = min(documents(n=40)["n_tokens_gpt2"].to_pylist())
+    steps = run_stage(stage(budget=1), tmp_path / "b", source)
+    assert mix_of(steps)["achieved_tokens"] == 0
+    assert warnings_of(steps) == [f"the mix is empty: budget 1 is smaller than the smallest document ({smallest} tokens); "
+                                  "nothing is written"]
+    assert warnings_of(run_stage(stage(cells=["language"]), tmp_path / "c", source)) == []
+
+
+def test_counts_that_do_not_add_up_fail_the_step():
+    from fineflow.tasks.rebalance.solve import _check_counts
+
+    row = {"cell": "language=en", "target": 10, "achieved": -9223372036854661248, "documents": 0, "copies": 0,
+           "selected_unique_tokens": 0, "max_repeats": 0, "max_epochs": 4}
+    with pytest.raises(ValueError, match="language=en: the solver's counts are out of range"):
+        _check_counts([row], np.zeros(0, np.int64), np.zeros(0, np.int64))
+    row.update(achieved=40803)  # a cell said to hold tokens from no document
+    with pytest.raises(ValueError, match="do not add up"):
+        _check_counts([row], np.array([0, 0]), np.array([40803, 5]))

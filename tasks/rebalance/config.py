@@ -18,10 +18,11 @@ more than ``max_epochs`` times each (``tasks/rebalance/solver.py``).
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from fineflow.stage_config import StageConfig, Strict
 
@@ -30,18 +31,70 @@ SOURCE_COLUMN = "source_name"  # the column `sources:` adds (`source` is the cra
 TOKENIZER_NAME = r"^[a-z0-9][a-z0-9_]*$"
 
 
+# Token counts are int64 everywhere (Parquet, the mix): a budget or target beyond this could not be
+# counted. Half of int64's range leaves room for the sums of cells and for rounding.
+MAX_TOKENS = 2**62
+MAX_EPOCHS = 1000  # repeats of one document (written as int32; far past where repeating helps)
+MAX_WEIGHT = 1e6  # a quality weight or share: relative amounts, normalized before use
+MAX_SEED = 2**63 - 1
+
+
 def _string_keys(value: Any) -> Any:
     """YAML reads `3:` as an int; cell values are compared as strings (``str(value)``)."""
     return {str(key): item for key, item in value.items()} if isinstance(value, dict) else value
 
 
+def _number_from_text(value: Any) -> Any:
+    """YAML 1.1 loads `1e30` (no dot) as a string: read it as the number it spells, so the range
+    check below names the key rather than a parse failure."""
+    if isinstance(value, str):
+        try:
+            number = float(value.replace("_", ""))
+        except ValueError:
+            return value
+        return int(number) if number.is_integer() else number
+    return value
+
+
+def _whole(value: Any) -> Any:
+    """A float written where a count is meant (``2.5e6``): whole numbers only."""
+    if isinstance(value, float) and value == value and abs(value) != float("inf"):
+        if not value.is_integer():
+            raise ValueError(f"{value} is not a whole number")
+        return int(value)
+    return value
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value} is not a finite number")
+    return value
+
+
+def _countable(value: int) -> int:
+    if value > MAX_TOKENS:
+        raise ValueError(f"{value:.3g} tokens is more than int64 token counts can hold (at most {MAX_TOKENS:,})")
+    return value
+
+
+def _no_negative_zero(value: float) -> float:
+    return value + 0.0  # -0.0 + 0.0 is 0.0: a weight of -0.0 must not show as one
+
+
+# Before-validators run last-listed first: text to a number, then a whole number.
+TokenCount = Annotated[int, BeforeValidator(_whole), BeforeValidator(_number_from_text), AfterValidator(_countable)]
+Epochs = Annotated[int, BeforeValidator(_whole), BeforeValidator(_number_from_text), Field(le=MAX_EPOCHS)]
+Weight = Annotated[float, BeforeValidator(_finite), BeforeValidator(_number_from_text), Field(ge=0, le=MAX_WEIGHT, allow_inf_nan=False),
+                   AfterValidator(_no_negative_zero)]
+
+
 class TargetNode(Strict):
     """The target of one value of a cell column (or of every value not listed, under ``*``)."""
 
-    share: float | None = Field(default=None, gt=0, description="a share of the parent's tokens, normalized among siblings")
-    tokens: int | None = Field(default=None, ge=0, description="absolute tokens (taken before the siblings' shares)")
-    max_epochs: int | None = Field(default=None, ge=1, description="cap on any document's repeats (default: the parent's)")
-    min_epochs: int | None = Field(default=None, ge=0, description="every document appears at least this often")
+    share: Weight | None = Field(default=None, gt=0, description="a share of the parent's tokens, normalized among siblings")
+    tokens: TokenCount | None = Field(default=None, ge=0, description="absolute tokens (taken before the siblings' shares)")
+    max_epochs: Epochs | None = Field(default=None, ge=1, description="cap on any document's repeats (default: the parent's)")
+    min_epochs: Epochs | None = Field(default=None, ge=0, description="every document appears at least this often")
     split: Literal["natural", "even"] | None = Field(
         default=None,
         description="how values not listed under `by` divide this node's tokens: natural (by their weighted tokens) "
@@ -71,11 +124,11 @@ class Rehydration(Strict):
     removed: str | None = Field(default=None, description="data: the documents it removed (default: <kept>.rejects)")
     column: str = Field(default="dup_cluster_size", description="the duplicate-cluster size (dedup adds it)")
     max_weight: int = Field(default=10, ge=1, le=1000, description="the weight of the size with the lowest removal rate")
-    window: int = Field(default=5, ge=1, description="the moving average over the weights (edges unsmoothed)")
+    window: int = Field(default=5, ge=1, le=1001, description="the moving average over the weights (edges unsmoothed)")
     min_docs: int = Field(
-        default=10, ge=1, description="a cluster size with fewer documents is merged into the nearest populated size or the tail",
+        default=10, ge=1, le=MAX_TOKENS, description="a cluster size with fewer documents is merged into the nearest populated size or the tail",
     )
-    min_language_docs: int = Field(default=100, ge=1, description="a language with fewer documents uses the fallback")
+    min_language_docs: int = Field(default=100, ge=1, le=MAX_TOKENS, description="a language with fewer documents uses the fallback")
     fallback: str = Field(default="readme", description="for languages without enough data: readme, or a weights file")
 
     @model_validator(mode="after")
@@ -99,17 +152,10 @@ class QualityWeights(Strict):
     """Quality upsampling (Nemotron-CC-style): a weight per value of a level column."""
 
     column: str = "quality_level"
-    weights: dict[str, float] = Field(min_length=1, description="level -> weight (0: never selected)")
-    default: float | None = Field(default=None, ge=0, description="for levels not listed or missing (default: an error)")
+    weights: dict[str, Weight] = Field(min_length=1, description="level -> weight (0: never selected)")
+    default: Weight | None = Field(default=None, description="for levels not listed or missing (default: an error)")
 
     _keys = field_validator("weights", mode="before")(classmethod(lambda cls, value: _string_keys(value)))
-
-    @field_validator("weights")
-    @classmethod
-    def _non_negative(cls, value: dict[str, float]) -> dict[str, float]:
-        if any(weight < 0 for weight in value.values()):
-            raise ValueError("weights are repeats per epoch: 0 or more")
-        return value
 
 
 class RebalanceStage(StageConfig):
@@ -120,9 +166,9 @@ class RebalanceStage(StageConfig):
         default=None,
         description=f"source name -> URL regular expression (first match; else `other`): adds the `{SOURCE_COLUMN}` column",
     )
-    budget: int | None = Field(default=None, ge=1, description="total tokens; default: the natural size")
-    max_epochs: int = Field(default=4, ge=1, description="no document appears more often (Muennighoff: little gain past ~4)")
-    min_epochs: int = Field(default=0, ge=0)
+    budget: TokenCount | None = Field(default=None, ge=1, description="total tokens; default: the natural size")
+    max_epochs: Epochs = Field(default=4, ge=1, description="no document appears more often (Muennighoff: little gain past ~4)")
+    min_epochs: Epochs = Field(default=0, ge=0)
     split: Literal["natural", "even"] = Field(default="natural", description="how values without a target divide the budget")
     targets: dict[str, TargetNode] | None = Field(default=None, description="by value of the first cell column")
     quality: QualityWeights | None = None
@@ -130,7 +176,7 @@ class RebalanceStage(StageConfig):
     on_shortfall: Literal["error", "report"] = Field(
         default="error", description="a target no document set can meet: an error naming the cells, or report it and fill what can be",
     )
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
     _keys = field_validator("targets", mode="before")(classmethod(lambda cls, value: _string_keys(value)))
 

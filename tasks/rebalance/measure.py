@@ -14,15 +14,19 @@ import time
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
+from fineflow import storage
 from fineflow.documents import commit_shard, read_input_columns
 from fineflow.tasks.common.cells import NULL
 from fineflow.tasks.rebalance.config import SOURCE_COLUMN
 
-STEP_VERSION = "1"
+STEP_VERSION = "2"
 LIBRARIES = ("numpy", "pyarrow")
 
 OTHER_SOURCE = "other"
+# More tokens than any document can hold (4 TB of text): a corrupt count, which would overflow the sums.
+MAX_DOCUMENT_TOKENS = 2**40
 
 
 def cell_key(index: int) -> str:
@@ -38,15 +42,54 @@ def assign_sources(urls: list[str | None], sources: dict[str, str]) -> list[str]
     return found
 
 
-def needed_columns(params: dict) -> list[str]:
-    columns = ["id", params["count_column"], *[c for c in params["cells"] if c != SOURCE_COLUMN]]
+def column_options(params: dict) -> list[tuple[str, str]]:
+    """(column, the option that names it) for every input column measure reads; ``id`` is every
+    document's own."""
+    found = [("id", "id"), (params["count_column"], "tokens"),
+             *[(column, "cells") for column in params["cells"] if column != SOURCE_COLUMN]]
     if params["sources"]:
-        columns.append("url")
+        found.append(("url", "sources"))
     if params["cluster_column"]:
-        columns += ["language", params["cluster_column"]]
+        found += [("language", "rehydration"), (params["cluster_column"], "rehydration.column")]
     if params["quality_column"]:
-        columns.append(params["quality_column"])
-    return list(dict.fromkeys(columns))
+        found.append((params["quality_column"], "quality.column"))
+    first: dict[str, str] = {}
+    for column, option in found:
+        first.setdefault(column, option)
+    return list(first.items())
+
+
+def needed_columns(params: dict) -> list[str]:
+    return [column for column, _ in column_options(params)]
+
+
+def _input_columns(shard: dict) -> list[str]:
+    """Every column of the shard's input (in a fan-in: of the inputs' union), for error messages."""
+    urls = shard.get("union") or [shard["input"]]
+    names: dict[str, None] = {}
+    for url in urls:
+        with storage.open_input(url) as handle:
+            names.update(dict.fromkeys(pq.read_schema(handle).names))
+    return list(names)
+
+
+def _missing_columns_error(shard: dict, params: dict, present: list[str]) -> ValueError:
+    missing = [(column, option) for column, option in column_options(params) if column not in present]
+    if missing[0][1] == "tokens":
+        return ValueError(f"the documents have no {missing[0][0]} column (option tokens): put a tokenize stage with that "
+                          f"tokenizer before rebalance (the input has: {', '.join(_input_columns(shard))})")
+    named = "; ".join(f"{column} (option {option})" for column, option in missing)
+    return ValueError(f"the documents have no column {named}; the input has: {', '.join(_input_columns(shard))}")
+
+
+def token_problems(tokens: pa.ChunkedArray, ids: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Per row, what keeps it out of the mix (a rejects reason after ``rebalance:``), or null."""
+    counted = pc.fill_null(tokens, 0)
+    none = pa.scalar(None, pa.string())
+    return pc.if_else(pc.is_null(ids), "no_id",
+                      pc.if_else(pc.is_null(tokens), "no_token_count",
+                                 pc.if_else(pc.less(counted, 0), "negative_token_count",
+                                            pc.if_else(pc.greater(counted, MAX_DOCUMENT_TOKENS), "implausible_token_count", none))))
 
 
 def _as_strings(column: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -58,20 +101,20 @@ def measure_shard(shard: dict, params: dict, output_url: str, rejects_url: str) 
     started = time.perf_counter()
     table = read_input_columns(shard, needed_columns(params))
     count = params["count_column"]
-    missing = [c for c in needed_columns(params) if c not in table.column_names]
-    if count in missing:
-        raise ValueError(f"the documents have no {count} column: put a tokenize stage with that tokenizer before rebalance")
-    if missing:
-        raise ValueError(f"the documents have no {', '.join(missing)} column (columns: {', '.join(table.column_names)})")
+    if any(column not in table.column_names for column in needed_columns(params)):
+        raise _missing_columns_error(shard, params, table.column_names)
     rows = table.num_rows
     tokens = table[count]
-    problem = pc.if_else(pc.is_null(tokens), "no_token_count",
-                         pc.if_else(pc.less(pc.fill_null(tokens, 0), 0), "negative_token_count", pa.scalar(None, pa.string())))
+    if pa.types.is_floating(tokens.type):  # a count written as a float: NaN is no count, fractions are cut
+        tokens = tokens.cast(pa.float64())
+        tokens = pc.if_else(pc.is_finite(tokens), tokens, pa.scalar(None, pa.float64()))
+    problem = token_problems(tokens, table["id"])
     columns: dict[str, pa.Array] = {
         "shard": pa.array(np.full(rows, shard["shard"], dtype=np.int32)),
         "row": pa.array(np.arange(rows, dtype=np.int64)),
         "id": table["id"],
-        "tokens": pc.fill_null(tokens, 0).cast(pa.int64()),
+        # A problem row counts 0 tokens: it is rejected, and must not overflow a sum.
+        "tokens": pc.if_else(pc.is_null(problem), tokens, pa.scalar(0, tokens.type)).cast(pa.int64(), safe=False),
     }
     for index, column in enumerate(params["cells"]):
         if column == SOURCE_COLUMN:

@@ -24,6 +24,14 @@ def _file_hashes(config: RebalanceStage, root: str) -> dict:
             if getattr(spec, key) not in ("data", "readme")}
 
 
+def _measure_params(config: RebalanceStage) -> dict:
+    return {
+        "count_column": config.count_column, "cells": list(config.cells), "sources": config.sources,
+        "cluster_column": config.rehydration.column if config.rehydration is not None else None,
+        "quality_column": config.quality.column if config.quality is not None else None,
+    }
+
+
 def plan_rebalance(config: RebalanceStage, ctx: PlanContext) -> list[StepPlan]:
     assert ctx.inputs is not None  # a document-reading kind: the DAG gives it inputs
     inputs = ctx.inputs.shards()
@@ -32,11 +40,7 @@ def plan_rebalance(config: RebalanceStage, ctx: PlanContext) -> list[StepPlan]:
     files = _file_hashes(config, ctx.root)
     spec = config.rehydration
 
-    measure_params = {
-        "count_column": config.count_column, "cells": list(config.cells), "sources": config.sources,
-        "cluster_column": spec.column if spec is not None else None,
-        "quality_column": config.quality.column if config.quality is not None else None,
-    }
+    measure_params = _measure_params(config)
     measure_plan = ctx.step(measure, "measure_shard", step="measure", params=measure_params, chained=upstream, shards=inputs)
     plans.append(measure_plan)
 
@@ -60,7 +64,7 @@ def plan_rebalance(config: RebalanceStage, ctx: PlanContext) -> list[StepPlan]:
         "rehydration_report": rehydrate_plan.location.artifact_url(rehydration.REPORT) if rehydrate_plan else None,
     }
     solve_plan = ctx.step(
-        solve, "solve_shard", step="solve", params=solve_params,
+        solve, "solve_shard", step="solve", params=solve_params, checks="fineflow.tasks.rebalance.solve:mix_warnings",
         fingerprint_params={"config": solve_config, "files": files},
         chained={"measure": measure_plan.fingerprint.value,
                  **({"rehydrate": rehydrate_plan.fingerprint.value} if rehydrate_plan else {})},
@@ -95,3 +99,10 @@ def _any_higher_cap(config: RebalanceStage, limit: int) -> bool:
     def walk(nodes) -> bool:  # noqa: ANN001
         return any((node.max_epochs or 0) >= limit or walk(node.by or {}) for node in (nodes or {}).values())
     return walk(config.targets)
+
+
+def required_columns(config: RebalanceStage) -> list[tuple[str, str]]:
+    """(column, the option that names it) for every input column the stage reads besides ``id``:
+    checked against the input's schema before any work (the ``measure`` step says the same at run
+    time, with the columns the input has)."""
+    return [(column, option) for column, option in measure.column_options(_measure_params(config)) if column != "id"]

@@ -23,16 +23,16 @@ from fineflow.artifacts import commit_artifact
 from fineflow.documents import commit_shard, read_table, table_to_parquet_bytes
 from fineflow.tasks.common.cells import cell_name
 from fineflow.tasks.rebalance import rehydration, solver
-from fineflow.tasks.rebalance.config import RebalanceStage
+from fineflow.tasks.rebalance.config import MAX_TOKENS, RebalanceStage
 from fineflow.tasks.rebalance.measure import cell_key
 from fineflow.tasks.rebalance.targets import CellTarget, epochs_of, resolve
 from fineflow.tasks.text.sampling import seeded_keys
 
-STEP_VERSION = "1"
+STEP_VERSION = "2"
 LIBRARIES = ("numpy", "pyarrow", "xxhash")
 
 MIX = "mix.json"
-SEPARATOR = "\x1f"
+EMPTY = "empty"  # a listed cell without documents, whose target is 0 (reported, never a failure)
 
 
 def repeats_artifact(shard: int) -> str:
@@ -90,6 +90,53 @@ def preferences(table: pa.Table, config: RebalanceStage, params: dict) -> tuple[
     return weights, used
 
 
+def _cell_runs(valid: pa.Table, n_columns: int, keys: np.ndarray) -> tuple[np.ndarray, dict[tuple[str, ...], tuple[int, int]]]:
+    """The canonical order (by cell, then key, then id) and each cell's contiguous run in it. Cells
+    are compared column by column (dictionary codes): any value, however odd, is its own."""
+    names = [cell_key(i) for i in range(n_columns)]
+    work = pa.table({**{name: valid[name] for name in names}, "key": pa.array(keys, pa.uint64()), "id": valid["id"],
+                     "index": np.arange(valid.num_rows)})
+    order = work.sort_by([(name, "ascending") for name in names] + [("key", "ascending"), ("id", "ascending")])["index"]
+    order = order.to_numpy()
+    if not len(order):
+        return order, {}
+    change = np.zeros(len(order) - 1, dtype=bool)
+    for name in names:
+        codes = pc.dictionary_encode(valid[name].combine_chunks()).indices.to_numpy()[order]
+        change |= codes[1:] != codes[:-1]
+    starts = np.concatenate([[0], np.flatnonzero(change) + 1])
+    ends = np.concatenate([starts[1:], [len(order)]])
+    firsts = pa.array(order[starts], pa.int64())
+    values = [pc.take(valid[name], firsts).to_pylist() for name in names]
+    cells = list(zip(*values)) if names else [()]
+    return order, {cell: (int(s), int(e)) for cell, s, e in zip(cells, starts, ends)}
+
+
+def _check_countable(runs: dict, tokens: np.ndarray, weights: np.ndarray, config: RebalanceStage) -> None:
+    """Every count below is int64 arithmetic: refuse (before any of it) a mix whose most tokens,
+    every document at its cap, could overflow it. Float sums: they cannot overflow themselves."""
+    most = 0.0
+    for cell, (s, e) in runs.items():
+        high, low = epochs_of(config, cell)
+        most += float(np.where(weights[s:e] > 0, high, low) @ tokens[s:e].astype(np.float64))
+    if most > MAX_TOKENS:
+        raise ValueError(f"the documents at their max_epochs would make {most:.3g} tokens, more than int64 token counts hold "
+                         f"({MAX_TOKENS:.3g}; nothing was written): lower max_epochs or split the input")
+
+
+def _check_counts(report: list[dict], repeats: np.ndarray, tokens: np.ndarray) -> None:
+    """What mix.json says must be what apply writes: fail the step (nothing written) otherwise."""
+    for row in report:
+        numbers = [row[key] for key in ("target", "achieved", "documents", "copies", "selected_unique_tokens", "max_repeats")]
+        if any(not isinstance(n, int) or n < 0 or n > MAX_TOKENS for n in numbers) or row["max_repeats"] > row["max_epochs"]:
+            raise ValueError(f"{row['cell']}: the solver's counts are out of range (target {row['target']}, achieved "
+                             f"{row['achieved']}, documents {row['documents']}, most repeats {row['max_repeats']}); nothing was written")
+    written = int((repeats * tokens).sum()) if len(repeats) else 0
+    if (repeats < 0).any() or written != sum(row["achieved"] for row in report) \
+            or int((repeats > 0).sum()) != sum(row["documents"] for row in report):
+        raise ValueError("the solver's repeats do not add up to its mix (nothing was written)")
+
+
 def _check_unique_ids(table: pa.Table) -> None:
     """Repeats are decided per document id: the same id twice would make the result depend on
     the shard order (dedup's exact stage, or the crawl's ids, make them unique)."""
@@ -120,22 +167,13 @@ def solve_shard(shard: dict, params: dict, output_url: str, rejects_url: str) ->
     valid = table.filter(pc.is_null(table["problem"])) if table.num_rows else table
     _check_unique_ids(valid)
     weights, used = preferences(valid, config, params)
+    if not np.isfinite(weights).all() or (weights < 0).any():  # the config and weights files are checked: a bug if so
+        raise ValueError("a document's preference is negative or not finite (nothing was written): check the weights")
     keys = seeded_keys(valid["id"].to_pylist(), config.seed)
-    parts = [valid[cell_key(i)] for i in range(len(columns))]
-    joined = pc.binary_join_element_wise(*parts, SEPARATOR) if parts else pa.array([""] * valid.num_rows, pa.string())
-    if isinstance(joined, pa.ChunkedArray):  # one array: one dictionary below
-        joined = joined.combine_chunks()
-    work = pa.table({"cell": joined, "key": pa.array(keys, pa.uint64()), "id": valid["id"], "index": np.arange(valid.num_rows)})
-    order = work.sort_by([("cell", "ascending"), ("key", "ascending"), ("id", "ascending")])["index"].to_numpy()
+    order, runs = _cell_runs(valid, len(columns), keys)
     tokens = valid["tokens"].to_numpy()[order]
     weights, keys = weights[order], keys[order]
-    # Contiguous runs of one cell in the canonical order (dictionary codes, not Python strings).
-    encoded = pc.dictionary_encode(pc.take(joined, pa.array(order, pa.int64()))) if len(order) else None
-    codes = encoded.indices.to_numpy() if encoded is not None else np.zeros(0, dtype=np.int64)
-    starts = np.concatenate([[0], np.flatnonzero(codes[1:] != codes[:-1]) + 1]) if len(codes) else np.zeros(0, np.int64)
-    ends = np.concatenate([starts[1:], [len(codes)]]) if len(codes) else starts
-    runs = {(tuple(encoded.dictionary[int(codes[s])].as_py().split(SEPARATOR)) if columns else ()): (int(s), int(e))
-            for s, e in zip(starts, ends)}
+    _check_countable(runs, tokens, weights, config)
 
     natural = {}
     for cell, (s, e) in runs.items():
@@ -149,14 +187,17 @@ def solve_shard(shard: dict, params: dict, output_url: str, rejects_url: str) ->
         s, e = runs.get(target.values, (0, 0))
         limit = solver.bounds(tokens[s:e], weights[s:e], target.min_epochs, target.max_epochs)
         state = None if target.natural else ("short" if target.target > limit.high else "over" if target.target < limit.low else None)
+        if e == s and state is None:  # a listed value without documents: nothing can fill it, even a zero target
+            state = EMPTY
         row = _cell_row(columns, target, limit, e - s, int(tokens[s:e].sum()), state)
         row["largest_document"] = int(tokens[s:e].max()) if e > s else 0  # the most a cut can miss by
         report.append(row)
         if state:
             infeasible.append(row)
-    if infeasible and config.on_shortfall == "error":
+    failing = [row for row in infeasible if row["infeasible"] != EMPTY]  # a zero target is met, even by nothing
+    if failing and config.on_shortfall == "error":
         raise ValueError("these cells cannot meet their target within their epochs (nothing was written; raise max_epochs, "
-                         "lower the targets, or set on_shortfall: report):\n  " + "\n  ".join(map(_describe_shortfall, infeasible)))
+                         "lower the targets, or set on_shortfall: report):\n  " + "\n  ".join(map(_describe_shortfall, failing)))
 
     repeats_sorted = np.zeros(len(order), dtype=np.int64)
     for target, row in zip(targets, report):
@@ -165,6 +206,7 @@ def solve_shard(shard: dict, params: dict, output_url: str, rejects_url: str) ->
                                            target.max_epochs, target.natural)
         repeats_sorted[s:e] = repeats
         _fill_achieved(row, repeats, tokens[s:e], scale)
+    _check_counts(report, repeats_sorted, tokens)
     total = sum(row["achieved"] for row in report)
     for row in report:
         row["weight"] = round(row["achieved"] / total, 9) if total else 0.0
@@ -189,7 +231,37 @@ def solve_shard(shard: dict, params: dict, output_url: str, rejects_url: str) ->
     return commit_shard(shard["shard"], output_url, pa.Table.from_pylist(report, schema=MIX_SCHEMA), docs_in=table.num_rows,
                         artifacts=artifacts, seconds=round(time.perf_counter() - started, 3), mix_cells=len(report),
                         infeasible_cells=len(infeasible), target_tokens=mix["target_tokens"], achieved_tokens=total,
-                        unique_tokens=mix["unique_tokens"])
+                        unique_tokens=mix["unique_tokens"], **_degenerate(report, valid.num_rows, weights, tokens, config))
+
+
+def _degenerate(report: list[dict], documents: int, weights: np.ndarray, tokens: np.ndarray, config: RebalanceStage) -> dict:
+    """Counters for ``mix_warnings``: what made a mix empty, or left cells with a target unfilled."""
+    unfilled = [row for row in report if row["target"] > 0 and row["achieved"] == 0 and not row["infeasible"]]
+    counted = tokens[tokens > 0]
+    return {"mix_documents": documents, "mix_positive_weight_documents": int((weights > 0).sum()),
+            "mix_budget": config.budget or 0, "mix_smallest_document": int(counted.min()) if len(counted) else 0,
+            "mix_unfilled_cells": len(unfilled)}
+
+
+def mix_warnings(totals: dict) -> list[str]:
+    """The solve step's warnings (``--strict`` makes them errors): an empty or degenerate mix."""
+    found = []
+    documents, positive = totals.get("mix_documents", 0), totals.get("mix_positive_weight_documents", 0)
+    budget, smallest = totals.get("mix_budget", 0), totals.get("mix_smallest_document", 0)
+    if totals.get("achieved_tokens", 0) == 0:
+        if not documents:
+            why = "no document with a token count reached rebalance"
+        elif not positive:
+            why = f"none of the {documents:,} documents has a positive weight (quality weights all 0?)"
+        elif budget and budget < smallest:
+            why = f"budget {budget:,} is smaller than the smallest document ({smallest:,} tokens)"
+        else:
+            why = "every document has 0 tokens or every target is 0"
+        found.append(f"the mix is empty: {why}; nothing is written")
+    elif totals.get("mix_unfilled_cells", 0):
+        found.append(f"{totals['mix_unfilled_cells']} cell(s) with a target got no document (targets below their smallest "
+                     "document?): see mix.json")
+    return found
 
 
 MIX_SCHEMA = pa.schema([

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fineflow.tasks.rebalance.config import REST, RebalanceStage, TargetNode
+from fineflow.tasks.rebalance.config import MAX_TOKENS, REST, RebalanceStage, TargetNode
 
 MISSING = "(none)"  # the remaining values of a listed cell that has no documents
 
@@ -99,7 +99,7 @@ def resolve(config: RebalanceStage, natural: dict[tuple[str, ...], float]) -> li
         shares = {value: nodes[value].share for value in members if value not in amounts}
         total_share = sum(shares.values())
         for value, share in shares.items():
-            amounts[value] = max(left, 0.0) * share / total_share
+            amounts[value] = max(left, 0.0) * (share / total_share)  # the ratio first: tiny shares must not underflow
         for value in listed:
             node = nodes[value]
             if value in present:
@@ -117,6 +117,8 @@ def resolve(config: RebalanceStage, natural: dict[tuple[str, ...], float]) -> li
         found[()] = root
     targets = []
     for cell in sorted(found):
+        if not 0 <= found[cell] <= MAX_TOKENS:  # NaN fails both: the config's bounds make it a bug
+            raise ValueError(f"targets: the target of {'/'.join(cell)} came out as {found[cell]} tokens (not a count)")
         high, low = epochs_of(config, cell)
         exact = pure and cell in natural
         targets.append(CellTarget(cell, int(round(natural[cell])) if exact else int(round(found[cell])), exact, high, low))
