@@ -167,18 +167,18 @@ def test_levels_need_two_scorers_and_keep_rules_their_scorer():
 
 def test_missing_or_wrong_models_are_errors_before_any_work(tmp_path):
     missing = registry.validate_stage(stage(scorers={"dclm": {"fasttext": str(tmp_path / "absent.bin")}}))
-    with pytest.raises(ValueError, match="scorer dclm: model not found"):
+    with pytest.raises(ValueError, match="scorers.dclm.fasttext: model not found"):
         preflight_stage(missing)
     wrong = tmp_path / "not-a-model.bin"
     wrong.write_bytes(b"this is text, not a fastText model\n" * 10)
-    with pytest.raises(ValueError, match="scorer dclm: .*not a fastText model"):
+    with pytest.raises(ValueError, match=r"^scorers.dclm.fasttext: not-a-model.bin is not a loadable fastText model \(no fastText header\)$"):
         preflight_stage(registry.validate_stage(stage(scorers={"dclm": {"fasttext": str(wrong)}})))
     with pytest.raises(ValueError, match="no config.json"):
         preflight_stage(registry.validate_stage(stage(scorers={"edu": {"hf": str(tmp_path)}})))
     model = tmp_path / "ref.bin"
     fasttext_model.train(["a lesson"] * 4 + ["buy now"] * 4, [True] * 4 + [False] * 4, registry.validate_stage(
         fasttext_stage()).classifiers["ref"].fasttext.model_dump(), 0, str(model))
-    with pytest.raises(ValueError, match="it has no label '__label__cc'"):
+    with pytest.raises(ValueError, match="scorers.m.fasttext: ref.bin: the fastText model has no label '__label__cc'"):
         preflight_stage(registry.validate_stage(stage(scorers={"m": {"fasttext": str(model), "label": "__label__cc"}})))
     assert preflight_stage(registry.validate_stage(stage(scorers={"m": {"fasttext": str(model)}}))) == []
 
