@@ -167,18 +167,18 @@ def test_levels_need_two_scorers_and_keep_rules_their_scorer():
 
 def test_missing_or_wrong_models_are_errors_before_any_work(tmp_path):
     missing = registry.validate_stage(stage(scorers={"dclm": {"fasttext": str(tmp_path / "absent.bin")}}))
-    with pytest.raises(ValueError, match="scorer dclm: model not found"):
+    with pytest.raises(ValueError, match="scorers.dclm.fasttext: model not found"):
         preflight_stage(missing)
     wrong = tmp_path / "not-a-model.bin"
     wrong.write_bytes(b"this is text, not a fastText model\n" * 10)
-    with pytest.raises(ValueError, match="scorer dclm: .*not a fastText model"):
+    with pytest.raises(ValueError, match=r"^scorers.dclm.fasttext: not-a-model.bin is not a loadable fastText model \(no fastText header\)$"):
         preflight_stage(registry.validate_stage(stage(scorers={"dclm": {"fasttext": str(wrong)}})))
     with pytest.raises(ValueError, match="no config.json"):
         preflight_stage(registry.validate_stage(stage(scorers={"edu": {"hf": str(tmp_path)}})))
     model = tmp_path / "ref.bin"
     fasttext_model.train(["a lesson"] * 4 + ["buy now"] * 4, [True] * 4 + [False] * 4, registry.validate_stage(
         fasttext_stage()).classifiers["ref"].fasttext.model_dump(), 0, str(model))
-    with pytest.raises(ValueError, match="it has no label '__label__cc'"):
+    with pytest.raises(ValueError, match="scorers.m.fasttext: ref.bin: the fastText model has no label '__label__cc'"):
         preflight_stage(registry.validate_stage(stage(scorers={"m": {"fasttext": str(model), "label": "__label__cc"}})))
     assert preflight_stage(registry.validate_stage(stage(scorers={"m": {"fasttext": str(model)}}))) == []
 
@@ -287,3 +287,33 @@ def test_a_bad_url_pattern_is_a_configuration_error_and_documents_without_text_a
     assert first["skips"] == {"no_text": 2} and first["docs_in"] == pq.read_metadata(folder / "part-00000.parquet").num_rows
     # Not sampled for training, but still scored and decided: no document is lost.
     assert output_table(steps, "decide").num_rows == sum(pq.read_metadata(p).num_rows for p in folder.glob("*.parquet"))
+
+
+def test_a_text_that_is_not_utf8_is_rejected_by_itself_and_the_shard_goes_on(tmp_path):
+    """Bytes from another writer: quality failed its shard with ArrowInvalid naming no document."""
+    from test_quality_properties import INVALID_UTF8, document_table, run_steps
+
+    model = tmp_path / "model.bin"
+    fasttext_model.train(["a lesson about cells"] * 4 + ["buy now cheap"] * 4, [True] * 4 + [False] * 4,
+                         {"epoch": 5, "lr": 1.0, "dim": 10, "word_ngrams": 2, "min_count": 1, "ws": 5, "bucket": 2000}, 0, str(model))
+    docs = document_table([b"a lesson about cells", INVALID_UTF8, b"buy now cheap"], ["en", "en", None])
+    result, kept, rejects = run_steps(docs, str(model), tmp_path / "run", keep=[{"scorer": "ft", "min": 0.0}], ensemble=True,
+                                      scorers=2, per_language=True)
+    assert kept["id"].to_pylist() == ["d0", "d2"]
+    assert rejects.select(["id", "drop_reason", "drop_detail"]).to_pylist() == [
+        {"id": "d1", "drop_reason": "quality:undecodable", "drop_detail": "text is not valid UTF-8 (invalid continuation byte at byte 3)"}]
+    assert rejects["text"].to_pylist() == ["caf\ufffd \ufffd\ufffd"]  # readable, with replacement characters
+    assert rejects["quality_ft"].to_pylist() == [None] and rejects["quality_level"].to_pylist() == [None]
+    assert result["stats"]["drop_reasons"] == {"quality:undecodable": 1}
+
+
+def test_the_sample_step_leaves_out_a_text_that_is_not_utf8_and_counts_it(tmp_path):
+    from test_quality_properties import INVALID_UTF8, document_table
+
+    from fineflow.tasks.quality.sample import sample_shard
+
+    pq.write_table(document_table([b"a lesson", INVALID_UTF8, None], ["en", "en", "en"]), tmp_path / "in.parquet")
+    params = {"annotate": {"sample_size": 5, "per_language": False, "languages": None, "max_chars": 100, "seed": 0}}
+    result = sample_shard({"shard": 0, "input": str(tmp_path / "in.parquet")}, params, str(tmp_path / "out.parquet"), None)
+    assert result["stats"]["skips"] == {"no_text": 1, "undecodable": 1} and result["stats"]["docs_in"] == 3
+    assert pq.read_table(tmp_path / "out.parquet")["text"].to_pylist() == ["a lesson"]

@@ -50,6 +50,7 @@ def calibrate_shard(shard: dict, params: dict, output_url: str, rejects_url: str
     means: dict[str, float] = {}
     for name in names:
         for language, part in groups.items():
+            part = part.filter(pc.is_valid(part[score_column(name)]))  # an undecodable text has no score
             scores = part[score_column(name)].to_numpy(zero_copy_only=False).astype(np.float64)
             for unit in UNITS:
                 grid = buckets.quantile_grid(scores, _weights(part, unit))
@@ -59,7 +60,7 @@ def calibrate_shard(shard: dict, params: dict, output_url: str, rejects_url: str
                     thresholds[name] = {f"p{p:02d}": round(float(t), 6)
                                         for p, t in zip(buckets.BUCKET_PERCENTILES, buckets.bucket_thresholds(grid))}
         column = table[score_column(name)]
-        if table.num_rows:
+        if pc.count(column).as_py():
             means[name] = round(float(pc.mean(column).as_py()), 6)
     grids = pa.Table.from_pylist(rows, schema=GRID_SCHEMA)
     return commit_shard(shard["shard"], output_url, grids, docs_in=table.num_rows, documents_scored=table.num_rows,

@@ -4,7 +4,8 @@ Reads an input shard, its scores shard (row-aligned) and the calibration grids; 
 ``quality_*`` column, and with the ensemble ``quality_bucket`` (0-19, the maximum of the
 scorers' buckets) and ``quality_level`` (0-4); keeps a document when every keep rule passes.
 Rejects carry ``drop_reason`` ``quality:<scorer>`` (or ``quality:level``) and every score, so
-a new threshold re-runs only this step.
+a new threshold re-runs only this step. A text that is not valid UTF-8 is rejected as
+``quality:undecodable`` (where it breaks in ``drop_detail``; it has no scores), and the shard goes on.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fineflow.documents import commit_shard, read_input, read_table, set_columns
+from fineflow.documents import DETAIL_FIELD, commit_shard, read_input, read_table, set_columns, undecodable_rows
 from fineflow.tasks.quality import buckets
 from fineflow.tasks.quality.calibrate import ALL
 from fineflow.tasks.quality.score import int_column, score_column
 
-STEP_VERSION = "1"
+STEP_VERSION = "2"
 LIBRARIES = ("numpy", "pyarrow")
 
 
@@ -52,7 +53,7 @@ def _per_language(languages: list[str], compute) -> np.ndarray:  # noqa: ANN001
 
 def decide_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
     started = time.perf_counter()
-    docs = read_input(shard)
+    docs, undecodable = undecodable_rows(read_input(shard))
     scores = read_table([shard["scores"]])
     if docs.num_rows != scores.num_rows or docs["id"].to_pylist() != scores["id"].to_pylist():
         raise MisalignedScores(f"shard {shard['shard']}: scores do not match the documents of {shard['input']}")
@@ -61,6 +62,9 @@ def decide_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -
     languages = [(code or "und") if per_language else ALL for code in scores["language"].to_pylist()]
     names = sorted(params["scorers"])
     values = {name: scores[score_column(name)].to_numpy(zero_copy_only=False).astype(np.float64) for name in names}
+    unscored = np.zeros(docs.num_rows, dtype=bool)  # null scores: an undecodable text has none
+    for name in names:
+        unscored |= np.isnan(values[name])
 
     added: dict[str, pa.Array] = {}
     for name in names:
@@ -73,13 +77,16 @@ def decide_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -
         for name in names:
             per_scorer.append(_per_language(languages, lambda lang, rows, name=name: buckets.buckets(
                 values[name][rows], buckets.bucket_thresholds(grids.get(name, lang, params["weight"])))))
-            added[f"quality_{name}_bucket"] = pa.array(per_scorer[-1].astype(np.int8), pa.int8())
+            added[f"quality_{name}_bucket"] = pa.array(per_scorer[-1].astype(np.int8), pa.int8(), mask=unscored)
         ensemble = np.max(np.vstack(per_scorer), axis=0).astype(np.int8) if docs.num_rows else np.zeros(0, np.int8)
         level = buckets.levels(ensemble)
-        added["quality_bucket"] = pa.array(ensemble, pa.int8())
-        added["quality_level"] = pa.array(level, pa.int8())
+        added["quality_bucket"] = pa.array(ensemble, pa.int8(), mask=unscored)
+        added["quality_level"] = pa.array(level, pa.int8(), mask=unscored)
 
     reasons: list[str | None] = [None] * docs.num_rows
+    details: list[str | None] = [None] * docs.num_rows
+    for index, detail in undecodable.items():
+        reasons[index], details[index] = "quality:undecodable", detail
     for rule in params["keep"]:
         if rule["min_level"] is not None:
             passed, reason = level >= rule["min_level"], "quality:level"
@@ -103,6 +110,7 @@ def decide_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -
     dropped = pc.invert(keep)
     rejects = set_columns(docs.filter(dropped), {
         "drop_reason": pa.array([r for r in reasons if r is not None], pa.string()),
+        DETAIL_FIELD.name: pa.array([d for r, d in zip(reasons, details) if r is not None], DETAIL_FIELD.type),
         **{name: column.filter(dropped) for name, column in added.items()},
     })
     by_reason = Counter(r for r in reasons if r)
@@ -113,7 +121,7 @@ def decide_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -
     extra = {}
     if level is not None:
         extra["kept_by_level"] = dict(sorted(Counter(str(int(v)) for v, r in zip(level, reasons) if r is None).items()))
-        extra["docs_by_level"] = dict(sorted(Counter(str(int(v)) for v in level).items()))
+        extra["docs_by_level"] = dict(sorted(Counter(str(int(v)) for v, u in zip(level, unscored) if not u).items()))
     return commit_shard(
         shard["shard"], output_url, kept, rejects_url, rejects,
         drop_reasons=dict(sorted(by_reason.items())),

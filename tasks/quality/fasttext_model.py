@@ -20,7 +20,8 @@ from functools import lru_cache
 
 import numpy as np
 
-FILE_MAGIC = 793712314  # fastText's model-file header (FASTTEXT_FILEFORMAT_MAGIC_INT32)
+from fineflow.tasks.quality import fasttext_file
+
 POSITIVE = "__label__hq"
 NEGATIVE = "__label__lq"
 _SPACES = re.compile(r"\s+")
@@ -55,14 +56,13 @@ def _train_file(lines: str, params: dict, seed: int, path: str) -> None:
     model.save_model(path)
 
 
-def check_file(path: str) -> None:
-    """Cheap: the file exists and starts like a fastText model (a 2 GB model is not loaded to see)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"model not found: {path}")
-    with open(path, "rb") as handle:
-        header = handle.read(4)
-    if len(header) < 4 or int.from_bytes(header, "little") != FILE_MAGIC:
-        raise ValueError(f"{path} is not a fastText model (no fastText header)")
+def check_label(path: str, label: str) -> None:
+    """The model at local ``path`` loads (checked in a capped child process, once per machine) and has ``label``:
+    a truncated or damaged file fails here, in one line, never in this process."""
+    labels = fasttext_file.check(path)["labels"]
+    if label not in labels:
+        raise ValueError(f"{os.path.basename(path)}: the fastText model has no label {label!r} "
+                         f"(its labels: {', '.join(labels[:10])})")
 
 
 class FastTextScorer:
@@ -93,7 +93,8 @@ class FastTextScorer:
 
 @lru_cache(maxsize=8)
 def scorer(path: str, label: str) -> FastTextScorer:
-    """One loaded model per worker process."""
+    """One loaded model per worker process, checked before fastText loads it here."""
+    check_label(path, label)
     return FastTextScorer(path, label)
 
 

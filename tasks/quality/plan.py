@@ -11,7 +11,6 @@ changed threshold re-runs only ``decide``.
 from __future__ import annotations
 
 import hashlib
-import os
 from typing import Any
 
 from fineflow import storage
@@ -21,7 +20,6 @@ from fineflow.tasks.quality import annotate, calibrate, decide, sample, score, t
 from fineflow.tasks.quality.config import QualityStage
 from fineflow.tasks.quality.prompts import full_template, load_template
 
-PREFLIGHT_LOAD_BYTES = 200_000_000  # fastText models loaded before the run to check their label (DCLM's is 2.4 GB)
 CACHE_FOLDER = ("_cache", "llm")  # under the storage root: shared by runs, never collected by gc
 
 
@@ -179,20 +177,17 @@ def plan_quality(config: QualityStage, ctx: PlanContext) -> list[StepPlan]:
 def preflight(config: QualityStage) -> list[str]:
     """Load every model given by path (a missing file or one of the wrong kind is an error before
     any work) and read the prompt file; warn where a run is likely to disappoint."""
-    from fineflow.tasks.quality import embedding, fasttext_model, scorers
+    from fineflow.tasks.quality import embedding, fasttext_model
 
     warnings = []
     if config.annotate is not None:
         load_template(config.annotate.prompt)
     for name, spec in config.scorers.items():
         if spec.fasttext is not None:
-            try:
-                local = storage.local_file(spec.fasttext)
-                fasttext_model.check_file(local)
-                if os.path.getsize(local) < PREFLIGHT_LOAD_BYTES:  # small enough to load: check its label too
-                    scorers.load({"kind": "fasttext", "path": spec.fasttext, "label": spec.label})
+            try:  # loaded in a capped child process (fineflow.model_check), never in this one
+                fasttext_model.check_label(storage.local_file(spec.fasttext), spec.label)
             except (FileNotFoundError, ValueError) as error:
-                raise ValueError(f"scorer {name}: {error}") from None
+                raise ValueError(f"scorers.{name}.fasttext: {error}") from None
         if spec.hf is not None and not storage.is_local(spec.hf):
             raise ValueError(f"scorer {name}: hf models are read from a local folder, not {spec.hf}")
         if spec.hf is not None and not storage.exists(storage.join(spec.hf, "config.json")):

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fineflow.documents import commit_shard, read_input
+from fineflow.documents import commit_shard, read_input, undecodable_rows
 from fineflow.tasks.text.sampling import seeded_keys as keys
 
 STEP_VERSION = "1"
@@ -118,7 +118,9 @@ def classifier_rows(name: str, spec: dict, docs: pa.Table) -> pa.Table:
 
 def sample_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
     started = time.perf_counter()
-    docs = read_input(shard)
+    docs, undecodable = undecodable_rows(read_input(shard))
+    if undecodable:  # not valid UTF-8: never shown to an LLM or trained on (decide rejects it)
+        docs = docs.filter(pa.array([row not in undecodable for row in range(docs.num_rows)], pa.bool_()))
     no_text = pc.sum(pc.is_null(docs["text"])).as_py() or 0
     if no_text:  # nothing to show an LLM or train on: counted, never sampled
         docs = docs.filter(pc.invert(pc.is_null(docs["text"])))
@@ -141,6 +143,6 @@ def sample_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -
     for purpose, group in zip(sample["purpose"].to_pylist(), sample["group"].to_pylist()):
         by_purpose.setdefault(purpose, {}).setdefault(group, 0)
         by_purpose[purpose][group] += 1
-    return commit_shard(shard["shard"], output_url, sample, docs_in=docs.num_rows + no_text, sampled=by_purpose,
-                        skips={"no_text": no_text} if no_text else {},
+    return commit_shard(shard["shard"], output_url, sample, docs_in=docs.num_rows + no_text + len(undecodable),
+                        sampled=by_purpose, skips={k: v for k, v in (("no_text", no_text), ("undecodable", len(undecodable))) if v},
                         seconds=round(time.perf_counter() - started, 3))

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from fineflow import storage
 from fineflow.artifacts import commit_artifact, commit_artifact_file
-from fineflow.documents import commit_shard, read_table
+from fineflow.documents import commit_shard, read_table, undecodable_rows
 from fineflow.tasks.quality import embedding, fasttext_model
 from fineflow.tasks.quality.annotate import global_sample
 from fineflow.tasks.quality.metrics import evaluate
@@ -48,12 +48,16 @@ def eval_artifact(name: str) -> str:
 
 
 def _documents(urls: list[str], what: str, name: str, seed: int, label: float, k: int) -> pa.Table:
-    """(key, id, text, label) of the k documents of smallest key among these files."""
+    """(key, id, text, label) of the k documents of smallest key among these files (a text that is not valid
+    UTF-8 is left out: it is not known what it says)."""
     if not urls:
         raise TrainingDataError(f"classifier {name}: no file in {what}")
     table = read_table(urls)
     if "text" not in table.column_names:
         raise TrainingDataError(f"classifier {name}: {what} has no `text` column")
+    table, undecodable = undecodable_rows(table)
+    if undecodable:
+        table = table.filter(pa.array([row not in undecodable for row in range(table.num_rows)], pa.bool_()))
     texts = table["text"].cast(pa.string()).to_pylist()
     ids = (table["id"].cast(pa.string()).to_pylist() if "id" in table.column_names
            else [hashlib.sha256((t or "").encode()).hexdigest() for t in texts])
