@@ -269,9 +269,9 @@ def test_megatron_files_hold_every_document_exactly(documents, tmp_path):
     _, (merge_result,) = steps["merge"]
     assert sum(merge_result["stats"]["written_tokens"].values()) == file_tokens
     assert sum(r["stats"]["token_totals"]["gpt2"] for r in steps["count"][1]) == sum(counts.values())
-    # data_args.txt: one "weight prefix" line per file, weighted by its tokens.
+    # data_args.txt: one "weight prefix" line per file, weighted by its tokens, prefixes relative to it.
     data_args = Path(steps["merge"][0].location.artifact_url("data_args.txt")).read_text().splitlines()
-    assert sorted(line.split(" ", 1)[1] for line in data_args) == prefixes
+    assert sorted(line.split(" ", 1)[1] for line in data_args) == [Path(prefix).name for prefix in prefixes]
     assert sum(int(line.split(" ", 1)[0]) for line in data_args) == file_tokens
 
 

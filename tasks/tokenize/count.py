@@ -1,8 +1,9 @@
 """The count step (map, the stage's document step): ``n_tokens_<tokenizer>`` on every document.
 
 Per input shard: the texts are checked (valid UTF-8, at most ``max_chars``, a sane ``repeats``;
-others go to rejects with a reason from ``REASONS`` and the specifics in ``drop_detail``), each tokenizer counts them in batches (a count already in the input for the
-same tokenizer fingerprint is kept, not recomputed), ``source_domain`` is added, and the counts
+others go to rejects with a reason from ``REASONS`` and the specifics in ``drop_detail``), each
+tokenizer counts them in batches (a count already in the input for the same tokenizer
+fingerprint is kept, not recomputed), ``source_domain`` is added, and the counts
 per language x domain x key columns are committed as a small Parquet artifact for the ``stats``
 step. With a token writer, the same encoding is kept: the shard's documents (each ``repeats``
 times) are shuffled with a seed and written per cell as raw ids, with a provenance table, for the
@@ -33,7 +34,7 @@ from fineflow.tasks.tokenize.columns import check_columns
 from fineflow.tasks.tokenize.domains import registered_domain
 from fineflow.tasks.tokenize.encoders import Encoder, load_encoder
 
-STEP_VERSION = "1"
+STEP_VERSION = "2"  # 2: bounded drop reasons with drop_detail, repeats checked
 LIBRARIES = ("tokenizers", "tiktoken", "gguf", "numpy", "pyarrow", "tldextract", "regex")
 
 FINGERPRINT_KEY = b"fineflow.tokenizer"  # field metadata of n_tokens_<name>: the tokenizer's fingerprint
@@ -184,8 +185,9 @@ def _write_cells(shard: dict, params: dict, output_url: str, kept: pa.Table, ids
 def _narrowed(ids: np.ndarray, dtype: np.dtype, encoder: Encoder) -> np.ndarray:
     """The ids in the token files' type; an id outside it fails the step (a cast would wrap it silently)."""
     info = np.iinfo(dtype)
-    if len(ids) and (int(ids.max()) > info.max or int(ids.min()) < info.min):
-        raise ValueError(f"tokenizer {encoder.name}: id {int(ids.max()):,} does not fit the token files' {dtype.name}")
+    outside = ids[(ids > info.max) | (ids < info.min)]
+    if len(outside):
+        raise ValueError(f"tokenizer {encoder.name}: id {int(outside[0]):,} does not fit the token files' {dtype.name}")
     return ids.astype(dtype)
 
 

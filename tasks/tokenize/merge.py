@@ -30,7 +30,7 @@ from fineflow.documents import commit_shard
 from fineflow.tasks.tokenize.count import provenance_artifact, tokens_artifact
 from fineflow.tasks.tokenize.tokenfiles import WRITERS
 
-STEP_VERSION = "1"
+STEP_VERSION = "2"  # 2: data_args.txt prefixes relative to it
 LIBRARIES = ("numpy", "pyarrow")
 
 DATA_ARGS = "data_args.txt"

@@ -30,7 +30,7 @@ from fineflow.documents import commit_shard, read_input
 from fineflow.tasks.text.sampling import seeded_keys
 from fineflow.tasks.tokenize.columns import check_columns
 
-STEP_VERSION = "1"
+STEP_VERSION = "2"  # 2: asked_vocab_size in its stats
 LIBRARIES = ("tokenizers", "xxhash", "pyarrow")
 
 SAMPLE_SCHEMA = pa.schema([("tokenizer", pa.string()), ("key", pa.uint64()), ("id", pa.string()), ("text", pa.string())])
