@@ -125,4 +125,3 @@ def _finish(writer, rows: pa.Table, order: list[int], output_url: str, folder: s
     files_table.append({"file": names[0], "cell": cell, "documents": len(order), "tokens": writer.tokens})
     data_args.append((writer.tokens, writer.prefix))  # beside data_args.txt: relative, never this machine's path
     return committed
-
