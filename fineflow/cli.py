@@ -659,6 +659,38 @@ def report(
         console.print(Text(f"copy written to {out}"))
 
 
+@app.command("data-args")
+def data_args(
+    url: Annotated[str, typer.Argument(help="a data_args.txt (path or URL): '<weight> <prefix>' lines, prefixes relative to it")],
+    root: Annotated[str, typer.Option(help="where the token files beside it are mounted for training")],
+    out: Annotated[Optional[Path], typer.Option(help="write the rewritten file here (default: print it)")] = None,
+    credentials_block: CredentialsBlock = None,
+) -> None:
+    """Rewrite a Megatron data_args.txt with its relative prefixes under --root (absolute ones kept)."""
+    _storage_credentials(credentials_block)
+    from fineflow import storage as store
+
+    try:
+        text = store.read_bytes(url).decode("utf-8")
+    except FileNotFoundError:
+        _fail(f"{url} does not exist", 1)
+    lines = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            _fail(f"{url} line {number}: expected '<weight> <prefix>', got {line[:80]!r}")
+        weight, prefix = parts
+        absolute = prefix.startswith("/") or "://" in prefix
+        lines.append(f"{weight} {prefix if absolute else root.rstrip('/') + '/' + prefix}\n")
+    if out:
+        out.write_text("".join(lines))
+        console.print(Text(f"{len(lines)} line(s) written to {out}"))
+    else:
+        print("".join(lines), end="")
+
+
 @server_app.command("start")
 def server_start() -> None:
     """Start (or find) the local Prefect server and print its address."""

@@ -18,19 +18,23 @@ from fineflow.stage_config import StageConfig, Strict
 
 TOKENIZER_NAME = r"^[a-z0-9][a-z0-9_]*$"  # a column suffix and a file-name part: no dots or dashes
 SOURCES = ("packaged", "file", "tiktoken", "gguf", "train")
+MAX_SEED = 2**63 - 1  # numpy's generators and the sample's hash keys take it
 
 
 class TrainSpec(Strict):
     languages: list[str] | None = Field(
         default=None, description="train on documents of these languages only (e.g. [ar]); default: all"
     )
-    vocab_size: int = Field(default=32_000, ge=300, le=1_000_000)
+    vocab_size: int = Field(
+        default=32_000, ge=300, le=1_000_000,
+        description="at most this many tokens; a sample with fewer frequent merges gives fewer (a step warning)",
+    )
     sample_bytes: int = Field(
         default=20_000_000, ge=1_000, le=2_000_000_000,
         description="UTF-8 bytes of text sampled to train on: the trainer's memory grows with its input, never the corpus",
     )
-    seed: int = Field(default=0, ge=0)
-    min_frequency: int = Field(default=2, ge=1)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
+    min_frequency: int = Field(default=2, ge=1, le=1_000_000_000)
     special_tokens: list[str] = Field(default_factory=lambda: ["<|endoftext|>"], min_length=1)
 
 
@@ -39,7 +43,9 @@ class TokenizerSpec(Strict):
     file: str | None = Field(default=None, description="a Hugging Face tokenizer.json (path or fsspec URL)")
     tiktoken: str | None = Field(default=None, description="a tiktoken BPE ranks file (.tiktoken, or .tiktoken.gz)")
     pattern: str | None = Field(default=None, description="tiktoken: gpt2, cl100k, o200k, or a split regex")
-    special_tokens: dict[str, int] = Field(default_factory=dict, description="tiktoken: special token -> id")
+    special_tokens: dict[str, Annotated[int, Field(ge=0, le=2**32 - 1)]] = Field(
+        default_factory=dict, description="tiktoken: special token -> id"
+    )
     gguf: str | None = Field(default=None, description="a GGUF model file: its tokenizer")
     train: TrainSpec | None = None
     eos: str = Field(default="auto", description="appended to every document: 'auto' (the tokenizer's), 'none', or a token")
@@ -81,8 +87,8 @@ class TokenizeStage(StageConfig):
         default="none", description="token files: Megatron-LM .bin/.idx, nanotron/datatrove .ds, or none (count only)"
     )
     write_tokenizer: str | None = Field(default=None, description="the tokenizer whose ids are written (default: the first)")
-    max_tokens_per_file: int = Field(default=2_000_000_000, ge=1, description="a token file holds at most this many")
-    seed: int = Field(default=0, ge=0, description="the global shuffle of the written documents")
+    max_tokens_per_file: int = Field(default=2_000_000_000, ge=1, le=10**12, description="a token file holds at most this many")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="the global shuffle of the written documents")
     partition_by: list[str] = Field(
         default_factory=list, description="columns whose values split the token files (e.g. [language, quality_level])"
     )
@@ -91,7 +97,7 @@ class TokenizeStage(StageConfig):
     )
     repeats_column: str = Field(default="repeats", description="where present, a document is written that many times")
     top_domains: int = Field(default=20, ge=1, le=10_000, description="domains listed per language in the summary")
-    max_chars: int = Field(default=2_000_000, gt=0, description="longer texts go to rejects instead of the encoder")
+    max_chars: int = Field(default=2_000_000, gt=0, le=2**31 - 1, description="longer texts go to rejects instead of the encoder")
     batch_size: int = Field(default=1_000, ge=1, le=1_000_000)
 
     @field_validator("tokenizers")

@@ -1,8 +1,9 @@
 """The count step (map, the stage's document step): ``n_tokens_<tokenizer>`` on every document.
 
-Per input shard: the texts are checked (valid UTF-8, at most ``max_chars``; others go to rejects
-with their reason), each tokenizer counts them in batches (a count already in the input for the
-same tokenizer fingerprint is kept, not recomputed), ``source_domain`` is added, and the counts
+Per input shard: the texts are checked (valid UTF-8, at most ``max_chars``, a sane ``repeats``;
+others go to rejects with a reason from ``REASONS`` and the specifics in ``drop_detail``), each
+tokenizer counts them in batches (a count already in the input for the same tokenizer
+fingerprint is kept, not recomputed), ``source_domain`` is added, and the counts
 per language x domain x key columns are committed as a small Parquet artifact for the ``stats``
 step. With a token writer, the same encoding is kept: the shard's documents (each ``repeats``
 times) are shuffled with a seed and written per cell as raw ids, with a provenance table, for the
@@ -19,17 +20,34 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fineflow.artifacts import commit_artifact
-from fineflow.documents import commit_shard, read_input, rejects_schema, set_columns, table_to_parquet_bytes
+from fineflow.documents import (
+    commit_shard,
+    read_input,
+    rejects_schema,
+    set_columns,
+    table_to_parquet_bytes,
+    undecodable_rows,
+)
 from fineflow.tasks.common.cells import cell_name
 from fineflow.tasks.text.words import count_words
+from fineflow.tasks.tokenize.columns import check_columns
 from fineflow.tasks.tokenize.domains import registered_domain
 from fineflow.tasks.tokenize.encoders import Encoder, load_encoder
 
-STEP_VERSION = "1"
+STEP_VERSION = "2"  # 2: bounded drop reasons with drop_detail, repeats checked
 LIBRARIES = ("tokenizers", "tiktoken", "gguf", "numpy", "pyarrow", "tldextract", "regex")
 
 FINGERPRINT_KEY = b"fineflow.tokenizer"  # field metadata of n_tokens_<name>: the tokenizer's fingerprint
 DOMAIN_COLUMN = "source_domain"
+MAX_REPEATS = 10_000  # copies of one document: more is a corrupt column, not a mix
+
+# The bounded set of drop reasons (a report counts them); what varies goes to ``drop_detail``.
+NOT_UTF8 = "tokenize:not_utf8"
+LONE_SURROGATE = "tokenize:lone_surrogate"
+TOO_LONG = "tokenize:too_long"
+CANNOT_ENCODE = "tokenize:cannot_encode"
+BAD_REPEATS = "tokenize:bad_repeats"
+REASONS = (NOT_UTF8, LONE_SURROGATE, TOO_LONG, CANNOT_ENCODE, BAD_REPEATS)
 
 
 PROVENANCE_SCHEMA = pa.schema([
@@ -54,36 +72,24 @@ def tokens_artifact(cell: str, shard: int) -> str:
     return f"tokens-{cell}-{shard:05d}.bin"
 
 
-def _texts(table: pa.Table) -> tuple[pa.Table, list[str | None], dict[int, str]]:
-    """The texts as Python strings, and the rows that cannot be read with why (invalid UTF-8).
-    Such a text is kept in the table decoded with U+FFFD replacements (its reason says so), so
-    the rejects folder stays readable by every Parquet reader that checks UTF-8."""
-    column = table["text"]
-    try:
-        return table, column.to_pylist(), {}
-    except UnicodeDecodeError:
-        pass
-    texts: list[str | None] = []
-    repaired: list[str | None] = []
-    bad: dict[int, str] = {}
-    for row, raw in enumerate(column.cast(pa.binary()).to_pylist()):
-        try:
-            texts.append(None if raw is None else raw.decode("utf-8"))
-            repaired.append(texts[-1])
-        except UnicodeDecodeError as error:
-            texts.append(None)
-            repaired.append(raw.decode("utf-8", errors="replace"))
-            bad[row] = f"tokenize: text is not valid UTF-8 ({error.reason} at byte {error.start})"
-    table = table.set_column(table.schema.get_field_index("text"), table.schema.field("text"), pa.array(repaired, pa.string()))
-    return table, texts, bad
+def _texts(table: pa.Table) -> tuple[pa.Table, list[str | None], dict[int, tuple[str, str]]]:
+    """The texts as Python strings, and the rows that cannot be read with (reason, detail). Text
+    that is not UTF-8 stays in the table decoded with U+FFFD replacements, so the rejects folder
+    stays readable by every Parquet reader that checks UTF-8."""
+    table, bad = undecodable_rows(table)
+    texts = table["text"].to_pylist()
+    for row in bad:
+        texts[row] = None
+    return table, texts, {row: (NOT_UTF8, detail) for row, detail in bad.items()}
 
 
-def _encode(encoder: Encoder, texts: list[str], keep_ids: bool, batch_size: int) -> tuple[list[Any], dict[int, str]]:
+def _encode(encoder: Encoder, texts: list[str], keep_ids: bool, batch_size: int,
+            ) -> tuple[list[Any], dict[int, tuple[str, str]]]:
     """Per text its ids (``keep_ids``) or count, without specials; texts the encoder refuses
-    (e.g. lone surrogates) come back as None with the reason, the rest of their batch encoded."""
+    (e.g. lone surrogates) come back as None with (reason, detail), the rest of their batch encoded."""
     run = encoder.encode_texts if keep_ids else encoder.count_texts
     results: list[Any] = []
-    failed: dict[int, str] = {}
+    failed: dict[int, tuple[str, str]] = {}
     for start in range(0, len(texts), batch_size):
         batch = texts[start : start + batch_size]
         try:
@@ -96,7 +102,7 @@ def _encode(encoder: Encoder, texts: list[str], keep_ids: bool, batch_size: int)
                 results += run([text])
             except Exception as error:  # noqa: BLE001 (the encoder library's own error types)
                 results.append(None)
-                failed[start + offset] = f"tokenize: {encoder.name} cannot encode the text ({type(error).__name__})"
+                failed[start + offset] = (CANNOT_ENCODE, f"{encoder.name}: {type(error).__name__}: {str(error)[:200]}")
     return results, failed
 
 
@@ -104,7 +110,11 @@ def _reusable(table: pa.Table, column: str, fingerprint: str) -> bool:
     if column not in table.schema.names:
         return False
     metadata = table.schema.field(column).metadata or {}
-    return metadata.get(FINGERPRINT_KEY) == fingerprint.encode() and table[column].null_count == 0
+    if metadata.get(FINGERPRINT_KEY) != fingerprint.encode() or table[column].null_count:
+        return False
+    # Counts are kept only as whole non-negative numbers: anything else is counted afresh.
+    values = table[column]
+    return pa.types.is_integer(values.type) and (table.num_rows == 0 or pc.min(values).as_py() >= 0)
 
 
 def _counts_field(tokenizer: str, fingerprint: str) -> pa.Field:
@@ -113,9 +123,6 @@ def _counts_field(tokenizer: str, fingerprint: str) -> pa.Field:
 
 def _aggregate(table: pa.Table, sizes: list[int], words: list[int], tokenizers: list[str], key_columns: list[str]) -> pa.Table:
     """Documents, bytes, words and tokens per (language, source_domain, key columns...)."""
-    missing = [column for column in key_columns if column not in table.schema.names]
-    if missing:
-        raise ValueError(f"key_columns: {', '.join(missing)} not in the documents (columns: {', '.join(table.schema.names)})")
     keys = ["language", DOMAIN_COLUMN, *key_columns]
     columns = {key: pc.cast(table[key], pa.string()) if key in table.schema.names else pa.nulls(table.num_rows, pa.string())
                for key in keys}
@@ -130,27 +137,17 @@ def _aggregate(table: pa.Table, sizes: list[int], words: list[int], tokenizers: 
 
 
 def _write_cells(shard: dict, params: dict, output_url: str, kept: pa.Table, ids: list[list[int]], encoder: Encoder,
-                 input_rows: np.ndarray) -> tuple[list[dict], dict[str, dict[str, int]]]:
+                 input_rows: np.ndarray, repeats: list[int]) -> tuple[list[dict], dict[str, dict[str, int]]]:
     """Shuffle the shard's documents (each ``repeats`` times) and commit their ids per cell."""
     write = params["write"]
     partition = write["partition_by"]
-    missing = [column for column in partition if column not in kept.schema.names]
-    if missing:
-        raise ValueError(f"partition_by: {', '.join(missing)} not in the documents (columns: {', '.join(kept.schema.names)})")
-    repeats_column = params["repeats_column"]
-    repeats = (
-        [max(0, int(value or 0)) for value in kept[repeats_column].to_pylist()]
-        if repeats_column in kept.schema.names else [1] * kept.num_rows
-    )
     values = list(zip(*(kept[column].to_pylist() for column in partition))) if partition else [()] * kept.num_rows
     rows_by_cell: dict[str, list[int]] = defaultdict(list)
     for row, (value, times) in enumerate(zip(values, repeats)):
         rows_by_cell[cell_name(partition, value)].extend([row] * times)
 
     dtype = np.dtype(write["dtype"]).newbyteorder("<")
-    if encoder.vocab_size - 1 > np.iinfo(dtype).max:  # e.g. a trained tokenizer larger than planned: never wrap ids
-        raise ValueError(f"tokenizer {encoder.name}: {encoder.vocab_size:,} ids do not fit the token files' {dtype.name}")
-    prefix, suffix = np.array(encoder.prefix, dtype), np.array(encoder.suffix, dtype)
+    prefix, suffix = np.array(encoder.prefix, np.int64), np.array(encoder.suffix, np.int64)
     rng = np.random.default_rng([write["seed"], shard["shard"]])
     artifacts, provenance, written = [], [], {"documents": {}, "tokens": {}}
     for cell in sorted(rows_by_cell):
@@ -158,9 +155,9 @@ def _write_cells(shard: dict, params: dict, output_url: str, kept: pa.Table, ids
         order = order[rng.permutation(len(order))]  # a copy of a repeated document lands at its own place
         arrays = []
         for row in order:
-            arrays += [prefix, np.asarray(ids[row], dtype=dtype), suffix]
-        data = np.concatenate(arrays) if arrays else np.array([], dtype)
-        artifacts.append(commit_artifact(output_url, tokens_artifact(cell, shard["shard"]), data.tobytes()))
+            arrays += [prefix, np.asarray(ids[row], dtype=np.int64), suffix]
+        data = np.concatenate(arrays) if arrays else np.array([], np.int64)
+        artifacts.append(commit_artifact(output_url, tokens_artifact(cell, shard["shard"]), _narrowed(data, dtype, encoder).tobytes()))
         lengths = [len(ids[row]) + encoder.specials for row in order]
         copies = Counter()
         copy = []
@@ -185,8 +182,47 @@ def _write_cells(shard: dict, params: dict, output_url: str, kept: pa.Table, ids
     return artifacts, written
 
 
-def _check_texts(texts: list[str | None], reasons: dict[int, str], max_chars: int) -> np.ndarray:
-    """The texts' UTF-8 sizes; rows that must not reach an encoder get their reason (in place)."""
+def _narrowed(ids: np.ndarray, dtype: np.dtype, encoder: Encoder) -> np.ndarray:
+    """The ids in the token files' type; an id outside it fails the step (a cast would wrap it silently)."""
+    info = np.iinfo(dtype)
+    outside = ids[(ids > info.max) | (ids < info.min)]
+    if len(outside):
+        raise ValueError(f"tokenizer {encoder.name}: id {int(outside[0]):,} does not fit the token files' {dtype.name}")
+    return ids.astype(dtype)
+
+
+def _check_writer(encoder: Encoder, dtype_name: str) -> None:
+    """Before any encoding: a writer whose ids can exceed the planned type (e.g. a tokenizer
+    file changed since planning) would fail every document."""
+    dtype = np.dtype(dtype_name)
+    if encoder.vocab_size - 1 > np.iinfo(dtype).max:
+        raise ValueError(f"tokenizer {encoder.name}: its largest token id {encoder.vocab_size - 1:,} does not fit "
+                         f"the token files' {dtype.name}")
+
+
+def _repeats(documents: pa.Table, column: str, reasons: dict[int, tuple[str, str]]) -> list[int]:
+    """Per document how many copies are written (1 without the column; a null: none); a value
+    that is not a whole number from 0 to ``MAX_REPEATS`` rejects its document (in place)."""
+    if column not in documents.schema.names:
+        return [1] * documents.num_rows
+    repeats = []
+    for row, value in enumerate(documents[column].to_pylist()):
+        if value is None:
+            repeats.append(0)
+            continue
+        try:
+            whole = int(value) if float(value) == int(value) else -1
+        except (TypeError, ValueError, OverflowError):  # NaN, inf, text
+            whole = -1
+        if not 0 <= whole <= MAX_REPEATS:
+            reasons.setdefault(row, (BAD_REPEATS, f"{column} = {str(value)[:50]} (a whole number from 0 to {MAX_REPEATS:,})"))
+            whole = 0
+        repeats.append(whole)
+    return repeats
+
+
+def _check_texts(texts: list[str | None], reasons: dict[int, tuple[str, str]], max_chars: int) -> np.ndarray:
+    """The texts' UTF-8 sizes; rows that must not reach an encoder get (reason, detail) (in place)."""
     sizes = np.zeros(len(texts), dtype=np.int64)
     for row, text in enumerate(texts):
         if row in reasons:
@@ -194,16 +230,16 @@ def _check_texts(texts: list[str | None], reasons: dict[int, str], max_chars: in
         if text is None:
             texts[row] = ""  # no text: counts its special tokens only
         elif len(text) > max_chars:
-            reasons[row] = f"tokenize: text over {max_chars:,} characters"
+            reasons[row] = (TOO_LONG, f"{len(text):,} characters (max_chars {max_chars:,})")
         else:
             try:
                 sizes[row] = len(text.encode("utf-8"))
-            except UnicodeEncodeError:  # a lone surrogate: some encoders would replace it silently
-                reasons[row] = "tokenize: text has a lone surrogate (not encodable as UTF-8)"
+            except UnicodeEncodeError as error:  # a lone surrogate: some encoders would replace it silently
+                reasons[row] = (LONE_SURROGATE, f"at character {error.start}")
     return sizes
 
 
-def _count(documents: pa.Table, texts: list[str], reasons: dict[int, str], params: dict, encoders: dict[str, Encoder],
+def _count(documents: pa.Table, texts: list[str], reasons: dict[int, tuple[str, str]], params: dict, encoders: dict[str, Encoder],
            writer: str | None) -> tuple[dict[str, np.ndarray], list[Any], list[str]]:
     """Per tokenizer the documents' counts (specials included), the writer's ids, the reused counts."""
     encodable = [row for row in range(len(texts)) if row not in reasons]
@@ -212,7 +248,7 @@ def _count(documents: pa.Table, texts: list[str], reasons: dict[int, str], param
     reused = []
     for name, encoder in encoders.items():
         if name != writer and _reusable(documents, count_column(name), params["tokenizers"][name]["fingerprint"]):
-            counts[name] = documents[count_column(name)].to_numpy()
+            counts[name] = documents[count_column(name)].to_numpy().astype(np.int64)
             reused.append(name)
             continue
         found, failed = _encode(encoder, [texts[row] for row in encodable], name == writer, params["batch_size"])
@@ -229,10 +265,17 @@ def _count(documents: pa.Table, texts: list[str], reasons: dict[int, str], param
 
 
 def count_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
-    documents, texts, reasons = _texts(read_input(shard))
-    sizes = _check_texts(texts, reasons, params["max_chars"])
-    writer = params["write"]["tokenizer"] if params["write"] else None
+    write = params["write"]
+    documents = read_input(shard)
+    check_columns(documents, [(c, "partition_by") for c in (write["partition_by"] if write else [])]
+                  + [(c, "key_columns") for c in params["key_columns"]])
+    writer = write["tokenizer"] if write else None
     encoders = {name: load_encoder(name, tokenizer["source"]) for name, tokenizer in params["tokenizers"].items()}
+    if writer is not None:
+        _check_writer(encoders[writer], write["dtype"])
+    documents, texts, reasons = _texts(documents)
+    repeats = _repeats(documents, params["repeats_column"], reasons) if writer is not None else []
+    sizes = _check_texts(texts, reasons, params["max_chars"])
     counts, writer_ids, reused = _count(documents, texts, reasons, params, encoders, writer)
 
     rejected_rows = sorted(reasons)
@@ -248,11 +291,10 @@ def count_shard(shard: dict, params: dict, output_url: str, rejects_url: str) ->
     count_fields = {count_column(name): _counts_field(name, params["tokenizers"][name]["fingerprint"]) for name in encoders}
     table = table.cast(pa.schema([count_fields.get(f.name, f) for f in table.schema], metadata=table.schema.metadata))
     kept = table.take(pa.array(kept_rows, pa.int64()))
-    rejects = None
-    if rejected_rows:
-        rejects = set_columns(table.take(pa.array(rejected_rows, pa.int64())),
-                              {"drop_reason": pa.array([reasons[row] for row in rejected_rows], pa.string())})
-        rejects = rejects.cast(rejects_schema(kept.schema))
+    rejects = set_columns(table.take(pa.array(rejected_rows, pa.int64())), {
+        "drop_reason": pa.array([reasons[row][0] for row in rejected_rows], pa.string()),
+        "drop_detail": pa.array([reasons[row][1] for row in rejected_rows], pa.string()),
+    }).cast(rejects_schema(kept.schema, detail=True))  # empty too: every shard's rejects have one schema
     kept_texts = [texts[row] for row in kept_rows]
     kept_sizes = sizes[kept_rows].tolist()
     words = [count_words(text) for text in kept_texts]
@@ -263,7 +305,8 @@ def count_shard(shard: dict, params: dict, output_url: str, rejects_url: str) ->
     written = None
     if writer is not None:
         ids = [writer_ids[row] for row in kept_rows]  # every kept row was encoded by the writer
-        more, written = _write_cells(shard, params, output_url, kept, ids, encoders[writer], kept_rows)
+        more, written = _write_cells(shard, params, output_url, kept, ids, encoders[writer], kept_rows,
+                                     [repeats[row] for row in kept_rows])
         artifacts += more
 
     stats: dict[str, Any] = {
@@ -271,7 +314,7 @@ def count_shard(shard: dict, params: dict, output_url: str, rejects_url: str) ->
         "token_totals": {name: int(counts[name][kept_rows].sum()) for name in encoders},
         "text_bytes": _sum_by_language(kept, kept_sizes),
         "words": _sum_by_language(kept, words),
-        "drop_reasons": dict(Counter(reasons[row] for row in rejected_rows)),
+        "drop_reasons": dict(Counter(reasons[row][0] for row in rejected_rows)),
         "reused_counts": {name: kept.num_rows for name in reused},
     }
     if written is not None:

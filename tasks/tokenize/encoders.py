@@ -60,7 +60,7 @@ class TokenizerError(ValueError):
 class Encoder:
     name: str
     engine: str  # "hf" or "tiktoken"
-    vocab_size: int  # every id is below it (added tokens included)
+    vocab_size: int  # every id is below it: the largest id + 1 (added tokens included), not the entry count
     prefix: tuple[int, ...]  # written before every document (a BOS)
     suffix: tuple[int, ...]  # written after every document (an EOS)
     eos_token: str | None
@@ -248,7 +248,10 @@ def _hf_encoder(name: str, source: dict[str, Any]) -> Encoder:
     def count_texts(texts: list[str]) -> list[int]:
         return [len(encoding) for encoding in tokenizer.encode_batch(texts, add_special_tokens=False)]
 
-    return Encoder(name, "hf", tokenizer.get_vocab_size(with_added_tokens=True), prefix, suffix, eos,
+    # A vocabulary's ids may have gaps (a file of 299 entries can hold id 70,000): the token files'
+    # integer type follows the largest id, never the number of entries.
+    largest = max(tokenizer.get_vocab(with_added_tokens=True).values(), default=-1)
+    return Encoder(name, "hf", largest + 1, prefix, suffix, eos,
                    encode_texts, count_texts, lambda ids: tokenizer.decode(ids, skip_special_tokens=False))
 
 
@@ -263,7 +266,7 @@ def _tiktoken_encoder(name: str, source: dict[str, Any]) -> Encoder:
     def count_texts(texts: list[str]) -> list[int]:
         return [len(ids) for ids in encode_texts(texts)]
 
-    return Encoder(name, "tiktoken", encoding.n_vocab, prefix, suffix, eos, encode_texts, count_texts,
+    return Encoder(name, "tiktoken", encoding.max_token_value + 1, prefix, suffix, eos, encode_texts, count_texts,
                    lambda ids: encoding.decode(ids, errors="strict"))
 
 
@@ -286,9 +289,14 @@ def _load_cached(name: str, source_json: str) -> Encoder:
     return _tiktoken_encoder(name, source) if _engine(source) == "tiktoken" else _hf_encoder(name, source)
 
 
+# The widest integer type each token file format takes.
+WIDEST_DTYPE = {"megatron": "int32", "nanotron": "uint32"}
+
+
 def token_dtype(vocab_size: int, writer: str) -> str:
-    """The token files' integer type: Megatron's rule (uint16 below 65,500, else int32) or
-    datatrove's (uint16 up to 65,536, else uint32); a vocabulary too large is an error."""
+    """The token files' integer type for ids below ``vocab_size``: Megatron's rule (uint16 below
+    65,500, else int32) or datatrove's (uint16 up to 65,536, else uint32); a vocabulary too large
+    is an error."""
     if writer == "megatron":
         if vocab_size < 65_500:
             return "uint16"

@@ -7,7 +7,8 @@ cell in memory. Each shard is read sequentially through its own buffered stream.
 at ``max_tokens_per_file`` (at a document boundary); each gets a provenance sidecar
 ``<prefix>.provenance.parquet`` (document index -> id, url, language, source shard, row, copy).
 ``data_args.txt`` lists ``weight prefix`` lines for Megatron's ``--data-args-path``, weighted by
-tokens.
+tokens, each prefix relative to the file's own folder (the token files sit beside it), so the
+folder can be copied or mounted anywhere (``fineflow data-args`` rewrites them for another root).
 """
 
 from __future__ import annotations
@@ -26,11 +27,10 @@ import pyarrow.parquet as pq
 from fineflow import storage
 from fineflow.artifacts import commit_artifact, commit_artifact_file
 from fineflow.documents import commit_shard
-from fineflow.manifest import artifact_url_of
 from fineflow.tasks.tokenize.count import provenance_artifact, tokens_artifact
 from fineflow.tasks.tokenize.tokenfiles import WRITERS
 
-STEP_VERSION = "1"
+STEP_VERSION = "2"  # 2: data_args.txt prefixes relative to it
 LIBRARIES = ("numpy", "pyarrow")
 
 DATA_ARGS = "data_args.txt"
@@ -123,5 +123,5 @@ def _finish(writer, rows: pa.Table, order: list[int], output_url: str, folder: s
     for name in [*names, sidecar_name]:
         os.unlink(os.path.join(folder, name))
     files_table.append({"file": names[0], "cell": cell, "documents": len(order), "tokens": writer.tokens})
-    data_args.append((writer.tokens, artifact_url_of(output_url, writer.prefix)))
+    data_args.append((writer.tokens, writer.prefix))  # beside data_args.txt: relative, never this machine's path
     return committed

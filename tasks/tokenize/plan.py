@@ -8,10 +8,19 @@ changed tokenizer file or training sample recomputes the counts and the token fi
 
 from __future__ import annotations
 
+import numpy as np
+
 from fineflow.steps import PlanContext, StepPlan
 from fineflow.tasks.tokenize import count, merge, stats, train
 from fineflow.tasks.tokenize.config import TokenizeStage
-from fineflow.tasks.tokenize.encoders import describe, load_encoder, source_fingerprint, token_dtype
+from fineflow.tasks.tokenize.encoders import (
+    WIDEST_DTYPE,
+    TokenizerError,
+    describe,
+    load_encoder,
+    source_fingerprint,
+    token_dtype,
+)
 
 
 def _train_params(config: TokenizeStage) -> dict:
@@ -19,8 +28,9 @@ def _train_params(config: TokenizeStage) -> dict:
 
 
 def writer_dtype(config: TokenizeStage) -> str | None:
-    """The token files' integer type (a trained tokenizer by its configured vocabulary size, an
-    upper bound of what it learns); raises when the vocabulary does not fit."""
+    """The token files' integer type, from the writer's largest id (a trained tokenizer: its
+    configured vocabulary size, an upper bound of what it learns); ``TokenizerError`` in one
+    line naming the tokenizer, the id and the type when the id does not fit."""
     if config.writer is None:
         return None
     spec = config.tokenizers[config.writer]
@@ -28,7 +38,25 @@ def writer_dtype(config: TokenizeStage) -> str | None:
         vocab = spec.train.vocab_size
     else:
         vocab = load_encoder(config.writer, describe(spec)).vocab_size
-    return token_dtype(vocab, config.write)
+    try:
+        return token_dtype(vocab, config.write)
+    except TokenizerError:
+        widest = WIDEST_DTYPE[config.write]
+        raise TokenizerError(
+            f"tokenizer {config.writer}: its largest token id {vocab - 1:,} does not fit the {config.write} token files' "
+            f"widest integer type {widest} (at most {int(np.iinfo(widest).max):,})"
+        ) from None
+
+
+def required_columns(config: TokenizeStage) -> list[tuple[str, str]]:
+    """(column, the option naming it) for every input column the stage cannot run without; the
+    registry checks them against the input before any work. ``repeats_column``, ``url`` and
+    ``language`` are read where present only."""
+    needed = [(column, "partition_by") for column in config.partition_by]
+    needed += [(column, "key_columns") for column in config.key_columns]
+    needed += [("language", f"tokenizers.{name}.train.languages") for name, spec in config.tokenizers.items()
+               if spec.train is not None and spec.train.languages is not None]
+    return needed
 
 
 def plan_tokenize(config: TokenizeStage, ctx: PlanContext) -> list[StepPlan]:
@@ -46,6 +74,7 @@ def plan_tokenize(config: TokenizeStage, ctx: PlanContext) -> list[StepPlan]:
             fingerprint_params={"train": trained},
             chained={"sample": sample_plan.fingerprint.value},
             shards=[{"shard": n, "tokenizer": name} for n, name in enumerate(sorted(trained))],
+            checks="fineflow.tasks.tokenize.train:vocabulary_warnings",
         )
         plans += [sample_plan, train_plan]
 

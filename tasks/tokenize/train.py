@@ -28,8 +28,9 @@ from fineflow import storage
 from fineflow.artifacts import commit_artifact
 from fineflow.documents import commit_shard, read_input
 from fineflow.tasks.text.sampling import seeded_keys
+from fineflow.tasks.tokenize.columns import check_columns
 
-STEP_VERSION = "1"
+STEP_VERSION = "2"  # 2: asked_vocab_size in its stats
 LIBRARIES = ("tokenizers", "xxhash", "pyarrow")
 
 SAMPLE_SCHEMA = pa.schema([("tokenizer", pa.string()), ("key", pa.uint64()), ("id", pa.string()), ("text", pa.string())])
@@ -53,6 +54,8 @@ def _smallest_keys(table: pa.Table, budget: int) -> pa.Table:
 def sample_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
     """One input shard's candidates for every trained tokenizer (``params["train"]``: name -> spec)."""
     documents = read_input(shard)
+    check_columns(documents, [("language", f"tokenizers.{name}.train.languages") for name, spec in params["train"].items()
+                              if spec["languages"] is not None])
     samples = []
     for name, spec in params["train"].items():
         selected = documents
@@ -99,13 +102,25 @@ def train_shard(shard: dict, params: dict, output_url: str, rejects_url: str) ->
     tokenizer.train_from_iterator(texts, trainer=trainer, length=len(texts))
     data = tokenizer.to_str(pretty=False).encode("utf-8")
     artifact = commit_artifact(output_url, artifact_name(name), data)
+    learned = tokenizer.get_vocab_size(with_added_tokens=True)
     info = pa.table({
         "tokenizer": [name],
-        "vocab_size": [tokenizer.get_vocab_size(with_added_tokens=True)],
+        "vocab_size": [learned],
         "sample_documents": [len(texts)],
         "sample_bytes": [sum(len(text.encode("utf-8")) for text in texts)],
         "languages": [json.dumps(spec["languages"])],
     })
     return commit_shard(shard["shard"], output_url, info, docs_in=len(texts), artifacts=[artifact],
-                        trained={name: {"vocab_size": tokenizer.get_vocab_size(with_added_tokens=True),
+                        trained={name: {"vocab_size": learned, "asked_vocab_size": spec["vocab_size"],
                                         "sample_documents": len(texts), "sample_bytes": info["sample_bytes"][0].as_py()}})
+
+
+def vocabulary_warnings(totals: dict) -> list[str]:
+    """The train step's warnings (its plan's ``checks``): a tokenizer that learned fewer tokens
+    than asked (its sample holds no more merges seen ``min_frequency`` times)."""
+    return [
+        f"tokenizer {name}: asked for a vocabulary of {info['asked_vocab_size']:,}, the trainer learned {info['vocab_size']:,} "
+        "(its sample has no more frequent merges: give a larger sample_bytes or a smaller vocab_size)"
+        for name, info in sorted(totals.get("trained", {}).items())
+        if info.get("asked_vocab_size", 0) > info.get("vocab_size", 0)
+    ]
