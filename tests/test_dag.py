@@ -497,3 +497,39 @@ def test_a_document_in_two_inputs_of_a_union_is_an_error_naming_it_and_the_sibli
     planned = {node.name: plans for node, plans in plan_pipeline(load_config(pipeline, storage_override=str(dag_run["store"])))}
     assert read_manifest(planned["solo"][-1].location.folder) is not None  # committed
     assert read_manifest(planned["dedup"][0].location.folder) is None  # never started
+
+
+def test_a_failed_run_writes_its_summary_json_with_each_stage_status(tmp_path, dask_address):
+    """Two branches fail before their shards run (a fan-in whose inputs type a column differently,
+    a column no input has), one stage after them does not run, the others commit and are reported."""
+    stages = [
+        {"stage": "crawl", "name": "pages", "inputs": [str(EXAMPLES / "data" / "extra" / "*.warc.gz")], "extractor": "resiliparse"},
+        {"stage": "tagword", "name": "counted", "input": "pages"},
+        {"stage": "tagword", "name": "spelled", "input": "pages", "tag_type": "string"},
+        {"stage": "dedup", "name": "both", "input": ["counted", "spelled"]},
+        {"stage": "dedup", "name": "after", "input": "both"},
+        {"stage": "tagword", "name": "misread", "input": "pages", "column": "nope"},
+        {"stage": "dedup", "name": "solo", "input": "pages", "url": False},
+    ]
+    pipeline = _pipeline(tmp_path, stages, plugins=["tag_stage"], plugins_from=str(PLUGINS))
+    store, summary = tmp_path / "store", tmp_path / "summary.json"
+    result = _cli("run", str(pipeline), "--storage", str(store), "--dask-address", dask_address, "--summary-json", str(summary))
+    assert result.exit_code == 1, result.output[-3000:]
+    record = json.loads(summary.read_text())
+    reported = {stage["name"]: stage for stage in record["stages"]}
+    assert record["status"] == "failed" and list(reported) == [stage["name"] for stage in stages]
+    assert {name: stage["status"] for name, stage in reported.items()} == {
+        "pages": "done", "counted": "done", "spelled": "done", "both": "failed", "after": "not run", "misread": "failed", "solo": "done",
+    }
+    assert reported["both"]["error"] == (
+        "InputSchemaError: stage both: column 'tag' is int64 in input counted but string in input spelled: "
+        "a union needs one type per column (cast or rename it in one branch)"
+    )
+    assert reported["misread"]["error"].startswith("InputSchemaError: stage misread: column: input pages has no column 'nope' (its columns: id, ")
+    from fineflow.manifest import read_manifest
+
+    solo = reported["solo"]
+    assert solo["docs_out"] > 0 and read_manifest(solo["output"]) is not None and solo["steps"][-1]["output"] == solo["output"]
+    # the failed stages submitted no shard: only the committed stages have step folders
+    assert len(list((store / "tagword" / "tag").glob("*/data"))) == 2
+    assert [p.parent.name for p in (store / "dedup" / "remove").glob("*/data")] == [Path(step_folder_of(solo["output"])).name]
