@@ -474,11 +474,20 @@ def _show_artifacts(url: str) -> None:
         return
     folder = artifacts[0].url.rsplit("/", 1)[0]
     table = Table(title=Text(f"{len(artifacts)} artifact(s) in {folder}"))
-    for column in ("file", "bytes", "sha256"):
+    for column in ("file", "bytes", "sha256 (manifest)", "stored file"):
         table.add_column(column, overflow="fold")
+    damaged = []
     for entry in artifacts:
-        table.add_row(Text(entry.url.rsplit("/", 1)[1]), f"{entry.bytes:,}", Text((entry.sha256 or "")[:16]))
+        difference = entry.difference()  # the manifest's figures alone would vouch for a damaged file
+        name = entry.url.rsplit("/", 1)[1]
+        if difference:
+            damaged.append(name)
+        check = Text(f"DIFFERS: {difference}", style="bold red") if difference else Text("matches")
+        table.add_row(Text(name), f"{entry.bytes:,}", Text((entry.sha256 or "")[:16]), check)
     console.print(table)
+    if damaged:
+        _warn(f"{len(damaged)} artifact(s) differ from the manifest ({', '.join(damaged)}): "
+              "a re-run of the pipeline recomputes them; `fineflow verify` checks every file")
 
 
 @app.command()
