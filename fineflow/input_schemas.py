@@ -91,4 +91,4 @@ def check_inputs(name: str, config: Any, inputs: StageInputs | None) -> None:
         check_fan_in(name, schemas)
     required = kind.call("columns", config)
     if required:
-        check_columns(name, [(column, option) for column, option in required], schemas)
+        check_columns(name, list(required), schemas)
