@@ -38,7 +38,9 @@ def _plugins_forgotten_after_this_module():
     from fineflow import registry
 
     kinds, plugins, path = dict(registry._KINDS), dict(registry._PLUGINS), list(sys.path)
+    loaded = registry._entry_points_loaded  # (restored with the kinds: else an empty registry counts as loaded)
     yield
+    registry._entry_points_loaded = loaded
     registry._KINDS.clear()
     registry._KINDS.update(kinds)
     registry._PLUGINS.clear()
