@@ -278,6 +278,7 @@ def run(
         refresh_per_second=2,  # (rich's 10 redraws a second cost the run CPU for nothing a person sees)
     ) as bar:
         bars: dict[tuple[str, str], Any] = {}
+        outcomes: dict[str, dict] = {}  # each stage's status as the run reports it (for --summary-json)
 
         def on_event(event: str, data: dict) -> None:
             if event == "step_started":
@@ -290,6 +291,11 @@ def run(
                 bar.console.print(Text(f"Dask dashboard: {data['dashboard']}"))
             elif event == "cluster_note":
                 bar.console.print(Text(data["message"], style="yellow" if data["level"] == "WARNING" else ""))
+            elif event == "stage_done":
+                outcomes[data["summary"]["name"]] = _stage_record(data["summary"])
+            elif event in ("stage_failed", "stage_not_run"):
+                status = {"status": "failed", "error": data["error"]} if event == "stage_failed" else {"status": "not run"}
+                outcomes[data["name"]] = {"name": data["name"], "kind": data["kind"], **status}
 
         unsubscribe = progress.subscribe(on_event)
         try:
@@ -299,6 +305,12 @@ def run(
     if not state.is_completed():
         err.print(Text(f"run failed: {state.message}", style="red"))
         err.print(Text(f"see the flow run in the Prefect UI: {ui}/runs"))
+        if summary_json:  # what did commit, and why the rest did not
+            stages = [outcomes.get(stage.label) or {"name": stage.label, "kind": stage.stage, "status": "not run"} for stage in config.stages]
+            _write_summary_json(summary_json, {
+                "run_id": str(state.state_details.flow_run_id), "status": "failed", "error": state.message,
+                "warnings": [f"{s['name']}: {w}" for s in stages for w in s.get("warnings", [])], "stages": stages,
+            })
         raise typer.Exit(1)
     result = state.result()
     console.print(_summary_table(result))
@@ -316,19 +328,25 @@ def run(
     if result.get("report"):
         console.print(f"HTML report (charts, opens offline): {result['report']}", markup=False)
     if summary_json:
-        summary = {
+        _write_summary_json(summary_json, {
             "run_id": result["run_id"],
+            "status": "done",
             "report": result.get("report"),
             "warnings": result.get("warnings", []),
             "lost_workers": result.get("lost_workers", 0),
-            "stages": [
-                {k: v for k, v in s.items() if k != "steps"}
-                | {"steps": [{k: step[k] for k in ("step", "fingerprint", "output", "shards", "cached_shards", "docs_in", "docs_out")} for step in s["steps"]]}
-                for s in result["stages"]
-            ],
-        }
-        summary_json.write_text(json.dumps(summary, indent=2))
-        err.print(Text(f"summary written to {summary_json}"))
+            "stages": [_stage_record(s) for s in result["stages"]],
+        })
+
+
+def _stage_record(stage: dict[str, Any]) -> dict[str, Any]:
+    """A committed stage in the --summary-json file: its summary, each step in brief."""
+    steps = [{k: step[k] for k in ("step", "fingerprint", "output", "shards", "cached_shards", "docs_in", "docs_out")} for step in stage["steps"]]
+    return {k: v for k, v in stage.items() if k != "steps"} | {"status": "done", "steps": steps}
+
+
+def _write_summary_json(path: Path, summary: dict[str, Any]) -> None:
+    path.write_text(json.dumps(summary, indent=2))
+    err.print(Text(f"summary written to {path}"))
 
 
 def _preflight(config) -> None:
@@ -461,11 +479,20 @@ def _show_artifacts(url: str) -> None:
         return
     folder = artifacts[0].url.rsplit("/", 1)[0]
     table = Table(title=Text(f"{len(artifacts)} artifact(s) in {folder}"))
-    for column in ("file", "bytes", "sha256"):
+    for column in ("file", "bytes", "sha256 (manifest)", "stored file"):
         table.add_column(column, overflow="fold")
+    damaged = []
     for entry in artifacts:
-        table.add_row(Text(entry.url.rsplit("/", 1)[1]), f"{entry.bytes:,}", Text((entry.sha256 or "")[:16]))
+        difference = entry.difference()  # the manifest's figures alone would vouch for a damaged file
+        name = entry.url.rsplit("/", 1)[1]
+        if difference:
+            damaged.append(name)
+        check = Text(f"DIFFERS: {difference}", style="bold red") if difference else Text("matches")
+        table.add_row(Text(name), f"{entry.bytes:,}", Text((entry.sha256 or "")[:16]), check)
     console.print(table)
+    if damaged:
+        _warn(f"{len(damaged)} artifact(s) differ from the manifest ({', '.join(damaged)}): "
+              "a re-run of the pipeline recomputes them; `fineflow verify` checks every file")
 
 
 @app.command()

@@ -77,6 +77,7 @@ def build_dag(stages: list[StageConfig]) -> list[Node]:
                 raise DagError(f"stage {stage.label}: input {ref} names no stage of this pipeline (stages: {', '.join(names)})")
             if ref.stage == stage.label:
                 raise DagError(f"stage {stage.label}: it cannot read its own output")
+            _check_rejects(stage.label, ref, stages[names.index(ref.stage)])
         if len(set(refs)) < len(refs):
             raise DagError(f"stage {stage.label}: an input is listed twice")
         references = _refs(stage.references())
@@ -86,8 +87,16 @@ def build_dag(stages: list[StageConfig]) -> list[Node]:
                                f"(stages: {', '.join(names)})")
             if ref.stage == stage.label:
                 raise DagError(f"stage {stage.label}: it cannot read its own output")
+            _check_rejects(stage.label, ref, stages[names.index(ref.stage)])
         nodes.append(Node(stage.label, stage, refs, tuple(dict.fromkeys(references))))
     return _ordered(nodes)
+
+
+def _check_rejects(name: str, ref: InputRef, producer: StageConfig) -> None:
+    """``NAME.rejects`` of a kind whose document step writes none would find no folder at run time."""
+    kind = registry.of(producer)
+    if ref.rejects and not kind.writes_rejects:
+        raise DagError(f"stage {name}: input {ref}: a {kind.kind} stage writes no rejects (read {ref.stage} itself, or a stage that rejects)")
 
 
 def _ordered(nodes: list[Node]) -> list[Node]:

@@ -302,6 +302,22 @@ class CommittedFile:
             )
         return data
 
+    def difference(self) -> str | None:
+        """How the stored file differs from its manifest entry (missing, size, sha256), or None;
+        streamed, so a large artifact (a model) is hashed without holding it in memory."""
+        digest, size = hashlib.sha256(), 0
+        try:
+            for chunk in storage.iter_chunks(self.url):
+                digest.update(chunk)
+                size += len(chunk)
+        except FileNotFoundError:
+            return "missing"
+        if self.bytes is not None and size != self.bytes:
+            return f"{size:,} bytes, the manifest says {self.bytes:,}"
+        if self.sha256 and digest.hexdigest() != self.sha256:
+            return f"content differs: sha256 {digest.hexdigest()[:16]}"
+        return None
+
 
 def committed_entries(folder: str, rejects: bool = False) -> list[CommittedFile]:
     """The shard files a manifest lists: documents, or rejects with ``rejects=True`` (or when

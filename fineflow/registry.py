@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import traceback
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -61,6 +62,11 @@ class StageKind:
     content_inputs: str | None = None
     # "module:function(config, [StepPlan]) -> [row]": what a run would do, for the dry run (e.g. translate's hours)
     estimate: str | None = None
+    # "module:function(config) -> [(column, option)]": the input columns it reads and the option naming each,
+    # checked against its inputs' committed schemas before its shards run (fineflow.input_schemas)
+    columns: str | None = None
+    # False for a kind whose document step writes no rejects/ (then `NAME.rejects` is refused)
+    writes_rejects: bool = True
     # discriminator tags inside the config (e.g. filter rule names), left out of error locations
     error_tags: tuple[str, ...] = ()
     module: str = field(default="", compare=False)  # where KIND was found (set on registration)
@@ -70,11 +76,44 @@ class StageKind:
         if self.reads_documents and inputs is None:
             raise RegistryError(f"stage {name}: a {self.kind} stage reads documents, but it was given no input")
         context = PlanContext(root=root, name=name, kind=self.kind, inputs=inputs)
-        return resolve_function(self.planner)(config, context)
+        return self.resolve("planner")(config, context)
 
     def call(self, hook: str, *args: Any) -> Any:
+        return self.resolve(hook)(*args) if getattr(self, hook) else None
+
+    def resolve(self, hook: str) -> Any:
+        """The function a hook names; one that does not resolve is a ``RegistryError`` naming it."""
         spec = getattr(self, hook)
-        return resolve_function(spec)(*args) if spec else None
+        try:
+            return resolve_function(spec)
+        except Exception as error:  # noqa: BLE001 (a broken plug-in: one line, not a traceback)
+            raise RegistryError(f"stage kind {self.kind!r} ({self.module}): its {hook} {spec!r} {_failure(error)}") from None
+
+    def check_hooks(self, only_module: str | None = None) -> None:
+        """Resolve every hook (those in ``only_module`` alone, if given: a built-in's other modules
+        are imported when used, not to validate a config)."""
+        for hook in HOOKS:
+            spec = getattr(self, hook)
+            if spec and (only_module is None or spec.partition(":")[0] == only_module):
+                self.resolve(hook)
+
+
+HOOKS = ("planner", "preflight", "summary", "tables", "figures", "content_inputs", "estimate", "columns")
+
+
+def _failure(error: BaseException) -> str:
+    """Why an import or a lookup failed, in one line: file:line for a syntax error, else the
+    exception and the deepest line of the failing module's own code."""
+    if isinstance(error, SyntaxError):
+        return f"has a syntax error at {error.filename}:{error.lineno}: {error.msg}"
+    if isinstance(error, AttributeError):
+        return f"does not resolve: {error}"
+    if isinstance(error, ImportError):
+        return f"cannot be imported: {error}"
+    frames = [frame for frame in traceback.extract_tb(error.__traceback__) if "importlib" not in frame.filename]
+    where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    message = str(error).strip().splitlines()
+    return f"raised {type(error).__name__}{where}" + (f": {message[0]}" if message else "")
 
 
 _KINDS: dict[str, StageKind] = {}
@@ -97,13 +136,14 @@ def _load_entry_points() -> None:
     global _entry_points_loaded
     if _entry_points_loaded:
         return
-    _entry_points_loaded = True
     for point in entry_points(group=ENTRY_POINT_GROUP):
         try:
             found = point.load()
         except Exception as error:  # noqa: BLE001 (name the broken plug-in instead of a traceback)
-            raise RegistryError(f"stage kind {point.name!r} ({point.value}) cannot be loaded: {error}") from error
-        _register(found, point.value.split(":")[0])
+            raise RegistryError(f"stage kind {point.name!r}: entry point {point.value} {_failure(error)}") from None
+        module = point.value.split(":")[0]
+        _register(found, module).check_hooks(only_module=module)
+    _entry_points_loaded = True  # (after them all: a broken one is reported again, not skipped)
 
 
 def load_plugins(modules: list[str], folder: str | None = None) -> list[StageKind]:
@@ -116,12 +156,20 @@ def load_plugins(modules: list[str], folder: str | None = None) -> list[StageKin
     for name in modules:
         try:
             module = importlib.import_module(name)
-        except ImportError as error:
+        except ModuleNotFoundError as error:
             where = f" (looked in {folder} and the Python path)" if folder else ""
             raise RegistryError(f"plugins: module {name!r} cannot be imported{where}: {error}") from None
+        except Exception as error:  # noqa: BLE001 (any error at import: one line naming the module)
+            raise RegistryError(f"plugins: module {name!r} {_failure(error)}") from None
         if not hasattr(module, "KIND"):
             raise RegistryError(f"plugins: module {name!r} defines no KIND (a fineflow.registry.StageKind)")
-        added.append(_register(module.KIND, name))
+        stage = _register(module.KIND, name)
+        try:
+            stage.check_hooks()  # a plug-in's own functions, resolved now rather than mid-run
+        except RegistryError as error:
+            _KINDS.pop(stage.kind, None)
+            raise RegistryError(f"plugins: module {name!r}: {error}") from None
+        added.append(stage)
         _PLUGINS[name] = folder or ""
     return added
 

@@ -34,6 +34,7 @@ from fineflow.flows.credentials import apply_credentials
 from fineflow.flows.engine import step_is_committed
 from fineflow.flows.input_identity import hash_on_workers
 from fineflow.flows.pipeline import finish_run_record, run_pipeline, run_stage_flow, start_run_record
+from fineflow.input_schemas import check_inputs
 from fineflow.manifest import DATA_DIR, REJECTS_DIR, read_manifest, step_folder_of
 from fineflow.planning import inputs_to_json
 from fineflow.preflight import check_stage, check_storage
@@ -121,6 +122,7 @@ def _run_one_stage(run: StageRun, inputs: StageInputs | None) -> dict[str, Any]:
     try:
         check_storage(root)  # one-line errors before the cluster starts, as for a pipeline
         check_stage(stage)
+        check_inputs(stage.label, stage, inputs)  # its columns, from the committed footers
         dask = _dask(run, DaskConfig())
         check_cluster(dask, root, [stage])
         stage_config = stage.model_dump(mode="json")

@@ -34,6 +34,7 @@ from fineflow.flows.engine import step_is_committed
 from fineflow.flows.input_identity import hash_on_workers
 from fineflow.flows.results import result_storage
 from fineflow.flows.stage import stage_flow
+from fineflow.input_schemas import check_inputs
 from fineflow.manifest import REJECTS_DIR, step_folder_of
 from fineflow.planning import all_steps, inputs_to_json
 from fineflow.preflight import preflight
@@ -126,6 +127,7 @@ def _inputs(node: Node, summaries: dict[str, dict]) -> StageInputs | None:
         tuple(source_from_summary(ref, summaries[ref.stage]) for ref in node.inputs),
         tuple(replace(source_from_summary(ref, summaries[ref.stage]), reference=True) for ref in node.references),
     )
+    check_inputs(node.name, node.config, inputs)  # columns and types from the footers, before the IDs
     if len(inputs.sources) > 1:
         repeated = duplicate_ids([source.folder for source in inputs.sources])
         if repeated:
@@ -153,12 +155,15 @@ def run_dag(nodes: list[Node], cluster: Cluster, root: str, refresh: set[str], c
                     skipped.append(node.name)
                     waiting.remove(node)
                     logger.error("stage %s does not run: its input stage failed", node.name)
+                    progress.emit("stage_not_run", name=node.name, kind=node.config.stage)
                 elif all(name in summaries for name in needs):
                     waiting.remove(node)
                     try:
                         inputs = _inputs(node, summaries)
                     except Exception as error:  # noqa: BLE001 (this branch fails; the others go on)
                         failed[node.name] = error
+                        logger.error("stage %s failed: %s", node.name, error)
+                        progress.emit("stage_failed", name=node.name, kind=node.config.stage, error=one_line(error))
                         continue
                     context = contextvars.copy_context()  # the subflow runs under this flow run
                     future = pool.submit(
@@ -175,6 +180,7 @@ def run_dag(nodes: list[Node], cluster: Cluster, root: str, refresh: set[str], c
                 except Exception as error:  # noqa: BLE001 (reported below, after the other branches finish)
                     failed[node.name] = error
                     logger.error("stage %s failed: %s", node.name, error)
+                    progress.emit("stage_failed", name=node.name, kind=node.config.stage, error=one_line(error))
                 else:
                     progress.emit("stage_done", summary=summaries[node.name])
     except BaseException:
@@ -192,6 +198,12 @@ def run_dag(nodes: list[Node], cluster: Cluster, root: str, refresh: set[str], c
             + (f"; not run (an input failed): {', '.join(skipped)}" if skipped else "")
         )
     return [summaries[node.name] for node in nodes]
+
+
+def one_line(error: BaseException) -> str:
+    """A stage's error as the run summary records it: its type and first line."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 class StrictWarnings(RuntimeError):

@@ -29,6 +29,7 @@ from fineflow.manifest import step_folder_of
 
 EXAMPLES = REPO / "examples"
 PLUGIN = REPO / "tests" / "plugins" / "toy_stage.py"
+PLUGINS = REPO / "tests" / "plugins"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -37,7 +38,9 @@ def _plugins_forgotten_after_this_module():
     from fineflow import registry
 
     kinds, plugins, path = dict(registry._KINDS), dict(registry._PLUGINS), list(sys.path)
+    loaded = registry._entry_points_loaded  # (restored with the kinds: else an empty registry counts as loaded)
     yield
+    registry._entry_points_loaded = loaded
     registry._KINDS.clear()
     registry._KINDS.update(kinds)
     registry._PLUGINS.clear()
@@ -100,6 +103,97 @@ def test_dag_configuration_errors_name_the_stage_before_any_work(tmp_path, stage
 def test_a_plugin_that_cannot_be_found_is_a_configuration_error(tmp_path):
     result = _cli("run", str(_pipeline(tmp_path, [CRAWL], plugins=["no_such_stage_module"])), "--dry-run")
     assert result.exit_code == 2 and "plugins: module 'no_such_stage_module' cannot be imported" in result.output
+
+
+BROKEN_PLUGINS = {
+    "syntax": ("x = 1\ndef broken(:\n", ["syntax error at", ".py:2"]),
+    "raises": ("import os\nraise RuntimeError('no licence key in ' + os.sep)\n", ["raised RuntimeError at", ".py:2", "no licence key"]),
+    "planner": (
+        "from typing import Literal\nfrom fineflow.registry import StageKind\nfrom fineflow.stage_config import StageConfig\n"
+        "class C(StageConfig):\n    stage: Literal['brokenkind']\n"
+        "KIND = StageKind(kind='brokenkind', config=C, planner=f'{__name__}:no_such_planner', document_step='x')\n",
+        ["planner", ":no_such_planner", "does not resolve", "no attribute 'no_such_planner'"],
+    ),
+}
+
+
+def _one_line(result) -> str:
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("broken", sorted(BROKEN_PLUGINS))
+def test_a_broken_plugin_module_is_one_line_naming_it(tmp_path, broken):
+    source, fragments = BROKEN_PLUGINS[broken]
+    module = f"broken_{broken}_{uuid.uuid4().hex[:6]}"
+    (tmp_path / f"{module}.py").write_text(source)
+    line = _one_line(_cli("run", str(_pipeline(tmp_path, [CRAWL], plugins=[module])), "--dry-run"))
+    assert f"plugins: module {module!r}" in line and all(fragment in line for fragment in fragments), line
+    from fineflow import registry
+
+    assert "brokenkind" not in registry.kinds()  # a kind whose planner does not resolve is not registered
+
+
+@pytest.mark.parametrize("broken", ["syntax", "raises"])
+def test_a_broken_entry_point_is_one_line_naming_it(tmp_path, monkeypatch, broken):
+    from importlib.metadata import EntryPoint
+
+    from fineflow import registry
+
+    source, fragments = BROKEN_PLUGINS[broken]
+    module = f"broken_ep_{broken}_{uuid.uuid4().hex[:6]}"
+    (tmp_path / f"{module}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    installed = list(registry.entry_points(group=registry.ENTRY_POINT_GROUP))
+    broken_point = EntryPoint(name="brokenkind", value=f"{module}:KIND", group=registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [*installed, broken_point])
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    line = _one_line(_cli("run", str(_pipeline(tmp_path, [CRAWL])), "--dry-run"))
+    assert f"stage kind 'brokenkind': entry point {module}:KIND" in line and all(f in line for f in fragments), line
+
+
+def test_rejects_of_a_kind_that_writes_none_are_refused_with_the_configuration(tmp_path):
+    stages = [CRAWL, {"stage": "tagword", "name": "tagged", "input": "crawl"}, {"stage": "dedup", "input": "tagged.rejects"}]
+    store = tmp_path / "store"
+    line = _one_line(_cli("run", str(_pipeline(tmp_path, stages, plugins=["tag_stage"], plugins_from=str(PLUGINS))),
+                          "--storage", str(store), "--dry-run"))
+    assert "stage dedup: input tagged.rejects: a tagword stage writes no rejects" in line and not store.exists()
+
+
+def _committed_input(root: Path, name: str, table) -> object:
+    """One committed single-shard step holding ``table``, as an input Source (its footers are what is checked)."""
+    from fineflow.documents import commit_shard
+    from fineflow.manifest import StepLocation, write_manifest
+    from fineflow.steps import Source
+
+    location = StepLocation(str(root), "tagword", "tag", f"fp-{name}")
+    write_manifest(location, {}, [commit_shard(0, location.shard_url(0), table)])
+    return Source(name, location.fingerprint, location.data_folder, 1)
+
+
+def test_input_columns_and_fan_in_types_are_checked_against_the_committed_footers(tmp_path):
+    import pyarrow as pa
+
+    from fineflow import registry
+    from fineflow.input_schemas import InputSchemaError, check_inputs
+    from fineflow.steps import StageInputs
+
+    registry.load_plugins(["tag_stage"], str(PLUGINS))
+    counted = _committed_input(tmp_path, "counted", pa.table({"id": ["a"], "text": ["xy"], "tag": pa.array([2], pa.int64())}))
+    spelled = _committed_input(tmp_path, "spelled", pa.table({"id": ["b"], "text": ["xy"], "tag": ["2"]}))
+    unset = _committed_input(tmp_path, "unset", pa.table({"id": ["c"], "text": ["xy"], "tag": pa.nulls(1)}))
+    reads = registry.validate_stage({"stage": "tagword", "column": "tag"})
+    check_inputs("fine", reads, StageInputs((counted, unset)))  # a null column takes the other input's type
+    with pytest.raises(InputSchemaError) as conflict:
+        check_inputs("both", reads, StageInputs((counted, unset, spelled)))
+    assert str(conflict.value).startswith("stage both: column 'tag' is int64 in input counted but string in input spelled")
+    misread = registry.validate_stage({"stage": "tagword", "column": "nope"})
+    with pytest.raises(InputSchemaError) as missing:
+        check_inputs("misread", misread, StageInputs((counted,)))
+    assert str(missing.value) == "stage misread: column: input counted has no column 'nope' (its columns: id, text, tag)"
+    with pytest.raises(InputSchemaError, match=r"none of its inputs \(counted, unset\) has a column 'nope'"):
+        check_inputs("misread", misread, StageInputs((counted, unset)))
 
 
 def test_two_stages_of_one_kind_get_their_own_folders_and_history(tmp_path):
@@ -405,3 +499,39 @@ def test_a_document_in_two_inputs_of_a_union_is_an_error_naming_it_and_the_sibli
     planned = {node.name: plans for node, plans in plan_pipeline(load_config(pipeline, storage_override=str(dag_run["store"])))}
     assert read_manifest(planned["solo"][-1].location.folder) is not None  # committed
     assert read_manifest(planned["dedup"][0].location.folder) is None  # never started
+
+
+def test_a_failed_run_writes_its_summary_json_with_each_stage_status(tmp_path, dask_address):
+    """Two branches fail before their shards run (a fan-in whose inputs type a column differently,
+    a column no input has), one stage after them does not run, the others commit and are reported."""
+    stages = [
+        {"stage": "crawl", "name": "pages", "inputs": [str(EXAMPLES / "data" / "extra" / "*.warc.gz")], "extractor": "resiliparse"},
+        {"stage": "tagword", "name": "counted", "input": "pages"},
+        {"stage": "tagword", "name": "spelled", "input": "pages", "tag_type": "string"},
+        {"stage": "dedup", "name": "both", "input": ["counted", "spelled"]},
+        {"stage": "dedup", "name": "after", "input": "both"},
+        {"stage": "tagword", "name": "misread", "input": "pages", "column": "nope"},
+        {"stage": "dedup", "name": "solo", "input": "pages", "url": False},
+    ]
+    pipeline = _pipeline(tmp_path, stages, plugins=["tag_stage"], plugins_from=str(PLUGINS))
+    store, summary = tmp_path / "store", tmp_path / "summary.json"
+    result = _cli("run", str(pipeline), "--storage", str(store), "--dask-address", dask_address, "--summary-json", str(summary))
+    assert result.exit_code == 1, result.output[-3000:]
+    record = json.loads(summary.read_text())
+    reported = {stage["name"]: stage for stage in record["stages"]}
+    assert record["status"] == "failed" and list(reported) == [stage["name"] for stage in stages]
+    assert {name: stage["status"] for name, stage in reported.items()} == {
+        "pages": "done", "counted": "done", "spelled": "done", "both": "failed", "after": "not run", "misread": "failed", "solo": "done",
+    }
+    assert reported["both"]["error"] == (
+        "InputSchemaError: stage both: column 'tag' is int64 in input counted but string in input spelled: "
+        "a union needs one type per column (cast or rename it in one branch)"
+    )
+    assert reported["misread"]["error"].startswith("InputSchemaError: stage misread: column: input pages has no column 'nope' (its columns: id, ")
+    from fineflow.manifest import read_manifest
+
+    solo = reported["solo"]
+    assert solo["docs_out"] > 0 and read_manifest(solo["output"]) is not None and solo["steps"][-1]["output"] == solo["output"]
+    # the failed stages submitted no shard: only the committed stages have step folders
+    assert len(list((store / "tagword" / "tag").glob("*/data"))) == 2
+    assert [p.parent.name for p in (store / "dedup" / "remove").glob("*/data")] == [Path(step_folder_of(solo["output"])).name]

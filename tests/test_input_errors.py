@@ -208,3 +208,30 @@ def test_rich_markup_in_a_storage_path_is_printed_as_it_is(tmp_path):
     (root / "_runs").mkdir(parents=True)
     result = _invoke("gc", "--storage", str(root), "--dry-run")
     assert result.exit_code in (0, 2) and "Traceback" not in result.output and "MarkupError" not in result.output
+
+
+def test_inspect_marks_artifacts_that_differ_from_their_manifest(tmp_path):
+    import pyarrow as pa
+
+    from fineflow.artifacts import commit_artifact
+    from fineflow.documents import commit_shard
+    from fineflow.manifest import StepLocation
+
+    location = StepLocation(str(tmp_path / "store"), "toy", "count", "f" * 20)
+    results = []
+    for shard in range(3):
+        output = location.shard_url(shard)
+        artifact = commit_artifact(output, f"counts-{shard}.json", b'{"en": 12}')
+        results.append(commit_shard(shard, output, pa.table({"id": [str(shard)], "text": ["a b"]}), artifacts=[artifact]))
+    write_manifest(location, {}, results)
+    intact = _invoke("inspect", location.folder, "-n", "0")
+    assert intact.exit_code == 0 and intact.output.count("matches") == 3 and "DIFFERS" not in intact.output, intact.output
+
+    (tmp_path / "store/toy/count" / ("f" * 20) / "artifacts/counts-1.json").write_bytes(b'{"en": 99}')  # same size
+    (tmp_path / "store/toy/count" / ("f" * 20) / "artifacts/counts-2.json").unlink()
+    shown = _invoke("inspect", location.folder, "-n", "0")
+    assert shown.exit_code == 0, shown.output
+    rows = {line.split("│")[1].strip(): line for line in shown.output.splitlines() if line.startswith("│") and "counts-" in line}
+    assert "matches" in rows["counts-0.json"]
+    assert "DIFFERS: content differs: sha256" in rows["counts-1.json"] and "DIFFERS: missing" in rows["counts-2.json"], shown.output
+    assert "2 artifact(s) differ from the manifest (counts-1.json, counts-2.json)" in shown.output

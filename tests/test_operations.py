@@ -298,33 +298,37 @@ def test_a_failed_stage_retried_like_the_ui_resumes_from_that_stage(stack, api, 
 
 
 def test_cancelling_a_run_stops_its_dask_work_and_a_later_run_resumes(stack, api, deployments, reference, faults):
+    """Waits on events and states only (the hanging shards started, the run is Cancelled, the
+    scheduler dropped the run's tasks), never on how long a cancellation takes on this machine."""
     from distributed import Client
 
     from fineflow.faults import arm
 
-    # both workers busy, longer than a cancellation takes on a loaded machine; shard 2 waits in the
-    # scheduler's queue
+    # Both workers busy until the test itself stops them (below): shard 2 waits in the scheduler's
+    # queue however slowly the cancellation goes.
     for shard in ("00000", "00001"):
-        arm(faults, f"crawl-extract-{shard}", "hang", "70")
+        arm(faults, f"crawl-extract-{shard}", "hang", "3600")
     root = f"s3://fineflow/cancel-{uuid.uuid4().hex[:8]}"
     parameters = {"run": {"pipeline": "examples/demo.yaml", "storage": root}}
     run_id = ui_custom_run(api, deployments["demo"], parameters)
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 480  # (a guard against a hung test, not a timing assumption)
     while len(list(faults.glob("*.fired"))) < 2:
         assert time.monotonic() < deadline, "the hanging shards never started"
         time.sleep(0.5)
     ui_cancel(api, run_id)
-    assert wait_for(api, run_id, timeout_s=120)["state"]["type"] == "CANCELLED"
+    assert wait_for(api, run_id, timeout_s=480)["state"]["type"] == "CANCELLED"
 
-    # the run's Dask work is gone once the two busy tasks return: nothing queued runs
     with Client(stack.environment()["FINEFLOW_DASK_ADDRESS"], timeout=30) as client:
-        deadline = time.monotonic() + 120
+        # the cancelled run released its Dask work: the scheduler holds none of its tasks, the
+        # queued shard included, while two of them still hang on the workers
+        deadline = time.monotonic() + 480
         while client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)):
             assert time.monotonic() < deadline, "the cancelled run's tasks are still on the scheduler"
             time.sleep(1)
+        client.restart()  # ends the hanging tasks (and the test's wait for them): they never commit
     fs = stack_fs(stack)
     written = [p for p in fs.find(root.removeprefix("s3://")) if "/crawl/extract/" in p and p.endswith(".parquet")]
-    assert not [p for p in written if p.endswith("part-00002.parquet")], written  # the queued shard never ran
+    assert not written, written  # nothing committed after the cancel: the queued shard never started
     assert not fs.exists(f"{root.removeprefix('s3://')}/dedup")
 
     second = ui_custom_run(api, deployments["demo"], parameters)

@@ -13,4 +13,5 @@ KIND = StageKind(
     summary="fineflow.tasks.rebalance.report:summary_fields",
     tables="fineflow.tasks.rebalance.report:mix_tables",
     figures="fineflow.tasks.rebalance.report:figures",
+    columns="fineflow.tasks.rebalance.plan:required_columns",
 )

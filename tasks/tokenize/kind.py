@@ -13,4 +13,5 @@ KIND = StageKind(
     summary="fineflow.tasks.tokenize.report:summary_fields",
     tables="fineflow.tasks.tokenize.report:token_tables",
     figures="fineflow.tasks.tokenize.report:figures",
+    columns="fineflow.tasks.tokenize.plan:required_columns",
 )
