@@ -94,14 +94,14 @@ class LLMServer(Strict):
     api_key_env: str | None = Field(default="OPENAI_API_KEY", description="environment variable holding the API key")
     api_key_block: str | None = Field(default=None, description="a Prefect Secret block with the API key (overrides api_key_env)")
     concurrency: int = Field(default=4, ge=1, le=1024, description="requests in flight at once")
-    timeout_s: float = Field(default=120.0, gt=0, description="one attempt's limit")
-    deadline_s: float = Field(default=600.0, gt=0, description="one request's limit over all its attempts")
-    retries: int = Field(default=5, ge=0, description="attempts after the first, for 429, 5xx and connection errors")
-    max_tokens: int = Field(default=16, ge=1)
-    temperature: float = Field(default=0.0, ge=0)
-    top_p: float = Field(default=1.0, gt=0, le=1)
-    seed: int | None = 0
-    flush_every: int = Field(default=32, ge=1, description="answers per cache batch file")
+    timeout_s: float = Field(default=120.0, gt=0, le=86_400, allow_inf_nan=False, description="one attempt's limit")
+    deadline_s: float = Field(default=600.0, gt=0, le=7 * 86_400, allow_inf_nan=False, description="one request's limit over all its attempts")
+    retries: int = Field(default=5, ge=0, le=100, description="attempts after the first, for 429, 5xx and connection errors")
+    max_tokens: int = Field(default=16, ge=1, le=1_000_000)
+    temperature: float = Field(default=0.0, ge=0, le=10, allow_inf_nan=False)
+    top_p: float = Field(default=1.0, gt=0, le=1, allow_inf_nan=False)
+    seed: int | None = Field(default=0, ge=-(2**63), lt=2**63)
+    flush_every: int = Field(default=32, ge=1, le=1_000_000, description="answers per cache batch file")
 
     def decoding(self) -> dict[str, Any]:
         """What changes an answer besides the prompt and what the server reports: enters step

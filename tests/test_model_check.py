@@ -12,7 +12,8 @@ import pytest
 from fineflow import model_check, registry
 from fineflow.model_check import ModelCheckError
 from fineflow.preflight import PreflightError, check_stage
-from fineflow.tasks.quality import fasttext_file, fasttext_model
+from fineflow.tasks.quality import fasttext_model
+from fineflow.tasks.text import fasttext_file
 
 TESTS = Path(__file__).resolve().parent
 PARAMS = {"epoch": 5, "lr": 1.0, "dim": 10, "word_ngrams": 2, "min_count": 1, "ws": 5, "bucket": 2000}
@@ -50,6 +51,12 @@ def quality_stage(path: Path) -> object:
 def test_a_truncated_fasttext_model_is_one_line_before_any_work_and_never_loaded_here(model, cache):
     """The issue's case: the first 20,000 bytes of a model (here its first 300: inside its dictionary), which
     fastText's loader reads forever. Preflight (what --dry-run runs) says so in one line, at once."""
+    # Cut inside its weights: fastText would load it silently with part of its matrix missing.
+    # (Checked first: it also imports what preflight needs, so the peak below is the check's alone.)
+    short = prefix(model, model.stat().st_size - 100, "short.bin")
+    with pytest.raises(PreflightError, match=r"short.bin is not a loadable fastText model \(truncated: header "
+                       rf"promises {model.stat().st_size - 97:,} bytes, file has {model.stat().st_size - 100:,}\)$"):
+        check_stage(quality_stage(short))
     before = peak_rss_bytes()
     started = time.monotonic()
     with pytest.raises(PreflightError) as raised:
@@ -57,12 +64,7 @@ def test_a_truncated_fasttext_model_is_one_line_before_any_work_and_never_loaded
     assert re.fullmatch(r"stages.q.scorers.dclm.fasttext: trunc.bin is not a loadable fastText model "
                         r"\(truncated: header promises at least [\d,]+ bytes, file has 300\)", str(raised.value))
     assert time.monotonic() - started < 30
-    assert peak_rss_bytes() - before < 50 * 2**20
-    # Cut inside its weights: fastText would load it silently with part of its matrix missing.
-    short = prefix(model, model.stat().st_size - 100, "short.bin")
-    with pytest.raises(PreflightError, match=r"short.bin is not a loadable fastText model \(truncated: header "
-                       rf"promises {model.stat().st_size - 97:,} bytes, file has {model.stat().st_size - 100:,}\)$"):
-        check_stage(quality_stage(short))
+    assert peak_rss_bytes() - before < 50 * 2**20  # fastText's own loader grows by GBs on this file
 
 
 def test_the_scoring_step_checks_before_it_loads(model, cache):
@@ -76,7 +78,7 @@ def test_a_load_that_runs_away_is_stopped_by_the_memory_cap_in_the_child(model, 
     before = peak_rss_bytes()
     started = time.monotonic()
     with pytest.raises(ModelCheckError, match=r"^trunc.bin is not a loadable fastText model \(loading it exceeded 256 MiB\)$"):
-        model_check.check(str(prefix(model, 300)), "fastText", "fineflow.tasks.quality.fasttext_file:describe")
+        model_check.check(str(prefix(model, 300)), "fastText", "fineflow.tasks.text.fasttext_file:describe")
     assert time.monotonic() - started < 60
     assert peak_rss_bytes() - before < 50 * 2**20
 
@@ -117,3 +119,10 @@ def test_a_model_without_the_label_and_bad_limits_are_one_line(model, cache, mon
         monkeypatch.setenv(model_check.FACTOR_ENV, bad)
         with pytest.raises(ValueError, match=rf"^{model_check.FACTOR_ENV} must be a number from 1 to 1000, got"):
             model_check.limits_for(10)
+
+
+def test_a_language_filter_model_is_checked_before_any_work_too(model, cache):
+    stage = registry.validate_stage({"stage": "filter", "name": "f",
+                                     "filters": [{"name": "language", "model": str(prefix(model, 300))}]})
+    with pytest.raises(PreflightError, match=r"^stages.f.* trunc.bin is not a loadable fastText model \(truncated"):
+        check_stage(stage)

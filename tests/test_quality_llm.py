@@ -350,3 +350,10 @@ def test_fineweb_edu_preset_with_a_key_from_a_prefect_secret_block(prefect_api, 
         if path.is_file() and path.stat().st_size < 50_000_000:
             assert key.encode() not in path.read_bytes(), path
     assert key not in json.dumps(summary)
+
+
+@pytest.mark.parametrize("field, value", [("timeout_s", float("inf")), ("deadline_s", float("nan")),
+                                          ("temperature", float("inf")), ("max_tokens", 10**9), ("seed", 2**64)])
+def test_server_numbers_are_finite_and_in_range(field, value):
+    with pytest.raises(ValueError, match=field):
+        llm.LLMServer(base_url="http://127.0.0.1:8080/v1", model="m", **{field: value})

@@ -9,6 +9,7 @@ KIND = StageKind(
     planner="fineflow.tasks.filter.plan:plan_filter",
     document_step="decide",
     description="Filter a committed document folder.",
+    preflight="fineflow.tasks.filter.plan:preflight",
     summary="fineflow.tasks.filter.report:summary_fields",
     tables="fineflow.tasks.filter.report:drop_tables",
 )

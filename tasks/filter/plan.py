@@ -12,6 +12,7 @@ import json
 
 from pydantic import ValidationError
 
+from fineflow import storage
 from fineflow.steps import PlanContext, StepPlan
 from fineflow.tasks.filter import decide, rules, signals
 from fineflow.tasks.filter.config import FilterStage
@@ -93,6 +94,22 @@ def warm_up(config: FilterStage, signal_params: dict, language_configs: dict[str
         names = {signals.splitter_name(splitters, language) for language in languages}
         warm += [(f"{words.__name__}:load_splitter", name) for name in sorted(names)]
     return tuple(warm)
+
+
+def preflight(config: FilterStage) -> list[str]:
+    """A language filter's own fastText model is checked before any work, in a child process
+    with limits (a truncated file must not take a worker down): one line naming the file."""
+    from fineflow.model_check import ModelCheckError
+    from fineflow.tasks.text import fasttext_file
+
+    for options in config.filters:
+        model = getattr(options, "model", None) if options.name == "language" else None
+        if model and model != langid.DEFAULT_MODEL:
+            try:
+                fasttext_file.check(storage.local_file(langid.resolve_model_path(model)))
+            except (FileNotFoundError, ModelCheckError) as error:
+                raise ValueError(f"filters.language.model: {error}") from None
+    return []
 
 
 def plan_filter(config: FilterStage, ctx: PlanContext) -> list[StepPlan]:

@@ -20,7 +20,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from fineflow.tasks.quality import fasttext_file
+from fineflow.tasks.text import fasttext_file
 
 POSITIVE = "__label__hq"
 NEGATIVE = "__label__lq"

@@ -59,7 +59,12 @@ def load_model(model: str):  # noqa: ANN201 (a fastText model)
         if path not in _models:
             import fasttext  # fasttext-numpy2
 
-            _models[path] = fasttext.load_model(storage.local_file(path))  # fastText reads local files only
+            local = storage.local_file(path)  # fastText reads local files only
+            if model != DEFAULT_MODEL:  # a user's file: a damaged one must fail in a checked child, not here
+                from fineflow.tasks.text import fasttext_file
+
+                fasttext_file.check(local)
+            _models[path] = fasttext.load_model(local)
         _models[model] = _models[path]
         return _models[path]
 
