@@ -201,6 +201,11 @@ def test_the_dry_run_estimate_counts_cached_segments_and_measures_throughput(nmt
     after = estimate(*plans(7))
     assert after[0]["segments"] == 14 and after[0]["cached"] == 8 and after[0]["to_send"] == 6
     assert after[0]["throughput"].endswith("(measured)") and after[0]["server_hours"] >= 0
+    from fineflow import cache_admin  # the namespace says what it holds, for `fineflow cache list`
+
+    (space,) = cache_admin.list_namespaces(str(tmp_path / "store"))
+    assert (space.family, space.answers, space.record["pair"]) == ("translate", 8, ["en", "fr"])
+    assert space.model.startswith("http:") and space.record["scheme"] == 2
     fresh = tmp_path / "missing"
     stage = registry.validate_stage({"stage": "translate", "targets": ["fr"], "backend": http_backend(nmt)})
     unplanned = plan_stage(stage, str(tmp_path / "s2"), StageInputs((Source("docs", "f" * 20, str(fresh), 1),)), "translate")

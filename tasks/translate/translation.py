@@ -30,7 +30,7 @@ from fineflow import storage
 from fineflow.artifacts import commit_artifact
 from fineflow.documents import DOCUMENT_SCHEMA, commit_shard, read_input, read_table, undecodable_rows
 from fineflow.fingerprint import digest
-from fineflow.llm import LLMClient, LLMServer, ResponseCache
+from fineflow.llm import CACHE_SCHEME, LLMClient, LLMServer, ResponseCache
 from fineflow.tasks.text import langid
 from fineflow.tasks.translate import backends, qc, window
 from fineflow.tasks.translate.segment import Piece, reassemble, segment_document, segments
@@ -67,6 +67,14 @@ def cache_folder(params: dict, source: str, target: str) -> str:
     """The segment cache of one model, prompt, decoding and language pair (shared across runs)."""
     space = digest({"model": params["model_id"], "pair": [source, target]}, chars=24)
     return storage.join(params["cache"], space)
+
+
+def cache_record(params: dict, source: str, target: str) -> dict:
+    """What a segment-cache namespace holds, for ``fineflow cache list`` (its namespace.json)."""
+    identity = params["model_id"]
+    server = (identity.get("decoding") or {}).get("server") or identity["kind"]
+    return {"scheme": CACHE_SCHEME, "model": params["model_name"], "decoding": {"server": server},
+            "identity": identity, "pair": [source, target]}
 
 
 def _backend(spec: dict) -> Any:
@@ -125,7 +133,8 @@ def translate_shard(shard: dict, params: dict, output_url: str, rejects_url: str
                     by_source[doc["language"] or "und"].append(index)
             for source, indexes in sorted(by_source.items()):
                 texts = sorted({text for i in indexes for text in segments(split[i])})
-                cache = ResponseCache(cache_folder(params, source, target), params["flush_every"])
+                cache = ResponseCache(cache_folder(params, source, target), params["flush_every"],
+                                      record=cache_record(params, source, target))
                 before = (stats.segments, stats.cache_hits, stats.sent)
                 found, failures = backends.translate_all(spec, backend, cache, texts, source, target, stats)
                 per_target[target]["segments"] += stats.segments - before[0]
