@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from http_reply import reply
 from llm_server import LlamaServer, kill_after_batches, require_server_python
 from test_tokenize import REPO, documents, run_stage  # noqa: F401 (documents: a module fixture)
 
@@ -116,10 +117,7 @@ class _Garbage(http.server.BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802 (http.server's name)
         type(self).seen += 1
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.send_response(self.status)
-        self.send_header("Content-Length", str(len(self.body)))
-        self.end_headers()
-        self.wfile.write(self.body)
+        reply(self, self.status, self.body)
 
     def log_message(self, *args):
         pass
@@ -181,10 +179,7 @@ class _StandIn(http.server.BaseHTTPRequestHandler):
         status, text = self.answer(body)
         data = json.dumps({"choices": [{"text": text, "message": {"content": text}, "finish_reason": "stop"}],
                            "usage": {"prompt_tokens": 10, "completion_tokens": 2}}).encode() if status == 200 else text.encode()
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        reply(self, status, data)
 
     def log_message(self, *args):
         pass

@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from http_reply import reply
 from pydantic import ValidationError
 from stage_runner import run_plans
 from test_tokenize import documents  # noqa: F401 (a module fixture: the sample's documents)
@@ -94,11 +95,7 @@ class PlantedNMT:
                 owner.received += body["texts"]
                 out = [owner.answer(text, body["tgt_lang"]) for text in body["texts"]]
                 data = json.dumps({"translations": out}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                reply(self, 200, data)
 
             def log_message(self, *args: object) -> None:
                 pass

@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from http_reply import reply
 from pydantic import ValidationError
 from test_translate import PlantedNMT, http_backend, run, table_of, totals, write_documents
 
@@ -45,11 +46,7 @@ class RefusingOpenAI:
                 else:
                     status, body = 200, {"choices": [{"message": {"content": FRENCH}}], "usage": {"prompt_tokens": 1}}
                 data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                reply(self, status, data)
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -111,10 +108,7 @@ def test_an_http_nmt_server_refusing_one_text_of_a_batch_rejects_only_its_docume
         try:
             planted(self)
         except ValueError:
-            self.send_response(422)
-            self.send_header("Content-Length", "20")
-            self.end_headers()
-            self.wfile.write(b'{"error": "no good"}')
+            reply(self, 422, b'{"error": "no good"}')
 
     handler.do_POST = do_post
     try:
