@@ -304,32 +304,41 @@ def test_cancelling_a_run_stops_its_dask_work_and_a_later_run_resumes(stack, api
 
     from fineflow.faults import arm
 
-    # Both workers busy until the test itself stops them (below): shard 2 waits in the scheduler's
-    # queue however slowly the cancellation goes.
-    for shard in ("00000", "00001"):
-        arm(faults, f"crawl-extract-{shard}", "hang", "3600")
+    # Every crawl shard hangs when it starts, until the test itself stops it (below): whichever
+    # shards Dask starts first, none can commit, and once every worker thread is taken the rest
+    # wait in the scheduler's queue however slowly the cancellation goes.
+    shards = len(reference["outputs"]["crawl/extract"])
+    armed = [arm(faults, f"crawl-extract-{shard:05d}", "hang", "3600") for shard in range(shards)]
+    address = stack.environment()["FINEFLOW_DASK_ADDRESS"]
+    with Client(address, timeout=30) as client:
+        slots = sum(worker["nthreads"] for worker in client.scheduler_info()["workers"].values())
+    assert slots < shards, f"the stack's {slots} worker threads would leave no crawl shard queued"
     root = f"s3://fineflow/cancel-{uuid.uuid4().hex[:8]}"
     parameters = {"run": {"pipeline": "examples/demo.yaml", "storage": root}}
     run_id = ui_custom_run(api, deployments["demo"], parameters)
     deadline = time.monotonic() + 480  # (a guard against a hung test, not a timing assumption)
-    while len(list(faults.glob("*.fired"))) < 2:
+    while len(list(faults.glob("*.fired"))) < slots:
         assert time.monotonic() < deadline, "the hanging shards never started"
         time.sleep(0.5)
     ui_cancel(api, run_id)
     assert wait_for(api, run_id, timeout_s=480)["state"]["type"] == "CANCELLED"
 
-    with Client(stack.environment()["FINEFLOW_DASK_ADDRESS"], timeout=30) as client:
+    with Client(address, timeout=30) as client:
         # the cancelled run released its Dask work: the scheduler holds none of its tasks, the
-        # queued shard included, while two of them still hang on the workers
+        # queued shards included, while the started ones still hang on the workers
         deadline = time.monotonic() + 480
         while client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)):
             assert time.monotonic() < deadline, "the cancelled run's tasks are still on the scheduler"
             time.sleep(1)
+        started = sorted(path.name for path in faults.glob("*.fired"))
         client.restart()  # ends the hanging tasks (and the test's wait for them): they never commit
+    assert len(started) == slots  # no queued shard started after the cancel
     fs = stack_fs(stack)
     written = [p for p in fs.find(root.removeprefix("s3://")) if "/crawl/extract/" in p and p.endswith(".parquet")]
-    assert not written, written  # nothing committed after the cancel: the queued shard never started
+    assert not written, written  # nothing committed: the started shards hung, the queued never ran
     assert not fs.exists(f"{root.removeprefix('s3://')}/dedup")
+    for path in armed:  # the queued shards' faults, never taken: the next run must not hang on them
+        path.unlink(missing_ok=True)
 
     second = ui_custom_run(api, deployments["demo"], parameters)
     assert wait_for(api, second)["state"]["type"] == "COMPLETED"
