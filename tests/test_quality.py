@@ -317,3 +317,188 @@ def test_the_sample_step_leaves_out_a_text_that_is_not_utf8_and_counts_it(tmp_pa
     result = sample_shard({"shard": 0, "input": str(tmp_path / "in.parquet")}, params, str(tmp_path / "out.parquet"), None)
     assert result["stats"]["skips"] == {"no_text": 1, "undecodable": 1} and result["stats"]["docs_in"] == 3
     assert pq.read_table(tmp_path / "out.parquet")["text"].to_pylist() == ["a lesson"]
+
+
+# -- calibration floor, full texts, hf models (issue 28) ------------------------------------------
+
+
+def _two_class_model(path: Path) -> str:
+    texts = [f"a lesson about topic {i} with words" for i in range(40)] + [f"buy now cheap deal {i}" for i in range(40)]
+    fasttext_model.train(texts, [True] * 40 + [False] * 40, {"epoch": 5, "lr": 1.0, "dim": 10, "word_ngrams": 2, "min_count": 1,
+                                                             "ws": 5, "bucket": 2000}, 0, str(path))
+    return str(path)
+
+
+def test_a_language_below_the_floor_uses_the_global_thresholds_and_says_why(tmp_path):
+    """One document of xx (a low score) and 60 tied documents of yy got percentiles of their own: every one of
+    them at or above its language's 95th percentile, bucket 19, level 4, which rebalance upsamples."""
+    from test_quality_properties import document_table, run_steps
+
+    from fineflow.tasks.quality.report import figures, quality_tables, summary_fields
+
+    model = _two_class_model(tmp_path / "model.bin")
+    english = [f"a lesson about topic {i} with words" if i % 2 else f"buy now cheap deal number {i} today" for i in range(60)]
+    texts = [*english, "buy now cheap deal", *["buy now cheap shoes"] * 60]
+    languages = ["en"] * 60 + ["xx"] + ["yy"] * 60
+    result, kept, _ = run_steps(document_table([t.encode() for t in texts], languages), model, tmp_path / "run", keep=[],
+                                scorers=2, ensemble=True, per_language=True)
+    level = dict(zip(kept["id"].to_pylist(), kept["quality_level"].to_pylist()))
+    bucket = dict(zip(kept["id"].to_pylist(), kept["quality_bucket"].to_pylist()))
+    assert bucket["d60"] < 19 and level["d60"] < 4  # xx: the global thresholds place its low score
+    assert all(bucket[f"d{n}"] < 19 for n in range(61, 121))  # yy: tied, also judged globally
+    assert max(bucket.values()) == 19  # en kept its own thresholds: its best documents still reach the top
+    per_language = result["calibrate"]["stats"]["per_language"]
+    english_counts = per_language["scorers"]["ft"]["en"]
+    assert english_counts["documents"] == 60 and english_counts["distinct_scores"] >= 20 and english_counts["own_thresholds"] == 1
+    assert per_language["scorers"]["ft"]["yy"] == {"documents": 60, "distinct_scores": 1, "own_thresholds": 0}
+    summary = {"name": "q", **summary_fields({"calibrate": result["calibrate"]["stats"], "decide": result["stats"]})}
+    assert summary["calibration"]["fallbacks"] == [
+        "language xx: 1 document (< min_docs 50), global thresholds used",
+        "language yy: 1 distinct score of ft (< min_distinct_scores 20), global thresholds used",
+        "language yy: 1 distinct score of ft2 (< min_distinct_scores 20), global thresholds used",
+    ]
+    table = next(t for t in quality_tables(summary) if t.key == "calibration")
+    assert {(r["language"], r["scorer"], r["thresholds"], r["why"]) for r in table.rows if r["language"] == "xx"} == {
+        ("xx", "ft", "global", "1 document (< min_docs 50)"), ("xx", "ft2", "global", "1 document (< min_docs 50)")}
+    chart = dict(figures(summary))["quality-calibration"]
+    assert "1 distinct score (< min_distinct_scores 20)" in chart.data[1].text
+    # With a floor of one document and one score, xx's own percentiles come back (the old behaviour, by choice).
+    result, kept, _ = run_steps(document_table([t.encode() for t in texts], languages), model, tmp_path / "floorless", keep=[],
+                                scorers=2, ensemble=True, per_language=True, min_docs=1, min_distinct_scores=1)
+    assert dict(zip(kept["id"].to_pylist(), kept["quality_bucket"].to_pylist()))["d60"] == 19
+
+
+def test_the_floor_is_range_checked():
+    for bad in ({"min_docs": 0}, {"min_distinct_scores": 0}, {"min_docs": 10**9}, {"min_docs": 1.5}):
+        with pytest.raises(ValidationError, match="min_d"):
+            registry.validate_stage(fasttext_stage(calibrate={"per_language": True, **bad}))
+    floor = registry.validate_stage(fasttext_stage(calibrate={"per_language": True})).calibrate
+    assert (floor.min_docs, floor.min_distinct_scores) == (50, 20)
+
+
+def _preset_stage(name: str) -> dict:
+    import yaml
+
+    pipeline = yaml.safe_load((Path(__file__).parent.parent / "examples" / f"quality-{name}.yaml").read_text())
+    return next(stage for stage in pipeline["stages"] if stage["stage"] == "quality")
+
+
+def test_the_dclm_preset_scores_the_whole_text(documents, tmp_path):  # noqa: F811
+    """DCLM and PreSelect score whole documents; the first 10,000 characters were scored. Two documents that
+    differ only after their first 10,000 characters got the same score."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    shards = sorted(documents.glob("part-*.parquet"))
+    for path in shards:
+        pq.write_table(pq.read_table(path), folder / path.name)
+    table = pa.concat_tables([pq.read_table(p) for p in shards])
+    urls, texts = table["url"].to_pylist(), table["text"].to_pylist()
+    handbook = "\n".join(t for u, t in zip(urls, texts) if "debian-handbook.info" in u)[:20_000]
+    other = "\n".join(t for u, t in zip(urls, texts) if "debian-handbook.info" not in u)
+    filler = other[:10_000]
+    assert len(filler) == 10_000 and len(handbook) == 20_000
+    probes = table.slice(0, 2)
+    probes = probes.set_column(probes.schema.get_field_index("id"), "id", pa.array(["probe-handbook", "probe-other"]))
+    probes = probes.set_column(probes.schema.get_field_index("url"), "url", pa.array(["https://probe.example/a", "https://probe.example/b"]))
+    probes = probes.set_column(probes.schema.get_field_index("text"), "text",
+                               pa.array([filler + "\n" + handbook, filler + "\n" + other[10_000:30_000]]))
+    pq.write_table(probes.cast(table.schema), folder / f"part-{len(shards):05d}.parquet")
+
+    config = _preset_stage("dclm")
+    steps = run_stage(config, tmp_path / "store", folder, "dclm")
+    assert steps["score"][0].params["max_chars"] is None and steps["score"][0].params["scorers"]["dclm"]["max_chars"] is None
+    kept, rejects = output_table(steps, "decide"), pa.concat_tables(
+        [pq.read_table(f) for f in sorted(Path(steps["decide"][0].location.rejects_folder).glob("*.parquet"))])
+    scores = {i: s for t in (kept, rejects) for i, s in zip(t["id"].to_pylist(), t["quality_dclm"].to_pylist())}
+    assert scores["probe-handbook"] > scores["probe-other"]  # decided by the text after 10,000 characters
+
+
+def test_presets_score_whole_texts_and_encoders_keep_their_window(tmp_path):
+    for name in ("dclm", "preselect"):
+        config = registry.validate_stage(_preset_stage(name))
+        assert [config.scored_chars(s) for s in config.scorers] == [None]
+        assert [c.train_chars for c in config.classifiers.values()] == [None]
+    config = registry.validate_stage(stage(classifiers={"emb": {"model": "embedding", "labels": HANDBOOK}},
+                                           scorers={"emb": {"trained": "emb"}, "own": {"trained": "emb", "max_chars": 700}}))
+    assert (config.scored_chars("emb"), config.scored_chars("own"), config.classifiers["emb"].train_chars) == (10_000, 700, 10_000)
+    plans = plans_of(fasttext_stage() | {"scorers": {"ref": {"trained": "ref"}, "cut": {"trained": "ref", "max_chars": 500}}}, tmp_path)
+    assert plans["score"].params["max_chars"] is None
+    assert {n: s["max_chars"] for n, s in plans["score"].params["scorers"].items()} == {"ref": None, "cut": 500}
+
+
+def test_scoring_runs_in_bounded_batches_and_reads_past_them(tmp_path):
+    """Whole texts are scored a few million characters at a time, a longer document alone; its end still counts."""
+    from test_quality_properties import document_table, run_steps
+
+    from fineflow.tasks.quality.score import batches
+
+    assert batches(np.array([3, 3, 3, 10, 1, 1]), limit=6) == [(0, 2), (2, 3), (3, 4), (4, 6)]
+    assert batches(np.zeros(0, np.int64)) == []
+    model = _two_class_model(tmp_path / "model.bin")
+    neutral = "the of and to in is " * 700_000  # 14 M characters: more than three batches' limit
+    docs = document_table([(neutral + "a lesson about topic 3 with words " * 30).encode(), (neutral + "buy now cheap deal " * 30).encode(),
+                           b"short"], ["en"] * 3)
+    _, kept, _ = run_steps(docs, model, tmp_path / "run", keep=[])
+    lesson, buy = kept["quality_ft"].to_pylist()[:2]
+    assert lesson > buy
+
+
+def _hf_folder(path: Path, config: dict) -> str:
+    """A model folder's config.json as transformers writes it (the weights are not read to judge it)."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps({"architectures": ["BertForSequenceClassification"], "model_type": "bert", **config}))
+    return str(path)
+
+
+def test_an_hf_scorer_needs_a_label_its_model_has_and_a_classifier_has_no_int_score(tmp_path):
+    two = _hf_folder(tmp_path / "two", {"id2label": {"0": "lq", "1": "hq"}, "label2id": {"lq": 0, "hq": 1}})
+    three = _hf_folder(tmp_path / "three", {"id2label": {"0": "Low", "1": "Medium", "2": "High"}})
+    one = _hf_folder(tmp_path / "one", {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}, "problem_type": "regression"})
+    # A missing label was the last class, in silence.
+    with pytest.raises(ValueError, match=r"^scorers.nv.hf: three: the model has no label 'hq' \(its labels: Low, Medium, High\)"):
+        preflight_stage(registry.validate_stage(stage(scorers={"nv": {"hf": three}})))
+    with pytest.raises(ValueError, match="no label 'hq'"):
+        plans_of(stage(scorers={"nv": {"hf": three}}), tmp_path / "store")
+    assert preflight_stage(registry.validate_stage(stage(scorers={"nv": {"hf": three, "label": "High"}}))) == []
+    # Two classes: a classifier by its config, so no 0-5 int score, and a min_int rule on it is refused.
+    plans = plans_of(stage(scorers={"two": {"hf": two}, "edu": {"hf": one}}), tmp_path / "store")
+    assert {n: s["regression"] for n, s in plans["score"].params["scorers"].items()} == {"two": False, "edu": True}
+    with pytest.raises(ValueError, match="keep: scorer two is not a 0-5 regressor"):
+        preflight_stage(registry.validate_stage(stage(scorers={"two": {"hf": two}}, keep=[{"scorer": "two", "min_int": 3}])))
+    with pytest.raises(ValidationError, match="not a 0-5 regressor"):
+        registry.validate_stage(stage(scorers={"two": {"hf": two, "regression": False}}, keep=[{"scorer": "two", "min_int": 3}]))
+    # A stated kind must fit the outputs.
+    with pytest.raises(ValueError, match="a 0-5 regressor has one output, this model has 2 \\(lq, hq\\)"):
+        preflight_stage(registry.validate_stage(stage(scorers={"two": {"hf": two, "regression": True}})))
+    with pytest.raises(ValueError, match="a one-output model has no class probabilities"):
+        preflight_stage(registry.validate_stage(stage(scorers={"edu": {"hf": one, "regression": False}})))
+    with pytest.raises(ValidationError, match="regression is an hf scorer's option"):
+        registry.validate_stage(stage(scorers={"ft": {"fasttext": "/m.bin", "regression": True}}))
+
+
+def test_a_real_two_class_hf_model_scores_without_an_int_column(tmp_path):
+    """Real (tiny, random) transformers models through the score step: a two-class model's probability has no
+    quality_<name>_int; a FineWeb-Edu-style one-output model has; a label the model lacks is refused at load."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from test_quality_properties import document_table
+
+    from fineflow.tasks.quality.score import score_shard
+    from fineflow.tasks.quality.scorers import HFScorer, ScorerError
+
+    tokenizer = transformers.BertTokenizerFast.from_pretrained(str(embedding.model_folder(embedding.PACKAGED)))
+    for labels in (1, 2):
+        torch.manual_seed(0)
+        config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                         intermediate_size=64, num_labels=labels, id2label={0: "lq", 1: "hq"} if labels == 2 else None)
+        transformers.BertForSequenceClassification(config).save_pretrained(tmp_path / str(labels))
+        tokenizer.save_pretrained(tmp_path / str(labels))
+    with pytest.raises(ScorerError, match=r"the model has no label 'High' \(its labels: lq, hq\)"):
+        HFScorer(str(tmp_path / "2"), "High", "cpu", 2)
+    config = registry.validate_stage(stage(scorers={"two": {"hf": str(tmp_path / "2")}, "edu": {"hf": str(tmp_path / "1")}}))
+    plans = plans_of(config.model_dump(mode="json"), tmp_path / "store")
+    pq.write_table(document_table([b"A lesson on fractions.", b"Buy cheap shoes now!"], ["en", "en"]), tmp_path / "in.parquet")
+    score_shard({"shard": 0, "input": str(tmp_path / "in.parquet")}, plans["score"].params, str(tmp_path / "scores.parquet"), None)
+    scores = pq.read_table(tmp_path / "scores.parquet")
+    assert "quality_two_int" not in scores.column_names and "quality_edu_int" in scores.column_names
+    assert all(0 < p < 1 for p in scores["quality_two"].to_pylist())

@@ -41,8 +41,10 @@ def document_table(texts: list[bytes | None], languages: list[str | None]) -> pa
 
 
 def run_steps(docs: pa.Table, model: str, folder: Path, keep: list[dict], scorers: int = 1, ensemble: bool = False,
-              per_language: bool = False, weight: str = "chars", max_chars: int = 10_000) -> tuple[dict, pa.Table, pa.Table]:
-    """score -> calibrate -> decide on one shard; the decide step's result, kept documents and rejects."""
+              per_language: bool = False, weight: str = "chars", max_chars: int | None = None, min_docs: int = 50,
+              min_distinct_scores: int = 20) -> tuple[dict, pa.Table, pa.Table]:
+    """score -> calibrate -> decide on one shard; the decide step's result (with the calibrate step's under
+    ``calibrate``), kept documents and rejects."""
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(docs, folder / "input.parquet")
     shard = {"shard": 0, "input": str(folder / "input.parquet")}
@@ -51,12 +53,14 @@ def run_steps(docs: pa.Table, model: str, folder: Path, keep: list[dict], scorer
                     "batch_size": 64, "device": None, "regression": False} for name in names}
     scores, grids = str(folder / "scores.parquet"), str(folder / "grids.parquet")
     score_shard(shard, {"scorers": specs, "max_chars": max_chars}, scores, str(folder / "scores-rejects.parquet"))
-    calibrate_shard({"shard": 0}, {"scores": [scores], "scorers": names, "weight": weight, "per_language": per_language},
-                    grids, str(folder / "grids-rejects.parquet"))
+    calibrated = calibrate_shard({"shard": 0}, {"scores": [scores], "scorers": names, "weight": weight, "per_language": per_language,
+                                                "min_docs": min_docs, "min_distinct_scores": min_distinct_scores},
+                                 grids, str(folder / "grids-rejects.parquet"))
     result = decide_shard({**shard, "scores": scores}, {
         "grids": grids, "scorers": names, "per_language": per_language, "weight": weight, "ensemble": ensemble,
         "keep": [KeepRule(**rule).model_dump(mode="json") for rule in keep],
     }, str(folder / "kept.parquet"), str(folder / "rejects.parquet"))
+    result["calibrate"] = calibrated
     return result, pq.read_table(folder / "kept.parquet"), pq.read_table(folder / "rejects.parquet")
 
 
@@ -73,19 +77,20 @@ keep_rules = st.sampled_from([[], [{"scorer": "ft", "min": 0.5}], [{"scorer": "f
 @settings(derandomize=True, deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
 @given(texts=st.lists(hostile_text, min_size=0, max_size=12), data=st.data(), keep=keep_rules,
        ensemble=st.booleans(), per_language=st.booleans(), weight=st.sampled_from(["tokens", "bytes", "chars", "docs"]),
-       max_chars=st.integers(1, 20_000))
+       max_chars=st.one_of(st.none(), st.integers(1, 20_000)), min_docs=st.integers(1, 5))
 @example(texts=[INVALID_UTF8, b"fine text", None], data=None, keep=[{"scorer": "ft", "min": 0.5}], ensemble=True,
-         per_language=True, weight="chars", max_chars=10_000)
-@example(texts=[INVALID_UTF8], data=None, keep=[], ensemble=True, per_language=False, weight="tokens", max_chars=1)
+         per_language=True, weight="chars", max_chars=10_000, min_docs=1)
+@example(texts=[INVALID_UTF8], data=None, keep=[], ensemble=True, per_language=False, weight="tokens", max_chars=1, min_docs=1)
 def test_every_document_comes_out_once_with_finite_scores(model, tmp_path_factory, texts, data, keep, ensemble,
-                                                          per_language, weight, max_chars):
+                                                          per_language, weight, max_chars, min_docs):
     languages = (data.draw(st.lists(st.sampled_from(["en", "de", None]), min_size=len(texts), max_size=len(texts)))
                  if data is not None else [None] * len(texts))
     if ensemble and data is not None and data.draw(st.booleans()):
         keep = [*keep, {"min_level": 2}]
     folder = tmp_path_factory.mktemp("run")
     result, kept, rejects = run_steps(document_table(texts, languages), model, folder, keep, scorers=2 if ensemble else 1,
-                                      ensemble=ensemble, per_language=per_language, weight=weight, max_chars=max_chars)
+                                      ensemble=ensemble, per_language=per_language, weight=weight, max_chars=max_chars,
+                                      min_docs=min_docs, min_distinct_scores=min_docs)
 
     seen = Counter(kept["id"].to_pylist() + rejects["id"].to_pylist())
     assert seen == Counter(f"d{n}" for n in range(len(texts)))  # each document exactly once

@@ -2,7 +2,10 @@
 
 Reads the score shards' scores and weights and stores, per scorer (and per language when
 configured; ``*`` is every language), the quantile grid of ``buckets.GRID`` steps for each
-weight unit (tokens, bytes, characters, documents). Keep rules and Nemotron-CC's buckets read
+weight unit (tokens, bytes, characters, documents). A language with fewer than ``min_docs``
+scored documents, or whose scores take fewer than ``min_distinct_scores`` values, gets no grid
+of its own: percentiles of one document (or of tied scores) would put it all in the top bucket,
+so it is judged by the global thresholds, and the step's ``per_language`` counts say why. Keep rules and Nemotron-CC's buckets read
 their thresholds from it in ``decide``, so a new threshold or top share re-runs only ``decide``.
 """
 
@@ -18,7 +21,7 @@ from fineflow.documents import commit_shard, read_table
 from fineflow.tasks.quality import buckets
 from fineflow.tasks.quality.score import score_column
 
-STEP_VERSION = "1"
+STEP_VERSION = "2"
 LIBRARIES = ("numpy", "pyarrow")
 
 UNITS = ("tokens", "bytes", "chars", "docs")
@@ -48,10 +51,18 @@ def calibrate_shard(shard: dict, params: dict, output_url: str, rejects_url: str
     rows = []
     thresholds: dict[str, dict[str, float]] = {}
     means: dict[str, float] = {}
+    by_language: dict[str, dict[str, dict[str, int]]] = {}
     for name in names:
         for language, part in groups.items():
             part = part.filter(pc.is_valid(part[score_column(name)]))  # an undecodable text has no score
             scores = part[score_column(name)].to_numpy(zero_copy_only=False).astype(np.float64)
+            if language != ALL:
+                distinct = int(np.unique(scores).size)
+                own = part.num_rows >= params["min_docs"] and distinct >= params["min_distinct_scores"]
+                by_language.setdefault(name, {})[language] = {
+                    "documents": part.num_rows, "distinct_scores": distinct, "own_thresholds": int(own)}
+                if not own:  # no grid of its own: decide reads the global one (``decide.Grids``)
+                    continue
             for unit in UNITS:
                 grid = buckets.quantile_grid(scores, _weights(part, unit))
                 rows.append({"scorer": name, "language": language, "unit": unit, "documents": part.num_rows,
@@ -63,5 +74,30 @@ def calibrate_shard(shard: dict, params: dict, output_url: str, rejects_url: str
         if pc.count(column).as_py():
             means[name] = round(float(pc.mean(column).as_py()), 6)
     grids = pa.Table.from_pylist(rows, schema=GRID_SCHEMA)
+    floor = {"per_language": {"min_docs": params["min_docs"], "min_distinct_scores": params["min_distinct_scores"],
+                              "scorers": by_language}} if params["per_language"] else {}
     return commit_shard(shard["shard"], output_url, grids, docs_in=table.num_rows, documents_scored=table.num_rows,
-                        percentiles=thresholds, mean_score=means, seconds=round(time.perf_counter() - started, 3))
+                        percentiles=thresholds, mean_score=means, **floor, seconds=round(time.perf_counter() - started, 3))
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
+def fallbacks(per_language: dict) -> list[str]:
+    """Why each language below the floor uses the global thresholds, one line per language (and scorer, when
+    only some of its scorers' scores are too few distinct values), from the calibrate step's ``per_language``."""
+    min_docs, min_distinct = per_language["min_docs"], per_language["min_distinct_scores"]
+    found = []
+    languages = sorted({language for by in per_language["scorers"].values() for language in by})
+    for language in languages:
+        entries = {name: by[language] for name, by in sorted(per_language["scorers"].items()) if language in by}
+        documents = max(entry["documents"] for entry in entries.values())
+        if documents < min_docs:
+            found.append(f"language {language}: {plural(documents, 'document')} (< min_docs {min_docs}), global thresholds used")
+            continue
+        for name, entry in entries.items():
+            if not entry["own_thresholds"]:
+                found.append(f"language {language}: {plural(entry['distinct_scores'], 'distinct score')} of {name} "
+                             f"(< min_distinct_scores {min_distinct}), global thresholds used")
+    return found

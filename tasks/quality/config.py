@@ -8,7 +8,7 @@ every document with any number of scorers, calibrate thresholds, decide.
         sample_size: 500              # per language (stratified), or in all
       classifiers:                    # optional: trained in the run
         edu: {model: embedding, labels: {annotations: true}}   # a 0-5 regression head
-      scorers:                        # each adds quality_<name> (and quality_<name>_int for 0-5 regressors)
+      scorers:                        # each adds quality_<name> (and quality_<name>_int for 0-5 regressors only)
         edu: {trained: edu}
         dclm: {fasttext: /models/openhermes_reddit_eli5_vs_rw_v2_bigram_200k_train.bin, label: __label__hq}
       keep:                           # every rule must pass
@@ -26,6 +26,9 @@ from fineflow.llm import LLMServer
 from fineflow.stage_config import NAME_PATTERN, StageConfig, Strict
 
 BUILTIN_PROMPTS = ("edu",)
+# Characters an encoder scorer (an embedding head, an hf model) reads by default: more than its
+# 512-token window holds in any language, so the cut only spares tokenizing what would be dropped.
+ENCODER_MAX_CHARS = 10_000
 
 
 class Annotate(Strict):
@@ -139,7 +142,10 @@ class Classifier(Strict):
                           "Regressors train on every label")
     held_out: float = Field(default=0.2, gt=0, lt=1, description="share of labelled documents kept for evaluation")
     seed: int = 0
-    max_chars: int = Field(default=10_000, ge=1, description="characters of each document trained on and scored")
+    max_chars: int | None = Field(
+        default=None, ge=1, description="characters of each document trained on (default: the whole text, as DCLM and "
+        "PreSelect trained; an embedding encoder reads its max_tokens of it)",
+    )
     fasttext: FastTextParams = Field(default_factory=FastTextParams)
     embedding: EmbeddingParams = Field(default_factory=EmbeddingParams)
 
@@ -148,6 +154,13 @@ class Classifier(Strict):
         if self.model == "fasttext" and self.regression:
             raise ValueError("a fastText model is a classifier: regression needs model: embedding")
         return self
+
+    @property
+    def train_chars(self) -> int | None:
+        """Characters of each labelled document trained on: max_chars, else the whole text for fastText."""
+        if self.max_chars is not None:
+            return self.max_chars
+        return None if self.model == "fasttext" else ENCODER_MAX_CHARS
 
     @property
     def is_regression(self) -> bool:
@@ -162,9 +175,16 @@ class Scorer(Strict):
     trained: str | None = Field(default=None, description="a classifier of this stage's `classifiers`")
     fasttext: str | None = Field(default=None, description="a fastText .bin by path or URL (e.g. DCLM's)")
     hf: str | None = Field(default=None, description="a Hugging Face sequence-classification model folder (torch needed)")
-    label: str = Field(default="__label__hq", description="fastText: the label whose probability is the score")
-    regression: bool | None = Field(default=None, description="hf: the model outputs a 0-5 score (default: from its config)")
-    max_chars: int = Field(default=10_000, ge=1)
+    label: str = Field(default="__label__hq", description="fastText or an hf classifier: the label whose probability "
+                       "is the score (hf: one of the model's id2label names; a '__label__' prefix is ignored)")
+    regression: bool | None = Field(
+        default=None, description="hf: true for a 0-5 regressor (one output, FineWeb-Edu's int_score), false for a "
+        "classifier; default: read from the model's config.json (problem_type, else num_labels / id2label)",
+    )
+    max_chars: int | None = Field(
+        default=None, ge=1, description="characters of each document scored (default: the whole text for fastText, as "
+        f"DCLM and PreSelect score; {ENCODER_MAX_CHARS:,} for encoder models, whose token window reads less)",
+    )
     batch_size: int = Field(default=64, ge=1)
     device: str | None = Field(default=None, description="hf: cuda, cpu, ... (default: cuda when present)")
 
@@ -172,6 +192,8 @@ class Scorer(Strict):
     def _one_model(self) -> Scorer:
         if sum(x is not None for x in (self.trained, self.fasttext, self.hf)) != 1:
             raise ValueError("a scorer names exactly one of trained, fasttext or hf")
+        if self.regression is not None and self.hf is None:
+            raise ValueError("regression is an hf scorer's option (a trained classifier states its own)")
         return self
 
 
@@ -201,6 +223,14 @@ class Calibrate(Strict):
         "tokenize stage upstream, else UTF-8 bytes, as Nemotron-CC), bytes, characters or documents",
     )
     per_language: bool = Field(default=False, description="thresholds per language")
+    min_docs: int = Field(
+        default=50, ge=1, le=1_000_000, description="per_language: a language with fewer scored documents uses the "
+        "global thresholds (its own percentiles would rest on too few scores)",
+    )
+    min_distinct_scores: int = Field(
+        default=20, ge=1, le=1_000_000, description="per_language: a language whose scores (per scorer) take fewer "
+        "distinct values uses the global thresholds (20: Nemotron-CC's buckets cannot all be told apart with fewer)",
+    )
     ensemble: bool | None = Field(default=None, description="Nemotron-CC's 20 buckets and 5 levels (default: with 2+ scorers)")
 
 
@@ -232,7 +262,7 @@ class QualityStage(StageConfig):
         for rule in self.keep:
             if rule.scorer is not None and rule.scorer not in self.scorers:
                 raise ValueError(f"keep: scorer {rule.scorer} is not one of scorers ({', '.join(self.scorers)})")
-            if rule.min_int is not None and rule.scorer and not self.is_regressor(rule.scorer):
+            if rule.min_int is not None and rule.scorer and self.is_regressor(rule.scorer) is False:
                 raise ValueError(f"keep: scorer {rule.scorer} is not a 0-5 regressor, so it has no int score")
             if rule.min_level is not None and not self.use_ensemble:
                 raise ValueError("keep: min_level needs the ensemble (2+ scorers, or calibrate.ensemble: true)")
@@ -242,11 +272,24 @@ class QualityStage(StageConfig):
         return sorted({labels.stage for c in self.classifiers.values() for labels in (c.labels.positives, c.labels.negatives)
                        if labels is not None and labels.stage is not None})
 
-    def is_regressor(self, scorer: str) -> bool:
+    def is_regressor(self, scorer: str) -> bool | None:
+        """Whether the scorer is a 0-5 regressor; None for an hf model that leaves it to its config.json
+        (``plan.hf_regression`` reads it)."""
         spec = self.scorers[scorer]
         if spec.trained is not None:
             return self.classifiers[spec.trained].is_regression
-        return bool(spec.hf is not None and spec.regression is not False)
+        if spec.hf is not None:
+            return spec.regression
+        return False
+
+    def scored_chars(self, scorer: str) -> int | None:
+        """Characters of each document the scorer reads: its max_chars, else the whole text for fastText
+        and ``ENCODER_MAX_CHARS`` for an encoder."""
+        spec = self.scorers[scorer]
+        if spec.max_chars is not None:
+            return spec.max_chars
+        fasttext = spec.fasttext is not None or (spec.trained is not None and self.classifiers[spec.trained].model == "fasttext")
+        return None if fasttext else ENCODER_MAX_CHARS
 
     @property
     def use_ensemble(self) -> bool:

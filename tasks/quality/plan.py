@@ -16,7 +16,7 @@ from typing import Any
 from fineflow import storage
 from fineflow.fingerprint import file_content_hash
 from fineflow.steps import PlanContext, StepPlan
-from fineflow.tasks.quality import annotate, calibrate, decide, sample, score, train
+from fineflow.tasks.quality import annotate, calibrate, decide, hf_config, sample, score, train
 from fineflow.tasks.quality.config import QualityStage
 from fineflow.tasks.quality.prompts import full_template, load_template
 
@@ -40,7 +40,7 @@ def _folder_hash(folder: str, root: str) -> list[dict[str, Any]]:
 
 
 def _classifier_params(config: QualityStage) -> dict[str, dict]:
-    return {name: {**spec.model_dump(mode="json"), "regression": spec.is_regression}
+    return {name: {**spec.model_dump(mode="json"), "regression": spec.is_regression, "max_chars": spec.train_chars}
             for name, spec in config.classifiers.items()}
 
 
@@ -59,11 +59,35 @@ def _annotate_params(config: QualityStage) -> tuple[dict, dict] | tuple[None, No
     return spec, fingerprinted
 
 
+def hf_model(name: str, config: QualityStage) -> hf_config.HFModel:
+    """An hf scorer's model as its config.json and the stage's settings make it (a missing label, or a stated
+    regression its outputs contradict, is an error naming the scorer)."""
+    spec = config.scorers[name]
+    assert spec.hf is not None
+    try:
+        return hf_config.resolve(spec.hf, spec.label, spec.regression)
+    except hf_config.HFModelError as error:
+        raise ValueError(f"scorers.{name}.hf: {error}") from None
+
+
+def regressors(config: QualityStage) -> dict[str, bool]:
+    """Each scorer: a 0-5 regressor (a quality_<name>_int column) or not; an hf model's config.json decides
+    where the stage does not say. A min_int rule on a scorer that is not one is an error."""
+    found = {name: (hf_model(name, config).regression if spec.hf is not None else bool(config.is_regressor(name)))
+             for name, spec in config.scorers.items()}
+    for rule in config.keep:
+        if rule.min_int is not None and rule.scorer and not found[rule.scorer]:
+            raise ValueError(f"keep: scorer {rule.scorer} is not a 0-5 regressor (its model is a classifier), "
+                             "so it has no int score: use min or top_share")
+    return found
+
+
 def _scorer_params(config: QualityStage, train_plan: StepPlan | None, root: str) -> tuple[dict, dict]:
     params, fingerprinted = {}, {}
+    regression = regressors(config)
     for name, spec in config.scorers.items():
-        common = {"label": spec.label, "max_chars": spec.max_chars, "batch_size": spec.batch_size,
-                  "device": spec.device, "regression": config.is_regressor(name)}
+        common = {"label": spec.label, "max_chars": config.scored_chars(name), "batch_size": spec.batch_size,
+                  "device": spec.device, "regression": regression[name]}
         if spec.trained is not None:
             classifier = config.classifiers[spec.trained]
             assert train_plan is not None
@@ -144,7 +168,8 @@ def plan_quality(config: QualityStage, ctx: PlanContext) -> list[StepPlan]:
         plans.append(train_plan)
 
     scorer_params, scorer_fingerprints = _scorer_params(config, train_plan, ctx.root)
-    max_chars = max(spec.max_chars for spec in config.scorers.values())
+    chars = [config.scored_chars(name) for name in config.scorers]
+    max_chars = None if None in chars else max(chars)  # what the step reads of each text (None: all of it)
     score_plan = ctx.step(
         score, "score_shard", step="score", params={"scorers": scorer_params, "max_chars": max_chars},
         fingerprint_params={"scorers": scorer_fingerprints, "max_chars": max_chars},
@@ -153,6 +178,7 @@ def plan_quality(config: QualityStage, ctx: PlanContext) -> list[StepPlan]:
     calibrate_params = {
         "scores": [score_plan.location.shard_url(n) for n in range(len(inputs))],
         "scorers": sorted(config.scorers), "weight": config.calibrate.weight, "per_language": config.calibrate.per_language,
+        "min_docs": config.calibrate.min_docs, "min_distinct_scores": config.calibrate.min_distinct_scores,
     }
     calibrate_plan = ctx.step(
         calibrate, "calibrate_shard", step="calibrate", params=calibrate_params,
@@ -192,6 +218,7 @@ def preflight(config: QualityStage) -> list[str]:
             raise ValueError(f"scorer {name}: hf models are read from a local folder, not {spec.hf}")
         if spec.hf is not None and not storage.exists(storage.join(spec.hf, "config.json")):
             raise ValueError(f"scorer {name}: {spec.hf} is not a Hugging Face model folder (no config.json)")
+    regressors(config)  # an hf model's labels and outputs against the stage's label, regression and min_int rules
     for name, classifier in config.classifiers.items():
         if classifier.model == "embedding":
             try:

@@ -11,6 +11,7 @@ from fineflow import storage
 from fineflow.registry import Table
 from fineflow.report import LAYOUT
 from fineflow.tasks.quality.buckets import LEVEL_NAMES
+from fineflow.tasks.quality.calibrate import fallbacks, plural
 
 _LLM_KEYS = ("llm_requests", "llm_retries", "llm_cache_hits", "llm_prompt_tokens", "llm_completion_tokens",
              "llm_seconds", "llm_requests_per_s", "llm_tokens_per_s")
@@ -30,6 +31,22 @@ def _evaluations(train: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+def _calibration(per_language: dict[str, Any]) -> dict[str, Any]:
+    """Per-language thresholds: the floor, each language's counts per scorer, and why a language uses the global ones."""
+    min_docs, min_distinct = per_language["min_docs"], per_language["min_distinct_scores"]
+    rows = []
+    for name, by_language in sorted(per_language["scorers"].items()):
+        for language, entry in sorted(by_language.items()):
+            why = None
+            if not entry["own_thresholds"]:
+                why = (f"{plural(entry['documents'], 'document')} (< min_docs {min_docs})" if entry["documents"] < min_docs
+                       else f"{plural(entry['distinct_scores'], 'distinct score')} (< min_distinct_scores {min_distinct})")
+            rows.append({"language": language, "scorer": name, "documents": entry["documents"],
+                         "distinct_scores": entry["distinct_scores"],
+                         "thresholds": "own" if entry["own_thresholds"] else "global", "why": why})
+    return {"min_docs": min_docs, "min_distinct_scores": min_distinct, "fallbacks": fallbacks(per_language), "languages": rows}
+
+
 def summary_fields(steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
     decide, calibrate = steps["decide"], steps["calibrate"]
     fields: dict[str, Any] = {
@@ -37,6 +54,8 @@ def summary_fields(steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "percentiles": calibrate.get("percentiles", {}),
         "mean_score": calibrate.get("mean_score", {}),
     }
+    if "per_language" in calibrate:
+        fields["calibration"] = _calibration(calibrate["per_language"])
     if "docs_by_level" in decide:
         fields["levels"] = {LEVEL_NAMES[int(level)]: {"documents": n, "kept": decide.get("kept_by_level", {}).get(level, 0)}
                             for level, n in sorted(decide["docs_by_level"].items())}
@@ -66,6 +85,12 @@ def quality_tables(summary: dict[str, Any]) -> list[Table]:
         rows = [{"what": key, "value": value if not isinstance(value, dict) else json.dumps(value)}
                 for key, value in annotation.items()]
         tables.append(Table(key="annotation", rows=rows, description=f"{summary['name']}: LLM annotation of the sample"))
+    calibration = summary.get("calibration")
+    if calibration:
+        tables.append(Table(key="calibration", rows=[{**row, "why": row["why"] or "-"} for row in calibration["languages"]],
+                            description=f"{summary['name']}: per-language thresholds; a language with fewer than "
+                            f"{calibration['min_docs']} documents or {calibration['min_distinct_scores']} distinct scores "
+                            "uses the global ones"))
     levels = summary.get("levels")
     if levels:
         tables.append(Table(key="levels", rows=[{"level": name, **values} for name, values in levels.items()],
@@ -84,6 +109,17 @@ def figures(summary: dict[str, Any]) -> list[tuple[str, Any]]:
                             barmode="group", yaxis={"range": [-1, 1] if any((c.get("spearman") or 0) < 0 for c in classifiers.values()) else [0, 1]},
                             **LAYOUT)
         found.append(("quality-classifiers", chart))
+    calibration = summary.get("calibration")
+    if calibration and calibration["languages"]:
+        chart = go.Figure()
+        for what, thresholds in (("own thresholds", "own"), ("global thresholds (below the floor)", "global")):
+            rows = [row for row in calibration["languages"] if row["thresholds"] == thresholds]
+            chart.add_trace(go.Bar(name=what, x=[f"{row['language']} ({row['scorer']})" for row in rows],
+                                   y=[row["documents"] for row in rows], text=[row["why"] or "" for row in rows]))
+        chart.update_layout(title=f"{summary['name']}: documents per language; with fewer than {calibration['min_docs']} "
+                            f"or fewer than {calibration['min_distinct_scores']} distinct scores, the global thresholds",
+                            **LAYOUT)
+        found.append(("quality-calibration", chart))
     levels = summary.get("levels")
     if levels:
         chart = go.Figure([go.Bar(name=what, x=list(levels), y=[v[what] for v in levels.values()])

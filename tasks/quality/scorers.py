@@ -8,13 +8,12 @@ model in object storage is copied to a local file once per worker process (``sto
 from __future__ import annotations
 
 import json
-import os
 from functools import lru_cache
 
 import numpy as np
 
 from fineflow import storage
-from fineflow.tasks.quality import embedding, fasttext_model
+from fineflow.tasks.quality import embedding, fasttext_model, hf_config
 
 
 class ScorerError(ValueError):
@@ -32,25 +31,29 @@ class HeadScorer:
 
 
 class HFScorer:
-    """``AutoModelForSequenceClassification`` from a local folder: the regression logit (FineWeb-Edu's
-    classifier: ``score``, then clip-and-round for ``int_score``) or the probability of ``label``."""
+    """``AutoModelForSequenceClassification`` from a local folder: a 0-5 regressor's output (FineWeb-Edu's
+    classifier: ``score``, then clip-and-round for ``int_score``) or a classifier's probability of
+    ``label`` (``hf_config`` decides which, from ``regression`` or the model's config.json)."""
 
-    def __init__(self, path: str, label: str, device: str | None, batch_size: int) -> None:
+    def __init__(self, path: str, label: str, device: str | None, batch_size: int, regression: bool | None = None) -> None:
+        try:  # the config first: a wrong label or kind fails in one line, before torch loads the weights
+            self.spec = hf_config.resolve(path, label, regression)
+        except hf_config.HFModelError as error:
+            raise ScorerError(f"hf scorer: {error}") from None
         try:
             import torch
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
         except ImportError as error:
             raise ScorerError(f"hf scorer {path}: needs torch and transformers (pip install 'fineflow[hf-models]'): {error}") from None
-        if not os.path.isfile(os.path.join(path, "config.json")):
-            raise ScorerError(f"hf scorer: {path} is not a Hugging Face model folder (no config.json)")
         self.torch = torch
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype).to(self.device).eval()
-        self.regression = self.model.config.num_labels == 1
-        labels = {str(v): int(k) for k, v in (self.model.config.id2label or {}).items()}
-        self.index = labels.get(label.removeprefix("__label__"), self.model.config.num_labels - 1)
+        if self.model.config.num_labels != len(self.spec.labels):
+            raise ScorerError(f"hf scorer {path}: the model has {self.model.config.num_labels} outputs, its config.json "
+                              f"{len(self.spec.labels)} labels")
+        self.regression = self.spec.regression
         self.batch_size = batch_size
 
     def score(self, texts: list[str]) -> np.ndarray:
@@ -60,25 +63,30 @@ class HFScorer:
                                    truncation=True).to(self.device)
             with self.torch.no_grad():
                 logits = self.model(**batch).logits.float()
-            values = logits[:, 0] if self.regression else self.torch.softmax(logits, -1)[:, self.index]
+            if self.regression:
+                values = logits[:, 0]
+            elif self.spec.multi_label:  # independent labels: each output's own sigmoid
+                values = self.torch.sigmoid(logits[:, self.spec.index])
+            else:
+                values = self.torch.softmax(logits, -1)[:, self.spec.index]
             out.append(values.cpu().numpy())
         return np.concatenate(out) if out else np.zeros(0)
 
 
 @lru_cache(maxsize=8)
-def _load(kind: str, path: str, label: str, device: str | None, batch_size: int):  # noqa: ANN202
+def _load(kind: str, path: str, label: str, device: str | None, batch_size: int, regression: bool | None):  # noqa: ANN202
     if kind == "fasttext":
         return fasttext_model.scorer(storage.local_file(path), label)
     if kind == "head":
         return HeadScorer(path)
     if kind == "hf":
-        return HFScorer(storage.local_file(path), label, device, batch_size)
+        return HFScorer(storage.local_file(path), label, device, batch_size, regression)
     raise ScorerError(f"unknown scorer kind {kind!r}")
 
 
 def load(spec: dict):  # noqa: ANN201 (any object with score(texts) -> ndarray)
     return _load(spec["kind"], spec["path"], spec.get("label", fasttext_model.POSITIVE), spec.get("device"),
-                 spec.get("batch_size", 64))
+                 spec.get("batch_size", 64), spec.get("regression") if spec["kind"] == "hf" else None)
 
 
 def int_score(scores: np.ndarray) -> np.ndarray:
