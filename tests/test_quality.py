@@ -406,41 +406,47 @@ def test_the_dclm_preset_scores_the_whole_text(documents, tmp_path):  # noqa: F8
 
     config = _preset_stage("dclm")
     steps = run_stage(config, tmp_path / "store", folder, "dclm")
-    assert steps["score"][0].params["max_chars"] is None and steps["score"][0].params["scorers"]["dclm"]["max_chars"] is None
     kept, rejects = output_table(steps, "decide"), pa.concat_tables(
         [pq.read_table(f) for f in sorted(Path(steps["decide"][0].location.rejects_folder).glob("*.parquet"))])
     scores = {i: s for t in (kept, rejects) for i, s in zip(t["id"].to_pylist(), t["quality_dclm"].to_pylist())}
     assert scores["probe-handbook"] > scores["probe-other"]  # decided by the text after 10,000 characters
+    assert steps["score"][0].params["scorers"]["dclm"]["max_chars"] == 1_000_000  # the whole text, to a memory ceiling
 
 
 def test_presets_score_whole_texts_and_encoders_keep_their_window(tmp_path):
     for name in ("dclm", "preselect"):
         config = registry.validate_stage(_preset_stage(name))
-        assert [config.scored_chars(s) for s in config.scorers] == [None]
-        assert [c.train_chars for c in config.classifiers.values()] == [None]
+        assert [config.scored_chars(s) for s in config.scorers] == [1_000_000]
+        assert [c.train_chars for c in config.classifiers.values()] == [1_000_000]
     config = registry.validate_stage(stage(classifiers={"emb": {"model": "embedding", "labels": HANDBOOK}},
                                            scorers={"emb": {"trained": "emb"}, "own": {"trained": "emb", "max_chars": 700}}))
     assert (config.scored_chars("emb"), config.scored_chars("own"), config.classifiers["emb"].train_chars) == (10_000, 700, 10_000)
     plans = plans_of(fasttext_stage() | {"scorers": {"ref": {"trained": "ref"}, "cut": {"trained": "ref", "max_chars": 500}}}, tmp_path)
-    assert plans["score"].params["max_chars"] is None
-    assert {n: s["max_chars"] for n, s in plans["score"].params["scorers"].items()} == {"ref": None, "cut": 500}
+    assert plans["score"].params["max_chars"] == 1_000_000
+    assert {n: s["max_chars"] for n, s in plans["score"].params["scorers"].items()} == {"ref": 1_000_000, "cut": 500}
 
 
 def test_scoring_runs_in_bounded_batches_and_reads_past_them(tmp_path):
     """Whole texts are scored a few million characters at a time, a longer document alone; its end still counts."""
     from test_quality_properties import document_table, run_steps
 
-    from fineflow.tasks.quality.score import batches
-
-    assert batches(np.array([3, 3, 3, 10, 1, 1]), limit=6) == [(0, 2), (2, 3), (3, 4), (4, 6)]
-    assert batches(np.zeros(0, np.int64)) == []
     model = _two_class_model(tmp_path / "model.bin")
     neutral = "the of and to in is " * 700_000  # 14 M characters: more than three batches' limit
     docs = document_table([(neutral + "a lesson about topic 3 with words " * 30).encode(), (neutral + "buy now cheap deal " * 30).encode(),
                            b"short"], ["en"] * 3)
-    _, kept, _ = run_steps(docs, model, tmp_path / "run", keep=[])
+    result, kept, _ = run_steps(docs, model, tmp_path / "run", keep=[], max_chars=20_000_000)  # as a user may set it
     lesson, buy = kept["quality_ft"].to_pylist()[:2]
     assert lesson > buy
+    assert result["score"]["stats"]["docs_cut"] == {"ft": 0}
+    # By default a document is read to the memory ceiling (1,000,000 characters), and the cut is counted.
+    result, kept, _ = run_steps(docs, model, tmp_path / "default", keep=[])
+    assert result["score"]["stats"]["docs_cut"] == {"ft": 2}
+    assert kept["quality_ft"][0].as_py() == kept["quality_ft"][1].as_py()  # their first million characters are the same
+
+    from fineflow.tasks.quality.score import batches
+
+    assert batches(np.array([3, 3, 3, 10, 1, 1]), limit=6) == [(0, 2), (2, 3), (3, 4), (4, 6)]
+    assert batches(np.zeros(0, np.int64)) == []
 
 
 def _hf_folder(path: Path, config: dict) -> str:
@@ -493,8 +499,6 @@ def test_a_real_two_class_hf_model_scores_without_an_int_column(tmp_path):
                                          intermediate_size=64, num_labels=labels, id2label={0: "lq", 1: "hq"} if labels == 2 else None)
         transformers.BertForSequenceClassification(config).save_pretrained(tmp_path / str(labels))
         tokenizer.save_pretrained(tmp_path / str(labels))
-    with pytest.raises(ScorerError, match=r"the model has no label 'High' \(its labels: lq, hq\)"):
-        HFScorer(str(tmp_path / "2"), "High", "cpu", 2)
     config = registry.validate_stage(stage(scorers={"two": {"hf": str(tmp_path / "2")}, "edu": {"hf": str(tmp_path / "1")}}))
     plans = plans_of(config.model_dump(mode="json"), tmp_path / "store")
     pq.write_table(document_table([b"A lesson on fractions.", b"Buy cheap shoes now!"], ["en", "en"]), tmp_path / "in.parquet")
@@ -502,3 +506,5 @@ def test_a_real_two_class_hf_model_scores_without_an_int_column(tmp_path):
     scores = pq.read_table(tmp_path / "scores.parquet")
     assert "quality_two_int" not in scores.column_names and "quality_edu_int" in scores.column_names
     assert all(0 < p < 1 for p in scores["quality_two"].to_pylist())
+    with pytest.raises(ScorerError, match=r"the model has no label 'High' \(its labels: lq, hq\)"):
+        HFScorer(str(tmp_path / "2"), "High", "cpu", 2)

@@ -41,10 +41,10 @@ def document_table(texts: list[bytes | None], languages: list[str | None]) -> pa
 
 
 def run_steps(docs: pa.Table, model: str, folder: Path, keep: list[dict], scorers: int = 1, ensemble: bool = False,
-              per_language: bool = False, weight: str = "chars", max_chars: int | None = None, min_docs: int = 50,
+              per_language: bool = False, weight: str = "chars", max_chars: int = 1_000_000, min_docs: int = 50,
               min_distinct_scores: int = 20) -> tuple[dict, pa.Table, pa.Table]:
-    """score -> calibrate -> decide on one shard; the decide step's result (with the calibrate step's under
-    ``calibrate``), kept documents and rejects."""
+    """score -> calibrate -> decide on one shard; the decide step's result (with the score and calibrate steps'
+    under ``score`` and ``calibrate``), kept documents and rejects."""
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(docs, folder / "input.parquet")
     shard = {"shard": 0, "input": str(folder / "input.parquet")}
@@ -52,7 +52,7 @@ def run_steps(docs: pa.Table, model: str, folder: Path, keep: list[dict], scorer
     specs = {name: {"kind": "fasttext", "path": model, "label": fasttext_model.POSITIVE, "max_chars": max_chars,
                     "batch_size": 64, "device": None, "regression": False} for name in names}
     scores, grids = str(folder / "scores.parquet"), str(folder / "grids.parquet")
-    score_shard(shard, {"scorers": specs, "max_chars": max_chars}, scores, str(folder / "scores-rejects.parquet"))
+    scored = score_shard(shard, {"scorers": specs, "max_chars": max_chars}, scores, str(folder / "scores-rejects.parquet"))
     calibrated = calibrate_shard({"shard": 0}, {"scores": [scores], "scorers": names, "weight": weight, "per_language": per_language,
                                                 "min_docs": min_docs, "min_distinct_scores": min_distinct_scores},
                                  grids, str(folder / "grids-rejects.parquet"))
@@ -60,7 +60,7 @@ def run_steps(docs: pa.Table, model: str, folder: Path, keep: list[dict], scorer
         "grids": grids, "scorers": names, "per_language": per_language, "weight": weight, "ensemble": ensemble,
         "keep": [KeepRule(**rule).model_dump(mode="json") for rule in keep],
     }, str(folder / "kept.parquet"), str(folder / "rejects.parquet"))
-    result["calibrate"] = calibrated
+    result["score"], result["calibrate"] = scored, calibrated
     return result, pq.read_table(folder / "kept.parquet"), pq.read_table(folder / "rejects.parquet")
 
 
@@ -77,7 +77,7 @@ keep_rules = st.sampled_from([[], [{"scorer": "ft", "min": 0.5}], [{"scorer": "f
 @settings(derandomize=True, deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
 @given(texts=st.lists(hostile_text, min_size=0, max_size=12), data=st.data(), keep=keep_rules,
        ensemble=st.booleans(), per_language=st.booleans(), weight=st.sampled_from(["tokens", "bytes", "chars", "docs"]),
-       max_chars=st.one_of(st.none(), st.integers(1, 20_000)), min_docs=st.integers(1, 5))
+       max_chars=st.integers(1, 20_000), min_docs=st.integers(1, 5))
 @example(texts=[INVALID_UTF8, b"fine text", None], data=None, keep=[{"scorer": "ft", "min": 0.5}], ensemble=True,
          per_language=True, weight="chars", max_chars=10_000, min_docs=1)
 @example(texts=[INVALID_UTF8], data=None, keep=[], ensemble=True, per_language=False, weight="tokens", max_chars=1, min_docs=1)

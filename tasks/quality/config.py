@@ -29,6 +29,12 @@ BUILTIN_PROMPTS = ("edu",)
 # Characters an encoder scorer (an embedding head, an hf model) reads by default: more than its
 # 512-token window holds in any language, so the cut only spares tokenizing what would be dropped.
 ENCODER_MAX_CHARS = 10_000
+# "The whole text" for fastText (DCLM and PreSelect score whole documents), up to this many
+# characters: scoring holds ~15 bytes per character (measured: +1.45 GB for one 100 MB document),
+# so a pathological document costs at most ~15 MB; a document this long is scored on its start
+# (counted in the score step's ``docs_cut``). An explicit max_chars is taken as given.
+WHOLE_TEXT_CHARS = 1_000_000
+MAX_CHARS_LIMIT = 100_000_000
 
 
 class Annotate(Strict):
@@ -143,8 +149,9 @@ class Classifier(Strict):
     held_out: float = Field(default=0.2, gt=0, lt=1, description="share of labelled documents kept for evaluation")
     seed: int = 0
     max_chars: int | None = Field(
-        default=None, ge=1, description="characters of each document trained on (default: the whole text, as DCLM and "
-        "PreSelect trained; an embedding encoder reads its max_tokens of it)",
+        default=None, ge=1, le=MAX_CHARS_LIMIT, description="characters of each document trained on (default: fastText "
+        f"the whole text, as DCLM and PreSelect trained, up to {WHOLE_TEXT_CHARS:,}; an embedding head "
+        f"{ENCODER_MAX_CHARS:,}, of which its encoder reads max_tokens)",
     )
     fasttext: FastTextParams = Field(default_factory=FastTextParams)
     embedding: EmbeddingParams = Field(default_factory=EmbeddingParams)
@@ -156,11 +163,11 @@ class Classifier(Strict):
         return self
 
     @property
-    def train_chars(self) -> int | None:
+    def train_chars(self) -> int:
         """Characters of each labelled document trained on: max_chars, else the whole text for fastText."""
         if self.max_chars is not None:
             return self.max_chars
-        return None if self.model == "fasttext" else ENCODER_MAX_CHARS
+        return WHOLE_TEXT_CHARS if self.model == "fasttext" else ENCODER_MAX_CHARS
 
     @property
     def is_regression(self) -> bool:
@@ -182,8 +189,9 @@ class Scorer(Strict):
         "classifier; default: read from the model's config.json (problem_type, else num_labels / id2label)",
     )
     max_chars: int | None = Field(
-        default=None, ge=1, description="characters of each document scored (default: the whole text for fastText, as "
-        f"DCLM and PreSelect score; {ENCODER_MAX_CHARS:,} for encoder models, whose token window reads less)",
+        default=None, ge=1, le=MAX_CHARS_LIMIT, description="characters of each document scored (default: fastText the "
+        f"whole text, as DCLM and PreSelect score, up to {WHOLE_TEXT_CHARS:,}; {ENCODER_MAX_CHARS:,} for encoder models, "
+        "whose token window reads less)",
     )
     batch_size: int = Field(default=64, ge=1)
     device: str | None = Field(default=None, description="hf: cuda, cpu, ... (default: cuda when present)")
@@ -282,14 +290,14 @@ class QualityStage(StageConfig):
             return spec.regression
         return False
 
-    def scored_chars(self, scorer: str) -> int | None:
-        """Characters of each document the scorer reads: its max_chars, else the whole text for fastText
-        and ``ENCODER_MAX_CHARS`` for an encoder."""
+    def scored_chars(self, scorer: str) -> int:
+        """Characters of each document the scorer reads: its max_chars, else the whole text (up to
+        ``WHOLE_TEXT_CHARS``) for fastText and ``ENCODER_MAX_CHARS`` for an encoder."""
         spec = self.scorers[scorer]
         if spec.max_chars is not None:
             return spec.max_chars
         fasttext = spec.fasttext is not None or (spec.trained is not None and self.classifiers[spec.trained].model == "fasttext")
-        return None if fasttext else ENCODER_MAX_CHARS
+        return WHOLE_TEXT_CHARS if fasttext else ENCODER_MAX_CHARS
 
     @property
     def use_ensemble(self) -> bool:

@@ -168,8 +168,7 @@ def plan_quality(config: QualityStage, ctx: PlanContext) -> list[StepPlan]:
         plans.append(train_plan)
 
     scorer_params, scorer_fingerprints = _scorer_params(config, train_plan, ctx.root)
-    chars = [config.scored_chars(name) for name in config.scorers]
-    max_chars = None if None in chars else max(chars)  # what the step reads of each text (None: all of it)
+    max_chars = max(config.scored_chars(name) for name in config.scorers)  # what the step reads of each text
     score_plan = ctx.step(
         score, "score_shard", step="score", params={"scorers": scorer_params, "max_chars": max_chars},
         fingerprint_params={"scorers": scorer_fingerprints, "max_chars": max_chars},

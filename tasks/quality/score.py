@@ -57,7 +57,8 @@ def score_shard(shard: dict, params: dict, output_url: str, rejects_url: str) ->
     docs, undecodable = undecodable_rows(read_input(shard))
     unscored = np.array([row in undecodable for row in range(docs.num_rows)], dtype=bool) if undecodable else None
     text = docs["text"].cast(pa.string())
-    read = pc.utf8_slice_codeunits(text, 0, params["max_chars"]) if params["max_chars"] is not None else text
+    read = pc.utf8_slice_codeunits(text, 0, params["max_chars"])
+    full = pc.utf8_length(text).fill_null(0).to_numpy(zero_copy_only=False) if docs.num_rows else np.zeros(0, np.int64)
     n_bytes = pc.binary_length(text).fill_null(0)
     tokens = token_column(docs.column_names)
     columns = {
@@ -76,8 +77,8 @@ def score_shard(shard: dict, params: dict, output_url: str, rejects_url: str) ->
         for name in names:
             spec = params["scorers"][name]
             began = time.perf_counter()
-            cut = spec.get("max_chars")
-            values[name].append(scorers.load(spec).score([t[:cut] for t in texts] if cut is not None else texts))
+            cut = spec["max_chars"]
+            values[name].append(scorers.load(spec).score([t[:cut] for t in texts] if cut < params["max_chars"] else texts))
             seconds[name] += time.perf_counter() - began
     for name in names:
         scored = np.concatenate(values[name]) if values[name] else np.zeros(0)
@@ -87,5 +88,6 @@ def score_shard(shard: dict, params: dict, output_url: str, rejects_url: str) ->
     table = pa.table(columns)
     return commit_shard(shard["shard"], output_url, table, docs_in=docs.num_rows, undecodable=len(undecodable),
                         scorer_seconds={name: round(value, 3) for name, value in seconds.items()},
+                        docs_cut={name: int((full > params["scorers"][name]["max_chars"]).sum()) for name in names},
                         weight_tokens_from={tokens or "bytes": docs.num_rows},
                         seconds=round(time.perf_counter() - started, 3))
