@@ -129,8 +129,8 @@ def test_infeasible_cells_stop_at_their_bounds():
     assert short.tolist() == [3, 3]
     over, _ = solver.solve_cell(tokens, np.ones(2), keys_for(2), 100, 1, 3)
     assert over.tolist() == [1, 1]
-    # A weight of 0 is never selected, but min_epochs still holds for it.
-    assert solver.bounds(tokens, np.array([0.0, 1.0]), 1, 3).high == 100 + 600
+    # A weight of 0 is never selected, whatever min_epochs says (the stage refuses such a config).
+    assert solver.bounds(tokens, np.array([0.0, 1.0]), 1, 3) == solver.Bounds(200, 600)
 
 
 def test_natural_cells_repeat_every_document_by_its_weight():
