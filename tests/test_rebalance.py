@@ -153,11 +153,11 @@ def test_the_scale_solves_the_piecewise_linear_equation():
             continue
         target = int(rng.integers(limit.low + 1, limit.high))
         scale = solver.solve_lambda(tokens, weights, target, lo, hi)
-        value = (tokens * np.where(weights > 0, np.clip(scale * weights, lo, hi), lo)).sum()
+        value = (tokens * np.where(weights > 0, np.clip(scale * weights, lo, hi), 0)).sum()  # weight 0: no copy
         assert value == pytest.approx(target, rel=1e-9)
         repeats, _ = solver.solve_cell(tokens, weights, keys_for(n), target, lo, hi)
         assert abs(int((repeats * tokens).sum()) - target) <= tokens.max()
-        assert repeats.max() <= hi and repeats.min() >= lo
+        assert repeats.max() <= hi and repeats[weights > 0].min(initial=lo) >= lo and not repeats[weights == 0].any()
 
 
 # -- targets ------------------------------------------------------------------------------------

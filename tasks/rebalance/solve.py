@@ -28,7 +28,7 @@ from fineflow.tasks.rebalance.measure import cell_key
 from fineflow.tasks.rebalance.targets import CellTarget, epochs_of, resolve
 from fineflow.tasks.text.sampling import seeded_keys
 
-STEP_VERSION = "2"
+STEP_VERSION = "3"  # 3: the pivotal cut, weight 0 never written
 LIBRARIES = ("numpy", "pyarrow", "xxhash")
 
 MIX = "mix.json"

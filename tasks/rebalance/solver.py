@@ -49,12 +49,14 @@ def mix(keys: np.ndarray, stream: int) -> np.ndarray:
 
 
 def _ideal_total(tokens: np.ndarray, weights: np.ndarray, scale: float, lo: int, hi: int) -> tuple[float, float]:
-    """``f(scale) = sum(t * v)`` (exactly rounded) and its slope there."""
+    """``f(scale) = sum(t * v)`` (exactly rounded, in chunks: bounded memory) and its slope there."""
     positive = weights > 0
     raw = scale * weights
     rising = positive & (raw > lo) & (raw < hi)
     v = np.where(positive, np.clip(raw, lo, hi), 0.0)
-    return math.fsum((tokens * v).tolist()), float((tokens[rising] * weights[rising]).sum())
+    products = tokens * v
+    total = math.fsum(math.fsum(products[i : i + 65536].tolist()) for i in range(0, len(products), 65536))
+    return total, float((tokens[rising] * weights[rising]).sum())
 
 
 def solve_lambda(tokens: np.ndarray, weights: np.ndarray, target: int, lo: int, hi: int) -> float:
