@@ -129,8 +129,8 @@ def test_infeasible_cells_stop_at_their_bounds():
     assert short.tolist() == [3, 3]
     over, _ = solver.solve_cell(tokens, np.ones(2), keys_for(2), 100, 1, 3)
     assert over.tolist() == [1, 1]
-    # A weight of 0 is never selected, but min_epochs still holds for it.
-    assert solver.bounds(tokens, np.array([0.0, 1.0]), 1, 3).high == 100 + 600
+    # A weight of 0 is never selected, whatever min_epochs says (the stage refuses such a config).
+    assert solver.bounds(tokens, np.array([0.0, 1.0]), 1, 3) == solver.Bounds(200, 600)
 
 
 def test_natural_cells_repeat_every_document_by_its_weight():
@@ -153,11 +153,11 @@ def test_the_scale_solves_the_piecewise_linear_equation():
             continue
         target = int(rng.integers(limit.low + 1, limit.high))
         scale = solver.solve_lambda(tokens, weights, target, lo, hi)
-        value = (tokens * np.where(weights > 0, np.clip(scale * weights, lo, hi), lo)).sum()
+        value = (tokens * np.where(weights > 0, np.clip(scale * weights, lo, hi), 0)).sum()  # weight 0: no copy
         assert value == pytest.approx(target, rel=1e-9)
         repeats, _ = solver.solve_cell(tokens, weights, keys_for(n), target, lo, hi)
         assert abs(int((repeats * tokens).sum()) - target) <= tokens.max()
-        assert repeats.max() <= hi and repeats.min() >= lo
+        assert repeats.max() <= hi and repeats[weights > 0].min(initial=lo) >= lo and not repeats[weights == 0].any()
 
 
 # -- targets ------------------------------------------------------------------------------------

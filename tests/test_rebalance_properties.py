@@ -33,7 +33,7 @@ REASONS = {"rebalance:downsampled", "rebalance:no_token_count", "rebalance:negat
            "rebalance:implausible_token_count"}
 # What solve may refuse with, in one line (the shortfall message lists its cells one a line).
 REFUSALS = ("these cells cannot meet their target", "the documents at their max_epochs would make",
-            "quality: quality_level values", "targets at ")
+            "quality: quality_level values", "targets at ", "weight 0 means never selected")
 
 document = st.tuples(st.sampled_from(TOKEN_COUNTS), st.sampled_from(LANGUAGES), st.sampled_from(LEVELS))
 shards_of_documents = st.lists(st.lists(document, max_size=8), min_size=1, max_size=3)

@@ -202,6 +202,7 @@ class RebalanceStage(StageConfig):
     def _consistent(self) -> RebalanceStage:
         if self.min_epochs > self.max_epochs:
             raise ValueError("min_epochs is above max_epochs")
+        _check_epochs(self.targets, self.max_epochs, self.min_epochs, "targets")
         if len(set(self.cells)) != len(self.cells):
             raise ValueError("cells: a column is listed twice")
         if self.sources is not None and SOURCE_COLUMN not in self.cells:
@@ -227,6 +228,20 @@ class RebalanceStage(StageConfig):
                 if getattr(self.rehydration, key) not in ("data", "readme"):
                     found.append((self.rehydration, key))
         return found
+
+
+def _check_epochs(nodes: dict[str, TargetNode] | None, high: int, low: int, where: str) -> None:
+    """Every node's epochs, its own or inherited (the deepest setting wins): a cap below the floor
+    would make the solver write more copies than the cap."""
+    for value, node in (nodes or {}).items():
+        path = f"{where}.{value}"
+        own_high = node.max_epochs if node.max_epochs is not None else high
+        own_low = node.min_epochs if node.min_epochs is not None else low
+        if own_low > own_high:
+            high_from = "" if node.max_epochs is not None else " (inherited)"
+            low_from = "" if node.min_epochs is not None else " (inherited)"
+            raise ValueError(f"{path}: max_epochs {own_high}{high_from} is below min_epochs {own_low}{low_from}")
+        _check_epochs(node.by, own_high, own_low, f"{path}.by")
 
 
 def _depth(nodes: dict[str, TargetNode] | None) -> int:

@@ -28,7 +28,7 @@ from fineflow.tasks.rebalance.measure import cell_key
 from fineflow.tasks.rebalance.targets import CellTarget, epochs_of, resolve
 from fineflow.tasks.text.sampling import seeded_keys
 
-STEP_VERSION = "2"
+STEP_VERSION = "3"  # 3: the pivotal cut, weight 0 never written
 LIBRARIES = ("numpy", "pyarrow", "xxhash")
 
 MIX = "mix.json"
@@ -124,6 +124,23 @@ def _check_countable(runs: dict, tokens: np.ndarray, weights: np.ndarray, config
                          f"({MAX_TOKENS:.3g}; nothing was written): lower max_epochs or split the input")
 
 
+def _check_weightless(runs: dict, weights: np.ndarray, ids: pa.ChunkedArray, order: np.ndarray, config: RebalanceStage) -> None:
+    """Weight 0 means never selected: a ``min_epochs`` that would copy such documents anyway is a
+    configuration error naming their cells and a few of them (which documents weigh 0 is known
+    only once the levels and cluster sizes are read, so this is the first place it can be told)."""
+    found = []
+    for cell, (s, e) in runs.items():
+        low = epochs_of(config, cell)[1]
+        zero = np.flatnonzero(weights[s:e] == 0)
+        if low > 0 and len(zero):
+            examples = ", ".join(map(str, ids.take(pa.array(order[s + zero[:3]], pa.int64())).to_pylist()))
+            found.append(f"{cell_name(config.cells, cell)}: {len(zero):,} document(s) of weight 0 with min_epochs {low} "
+                         f"(e.g. {examples})")
+    if found:
+        raise ValueError("weight 0 means never selected, but min_epochs asks for copies of these documents (nothing was "
+                         "written; set min_epochs: 0 on their cells or give them a positive weight):\n  " + "\n  ".join(found))
+
+
 def _check_counts(report: list[dict], repeats: np.ndarray, tokens: np.ndarray) -> None:
     """What mix.json says must be what apply writes: fail the step (nothing written) otherwise."""
     for row in report:
@@ -174,12 +191,13 @@ def solve_shard(shard: dict, params: dict, output_url: str, rejects_url: str) ->
     tokens = valid["tokens"].to_numpy()[order]
     weights, keys = weights[order], keys[order]
     _check_countable(runs, tokens, weights, config)
+    _check_weightless(runs, weights, valid["id"], order, config)
 
     natural = {}
     for cell, (s, e) in runs.items():
         high, low = epochs_of(config, cell)
         w = weights[s:e]
-        natural[cell] = float((tokens[s:e] * np.where(w > 0, np.clip(w, low, high), low)).sum())
+        natural[cell] = float((tokens[s:e] * np.where(w > 0, np.clip(w, low, high), 0.0)).sum())
     targets = resolve(config, natural)
 
     report, infeasible = [], []
