@@ -35,7 +35,9 @@ def summary_fields(steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
     translated = decide.get("translated", {})
     failed = decide.get("failed_checks", {})
     targets = {}
-    for target, documents in sorted(translated.items()):
+    # A target whose every document failed (truncated, refused) has no measured one but is listed.
+    for target in sorted(set(translated) | set(translate.get("by_target", {}))):
+        documents = translated.get(target, 0)
         work = translate.get("by_target", {}).get(target, {})
         segments = work.get("segments", 0)
         targets[target] = {
