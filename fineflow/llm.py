@@ -10,8 +10,9 @@ that document's problem, returned as a refused answer for the caller to reject.
 The cache keys an answer by everything it depends on: one *namespace* folder per (server
 identity, what the server reports about the model, model name, prompt template, decoding
 parameters, answer constraint) holds Parquet batch files of (text hash, answer, token counts,
-finish reason) and a ``namespace.json`` that says what it is (``fineflow cache list``). The namespace scheme is
-versioned (``CACHE_SCHEME``): later keys add fields to it instead of re-keying. Answers are
+finish reason) and a ``namespace.json`` that says what it is (``fineflow cache list``). The
+namespace scheme is versioned (``CACHE_SCHEME``): later keys add fields to it instead of
+re-keying; a request with its own ``max_tokens`` is keyed by its text and that limit. Answers are
 flushed in batches as they arrive, so a crash loses at most one unflushed batch, and a later run
 (another sample, another stage) that asks the same question of the same server reads the answer
 instead of asking. Answers that could not be read are never cached; an answer cut at its
