@@ -9,12 +9,14 @@ that document's problem, returned as a refused answer for the caller to reject.
 
 The cache keys an answer by everything it depends on: one *namespace* folder per (server
 identity, what the server reports about the model, model name, prompt template, decoding
-parameters, answer constraint) holds Parquet batch files of (text hash, answer, token counts)
-and a ``namespace.json`` that says what it is (``fineflow cache list``). The namespace scheme is
-versioned (``CACHE_SCHEME``): later keys add fields to it instead of re-keying. Answers are
+parameters, answer constraint) holds Parquet batch files of (text hash, answer, token counts,
+finish reason) and a ``namespace.json`` that says what it is (``fineflow cache list``). The
+namespace scheme is versioned (``CACHE_SCHEME``): later keys add fields to it instead of
+re-keying; a request with its own ``max_tokens`` is keyed by its text and that limit. Answers are
 flushed in batches as they arrive, so a crash loses at most one unflushed batch, and a later run
 (another sample, another stage) that asks the same question of the same server reads the answer
-instead of asking. Answers that could not be read are never cached.
+instead of asking. Answers that could not be read are never cached; an answer cut at its
+``max_tokens`` is cached with its finish reason (``length``), so a re-run knows it was cut.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 import httpx
@@ -46,12 +48,19 @@ CACHE_SCHEMA = pa.schema([
     ("answer", pa.string()),
     ("prompt_tokens", pa.int64()),
     ("completion_tokens", pa.int64()),
+    # why the server stopped ("stop", "length": cut at max_tokens); null where it did not say, and
+    # in batch files written before the column existed (read as unknown)
+    ("finish_reason", pa.string()),
 ])
 
 
 # Version of how namespaces are keyed: 2 added the server's identity, what it reports about the
-# model and the answer constraint. New keys (e.g. per-request limits) join the namespace record
-# with a default that leaves existing namespaces' digests unchanged.
+# model and the answer constraint. New keys join the namespace record with a default that leaves
+# existing namespaces' digests unchanged. Scheme 2 was extended in place (#28), without re-keying
+# a namespace: a request that sets its own max_tokens (``ask_all`` items of three) is keyed in
+# its namespace by ``entry_key`` (the text key plus the limit), while requests at the server's
+# ``max_tokens`` (part of the namespace) keep the bare text key; batch files gained the nullable
+# ``finish_reason`` column.
 CACHE_SCHEME = 2
 NAMESPACE_RECORD = "namespace.json"
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
@@ -66,6 +75,7 @@ class LLMError(RuntimeError):
 # Answers that refuse one request for what it holds (too long, a body the server cannot take);
 # 401/403/404 (key, model name, URL) would fail every request and fail the step instead.
 DOCUMENT_REFUSALS = frozenset({400, 413, 422})
+DEFAULT_MAX_TOKENS = 16
 # Refusals before any accepted request that mean the request itself is wrong (an unknown
 # parameter), not one document: the step fails instead of rejecting every document.
 REFUSALS_BEFORE_FAILING = 8
@@ -97,7 +107,11 @@ class LLMServer(Strict):
     timeout_s: float = Field(default=120.0, gt=0, le=86_400, allow_inf_nan=False, description="one attempt's limit")
     deadline_s: float = Field(default=600.0, gt=0, le=7 * 86_400, allow_inf_nan=False, description="one request's limit over all its attempts")
     retries: int = Field(default=5, ge=0, le=100, description="attempts after the first, for 429, 5xx and connection errors")
-    max_tokens: int = Field(default=16, ge=1, le=1_000_000)
+    max_tokens: int | None = Field(
+        default=None, ge=1, le=1_000_000,
+        description=f"the most tokens an answer may have (default {DEFAULT_MAX_TOKENS}; a request may set its own). Unset "
+        "stays None through a config's dump and reload, so a step can tell it from a value given (translate derives one)",
+    )
     temperature: float = Field(default=0.0, ge=0, le=10, allow_inf_nan=False)
     top_p: float = Field(default=1.0, gt=0, le=1, allow_inf_nan=False)
     seed: int | None = Field(default=0, ge=-(2**63), lt=2**63)
@@ -106,11 +120,16 @@ class LLMServer(Strict):
     def decoding(self) -> dict[str, Any]:
         """What changes an answer besides the prompt and what the server reports: enters step
         fingerprints and the cache key. Known without asking the server (plans are made offline)."""
-        found = {"endpoint": self.endpoint, "max_tokens": self.max_tokens, "temperature": self.temperature,
+        found = {"endpoint": self.endpoint, "max_tokens": self.answer_tokens, "temperature": self.temperature,
                  "top_p": self.top_p, "seed": self.seed, "server": self.server_identity()}
         if self.answer_format != "free":
             found["answer_format"] = self.answer_format
         return found
+
+    @property
+    def answer_tokens(self) -> int:
+        """The max_tokens of a request that sets none (unset: the default, as namespaces have always recorded it)."""
+        return DEFAULT_MAX_TOKENS if self.max_tokens is None else self.max_tokens
 
     def server_identity(self) -> str:
         """``identity``, else the URL without credentials, query or (on loopback) port."""
@@ -143,6 +162,21 @@ class Answer:
     cached: bool = False
     error: str | None = None
     refused: bool = False  # the server refused this request (400/413/422): this document's problem, not the step's
+    finish_reason: str | None = None  # the server's: "stop", "length" (cut at max_tokens), ...; None: not said
+
+    @property
+    def truncated(self) -> bool:
+        """The answer stopped at its max_tokens, not where the model ended it."""
+        return self.finish_reason == "length"
+
+
+class Cached(NamedTuple):
+    """One cache entry."""
+
+    answer: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str | None = None
 
 
 @dataclass
@@ -151,6 +185,7 @@ class CallStats:
     retries: int = 0
     cache_hits: int = 0
     refused: int = 0
+    truncated: int = 0  # answers cut at their max_tokens (cached ones included)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
@@ -161,7 +196,7 @@ class CallStats:
         tokens = (self.prompt_tokens + self.completion_tokens) / self.seconds if self.seconds else 0.0
         return {
             "llm_requests": self.requests, "llm_retries": self.retries, "llm_cache_hits": self.cache_hits,
-            "llm_refused": self.refused,
+            "llm_refused": self.refused, "llm_truncated": self.truncated,
             "llm_prompt_tokens": self.prompt_tokens, "llm_completion_tokens": self.completion_tokens,
             "llm_seconds": round(self.seconds, 3), "llm_requests_per_s": round(rate, 3),
             "llm_tokens_per_s": round(tokens, 1),
@@ -170,6 +205,12 @@ class CallStats:
 
 def text_key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def entry_key(key: str, max_tokens: int | None = None) -> str:
+    """A cache entry's key: a request at the server's max_tokens (which its namespace holds) by its
+    text key alone, one that sets its own limit by the text key plus the limit."""
+    return key if max_tokens is None else f"{key}:max_tokens={max_tokens}"
 
 
 def namespace_record(server: LLMServer, template: str, reported: dict | None = None,
@@ -195,27 +236,30 @@ class ResponseCache:
         self.folder = folder
         self.flush_every = flush_every
         self.record = record  # written as namespace.json with the first batch: what the namespace is
-        self._known: dict[str, tuple[str, int, int]] = {}
-        self._pending: list[tuple[str, str, int, int]] = []
+        self._known: dict[str, Cached] = {}
+        self._pending: list[tuple[str, str, int, int, str | None]] = []
         self._lock = threading.Lock()
         self.batches_read = 0
         for name in sorted(storage.list_names(folder)):
             if name.startswith("batch-") and name.endswith(".parquet"):
                 table = pq.read_table(io.BytesIO(storage.read_bytes(storage.join(folder, name))))
-                for key, answer, p, c in zip(*(table.column(n).to_pylist() for n in CACHE_SCHEMA.names)):
-                    self._known[key] = (answer, p or 0, c or 0)
+                # Batch files written before a column existed read it as null (finish_reason: unknown).
+                columns = [table.column(n).to_pylist() if n in table.column_names else [None] * table.num_rows
+                           for n in CACHE_SCHEMA.names]
+                for key, answer, p, c, reason in zip(*columns):
+                    self._known[key] = Cached(answer, p or 0, c or 0, reason)
                 self.batches_read += 1
 
     def __len__(self) -> int:
         return len(self._known)
 
-    def get(self, key: str) -> tuple[str, int, int] | None:
+    def get(self, key: str) -> Cached | None:
         return self._known.get(key)
 
-    def add(self, key: str, answer: str, prompt_tokens: int, completion_tokens: int) -> None:
+    def add(self, key: str, answer: str, prompt_tokens: int, completion_tokens: int, finish_reason: str | None = None) -> None:
         with self._lock:
-            self._known[key] = (answer, prompt_tokens, completion_tokens)
-            self._pending.append((key, answer, prompt_tokens, completion_tokens))
+            self._known[key] = Cached(answer, prompt_tokens, completion_tokens, finish_reason)
+            self._pending.append((key, answer, prompt_tokens, completion_tokens, finish_reason))
             full = len(self._pending) >= self.flush_every
         if full:
             self.flush()
@@ -259,9 +303,9 @@ class LLMClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _body(self, prompt: str) -> tuple[str, dict[str, Any]]:
+    def _body(self, prompt: str, max_tokens: int | None = None) -> tuple[str, dict[str, Any]]:
         s = self.server
-        common = {"model": s.model, "max_tokens": s.max_tokens, "temperature": s.temperature, "top_p": s.top_p}
+        common = {"model": s.model, "max_tokens": s.answer_tokens if max_tokens is None else max_tokens, "temperature": s.temperature, "top_p": s.top_p}
         if s.seed is not None:
             common["seed"] = s.seed
         if self.form is not None and s.answer_format == "grammar":
@@ -273,12 +317,15 @@ class LLMClient:
             return "/chat/completions", {**common, "messages": [{"role": "user", "content": prompt}]}
         return "/completions", {**common, "prompt": prompt}
 
-    def ask(self, prompt: str) -> Answer:
-        """One request with retries inside its deadline. Raises LLMError when the server refuses
-        it for a reason every request shares (401, 403, 404) or stays unreachable; a request it
-        refuses for its content (400, 413, 422) and an answer it cannot read come back with
-        ``error`` set (``refused`` for the first), for the caller to reject that one document."""
-        path, body = self._body(prompt)
+    def ask(self, prompt: str, max_tokens: int | None = None) -> Answer:
+        """One request with retries inside its deadline, at ``max_tokens`` (default: the server's).
+        Raises LLMError when the server refuses it for a reason every request shares (401, 403,
+        404) or stays unreachable; a request it refuses for its content (400, 413, 422) and an
+        answer it cannot read come back with ``error`` set (``refused`` for the first), for the
+        caller to reject that one document. ``finish_reason`` says whether the answer was cut."""
+        if max_tokens is not None and not 1 <= max_tokens <= 1_000_000:
+            raise ValueError(f"max_tokens {max_tokens} is not within 1..1000000")
+        path, body = self._body(prompt, max_tokens)
         started = time.monotonic()
         deadline = started + self.server.deadline_s
         attempt = 0
@@ -293,9 +340,10 @@ class LLMClient:
                 problem = f"{type(error).__name__}: {error}"
             else:
                 if response.status_code == 200:
+                    answer = _read_answer(response, self.server.endpoint)
                     with self.stats._lock:
                         self.stats.requests += 1
-                    answer = _read_answer(response, self.server.endpoint)
+                        self.stats.truncated += answer.truncated
                     return _from_json(answer, self.form) if self.server.answer_format == "json_schema" else answer
                 problem = f"HTTP {response.status_code}: {response.text[:200]!r}"
                 if response.status_code in DOCUMENT_REFUSALS:
@@ -337,28 +385,34 @@ class LLMClient:
 
     def ask_all(
         self,
-        items: Iterable[tuple[str, str]],
+        items: Iterable[tuple[str, str] | tuple[str, str, int | None]],
         cache: ResponseCache | None = None,
         on_answer: Callable[[str, Answer], None] | None = None,
     ) -> dict[str, Answer]:
-        """Answers to ``(key, prompt)`` pairs: from the cache where it has them, else asked with
-        at most ``concurrency`` requests in flight, each added to the cache as it arrives. The
-        first LLMError stops new requests and is raised after the cache is flushed."""
+        """Answers to ``(key, prompt)`` pairs, or ``(key, prompt, max_tokens)`` for a request with
+        its own limit (cached under ``entry_key``): from the cache where it has them, else asked
+        with at most ``concurrency`` requests in flight, each added to the cache as it arrives.
+        Answers come back by ``key``. The first LLMError stops new requests and is raised after
+        the cache is flushed."""
         started = time.monotonic()
         answers: dict[str, Answer] = {}
-        to_ask: list[tuple[str, str]] = []
-        for key, prompt in items:
-            hit = cache.get(key) if cache is not None else None
+        to_ask: list[tuple[str, str, int | None]] = []
+        for item in items:
+            key, prompt = item[0], item[1]
+            limit = item[2] if len(item) > 2 else None
+            hit = cache.get(entry_key(key, limit)) if cache is not None else None
             if hit is not None:
-                answers[key] = Answer(hit[0], hit[1], hit[2], cached=True)
+                answers[key] = Answer(hit.answer, hit.prompt_tokens, hit.completion_tokens, cached=True,
+                                      finish_reason=hit.finish_reason)
                 self.stats.cache_hits += 1
+                self.stats.truncated += answers[key].truncated
                 if on_answer:
                     on_answer(key, answers[key])
             elif key not in answers:
-                to_ask.append((key, prompt))
+                to_ask.append((key, prompt, limit))
 
-        def one(key: str, prompt: str) -> None:
-            answer = self.ask(prompt)
+        def one(key: str, prompt: str, limit: int | None) -> None:
+            answer = self.ask(prompt, limit)
             answers[key] = answer
             with self.stats._lock:
                 accepted = self.stats.requests
@@ -369,7 +423,8 @@ class LLMClient:
                 self.stats.prompt_tokens += answer.prompt_tokens
                 self.stats.completion_tokens += answer.completion_tokens
             if cache is not None and answer.error is None:
-                cache.add(key, answer.text or "", answer.prompt_tokens, answer.completion_tokens)
+                cache.add(entry_key(key, limit), answer.text or "", answer.prompt_tokens, answer.completion_tokens,
+                          answer.finish_reason)
             if on_answer:
                 on_answer(key, answer)
 
@@ -408,7 +463,9 @@ def _read_answer(response: httpx.Response, endpoint: str) -> Answer:
     except (ValueError, KeyError, IndexError, TypeError) as error:
         return Answer(None, error=f"unreadable response ({type(error).__name__}: {str(error)[:80]}): {response.text[:120]!r}")
     usage = data.get("usage") or {}
-    return Answer(text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+    reason = choice.get("finish_reason")
+    return Answer(text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
+                  finish_reason=reason[:40] if isinstance(reason, str) else None)
 
 
 def _from_json(answer: Answer, form: AnswerForm | None) -> Answer:

@@ -231,7 +231,7 @@ def test_the_ctranslate2_engine_batches_with_nllb_language_codes(tmp_path):
     texts = {f"d{i}": f"Debian packages are free software number {i}. The system works well." for i in range(5)}
     model = build(tmp_path / "model", list(texts.values()))
     docs = write_documents(tmp_path / "docs", texts, shards=2)
-    backend = {"kind": "ctranslate2", "model": str(model), "beam_size": 2, "max_tokens": 12, "batch_size": 3}
+    backend = {"kind": "ctranslate2", "model": str(model), "beam_size": 2, "batch_size": 3}  # max_tokens derived: room for its ~22 tokens
     steps = run({"targets": ["fr", "de"], "backend": backend}, tmp_path / "store", docs)
     out = table_of(steps, "translate")
     assert out.num_rows == 10 and set(out["translation_model"].to_pylist()) == {"ctranslate2:model"}

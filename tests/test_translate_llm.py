@@ -23,7 +23,8 @@ TEXTS = {f"doc{i}": f"The package number {i} is installed. It works well on the 
 
 
 def openai_backend(base_url: str, **settings) -> dict:
-    return {"kind": "openai", "server": {"base_url": base_url, "model": "smollm2", "max_tokens": 24, "concurrency": 2, **settings}}
+    # max_tokens derived per segment: a fixed 24 cut some of SmolLM2's answers (now retried, then rejected)
+    return {"kind": "openai", "server": {"base_url": base_url, "model": "smollm2", "concurrency": 2, **settings}}
 
 
 def test_segments_go_to_the_server_once_across_selections(server, tmp_path):  # noqa: F811
@@ -74,7 +75,7 @@ def test_the_gguf_model_in_process_through_llama_cpp(tmp_path):
         from fineflow.planning import plan_stage
         from fineflow.steps import Source, StageInputs, run_shard
         stage = registry.validate_stage({{"stage": "translate", "targets": ["de"],
-            "backend": {{"kind": "llama", "model": {gguf_path()!r}, "max_tokens": 24, "threads": 2}}}})
+            "backend": {{"kind": "llama", "model": {gguf_path()!r}, "threads": 2}}}})
         out = {{}}
         for plan in plan_stage(stage, {str(tmp_path / "store")!r}, StageInputs((Source("docs", "f" * 20, {str(docs)!r}, 1),)), "t"):
             results = [run_shard(plan.function, shard, plan.params, plan.location) for shard in plan.shards]
@@ -87,7 +88,8 @@ def test_the_gguf_model_in_process_through_llama_cpp(tmp_path):
     import json
 
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["translate"]["stats"]["sent"] == 4 and result["translate"]["stats"]["docs_out"] == 2
+    stats = result["translate"]["stats"]
+    assert stats["sent"] - stats["retried"] == 4 and stats["docs_out"] == 2  # a translation cut is sent once more
     rows = pq.read_table(result["translate"]["data"]).to_pylist()
     assert [r["translation_model"] for r in rows] == ["llama:SmolLM2-135M-Instruct.Q4_1.gguf"] * 2
     assert all(r["text"].strip() for r in rows) and {r["id"] for r in rows} == {"doc0#de", "doc1#de"}
@@ -98,7 +100,10 @@ def preset(name: str, base_url: str, tmp_path: Path) -> Path:
     for stage in config["stages"]:
         if stage["stage"] == "translate":
             stage["backend"]["server"]["base_url"] = base_url
-            stage["backend"]["server"]["max_tokens"] = 32
+            # The presets derive max_tokens per segment; SmolLM2 on two cores often runs to the budget
+            # (~1,400 tokens for an Arabic window: 8 minutes here), so CI caps it: cut translations
+            # are retried at 192, then rejected translate:truncated, which the assertions below count.
+            stage["backend"]["server"]["max_tokens"] = 96
             stage["select"]["max_documents"] = 1  # the presets' caps, lowered for CI's two cores
         if stage["stage"] == "crawl":
             stage["inputs"] = [str(REPO / "examples" / "data" / "*.warc.gz")]
@@ -118,9 +123,10 @@ def test_transweb_edu_and_fineweb_edu_ar_presets_through_prefect(server, dask_ad
     translated = stages["translated"]
     assert translated["selected"] == 1 and set(translated["targets"]) == {"fr", "de", "es"}
     for target in translated["targets"].values():
-        assert target["documents"] == 1 and set(target["pass_rate"]) == {"coverage", "runaway", "repetition", "copy",
-                                                                          "language", "length_ratio"}
-    assert translated["examples"] and translated["sent"] == translated["segments"]
+        # measured, or rejected for a translation still cut after its retry
+        assert target["documents"] + target["truncated_documents"] == 1
+        assert set(target["pass_rate"]) == {"coverage", "runaway", "repetition", "copy", "language", "length_ratio"}
+    assert translated["examples"] and translated["sent"] == translated["segments"] + translated["retried"]  # cut: sent again
     # The fan-in: translated and native documents counted per language.
     tokens = stages["tokens"]
     assert tokens["docs_in"] == translated["docs_out"] + stages["native"]["docs_out"]
@@ -133,6 +139,7 @@ def test_transweb_edu_and_fineweb_edu_ar_presets_through_prefect(server, dask_ad
 
     arabic = run_pipeline(preset("fineweb-edu-ar", server.base_url, tmp_path), root, dask_address, tmp_path)
     stages = {stage["name"]: stage for stage in arabic["stages"]}
-    assert stages["arabic"]["targets"]["ar"]["documents"] == 1
+    arabic_target = stages["arabic"]["targets"]["ar"]
+    assert arabic_target["documents"] + arabic_target["truncated_documents"] == 1
     assert stages["arabic"]["segments"] >= 1
     assert set(stages["tokenize"]["tokens_by_language"]["aranizer"]) >= {"ar"}

@@ -89,7 +89,11 @@ class Backend(Strict):
     tokenizer: str | None = Field(default=None, description="ctranslate2: its tokenizer.json (default: <model>/tokenizer.json)")
     codes: Literal["nllb", "none"] = Field(default="nllb", description="ctranslate2/http: how languages are named to the model")
     language_codes: dict[str, str] = Field(default_factory=dict, description="fineflow code -> the model's code, overriding `codes`")
-    max_tokens: int = Field(default=256, ge=1, le=1_000_000, description="llama/ctranslate2: the most tokens generated per segment")
+    max_tokens: int | None = Field(
+        default=None, ge=1, le=1_000_000,
+        description="llama/ctranslate2: the most tokens generated per segment (default: derived from each segment's "
+                    "length, budget.py; openai: server.max_tokens). A segment cut at it is retried once with twice as many",
+    )
     max_input_tokens: int | None = Field(
         default=None, ge=8, le=1_000_000,
         description="the hard window: longer segments are cut before they are sent (default 256 tokens of its "
@@ -99,7 +103,8 @@ class Backend(Strict):
     compute_type: str = Field(default="auto", description="ctranslate2: auto (int8 on CPU, float16 on GPU), int8, float32, ...")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(default=1, ge=1, le=256, description="llama/ctranslate2: CPU threads")
-    n_ctx: int = Field(default=2048, ge=128, le=10_000_000, description="llama: the context window")
+    n_ctx: int = Field(default=2048, ge=128, le=10_000_000,
+                       description="llama: the context window; openai: the server's (caps derived max_tokens and retries)")
     # http: POST {url}/translate with {texts, src_lang, tgt_lang} -> {translations}
     url: str | None = None
     batch_size: int = Field(default=32, ge=1, le=4096)
@@ -114,6 +119,8 @@ class Backend(Strict):
             raise ValueError(f"backend {self.kind} needs {', '.join(missing)}")
         if self.kind in ("openai", "llama") and "{text}" not in self.prompt:
             raise ValueError("the prompt must hold {text}")
+        if self.kind == "openai" and self.max_tokens is not None:
+            raise ValueError("backend openai: set server.max_tokens (backend.max_tokens is for llama and ctranslate2)")
         return self
 
 

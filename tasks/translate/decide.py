@@ -3,8 +3,10 @@
 A translation failing a check goes to rejects as ``translate:<check>`` (the first failing one in
 ``qc.CHECKS`` order); pass and failure counts per target language and check feed the report.
 A document the translate step could not translate (``translate_failure``) is rejected for that,
-``translate:undecodable``, ``translate:refused`` or ``translate:unreadable``, with its
-``translate_failure_detail`` in ``drop_detail``; it is not counted in the checks' pass rates.
+``translate:undecodable``, ``translate:refused``, ``translate:unreadable`` or ``translate:truncated``
+(a segment still cut at its token budget after a retry with twice the room), with its
+``translate_failure_detail`` in ``drop_detail`` (how many segments failed, the first one's
+specifics); it is not counted in the checks' pass rates.
 """
 
 from __future__ import annotations

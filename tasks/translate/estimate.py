@@ -88,7 +88,7 @@ def estimate(config: TranslateStage, plans: list[StepPlan]) -> list[dict[str, An
             cache = ResponseCache(cache_folder(translate_plan.params, language, target))
             for text in distinct:
                 total += 1
-                if cache.get(backends.segment_key(text)) is not None:
+                if cache.get(backends.first_attempt(translate_plan.params["backend"], text, language, target).entry) is not None:
                     cached += 1
                 else:
                     send_chars += len(text)

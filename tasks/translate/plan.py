@@ -3,7 +3,8 @@
 
 The backend enters fingerprints and the segment cache's namespace by what changes a translation:
 the model (a server's model name; a local model file or folder by content), the prompt, the
-decoding parameters and the language codes; never a URL, a key or a concurrency. ``decide``'s own
+decoding parameters and the language codes; never a URL, a key or a concurrency. A ``max_tokens``
+derived from each segment (``budget.py``) enters as its formula's name, not a number. ``decide``'s own
 parameters are only the thresholds: a changed threshold never translates again.
 """
 
@@ -15,7 +16,7 @@ import os
 from fineflow import storage
 from fineflow.fingerprint import file_content_hash
 from fineflow.steps import PlanContext, StepPlan
-from fineflow.tasks.translate import choose, decide, select, translation, window
+from fineflow.tasks.translate import budget, choose, decide, select, translation, window
 from fineflow.tasks.translate.backends import MODEL_FILES
 from fineflow.tasks.translate.config import TranslateStage
 
@@ -27,6 +28,8 @@ def backend_params(config: TranslateStage) -> dict:
     if spec["kind"] == "ctranslate2" and not spec["tokenizer"]:
         spec["tokenizer"] = storage.join(spec["model"], "tokenizer.json")
     spec["max_input_tokens"] = spec["max_input_tokens"] or window.DEFAULT_INPUT_TOKENS[spec["kind"]]
+    if spec["kind"] == "openai":  # the translate backends read one configured limit: None derives it per segment
+        spec["max_tokens"] = spec["server"]["max_tokens"]
     return spec
 
 
@@ -36,15 +39,20 @@ def model_identity(config: TranslateStage, root: str) -> tuple[dict, str]:
     prompt = hashlib.sha256(b.prompt.encode()).hexdigest()
     if b.kind == "openai":
         assert b.server is not None
-        return {"kind": "openai", "model": b.server.model, "decoding": b.server.decoding(), "prompt": prompt}, f"openai:{b.server.model}"
+        decoding = b.server.decoding()
+        if b.server.max_tokens is None:
+            decoding["max_tokens"] = budget.FORMULA
+        return {"kind": "openai", "model": b.server.model, "decoding": decoding, "prompt": prompt}, f"openai:{b.server.model}"
     if b.kind == "llama":
-        return ({"kind": "llama", "model": file_content_hash(b.model, root), "max_tokens": b.max_tokens, "prompt": prompt},
+        return ({"kind": "llama", "model": file_content_hash(b.model, root), "max_tokens": b.max_tokens or budget.FORMULA,
+                 "prompt": prompt},
                 f"llama:{os.path.basename(b.model)}")
     if b.kind == "ctranslate2":
         files = [storage.join(b.model, name) for name in MODEL_FILES if storage.exists(storage.join(b.model, name))]
         tokenizer = b.tokenizer or storage.join(b.model, "tokenizer.json")
         return ({"kind": "ctranslate2", "model": [file_content_hash(f, root) for f in files],
-                 "tokenizer": file_content_hash(tokenizer, root), "beam_size": b.beam_size, "max_tokens": b.max_tokens,
+                 "tokenizer": file_content_hash(tokenizer, root), "beam_size": b.beam_size,
+                 "max_tokens": b.max_tokens or budget.FORMULA,
                  "codes": b.codes, "language_codes": b.language_codes}, f"ctranslate2:{os.path.basename(b.model.rstrip('/'))}")
     if b.kind == "http":
         return {"kind": "http", "model": b.model_name, "codes": b.codes, "language_codes": b.language_codes}, f"http:{b.model_name}"
@@ -76,6 +84,8 @@ def plan_translate(config: TranslateStage, ctx: PlanContext) -> list[StepPlan]:
     }
     fingerprinted = {"targets": config.targets, "model": identity, "model_name": name, "runaway_ratio": config.qc.max_segment_ratio,
                      "max_input_tokens": backend["max_input_tokens"],  # the hard window changes what is sent
+                     # the context caps derived budgets and retries (a budget in a cache entry's key, not its namespace)
+                     "n_ctx": backend["n_ctx"] if backend["kind"] in ("openai", "llama") else None,
                      "segment": {**segment, "tokenizer": file_content_hash(segment["tokenizer"], ctx.root) if segment["tokenizer"] else None}}
     block = config.backend.server.api_key_block if config.backend.server else None
     translate_plan = ctx.step(

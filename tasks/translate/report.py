@@ -1,5 +1,6 @@
 """What the translate stage adds to the run summary, its Prefect artifacts and the HTML report:
-pass rates per check and target language, the segment cache's hit rate, side-by-side examples."""
+pass rates per check and target language, the segment cache's hit rate, translations cut at their
+token budget (retried, and still cut after the retry), side-by-side examples."""
 
 from __future__ import annotations
 
@@ -34,7 +35,9 @@ def summary_fields(steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
     translated = decide.get("translated", {})
     failed = decide.get("failed_checks", {})
     targets = {}
-    for target, documents in sorted(translated.items()):
+    # A target whose every document failed (truncated, refused) has no measured one but is listed.
+    for target in sorted(set(translated) | set(translate.get("by_target", {}))):
+        documents = translated.get(target, 0)
         work = translate.get("by_target", {}).get(target, {})
         segments = work.get("segments", 0)
         targets[target] = {
@@ -43,6 +46,8 @@ def summary_fields(steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
                           for check in CHECKS},
             "segments": segments, "cache_hits": work.get("cache_hits", 0), "sent": work.get("sent", 0),
             "cache_hit_rate": round(work.get("cache_hits", 0) / segments, 4) if segments else None,
+            # segments sent again for a cut translation; documents rejected for one still cut
+            "retried": work.get("retried", 0), "truncated_documents": work.get("truncated", 0),
         }
     return {
         "selected": choose.get("chosen", 0), "candidates": choose.get("candidates", 0),
@@ -50,18 +55,22 @@ def summary_fields(steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "selection_skips": steps["select"].get("skipped", {}),
         "targets": targets, "drop_reasons": decide.get("drop_reasons", {}),
         "segments": translate.get("segments", 0), "cache_hits": translate.get("cache_hits", 0), "sent": translate.get("sent", 0),
+        "retried": translate.get("retried", 0), "truncated_segments": translate.get("truncated", 0),
         "backend_seconds": translate.get("backend_seconds", 0.0), "examples": _examples(translate),
     }
 
 
 def translate_tables(summary: dict[str, Any]) -> list[Table]:
     rows = [{"target": target, "documents": t["documents"], "passed": t["passed"], "segments": t["segments"],
-             "cache_hit_rate": t["cache_hit_rate"], **{f"pass {check}": t["pass_rate"][check] for check in CHECKS}}
+             "cache_hit_rate": t["cache_hit_rate"], "retried": t.get("retried", 0),
+             "truncated_documents": t.get("truncated_documents", 0),
+             **{f"pass {check}": t["pass_rate"][check] for check in CHECKS}}
             for target, t in summary.get("targets", {}).items()]
     tables = []
     if rows:
         tables.append(Table(key="qc", rows=rows, description=f"{summary['name']}: translations per target language, pass rate "
-                                                            "per check, segment cache hit rate"))
+                                                            "per check, segment cache hit rate, segments retried for a cut translation and "
+                                                            "documents rejected for one still cut"))
     if summary.get("examples"):
         tables.append(Table(key="examples", rows=summary["examples"], description=f"{summary['name']}: side by side"))
     return tables

@@ -12,7 +12,8 @@ the source's columns that earlier stages derived from its text are kept as ``sou
 
 A document that cannot be translated is still one row per target, with ``translate_failure``
 (``undecodable``: its text is not UTF-8; ``refused``/``unreadable``: the backend refused a segment
-or answered what cannot be read) and the specifics in ``translate_failure_detail``; ``decide``
+or answered what cannot be read; ``truncated``: a segment's translation was still cut at its token
+budget after one retry with twice the room) and the specifics in ``translate_failure_detail``; ``decide``
 rejects it with that reason. The other documents of the shard go on.
 """
 
@@ -35,7 +36,7 @@ from fineflow.tasks.text import langid
 from fineflow.tasks.translate import backends, qc, window
 from fineflow.tasks.translate.segment import Piece, reassemble, segment_document, segments
 
-STEP_VERSION = "2"
+STEP_VERSION = "3"  # 3: truncated translations retried, then failures
 LIBRARIES = ("sentencex", "httpx", "ctranslate2", "llama_cpp", "tokenizers", "fasttext")
 
 KEPT_COLUMNS = [f.name for f in DOCUMENT_SCHEMA if f.name not in ("id", "text", "language", "language_score")]
@@ -135,11 +136,12 @@ def translate_shard(shard: dict, params: dict, output_url: str, rejects_url: str
                 texts = sorted({text for i in indexes for text in segments(split[i])})
                 cache = ResponseCache(cache_folder(params, source, target), params["flush_every"],
                                       record=cache_record(params, source, target))
-                before = (stats.segments, stats.cache_hits, stats.sent)
+                before = (stats.segments, stats.cache_hits, stats.sent, stats.retried)
                 found, failures = backends.translate_all(spec, backend, cache, texts, source, target, stats)
                 per_target[target]["segments"] += stats.segments - before[0]
                 per_target[target]["cache_hits"] += stats.cache_hits - before[1]
                 per_target[target]["sent"] += stats.sent - before[2]
+                per_target[target]["retried"] += stats.retried - before[3]
                 for i in indexes:
                     if i in broken:
                         out.append(_untranslated(picked[i], "undecodable", broken[i], source, target, params, schema))
@@ -159,6 +161,7 @@ def translate_shard(shard: dict, params: dict, output_url: str, rejects_url: str
     return commit_shard(shard["shard"], output_url, table, docs_in=len(rows), artifacts=[artifact],
                         by_target={t: dict(v) for t, v in per_target.items()}, segments=stats.segments,
                         cache_hits=stats.cache_hits, sent=stats.sent, sent_chars=stats.sent_chars, failed=stats.failed,
+                        retried=stats.retried, truncated=stats.truncated,
                         backend_seconds=round(stats.seconds, 3), seconds=round(time.perf_counter() - started, 3),
                         **{k: v for k, v in stats.extra.items() if isinstance(v, int | float)})
 
