@@ -8,7 +8,7 @@ backend, and the quality checks their translations must pass.
       backend:
         kind: openai                       # openai | llama | ctranslate2 | http | identity
         server: {base_url: http://127.0.0.1:8080/v1, model: smollm2, max_tokens: 256}
-      qc: {min_language_score: 0.5, min_coverage: 0.8}   # length bands: measured per pair
+      qc: {min_language_score: 0.5, min_coverage: 0.85}   # length bands: measured per pair
 
 Each document becomes one row per target language; translations that fail a check go to rejects
 as ``translate:<check>``.
@@ -124,8 +124,10 @@ class QC(Strict):
         default=None, description="[min, max] translated / source characters over the segments, per document, for every pair "
                                   "(default: the pair's band measured on human translations, else [0.3, 3.0])")
     length_ratios: dict[str, Ratios] = Field(default_factory=dict, description="per pair 'en-ar' overrides")
-    min_coverage: Share = Field(default=0.8, description="share of source characters whose segment's translation has the "
+    min_coverage: Share = Field(default=0.85, description="share of source characters whose segment's translation has the "
                                                          "length the pair's length model expects (within its spread)")
+    min_sentence_ratio: Share = Field(default=0.85, description="the translation's sentences (2 to spare: joined ones) over "
+                                                                "the source's")
     max_truncated: int = Field(default=0, ge=0, le=1_000_000, description="segments cut before their end (short and unfinished)")
     max_copy_share: Share = Field(default=0.5, description="segments returned unchanged (ignoring numbers and short ones)")
     max_repetition: Share = Field(default=0.5, description="share of repeated word 3-grams (character 5-grams for scripts "

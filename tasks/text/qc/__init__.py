@@ -4,8 +4,11 @@ calibration (``calibration.py``); ``fails`` applies a stage's thresholds, so a c
 never rewrites again.
 
 - coverage: the share of source characters in segments whose translation has the length the
-  pair's length model expects, within its spread (``lengths.py``): dropped content makes a
-  segment short; joined or split sentences do not matter;
+  pair's length model expects, within its spread, and ends where its source ends a sentence
+  (``lengths.py``): dropped content makes a segment short; joined or split sentences do not
+  matter; and ``sentence_ratio``, the translation's sentences (each side split by its own
+  language's rules), with ``JOIN_SLACK`` to spare, over the source's: sentences dropped evenly
+  from every segment keep each one's length plausible but not the count;
 - truncated: segments cut before their end (short, unfinished where the source ends a sentence);
 - runaway: segments far longer than their source (a model that does not stop);
 - repetition: the share of repeated n-grams (words, or characters for scripts without spaces),
@@ -20,6 +23,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from sentencex import segment as split_sentences
+
 from fineflow.tasks.text.qc import calibration
 from fineflow.tasks.text.qc.lengths import judge
 from fineflow.tasks.text.qc.repetition import repetition
@@ -28,11 +33,15 @@ _WORDS = re.compile(r"[^\W\d_]{2,}")
 
 CHECKS = ("coverage", "truncated", "runaway", "repetition", "copy", "language", "length_ratio")
 SEGMENT_MIN_GRAMS = 8  # a segment's repetition needs this many n-grams to mean anything
-MEASURES = ("segments", "coverage", "truncated", "runaway", "copy", "length_ratio", "repetition", "segment_repetition")
+JOIN_SLACK = 2  # a translator may join a few sentences: a 3-sentence paragraph as one is fine
 
 
 def _normal(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", text).casefold().split())
+
+
+def _sentences(language: str, text: str) -> int:
+    return sum(1 for sentence in split_sentences(language.split("-")[0], text) if sentence.strip())
 
 
 def measure(sources: list[str], translations: list[str], source_language: str, target_language: str, mode: str,
@@ -47,9 +56,12 @@ def measure(sources: list[str], translations: list[str], source_language: str, t
     source_chars = sum(map(len, sources))
     target_chars = sum(len(t.strip()) for t in translations)
     lengths = judge(sources, translations, calibration.length_model(source_language, target_language, mode))
+    source_sentences = sum(_sentences(source_language, s) for s in sources)
+    target_sentences = sum(_sentences(target_language, t) for t in translations)
     return {
         "segments": len(sources),
         "coverage": lengths["coverage"],
+        "sentence_ratio": min(1.0, (target_sentences + JOIN_SLACK) / source_sentences) if source_sentences else 1.0,
         "truncated": lengths["truncated"],
         "runaway": runaway,
         "copy": copies / wordy if wordy else 0.0,
@@ -75,7 +87,7 @@ def length_band(qc: dict, source_language: str, target_language: str) -> tuple[f
 def fails(check: str, measures: dict, qc: dict, source_language: str, target_language: str) -> bool:
     """Whether a document (its measures, without the stage's prefix) fails one check."""
     if check == "coverage":
-        return measures["coverage"] < qc["min_coverage"]
+        return measures["coverage"] < qc["min_coverage"] or measures["sentence_ratio"] < qc["min_sentence_ratio"]
     if check == "truncated":
         return measures["truncated"] > qc["max_truncated"]
     if check == "runaway":

@@ -69,6 +69,7 @@ def length_model(source: str, target: str, mode: str) -> LengthModel:
     default = data()["default"]
     variance = (entry and _mode(entry, "variance", mode)) or _mode(default, "variance", mode)
     max_z = (entry and _mode(entry, "max_z", mode)) or _mode(default, "max_z", mode)
-    assert variance is not None and max_z is not None, "calibration.json: default lacks a mode"
-    return LengthModel(ratio=entry["ratio"] if entry else None, variance=float(variance), max_z=float(max_z),
+    spread = (entry and _mode(entry, "spread", mode)) or _mode(default, "spread", mode)
+    assert variance is not None and max_z is not None and spread is not None, "calibration.json: default lacks a mode"
+    return LengthModel(ratio=entry["ratio"] if entry else None, variance=float(variance), spread=float(spread), max_z=float(max_z),
                        truncated_share=float(default["truncated_share"]))

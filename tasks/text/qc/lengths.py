@@ -4,14 +4,17 @@ A faithful translation's length is close to ``ratio`` times its source's, with a
 grows with the square root of the source's length (Gale & Church 1993: the difference is about
 normal, its variance proportional to the length). Per segment::
 
-    z = (translated / ratio - source) / sqrt(variance * max(source, MIN_CHARS))
+    z = (translated / ratio - source) / sqrt(variance * max(source, MIN_CHARS) + (spread * source)**2)
 
 in source characters, so one ``variance`` serves pairs whose ratios differ (en→zh ~0.3,
-en→fr ~1.15). A short segment gets more slack than a long one, and joined or split sentences do
-not matter: only lengths are compared.
+en→fr ~1.15); ``spread`` is the relative spread of whole documents (a translator's style, a
+page's terms) that a long segment carries. A short segment gets more slack than a long one, and
+joined or split sentences do not matter: only lengths are compared.
 
-- coverage: the share of the source's characters in segments whose translation is non-empty and
-  has ``z >= -max_z`` (content dropped from a segment makes it short);
+- coverage: the share of the source's characters in segments whose translation is non-empty,
+  has ``z >= -max_z`` (content dropped from a segment makes it short) and ends a sentence or a
+  clause where its source ends a sentence (human translations almost always do; an answer cut
+  off does not);
 - truncated: segments whose source ends a sentence and whose translation does not, at under
   ``truncated_share`` of the expected length (an answer cut by a token limit);
 - the document's length ratio (translated / source characters over the segments) is checked by
@@ -28,6 +31,7 @@ import regex
 MIN_CHARS = 20  # shorter sources are judged as if this long: a 3-character label varies a lot
 _CLOSERS = "\"'»”’)]}›」』】〉》）"
 _TERMINAL = regex.compile(r"[.!?…。！？؟۔։।॥።፧⸮;:؛：；]$")
+_CLAUSE = regex.compile(r"[,，、،]$")
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class LengthModel:
 
     ratio: float | None  # translated / source characters; None: the document's own (weighted median)
     variance: float  # per source character, in source characters squared
+    spread: float  # relative, of a document's ratio around ``ratio``
     max_z: float  # a segment under -max_z is not covered
     truncated_share: float  # an unfinished segment under this share of its expected length is cut
 
@@ -43,6 +48,13 @@ class LengthModel:
 def ends_sentence(text: str) -> bool:
     """Whether ``text`` ends with sentence-final punctuation (any script's), quotes aside."""
     return bool(_TERMINAL.search(text.rstrip().rstrip(_CLOSERS).rstrip()))
+
+
+def finished(text: str) -> bool:
+    """Whether a translation ends a sentence or a clause (a translator may move a sentence's end
+    into the next segment; an answer cut by a token limit ends inside a clause)."""
+    core = text.rstrip().rstrip(_CLOSERS).rstrip()
+    return bool(_TERMINAL.search(core) or _CLAUSE.search(core))
 
 
 def own_ratio(sources: list[int], translations: list[int]) -> float:
@@ -58,8 +70,8 @@ def own_ratio(sources: list[int], translations: list[int]) -> float:
     return 1.0
 
 
-def z_scores(sources: list[int], translations: list[int], ratio: float, variance: float) -> list[float]:
-    return [(t / ratio - s) / math.sqrt(variance * max(s, MIN_CHARS)) for s, t in zip(sources, translations)]
+def z_scores(sources: list[int], translations: list[int], ratio: float, variance: float, spread: float) -> list[float]:
+    return [(t / ratio - s) / math.sqrt(variance * max(s, MIN_CHARS) + (spread * s) ** 2) for s, t in zip(sources, translations)]
 
 
 def judge(sources: list[str], translations: list[str], model: LengthModel) -> dict:
@@ -67,11 +79,11 @@ def judge(sources: list[str], translations: list[str], model: LengthModel) -> di
     source_chars = [len(s) for s in sources]
     target_chars = [len(t.strip()) for t in translations]
     ratio = model.ratio or own_ratio(source_chars, target_chars) or 1.0
-    z = z_scores(source_chars, target_chars, ratio, model.variance)
-    covered = sum(s for s, t, score in zip(source_chars, target_chars, z) if t > 0 and score >= -model.max_z)
-    truncated = sum(
-        1 for source, translation, s, t in zip(sources, translations, source_chars, target_chars)
-        if ends_sentence(source) and not ends_sentence(translation) and t < model.truncated_share * ratio * s
-    )
+    z = z_scores(source_chars, target_chars, ratio, model.variance, model.spread if model.ratio else 0.0)
+    covered = truncated = 0
+    for source, translation, s, t, score in zip(sources, translations, source_chars, target_chars, z):
+        unfinished = ends_sentence(source) and not finished(translation)
+        covered += s if t > 0 and score >= -model.max_z and not unfinished else 0
+        truncated += unfinished and t < model.truncated_share * ratio * s
     total = sum(source_chars)
     return {"coverage": covered / total if total else 1.0, "truncated": truncated, "expected_ratio": ratio}
