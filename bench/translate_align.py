@@ -68,6 +68,7 @@ class Paragraph:
     target: str
     segments: list[str] = field(default_factory=list)
     translations: list[str] = field(default_factory=list)
+    line: int = -1  # its line in the pair's files (the same paragraph in every pair of the page)
 
 
 @dataclass
@@ -342,18 +343,18 @@ def segment_lines(text: str, target: str, mode: str, window_tokens: int | None =
     return per_line, leads
 
 
-def build_document(name: str, paragraphs: list[tuple[str, str]], target: str, mode: str,
+def build_document(name: str, paragraphs: list[tuple[int, str, str]], target: str, mode: str,
                    window_tokens: int | None = None) -> Document:
-    """A document of (source, human translation) paragraphs, segmented and aligned (raises
-    ``AlignmentError``)."""
-    text = "\n".join(source for source, _ in paragraphs)
+    """A document of (line, source, human translation) paragraphs, segmented and aligned
+    (raises ``AlignmentError``)."""
+    text = "\n".join(source for _, source, _ in paragraphs)
     per_line, leads = segment_lines(text, target, mode, window_tokens)
     out = []
-    for (source, translation), segments, lead in zip(paragraphs, per_line, leads):
+    for (line, source, translation), segments, lead in zip(paragraphs, per_line, leads):
         lead = lead.strip()
         if lead and translation.startswith(lead):  # the same list marker stays in the output as it is
             translation = translation[len(lead):].lstrip() or translation
-        out.append(Paragraph(source, translation, segments, align(segments, translation, target)))
+        out.append(Paragraph(source, translation, segments, align(segments, translation, target), line))
     return Document(name, out)
 
 
@@ -369,7 +370,7 @@ def load_aligned(pairs_dir: str | Path, pair: str, mode: str, half: str = "evalu
     no_segment = 0
     for name, paragraphs in kept.items():
         try:
-            document = build_document(name, [(s, t) for _, s, t in paragraphs], target, mode, window_tokens)
+            document = build_document(name, paragraphs, target, mode, window_tokens)
         except AlignmentError as error:
             failures.append(f"{name}: {error}")
             continue
