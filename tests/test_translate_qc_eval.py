@@ -195,3 +195,8 @@ def test_a_small_run_through_the_stage_ends_with_the_json(tmp_path, capsys, monk
     assert translate_qc_eval.main([str(tmp_path / "pairs"), "--half", "all", "--min-docs", "4", "--jobs", "1",
                                    "--modes", "sentences", "--pairs", "en-fr"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {}
+    # pages cut into documents of one kept paragraph: six documents
+    assert translate_qc_eval.main([str(tmp_path / "pairs"), "--half", "all", "--min-docs", "4", "--jobs", "1", "--modes",
+                                   "sentences", "--pairs", "en-fr", "--corruptions", "copy_source", "--max-paragraphs", "1"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert figures["en-fr"]["sentences"]["documents"] == 6
