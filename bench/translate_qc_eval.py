@@ -223,6 +223,9 @@ def print_tables(results: list[dict], corruptions: tuple[str, ...], console) -> 
             failing = sorted(r["human"]["failed_checks"].items(), key=lambda kv: -kv[1])
             checks.add_row(r["pair"], r["mode"], ", ".join(f"{k} {v}" for k, v in failing) or "none")
     console.print(checks)
+    missing = sum(v.get("missing", 0) for r in results if "human" in r for v in [r["human"], *r["corruptions"].values()])
+    if missing:
+        console.print(f"[red]{missing} segments the stage sent had no served translation (answered empty): a mapping bug[/red]")
 
 
 def main(argv: list[str] | None = None) -> int:
