@@ -19,6 +19,14 @@ documents in the half; rates with 95 % Wilson intervals. A page is one document 
 ``--max-paragraphs K`` cuts pages into documents of K consecutive kept paragraphs (the handbook
 has ~60 pages per half: with 0 rejects of 60 the Wilson upper bound is still 6 %).
 
+For fitting a check on the calibration half, the same pieces as functions:
+``translate_align.load_aligned(pairs_dir, pair, mode, "calibration")`` gives the aligned
+documents, ``translate_corrupt.CORRUPTIONS[name](document, target, other)`` a corruption of one,
+``translate_qc_stage.Judge().judge(target, mode, name, [(id, text, [(segment, translation)])])``
+every document's measures (the translate step's columns) and decide's verdict, and
+``evaluate(pairs_dir, pair, mode, half)`` all of it for one pair and mode (``--details FILE``
+writes those results for every pair).
+
 Output: tables (rich), then as the last line one JSON object
 ``{"<src>-<tgt>": {"<mode>": {"false_reject_rate": x, "false_reject_upper_95": u, "documents": n,
 "detection_rate": {"<corruption>": y, ...}, "detection_lower_95": {...}}}}``.
