@@ -68,6 +68,7 @@ class Paragraph:
     target: str
     segments: list[str] = field(default_factory=list)
     translations: list[str] = field(default_factory=list)
+    line: int = -1  # its line in the pair's files (the same paragraph in every pair of the page)
 
 
 @dataclass
@@ -342,34 +343,51 @@ def segment_lines(text: str, target: str, mode: str, window_tokens: int | None =
     return per_line, leads
 
 
-def build_document(name: str, paragraphs: list[tuple[str, str]], target: str, mode: str,
+def build_document(name: str, paragraphs: list[tuple[int, str, str]], target: str, mode: str,
                    window_tokens: int | None = None) -> Document:
-    """A document of (source, human translation) paragraphs, segmented and aligned (raises
-    ``AlignmentError``)."""
-    text = "\n".join(source for source, _ in paragraphs)
+    """A document of (line, source, human translation) paragraphs, segmented and aligned
+    (raises ``AlignmentError``)."""
+    text = "\n".join(source for _, source, _ in paragraphs)
     per_line, leads = segment_lines(text, target, mode, window_tokens)
     out = []
-    for (source, translation), segments, lead in zip(paragraphs, per_line, leads):
+    for (line, source, translation), segments, lead in zip(paragraphs, per_line, leads):
         lead = lead.strip()
         if lead and translation.startswith(lead):  # the same list marker stays in the output as it is
             translation = translation[len(lead):].lstrip() or translation
-        out.append(Paragraph(source, translation, segments, align(segments, translation, target)))
+        out.append(Paragraph(source, translation, segments, align(segments, translation, target), line))
     return Document(name, out)
 
 
+def chunked(kept: dict[str, list[tuple[int, str, str]]], max_paragraphs: int) -> dict[str, list[tuple[int, str, str]]]:
+    """Each document's kept paragraphs in documents of at most ``max_paragraphs`` consecutive
+    ones, named ``<name>#<n>`` (0: whole documents). The half stays the page's."""
+    if max_paragraphs <= 0:
+        return kept
+    return {f"{name}#{start // max_paragraphs}": paragraphs[start:start + max_paragraphs]
+            for name, paragraphs in kept.items() for start in range(0, len(paragraphs), max_paragraphs)}
+
+
+def page_of(name: str) -> str:
+    return name.split("#", 1)[0]
+
+
 def load_aligned(pairs_dir: str | Path, pair: str, mode: str, half: str = "evaluation",
-                 window_tokens: int | None = None) -> tuple[list[Document], dict]:
-    """The half's documents of ``pair``, filtered, segmented for ``mode`` and aligned. Counts:
-    documents / documents_kept / paragraphs / paragraphs_kept / dropped_untranslated /
-    dropped_language (the filter), alignment_failures, no_segment (kept paragraphs the stage
-    leaves as they are, code or numbers only) and aligned (the documents returned)."""
+                 window_tokens: int | None = None, max_paragraphs: int = 0) -> tuple[list[Document], dict]:
+    """The half's documents of ``pair``, filtered, segmented for ``mode`` and aligned (with
+    ``max_paragraphs``, pages cut into documents of that many kept paragraphs: ``chunked``).
+    Counts: documents / documents_kept / paragraphs / paragraphs_kept / dropped_untranslated /
+    dropped_language (the filter, in pages), chunks (the documents judged before alignment),
+    alignment_failures, no_segment (kept paragraphs the stage leaves as they are, code or
+    numbers only) and aligned (the documents returned)."""
     kept, counts = filter_pair(pairs_dir, pair, half)
+    kept = chunked(kept, max_paragraphs)
+    counts["chunks"] = len(kept)
     target = split_pair(pair)[1]
     documents, failures = [], []
     no_segment = 0
     for name, paragraphs in kept.items():
         try:
-            document = build_document(name, [(s, t) for _, s, t in paragraphs], target, mode, window_tokens)
+            document = build_document(name, paragraphs, target, mode, window_tokens)
         except AlignmentError as error:
             failures.append(f"{name}: {error}")
             continue

@@ -17,6 +17,7 @@ is served for every repeat (counted as ``repeats_served_first``).
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import threading
 import unicodedata
@@ -35,6 +36,9 @@ from fineflow.steps import Source, StageInputs, StepPlan, run_shard
 
 SOURCE_LANGUAGE = "en"
 BATCH_SIZE = 256  # texts per request: the backend's batching, not a quality setting
+# Each run's storage root is thrown away after it: in memory where there is a tmpfs (the steps
+# fsync every file they commit), else the system's temporary folder.
+SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
 
 
 def key(text: str) -> str:
@@ -165,7 +169,7 @@ class Judge:
     def _run(self, target: str, mode: str, table_name: str, documents: list[tuple[str, str]],
              window_tokens: int | None) -> tuple[dict[str, dict], Counter[str]]:
         self.runs += 1
-        with tempfile.TemporaryDirectory(prefix="qc-eval-") as root:
+        with tempfile.TemporaryDirectory(prefix="qc-eval-", dir=SCRATCH) as root:
             folder = Path(root) / "input"
             folder.mkdir()
             rows = [{"id": doc_id, "url": f"pairs://{doc_id}", "text": text, "language": SOURCE_LANGUAGE}
