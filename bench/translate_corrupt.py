@@ -18,9 +18,11 @@ with the QC checks' tuning; keep them):
   single-sentence paragraphs keep theirs).
 - ``copy_source``: every segment's translation is its source segment.
 - ``other_language``: every paragraph's translation is the same paragraph's human translation
-  into another language (``OTHER_LANGUAGE``: de for a French target, fr for every other),
-  aligned onto the segments the same way; a document with a paragraph missing (or not aligned)
-  in that language is skipped.
+  into another language, aligned onto the segments the same way: the first of
+  ``other_languages(target)`` (fr, de, es, it, pt, nl, ru, without the target) in which that
+  paragraph was translated (documentation translations leave some paragraphs in English); a
+  document with a paragraph that no other language translated (or that does not align) is
+  skipped.
 - ``loop``: in each document, the translation of its longest source segment becomes its first
   quarter (at least 3 words; 8 characters in a language without spaces) repeated until it is at
   least 3 times that translation's length (a model that loops until it stops). Size: +2x that
@@ -40,8 +42,7 @@ from dataclasses import dataclass
 from sentencex import segment as split_sentences
 from translate_align import AlignmentError, Document, align, spaceless
 
-OTHER_LANGUAGE = {"fr": "de"}
-DEFAULT_OTHER = "fr"
+OTHER_LANGUAGES = ("fr", "de", "es", "it", "pt", "nl", "ru")
 LOOP_SHARE, LOOP_MIN_WORDS, LOOP_MIN_CHARS, LOOP_FACTOR = 0.25, 3, 8, 3
 CUT_KEEP = 2 / 3
 DROP_EVERY = 3
@@ -63,8 +64,9 @@ class Corrupted:
         return self.chars / self.human_chars - 1 if self.human_chars else 0.0
 
 
-def other_language(target: str) -> str:
-    return OTHER_LANGUAGE.get(target, DEFAULT_OTHER)
+def other_languages(target: str) -> list[str]:
+    """The languages whose human translation stands in for ``target``'s, in order of preference."""
+    return [language for language in OTHER_LANGUAGES if language != target]
 
 
 def _tokens(text: str, language: str, words: bool) -> list[tuple[int, int]]:
@@ -159,22 +161,24 @@ def copy_source(document: Document, language: str, other: list[str | None] | Non
     return _result(document, [list(p.segments) for p in document.paragraphs])
 
 
-def other_language_text(document: Document, language: str, other: list[str | None] | None = None) -> Corrupted:
-    """``other``: per paragraph, its human translation into ``other_language(language)`` (None
-    where there is none)."""
+def other_language_text(document: Document, language: str,
+                        other: list[tuple[str, str] | None] | None = None) -> Corrupted:
+    """``other``: per paragraph, (language, its human translation into that language) from
+    ``other_languages(language)``, None where no other language translated it."""
     if other is None or len(other) != len(document.paragraphs):
-        raise Skip(f"no {other_language(language)} version of the document")
+        raise Skip("no other language's version of the document")
     out = []
-    for paragraph, text in zip(document.paragraphs, other):
+    for paragraph, found in zip(document.paragraphs, other):
         if not paragraph.segments:
             out.append([])
             continue
-        if not text:
-            raise Skip(f"a paragraph has no {other_language(language)} translation")
+        if not found:
+            raise Skip("a paragraph no other language translated")
+        code, text = found
         try:
-            out.append(align(paragraph.segments, text, other_language(language)))
+            out.append(align(paragraph.segments, text, code))
         except AlignmentError as error:
-            raise Skip(f"the {other_language(language)} translation does not align: {error}") from None
+            raise Skip(f"the {code} translation does not align: {error}") from None
     return _result(document, out)
 
 

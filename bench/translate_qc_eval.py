@@ -73,20 +73,24 @@ def _get_judge() -> Judge:
     return _judge
 
 
-def _other_paragraphs(pairs_dir: str, pair: str, half: str, documents: list[align.Document]) -> dict[str, list[str | None]]:
-    """Per document, its paragraphs' human translations into the other language (kept by the
-    same filter), matched by line and source text."""
+def _other_paragraphs(pairs_dir: str, pair: str, half: str,
+                      documents: list[align.Document]) -> dict[str, list[tuple[str, str] | None]]:
+    """Per document, each paragraph's human translation into the first other language that
+    translated it (kept by the same filter), matched by line and source text."""
     source, target = align.split_pair(pair)
-    other_pair = f"{source}-{corrupt.other_language(target)}"
-    if not (Path(pairs_dir) / other_pair).is_dir():
-        return {}
-    kept, _ = align.filter_pair(pairs_dir, other_pair, half)
-    out = {}
-    for document in documents:
-        lines = {line: (s, t) for line, s, t in kept.get(align.page_of(document.name), [])}
-        out[document.name] = [lines[p.line][1] if p.line in lines and lines[p.line][0] == p.source else None
-                              for p in document.paragraphs]
-    return out
+    found: dict[str, list[tuple[str, str] | None]] = {d.name: [None] * len(d.paragraphs) for d in documents}
+    for language in corrupt.other_languages(target):
+        other_pair = f"{source}-{language}"
+        if not (Path(pairs_dir) / other_pair).is_dir():
+            continue
+        kept, _ = align.filter_pair(pairs_dir, other_pair, half)
+        for document in documents:
+            lines = {line: (s, t) for line, s, t in kept.get(align.page_of(document.name), [])}
+            slots = found[document.name]
+            for index, p in enumerate(document.paragraphs):
+                if slots[index] is None and p.line in lines and lines[p.line][0] == p.source:
+                    slots[index] = (language, lines[p.line][1])
+    return found
 
 
 def _judge_variant(judge: Judge, target: str, mode: str, name: str, documents: list[align.Document],

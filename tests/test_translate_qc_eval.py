@@ -102,12 +102,12 @@ def test_other_language_aligns_the_other_translation_or_skips():
     document = _document()
     other = ["Das Paketsystem ist einfach. Es enthält zwei Arten von Paketen.",
              "Binärpakete enthalten Programme. Quellpakete enthalten ihren Code. Beide sind signiert.", "Eine Überschrift"]
-    result = corrupt.other_language_text(document, "fr", other)
+    result = corrupt.other_language_text(document, "fr", [("de", text) for text in other])
     _nonempty(result, document)
     assert result.translations[0] == ["Das Paketsystem ist einfach.", "Es enthält zwei Arten von Paketen."]
     with pytest.raises(corrupt.Skip):
-        corrupt.other_language_text(document, "fr", [other[0], None, other[2]])
-    assert corrupt.other_language("fr") == "de" and corrupt.other_language("ja") == "fr"
+        corrupt.other_language_text(document, "fr", [("de", other[0]), None, ("de", other[2])])
+    assert corrupt.other_languages("fr")[0] == "de" and corrupt.other_languages("ja")[0] == "fr"
 
 
 def test_spaceless_corruptions_cut_at_characters():
