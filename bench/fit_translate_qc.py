@@ -3,11 +3,12 @@ translations: per language pair, the expected length ratio, the document band an
 per-segment length model, from one half of the pages only (the other half is for
 ``translate_qc_eval.py``).
 
-    uv run python bench/fit_translate_qc.py PAIRS_DIR [--half calibration] [--min-docs 20]
+    uv run python bench/fit_translate_qc.py PAIRS_DIR [--half calibration] [--min-docs 50] [--max-paragraphs 8]
         [--out tasks/text/qc/calibration.json] [--report FILE]
 
 Input: ``PAIRS_DIR/<src>-<tgt>/<name>.src.txt|.tgt.txt`` (``translate_pairs.py``), read, filtered,
-split in halves, segmented by the stage and aligned onto its segments by ``translate_align.py``
+split in halves, cut into documents of at most ``--max-paragraphs`` kept paragraphs (the
+evaluation's documents: ``translate_align.DEFAULT_MAX_PARAGRAPHS``), segmented by the stage and aligned onto its segments by ``translate_align.py``
 (``load_aligned``). Per pair (at least ``--min-docs`` documents in the half):
 
 - ``ratio``: the median over documents of translated / source characters (over the segments);
@@ -16,7 +17,10 @@ split in halves, segmented by the stage and aligned onto its segments by ``trans
 - per mode, ``variance`` and ``spread`` of ``d = translated / ratio - source`` (source
   characters): a least-squares fit of ``d**2 ~ variance * source + spread**2 * source**2`` over
   the segments (Gale & Church's linear term plus a document-style term for long segments), and
-  ``max_z``: the LOW_Z_Q quantile of the segments' z, made positive, floored at MIN_MAX_Z.
+  ``max_z``: the LOW_Z_Q quantile of the segments' z, made positive, floored at MIN_MAX_Z;
+  ``document_spread`` and ``document_max_z``: the same for whole documents' totals (``variance``
+  kept, the spread a document's style adds, fitted on ``d**2 - variance * source``), the
+  DOC_Z_Q quantile.
 
 ``default`` (pairs the file lacks and cannot derive through English): the band [0.3, 3.0] and the
 medians of the fitted pairs' variance, spread and max_z. The file records the corpus, the half,
@@ -30,15 +34,17 @@ import json
 import math
 import statistics
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from common import ROOT
-from translate_align import load_aligned, pairs_in
+from translate_align import DEFAULT_MAX_PARAGRAPHS, load_aligned, pairs_in
 
 MODES = ("sentences", "windows")
 LOW_Q, HIGH_Q = 0.01, 0.99
 LOW_MARGIN, HIGH_MARGIN = 1.08, 1.25
 LOW_Z_Q = 0.002
+DOC_Z_Q = 0.005
 MIN_MAX_Z = 3.0
 DEFAULT_BAND = (0.3, 3.0)
 TRUNCATED_SHARE = 0.6  # an unfinished segment under 60 % of its expected length (a cut answer is ~50 %)
@@ -78,8 +84,8 @@ def fit_lengths(segments: list[tuple[int, int]], ratio: float) -> tuple[float, f
     return variance, math.sqrt(spread2), max(MIN_MAX_Z, -quantile(z, LOW_Z_Q))
 
 
-def fit_pair(pairs_dir: str, pair: str, half: str) -> dict:
-    per_mode = {mode: load_aligned(pairs_dir, pair, mode, half) for mode in MODES}
+def fit_pair(pairs_dir: str, pair: str, half: str, max_paragraphs: int = DEFAULT_MAX_PARAGRAPHS) -> dict:
+    per_mode = {mode: load_aligned(pairs_dir, pair, mode, half, max_paragraphs=max_paragraphs) for mode in MODES}
     documents = {mode: docs for mode, (docs, _) in per_mode.items()}
     ratios = []
     for document in documents["windows"] or documents["sentences"]:
@@ -104,21 +110,41 @@ def fit_pair(pairs_dir: str, pair: str, half: str) -> dict:
         variance, spread, max_z = fit_lengths(segments, ratio)
         entry["variance"][mode], entry["spread"][mode], entry["max_z"][mode] = round(variance, 3), round(spread, 4), round(max_z, 2)
         entry.setdefault("segments", {})[mode] = len(segments)
+        doc_spread, doc_max_z = fit_documents([(sum(s for s, _ in lengths), sum(t for _, t in lengths))
+                                               for lengths in map(segment_lengths, docs)], ratio, variance)
+        entry.setdefault("document_spread", {})[mode] = round(doc_spread, 4)
+        entry.setdefault("document_max_z", {})[mode] = round(doc_max_z, 2)
     return entry
+
+
+def fit_documents(documents: list[tuple[int, int]], ratio: float, variance: float) -> tuple[float, float]:
+    """(spread, max_z) of whole documents' residuals around ``ratio``: ``d**2 - variance * source
+    ~ spread**2 * source**2`` (least squares, non-negative), and the DOC_Z_Q quantile of their z,
+    made positive, floored at MIN_MAX_Z."""
+    rows = [(s, (t / ratio - s) ** 2 - variance * s) for s, t in documents if s > 0]
+    spread2 = max(0.0, sum(s * s * e for s, e in rows) / sum(s ** 4 for s, _ in rows)) if rows else 0.0
+    from fineflow.tasks.text.qc.lengths import z_scores
+
+    z = z_scores([s for s, _ in documents], [t for _, t in documents], ratio, variance, math.sqrt(spread2))
+    return math.sqrt(spread2), max(MIN_MAX_Z, -quantile(z, DOC_Z_Q)) if z else MIN_MAX_Z
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("pairs_dir")
     parser.add_argument("--half", default="calibration", choices=("calibration", "evaluation", "all"))
-    parser.add_argument("--min-docs", type=int, default=20, help="pairs with fewer documents in the half are left to the default")
+    parser.add_argument("--min-docs", type=int, default=50, help="pairs with fewer documents in the half are left to the default")
+    parser.add_argument("--max-paragraphs", type=int, default=DEFAULT_MAX_PARAGRAPHS,
+                        help="documents of at most this many kept paragraphs (as the evaluation cuts them; 0: whole pages)")
     parser.add_argument("--out", default=str(ROOT / "tasks" / "text" / "qc" / "calibration.json"))
     parser.add_argument("--pairs", default=None, help="comma-separated pairs (default: every pair in PAIRS_DIR)")
+    parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
     pairs = args.pairs.split(",") if args.pairs else pairs_in(args.pairs_dir)
     fitted, skipped = {}, {}
-    for pair in pairs:
-        entry = fit_pair(args.pairs_dir, pair, args.half)
+    with ProcessPoolExecutor(args.jobs) as pool:
+        entries = list(pool.map(fit_pair, *zip(*[(args.pairs_dir, pair, args.half, args.max_paragraphs) for pair in pairs])))
+    for pair, entry in zip(pairs, entries):
         n = min(entry["documents"].values())
         if n < args.min_docs or "ratio" not in entry or not entry["variance"]:
             skipped[pair] = n
@@ -140,11 +166,15 @@ def main() -> None:
                       "half": args.half, "split": "sha256(page name) even: calibration, odd: evaluation",
                       "band": f"[q{LOW_Q} / {LOW_MARGIN}, q{HIGH_Q} * {HIGH_MARGIN}] of the documents' ratios",
                       "max_z": f"the {LOW_Z_Q} quantile of the segments' z, at least {MIN_MAX_Z}",
+                      "documents": f"at most {args.max_paragraphs} consecutive kept paragraphs of a page" if args.max_paragraphs
+                                   else "whole pages",
                       "min_documents": args.min_docs, "skipped_pairs": skipped},
         "default": {"length_ratio": list(DEFAULT_BAND),
                     "variance": {mode: pooled("variance", mode) for mode in MODES},
                     "spread": {mode: pooled("spread", mode) for mode in MODES},
                     "max_z": {mode: pooled("max_z", mode) for mode in MODES},
+                    "document_spread": {mode: pooled("document_spread", mode) for mode in MODES},
+                    "document_max_z": {mode: pooled("document_max_z", mode) for mode in MODES},
                     "truncated_share": TRUNCATED_SHARE},
         "pairs": fitted,
     }

@@ -32,9 +32,12 @@ partitions the units into contiguous non-empty groups, one per segment, minimisi
 Gale–Church costs ``-log P(|Z| >= |delta|)``, ``delta = (l_t - c l_s) / sqrt(S2 c l_s)`` with
 ``c`` the paragraph's own character ratio and ``S2 = 6.8`` (the paper's variance, stated per
 target character at c = 1; scaled by c so a script with denser characters is held to the same
-relative spread). It fails when there are fewer units than segments after every split, or when
-a group's ``|delta|`` exceeds ``MAX_DELTA``: that document is left out of the mode's figures and
-counted as an alignment failure (never as a QC reject).
+relative spread). It fails when there are fewer units than segments after every split, when
+a group's ``|delta|`` exceeds ``MAX_DELTA``, or (``build_document``) when a group other than a
+paragraph's last ends inside a sentence (neither sentence nor clause punctuation, the QC's
+``finished``) while its source segment ends one (``SplitInsideSentence``: the translator joined
+sentences that the stage translates apart): that document is left out of the mode's figures and
+counted as an alignment failure (never as a QC reject); the last kind is counted apart too.
 """
 
 from __future__ import annotations
@@ -50,9 +53,16 @@ from pathlib import Path
 
 from sentencex import segment as split_sentences
 
+from fineflow.tasks.text.qc.lengths import ends_sentence, finished
+
 S2 = 6.8  # Gale & Church (1993): variance of target length per source character
 MAX_DELTA = 4.0  # |delta| beyond this for any group is a failed alignment (two-sided p ~ 6e-5)
 HALVES = ("calibration", "evaluation", "all")
+# A document is at most this many consecutive kept paragraphs of a page: a web document is often
+# a few paragraphs (a handbook page is ~30), and a pair's half then holds ~150-300 documents,
+# enough for a 95 % upper bound under 5 % at a false-reject rate of 2-3 % (whole pages, ~60 a
+# half, leave 6 % even at 0 rejects). The calibration is fitted on the same documents.
+DEFAULT_MAX_PARAGRAPHS = 8
 _SPACELESS = frozenset({"ja", "zh", "th", "lo", "km", "my", "bo"})
 # a clause break: ASCII clause punctuation before whitespace, or a full-width mark (no space follows it)
 _CLAUSE = re.compile(r"[,;:](?=\s)|[，；：、]")
@@ -60,6 +70,13 @@ _CLAUSE = re.compile(r"[,;:](?=\s)|[，；：、]")
 
 class AlignmentError(ValueError):
     """The human translation cannot be aligned onto these segments."""
+
+
+class SplitInsideSentence(AlignmentError):
+    """The alignment had to end a segment's translation inside a sentence where its source ends
+    one (the translator joined sentences the stage sends apart): the stage, translating each
+    segment on its own, would get a finished sentence back, so such a cut measures the aligner,
+    not a translation."""
 
 
 @dataclass
@@ -354,7 +371,11 @@ def build_document(name: str, paragraphs: list[tuple[int, str, str]], target: st
         lead = lead.strip()
         if lead and translation.startswith(lead):  # the same list marker stays in the output as it is
             translation = translation[len(lead):].lstrip() or translation
-        out.append(Paragraph(source, translation, segments, align(segments, translation, target), line))
+        groups = align(segments, translation, target)
+        for segment, group in zip(segments[:-1], groups[:-1]):
+            if ends_sentence(segment) and not finished(group):
+                raise SplitInsideSentence(f"line {line}: {group[-40:]!r} ends inside a sentence for {segment[-40:]!r}")
+        out.append(Paragraph(source, translation, segments, groups, line))
     return Document(name, out)
 
 
@@ -372,29 +393,31 @@ def page_of(name: str) -> str:
 
 
 def load_aligned(pairs_dir: str | Path, pair: str, mode: str, half: str = "evaluation",
-                 window_tokens: int | None = None, max_paragraphs: int = 0) -> tuple[list[Document], dict]:
-    """The half's documents of ``pair``, filtered, segmented for ``mode`` and aligned (with
-    ``max_paragraphs``, pages cut into documents of that many kept paragraphs: ``chunked``).
+                 window_tokens: int | None = None, max_paragraphs: int = DEFAULT_MAX_PARAGRAPHS) -> tuple[list[Document], dict]:
+    """The half's documents of ``pair``, filtered, segmented for ``mode`` and aligned (pages cut
+    into documents of at most ``max_paragraphs`` kept paragraphs, ``chunked``; 0: whole pages).
     Counts: documents / documents_kept / paragraphs / paragraphs_kept / dropped_untranslated /
     dropped_language (the filter, in pages), chunks (the documents judged before alignment),
-    alignment_failures, no_segment (kept paragraphs the stage leaves as they are, code or
+    alignment_failures (of which split_inside_sentence: ``SplitInsideSentence``), no_segment (kept paragraphs the stage leaves as they are, code or
     numbers only) and aligned (the documents returned)."""
     kept, counts = filter_pair(pairs_dir, pair, half)
     kept = chunked(kept, max_paragraphs)
     counts["chunks"] = len(kept)
     target = split_pair(pair)[1]
     documents, failures = [], []
-    no_segment = 0
+    no_segment = inside = 0
     for name, paragraphs in kept.items():
         try:
             document = build_document(name, paragraphs, target, mode, window_tokens)
         except AlignmentError as error:
             failures.append(f"{name}: {error}")
+            inside += isinstance(error, SplitInsideSentence)
             continue
         if not any(p.segments for p in document.paragraphs):
             no_segment += 1
             continue
         documents.append(document)
-    counts.update(alignment_failures=len(failures), alignment_failure_examples=failures[:3], no_segment=no_segment,
+    counts.update(alignment_failures=len(failures), split_inside_sentence=inside, alignment_failure_examples=failures[:3],
+                  no_segment=no_segment,
                   aligned=len(documents))
     return documents, counts

@@ -11,11 +11,16 @@ with the QC checks' tuning; keep them):
   paragraph with no whitespace); the rest is re-partitioned over the paragraph's segments in
   proportion to the source segments' lengths, at word boundaries (characters where there are
   fewer words than segments), each part non-empty. Size: about a third of the characters.
-- ``drop_sentence``: the target's sentences (sentencex in the target language) are counted
-  across the document; the 3rd, 6th, 9th, ... are dropped, except that a paragraph keeps its
-  last remaining sentence; a paragraph that lost one is re-partitioned as above, the others keep
-  their alignment. Size: the share of characters actually dropped (reported; below a third, as
-  single-sentence paragraphs keep theirs).
+- ``drop_sentence``: content dropped from inside paragraphs: the target's sentences (sentencex
+  in the target language; a piece without a word, the "16.1." of a numbered heading, belongs to
+  the next) of the paragraphs that have at least two are counted across the
+  document; the 3rd, 6th, 9th, ... are dropped, except that a paragraph keeps its last
+  remaining sentence; a paragraph that lost one is re-partitioned as above, the others keep
+  their alignment. Single-sentence paragraphs (headings, list items) are left whole and do not
+  count, so multi-sentence paragraphs lose one sentence in three; a document where that drops
+  nothing (fewer than three sentences in paragraphs of two or more) is skipped (counted). Size: the share of characters actually
+  dropped (reported per document in ``--details``; it is below a third where much of a document
+  is single-sentence paragraphs).
 - ``copy_source``: every segment's translation is its source segment.
 - ``other_language``: every paragraph's translation is the same paragraph's human translation
   into another language, aligned onto the segments the same way: the first of
@@ -27,9 +32,12 @@ with the QC checks' tuning; keep them):
   quarter (at least 3 words; 8 characters in a language without spaces) repeated until it is at
   least 3 times that translation's length (a model that loops until it stops). Size: +2x that
   segment.
-- ``truncate``: in each document, the translation of its longest source segment is cut at the
+- ``truncate``: an answer cut off by a token limit, mid-sentence: in each document, the
+  translation of its longest source segment *whose source ends a sentence* (a heading or list
+  item without a full stop is not a sentence an answer could be cut inside of) is cut at the
   whitespace nearest half its length (the middle character in a language without spaces) and
-  loses any trailing punctuation, so it ends mid-sentence. Size: half that segment.
+  loses any trailing punctuation, so it ends mid-sentence. A document without such a segment is
+  skipped (counted). Size: half that segment.
 """
 
 from __future__ import annotations
@@ -39,8 +47,11 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import regex
 from sentencex import segment as split_sentences
 from translate_align import AlignmentError, Document, align, spaceless
+
+from fineflow.tasks.text.qc.lengths import ends_sentence
 
 OTHER_LANGUAGES = ("fr", "de", "es", "it", "pt", "nl", "ru")
 LOOP_SHARE, LOOP_MIN_WORDS, LOOP_MIN_CHARS, LOOP_FACTOR = 0.25, 3, 8, 3
@@ -134,8 +145,21 @@ def cut_third(document: Document, language: str, other: list[str | None] | None 
 
 
 def _sentences(text: str, language: str) -> list[str]:
+    """sentencex's sentences, a piece without a word ("16.1." before a heading) joined to the next."""
     chunks = list(split_sentences(language, text))
-    return chunks if "".join(chunks) == text and chunks else [text]
+    if "".join(chunks) != text or not chunks:
+        return [text]
+    out: list[str] = []
+    pending = ""
+    for chunk in chunks:
+        if regex.search(r"\p{L}{2}", chunk):
+            out.append(pending + chunk)
+            pending = ""
+        else:
+            pending += chunk
+    if pending:
+        out = [*out[:-1], out[-1] + pending] if out else [pending]
+    return out
 
 
 def drop_sentence(document: Document, language: str, other: list[str | None] | None = None) -> Corrupted:
@@ -145,6 +169,8 @@ def drop_sentence(document: Document, language: str, other: list[str | None] | N
         if not paragraph.segments:
             continue
         sentences = _sentences(paragraph.target, language)
+        if len(sentences) < 2:
+            continue
         drop = []
         for _ in sentences:
             counted += 1
@@ -154,6 +180,8 @@ def drop_sentence(document: Document, language: str, other: list[str | None] | N
         if any(drop):
             kept = "".join(s for s, gone in zip(sentences, drop) if not gone).strip()
             out[index] = repartition(kept, [len(s) for s in paragraph.segments], language)
+    if out == _human(document):
+        raise Skip("no sentence to drop: fewer than three in paragraphs of two or more")
     return _result(document, out)
 
 
@@ -182,8 +210,9 @@ def other_language_text(document: Document, language: str,
     return _result(document, out)
 
 
-def _longest(document: Document) -> tuple[int, int]:
-    found = [(len(s), -p, -i) for p, paragraph in enumerate(document.paragraphs) for i, s in enumerate(paragraph.segments)]
+def _longest(document: Document, which: Callable[[str], bool] = lambda _: True) -> tuple[int, int]:
+    found = [(len(s), -p, -i) for p, paragraph in enumerate(document.paragraphs) for i, s in enumerate(paragraph.segments)
+             if which(s)]
     _, p, i = max(found)
     return -p, -i
 
@@ -212,7 +241,9 @@ def _no_final_punctuation(text: str) -> str:
 
 def truncate(document: Document, language: str, other: list[str | None] | None = None) -> Corrupted:
     out = _human(document)
-    p, i = _longest(document)
+    if not any(ends_sentence(s) for paragraph in document.paragraphs for s in paragraph.segments):
+        raise Skip("no segment whose source ends a sentence")
+    p, i = _longest(document, ends_sentence)
     human = out[p][i]
     cut = _no_final_punctuation(_cut(human, 0.5, language)) or _no_final_punctuation(human[: max(1, len(human) // 2)])
     out[p][i] = cut or human[:1]

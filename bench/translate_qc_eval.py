@@ -15,9 +15,11 @@ QC rejects). Each document then goes through the stage's select, choose, transla
 steps, with the ``http`` backend served its human translation (``translate_qc_stage.py``), then
 each corruption of it (``translate_corrupt.py``). A document counts as rejected when decide
 rejects it, whatever the reason. Figures come only for pairs with at least ``--min-docs`` kept
-documents in the half; rates with 95 % Wilson intervals. A page is one document unless
-``--max-paragraphs K`` cuts pages into documents of K consecutive kept paragraphs (the handbook
-has ~60 pages per half: with 0 rejects of 60 the Wilson upper bound is still 6 %).
+documents in the half; rates with 95 % Wilson intervals. A document is at most ``--max-paragraphs`` (8) consecutive
+kept paragraphs of a page (``translate_align.DEFAULT_MAX_PARAGRAPHS``: a web document is often a
+few paragraphs, and the handbook's ~60 pages per half would leave a Wilson upper bound of 6 %
+even with 0 rejects; ~200 documents per pair bring it under 5 % at 2-3 %); the shipped
+calibration is fitted on documents cut the same way. ``--min-docs`` counts aligned documents.
 
 For fitting a check on the calibration half, the same pieces as functions:
 ``translate_align.load_aligned(pairs_dir, pair, mode, "calibration")`` gives the aligned
@@ -114,14 +116,14 @@ def _judge_variant(judge: Judge, target: str, mode: str, name: str, documents: l
 
 def evaluate(pairs_dir: str, pair: str, mode: str, half: str = "evaluation", min_docs: int = 50,
              window_tokens: int | None = None, corruptions: tuple[str, ...] = tuple(corrupt.CORRUPTIONS),
-             max_paragraphs: int = 0) -> dict:
+             max_paragraphs: int = align.DEFAULT_MAX_PARAGRAPHS) -> dict:
     """One pair in one mode: the filter's counts, then (with enough documents) the human
     translations' verdicts and each corruption's."""
     started = time.perf_counter()
     documents, counts = align.load_aligned(pairs_dir, pair, mode, half, window_tokens, max_paragraphs)
     out: dict = {"pair": pair, "mode": mode, "counts": counts}
-    if counts["chunks"] < min_docs or not documents:
-        out["skipped"] = f"{counts['chunks']} documents kept, fewer than {min_docs}"
+    if len(documents) < min_docs:  # judged documents: after chunking and alignment
+        out["skipped"] = f"{len(documents)} documents aligned, fewer than {min_docs}"
         return out
     target = align.split_pair(pair)[1]
     judge = _get_judge()
@@ -249,8 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-docs", type=int, default=50)
     parser.add_argument("--window-tokens", type=int, default=None, help="windows mode (default: the stage's default)")
     parser.add_argument("--corruptions", default=",".join(corrupt.CORRUPTIONS))
-    parser.add_argument("--max-paragraphs", type=int, default=0,
-                        help="cut pages into documents of at most this many kept paragraphs (default 0: whole pages)")
+    parser.add_argument("--max-paragraphs", type=int, default=align.DEFAULT_MAX_PARAGRAPHS,
+                        help="cut pages into documents of at most this many kept paragraphs (0: whole pages; the "
+                             "calibration is fitted with the default)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--details", help="write every figure (counts, reasons, checks, sizes) to this JSON file")
     args = parser.parse_args(argv)

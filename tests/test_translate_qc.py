@@ -145,3 +145,22 @@ def test_code_urls_and_tables_stay_as_they_are(line):
 def test_a_citation_sentence_is_a_segment():
     text = "Intro.\nThe ratio (see Fig. 2) is 3/4 (approx.) for A/B testing [1][2].\n    x = f(a); y = {b};"
     assert segments(segment_document(text, "en")) == ["Intro.", "The ratio (see Fig. 2) is 3/4 (approx.) for A/B testing [1][2]."]
+
+
+def test_a_numbered_heading_is_not_a_sentence_end():
+    from fineflow.tasks.text.qc.lengths import ends_sentence
+
+    assert not ends_sentence("6.2.") and not ends_sentence("(1).")
+    assert ends_sentence("It checks the signature.") and ends_sentence("هل هذا صحيح؟") and ends_sentence("これは本です。")
+
+
+def test_fewer_sentences_in_a_shorter_translation_is_dropped_content():
+    # one of three sentences gone from each paragraph: the count and the length both fall
+    sources = [source for source, _ in PARAGRAPHS]
+    dropped = [". ".join(target.split(". ")[:2]) + "." for _, target in PARAGRAPHS]
+    assert qc.measure(sources, dropped, "en", "fr", "windows", 6.0)["sentence_share"] < qc.SHORT_SENTENCES
+    # with the floor out of the way, only the length tells dropped from joined sentences
+    assert "coverage" in verdict(sources, dropped, "en", "fr", "windows", min_sentence_ratio=0.5)
+    joined = [target.replace(". ", ", ", 1) for _, target in PARAGRAPHS]
+    assert qc.measure(sources, joined, "en", "fr", "windows", 6.0)["sentence_share"] < qc.SHORT_SENTENCES
+    assert verdict(sources, joined, "en", "fr", "windows", min_sentence_ratio=0.5) == []

@@ -110,6 +110,31 @@ def test_other_language_aligns_the_other_translation_or_skips():
     assert corrupt.other_languages("fr")[0] == "de" and corrupt.other_languages("ja")[0] == "fr"
 
 
+def test_truncate_and_drop_sentence_skip_documents_they_cannot_damage():
+    # headings only: no segment ends a sentence, no paragraph has two sentences
+    segments = [["6.2."], ["Installing Packages"]]
+    targets = ["6.2.", "Installer des paquets"]
+    document = Document("toc", [Paragraph(s[0], t, s, [t], line) for line, (s, t) in enumerate(zip(segments, targets))])
+    with pytest.raises(corrupt.Skip, match="ends a sentence"):
+        corrupt.truncate(document, "fr")
+    with pytest.raises(corrupt.Skip, match="no sentence to drop"):
+        corrupt.drop_sentence(document, "fr")
+    # the longest segment is a heading: the cut goes to the longest one that ends a sentence
+    mixed = _document()
+    mixed.paragraphs[2] = Paragraph("A very long heading without any stop at its end", "Un très long titre sans point final",
+                                    ["A very long heading without any stop at its end"], ["Un très long titre sans point final"], 2)
+    cut = corrupt.truncate(mixed, "fr")
+    assert cut.translations[2] == ["Un très long titre sans point final"] and cut.translations[1][0] != mixed.paragraphs[1].translations[0]
+
+
+def test_a_cut_inside_a_sentence_is_an_alignment_failure():
+    # the translator joined two sentences that the stage (sentences mode) sends apart: the aligner
+    # can only cut the translation mid-sentence, which measures the aligner, not the translation
+    with pytest.raises(align.SplitInsideSentence):
+        align.build_document("d", [(0, "The first sentence is here. The second one follows it.",
+                                    "La première phrase est ici et la seconde la suit.")], "fr", "sentences")
+
+
 def test_spaceless_corruptions_cut_at_characters():
     segments = ["The first sentence is here.", "The second sentence is here too."]
     target = "最初の文はここにあります。二番目の文もここにあります。"

@@ -126,8 +126,8 @@ class QC(Strict):
     length_ratios: dict[str, Ratios] = Field(default_factory=dict, description="per pair 'en-ar' overrides")
     min_coverage: Share = Field(default=0.85, description="share of source characters whose segment's translation has the "
                                                          "length the pair's length model expects (within its spread)")
-    min_sentence_ratio: Share = Field(default=0.85, description="the translation's sentences (2 to spare: joined ones) over "
-                                                                "the source's")
+    min_sentence_ratio: Share = Field(default=0.8, description="the translation's sentences over the source's (5 source "
+                                                               "sentences or more; under 0.9 with a short text fails too)")
     max_truncated: int = Field(default=0, ge=0, le=1_000_000, description="segments cut before their end (short and unfinished)")
     max_copy_share: Share = Field(default=0.5, description="segments returned unchanged (ignoring numbers and short ones)")
     max_repetition: Share = Field(default=0.5, description="share of repeated word 3-grams (character 5-grams for scripts "

@@ -40,7 +40,7 @@ LIBRARIES = ("sentencex", "httpx", "ctranslate2", "llama_cpp", "tokenizers", "fa
 
 KEPT_COLUMNS = [f.name for f in DOCUMENT_SCHEMA if f.name not in ("id", "text", "language", "language_score")]
 MEASURES = [("translate_segments", pa.int64()), ("translate_coverage", pa.float64()), ("translate_sentence_ratio", pa.float64()),
-            ("translate_truncated", pa.int64()),
+            ("translate_sentence_share", pa.float64()), ("translate_truncated", pa.int64()),
             ("translate_runaway", pa.int64()), ("translate_copy", pa.float64()), ("translate_length_ratio", pa.float64()),
             ("translate_repetition", pa.float64()), ("translate_segment_repetition", pa.float64()),
             ("translate_detected", pa.string()), ("translate_failure", pa.string()), ("translate_failure_detail", pa.string())]

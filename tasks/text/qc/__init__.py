@@ -7,8 +7,13 @@ never rewrites again.
   pair's length model expects, within its spread, and ends where its source ends a sentence
   (``lengths.py``): dropped content makes a segment short; joined or split sentences do not
   matter; and ``sentence_ratio``, the translation's sentences (each side split by its own
-  language's rules), with ``JOIN_SLACK`` to spare, over the source's: sentences dropped evenly
-  from every segment keep each one's length plausible but not the count;
+  language's rules) over the source's, capped at 1, for a source of ``MIN_SENTENCES`` or more
+  (else 1.0: a translator may render three short sentences as one): sentences dropped evenly
+  from every segment keep each one's length plausible but not the count; and
+  ``sentence_share``, the same for any source: a document whose share is under
+  ``SHORT_SENTENCES`` fails when it is also short (its length ratio under ``SHORT_LENGTH`` of the
+  pair's calibrated ratio): a translator who joins sentences keeps the length, one who drops
+  them does not;
 - truncated: segments cut before their end (short, unfinished where the source ends a sentence);
 - runaway: segments far longer than their source (a model that does not stop);
 - repetition: the share of repeated n-grams (words, or characters for scripts without spaces),
@@ -33,7 +38,10 @@ _WORDS = re.compile(r"[^\W\d_]{2,}")
 
 CHECKS = ("coverage", "truncated", "runaway", "repetition", "copy", "language", "length_ratio")
 SEGMENT_MIN_GRAMS = 8  # a segment's repetition needs this many n-grams to mean anything
-JOIN_SLACK = 2  # a translator may join a few sentences: a 3-sentence paragraph as one is fine
+MIN_SENTENCES = 5  # fewer source sentences: the count alone says nothing (joined ones)
+# Fewer sentences and a shorter text together are dropped content (chosen on the calibration half
+# with windows of 8-paragraph documents: human translations that join sentences keep the length).
+SHORT_SENTENCES, SHORT_LENGTH = 0.9, 0.9
 
 
 def _normal(text: str) -> str:
@@ -61,7 +69,8 @@ def measure(sources: list[str], translations: list[str], source_language: str, t
     return {
         "segments": len(sources),
         "coverage": lengths["coverage"],
-        "sentence_ratio": min(1.0, (target_sentences + JOIN_SLACK) / source_sentences) if source_sentences else 1.0,
+        "sentence_ratio": min(1.0, target_sentences / source_sentences) if source_sentences >= MIN_SENTENCES else 1.0,
+        "sentence_share": min(1.0, target_sentences / source_sentences) if source_sentences else 1.0,
         "truncated": lengths["truncated"],
         "runaway": runaway,
         "copy": copies / wordy if wordy else 0.0,
@@ -87,7 +96,10 @@ def length_band(qc: dict, source_language: str, target_language: str) -> tuple[f
 def fails(check: str, measures: dict, qc: dict, source_language: str, target_language: str) -> bool:
     """Whether a document (its measures, without the stage's prefix) fails one check."""
     if check == "coverage":
-        return measures["coverage"] < qc["min_coverage"] or measures["sentence_ratio"] < qc["min_sentence_ratio"]
+        expected = calibration.ratio(source_language, target_language)
+        short = expected is not None and measures["length_ratio"] < SHORT_LENGTH * expected
+        return (measures["coverage"] < qc["min_coverage"] or measures["sentence_ratio"] < qc["min_sentence_ratio"]
+                or (short and measures.get("sentence_share", 1.0) < SHORT_SENTENCES))
     if check == "truncated":
         return measures["truncated"] > qc["max_truncated"]
     if check == "runaway":

@@ -63,6 +63,12 @@ def band(source: str, target: str) -> tuple[tuple[float, float], str]:
     return (float(bounds[0]), float(bounds[1])), found
 
 
+def ratio(source: str, target: str) -> float | None:
+    """The pair's expected translated / source characters (None: not calibrated)."""
+    entry, _ = _entry(source, target)
+    return float(entry["ratio"]) if entry else None
+
+
 def length_model(source: str, target: str, mode: str) -> LengthModel:
     """The pair's per-segment length model for a segmentation mode."""
     entry, _ = _entry(source, target)

@@ -32,6 +32,7 @@ MIN_CHARS = 20  # shorter sources are judged as if this long: a 3-character labe
 _CLOSERS = "\"'»”’)]}›」』】〉》）"
 _TERMINAL = regex.compile(r"[.!?…。！？؟۔։।॥።፧⸮;:؛：；]$")
 _CLAUSE = regex.compile(r"[,，、،]$")
+_WORD = regex.compile(r"\p{L}{2}")  # "6.2." or "(1)." ends with a stop but is no sentence
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,9 @@ class LengthModel:
 
 
 def ends_sentence(text: str) -> bool:
-    """Whether ``text`` ends with sentence-final punctuation (any script's), quotes aside."""
-    return bool(_TERMINAL.search(text.rstrip().rstrip(_CLOSERS).rstrip()))
+    """Whether ``text`` is a sentence's end: sentence-final punctuation (any script's), quotes
+    aside, after at least one word (two letters: a numbered heading "6.2." is not a sentence)."""
+    return bool(_TERMINAL.search(text.rstrip().rstrip(_CLOSERS).rstrip())) and bool(_WORD.search(text))
 
 
 def finished(text: str) -> bool:

@@ -17,6 +17,7 @@ import regex
 
 _NO_SPACE = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Tibetan}]")
 _LETTER = regex.compile(r"[\p{L}\p{M}\p{N}]")
+_WORD_LETTER = regex.compile(r"[\p{L}\p{M}]")  # the script is its letters', digits aside ("6.2.7. 自动" is Chinese)
 
 WORD_N = 3
 CHAR_N = 5  # a Chinese word is 1.5-2 characters: 5 characters span about as much as 3 words
@@ -26,7 +27,7 @@ MIN_GRAMS = 4  # fewer n-grams than this measure nothing (0.0)
 def written_without_spaces(text: str) -> bool:
     """Whether most of the text's letters belong to scripts written without spaces."""
     sample = text[:4000]
-    letters = len(_LETTER.findall(sample))
+    letters = len(_WORD_LETTER.findall(sample))
     return letters > 0 and len(_NO_SPACE.findall(sample)) > 0.5 * letters
 
 
