@@ -16,7 +16,9 @@ Pairs: ``PAIRS_DIR/<src>-<tgt>/<name>.src.txt`` and ``<name>.tgt.txt``, one para
 line i of one the translation of line i of the other (``translate_pairs.py`` builds them).
 
 Filter: a paragraph is kept when its translation differs from the source and lid.176
-(``fineflow.tasks.text.langid``) labels it the target language (for a target with a script
+(``fineflow.tasks.text.langid``) labels it the target language, and (after alignment) no segment
+of it with words is left as it is (``dropped_partly_untranslated``: a caption whose label alone
+was translated, "Příklad 15.1. Rebuilding a package") (for a target with a script
 subtag, ``zh-Hant``, lid.176's label is the language alone, ``zh``: that counts as a match). A
 document with no kept paragraph is dropped.
 
@@ -375,8 +377,15 @@ def build_document(name: str, paragraphs: list[tuple[int, str, str]], target: st
         for segment, group in zip(segments[:-1], groups[:-1]):
             if ends_sentence(segment) and not finished(group):
                 raise SplitInsideSentence(f"line {line}: {group[-40:]!r} ends inside a sentence for {segment[-40:]!r}")
+        if any(untranslated(segment, group) for segment, group in zip(segments, groups)):
+            continue  # a caption whose label alone was translated: not a human translation of it
         out.append(Paragraph(source, translation, segments, groups, line))
     return Document(name, out)
+
+
+def untranslated(segment: str, group: str) -> bool:
+    """A segment with words whose aligned translation is the segment itself."""
+    return len(segment) >= 20 and bool(re.search(r"[^\W\d_]{2}", segment)) and " ".join(segment.split()) == " ".join(group.split())
 
 
 def chunked(kept: dict[str, list[tuple[int, str, str]]], max_paragraphs: int) -> dict[str, list[tuple[int, str, str]]]:
@@ -405,7 +414,7 @@ def load_aligned(pairs_dir: str | Path, pair: str, mode: str, half: str = "evalu
     counts["chunks"] = len(kept)
     target = split_pair(pair)[1]
     documents, failures = [], []
-    no_segment = inside = 0
+    no_segment = inside = partly = 0
     for name, paragraphs in kept.items():
         try:
             document = build_document(name, paragraphs, target, mode, window_tokens)
@@ -413,11 +422,12 @@ def load_aligned(pairs_dir: str | Path, pair: str, mode: str, half: str = "evalu
             failures.append(f"{name}: {error}")
             inside += isinstance(error, SplitInsideSentence)
             continue
+        partly += len(paragraphs) - len(document.paragraphs)
         if not any(p.segments for p in document.paragraphs):
             no_segment += 1
             continue
         documents.append(document)
-    counts.update(alignment_failures=len(failures), split_inside_sentence=inside, alignment_failure_examples=failures[:3],
+    counts.update(alignment_failures=len(failures), split_inside_sentence=inside, dropped_partly_untranslated=partly, alignment_failure_examples=failures[:3],
                   no_segment=no_segment,
                   aligned=len(documents))
     return documents, counts

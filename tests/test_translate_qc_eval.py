@@ -135,6 +135,13 @@ def test_a_cut_inside_a_sentence_is_an_alignment_failure():
                                     "La première phrase est ici et la seconde la suit.")], "fr", "sentences")
 
 
+def test_a_segment_left_as_it_is_is_not_a_human_translation():
+    # the handbook's cs/pl/nl captions: the label translated, the title left in English
+    assert align.untranslated("Rebuilding a package", "Rebuilding a package")
+    assert not align.untranslated("Rebuilding a package", "Reconstruire un paquet")
+    assert not align.untranslated("apt-get 1.2.3", "apt-get 1.2.3")  # short, code: the stage keeps these too
+
+
 def test_spaceless_corruptions_cut_at_characters():
     segments = ["The first sentence is here.", "The second sentence is here too."]
     target = "最初の文はここにあります。二番目の文もここにあります。"

@@ -184,7 +184,7 @@ def _translated(doc: dict, pieces: list, found: dict[str, str], failures: dict[s
     found_measures = qc.measure(sources, translations, source, target, params["segment"]["mode"], params["runaway_ratio"])
     measures = {f"translate_{name}": value for name, value in found_measures.items()}
     detected, score = langid.identify(text) if text.strip() else ("und", 0.0)
-    return _row(doc, text, source, target, params, schema, language_score=float(score) if detected == target else 0.0,
+    return _row(doc, text, source, target, params, schema, language_score=float(score) if detected in (target, target.split("-")[0]) else 0.0,
                 translate_detected=detected, **measures)
 
 
