@@ -232,3 +232,18 @@ def test_a_small_run_through_the_stage_ends_with_the_json(tmp_path, capsys, monk
                                    "sentences", "--pairs", "en-fr", "--corruptions", "copy_source", "--max-paragraphs", "1"]) == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert figures["en-fr"]["sentences"]["documents"] == 6
+
+
+def test_a_script_subtagged_target_passes_the_language_check():
+    # lid.176 labels Traditional Chinese "zh": the stage's language check must accept it for zh-Hant
+    from translate_qc_stage import Judge
+
+    pairs = [("Debian is a free operating system.", "Debian 是一個自由的作業系統。"),
+             ("Its packages are built by volunteers around the world.", "它的套件由世界各地的志願者建置。")]
+    judge = Judge()
+    try:
+        found = judge.judge("zh-Hant", "sentences", "zh-hant-check", [("d", " ".join(s for s, _ in pairs), pairs)])
+    finally:
+        judge.close()
+    verdict = found["verdicts"]["d"]
+    assert verdict["translate_detected"] == "zh" and verdict["language_score"] > 0.5 and verdict["reason"] is None
