@@ -57,9 +57,10 @@ def test_segments_keep_the_line_structure():
         "alpha beta gamma", "delta epsilon zeta", "eta theta"]
 
 
-def test_the_identity_backend_gives_every_sample_document_back_byte_for_byte(documents, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("mode", ["sentences", "windows", "lines"])
+def test_the_identity_backend_gives_every_sample_document_back_byte_for_byte(documents, tmp_path, mode):  # noqa: F811
     steps = run({"targets": ["sw"], "select": {"languages": ["en", "de", "fr", "es", "ru", "ar", "zh"]},
-                 "segment": {"mode": "sentences"}, "backend": {"kind": "identity"}}, tmp_path, documents)
+                 "segment": {"mode": mode}, "backend": {"kind": "identity"}}, tmp_path, documents)
     sources = pa.concat_tables([pq.read_table(f) for f in sorted(documents.glob("*.parquet"))])
     by_id = dict(zip(sources["id"].to_pylist(), sources["text"].to_pylist()))
     translated = table_of(steps, "translate")
@@ -69,6 +70,10 @@ def test_the_identity_backend_gives_every_sample_document_back_byte_for_byte(doc
     # Unchanged copies are not translations: every one is rejected, as a copy or as the wrong language.
     assert table_of(steps, "decide").num_rows == 0
     assert set(table_of(steps, "decide", "rejects_folder")["drop_reason"].to_pylist()) <= {"translate:copy", "translate:language"}
+    # The text is the source's, so every check but those two passes, in every mode (coverage once
+    # rejected 33 of 90 in windows mode: a window of three sentences "translated" as one).
+    failed = {check for checks in totals(steps, "decide")["failed_checks"].values() for check in checks}
+    assert failed <= {"copy", "language"}, failed
 
 
 # -- an HTTP NMT server with planted answers ----------------------------------------------------
@@ -142,9 +147,14 @@ def http_backend(nmt: PlantedNMT) -> dict:
 
 def test_quality_checks_reject_a_planted_copy_wrong_language_and_dropped_sentence(nmt, tmp_path):
     docs = write_documents(tmp_path / "docs", {
-        "a": "The first sentence is here. The second sentence follows it.",
-        "b": "WRONG sentence one is written here. WRONG sentence two is written here.",
-        "c": "Keep this sentence please. DROPME this sentence now. Another sentence stays here.",
+        # sources about as long as the planted French sentences (the en-fr band is measured)
+        "a": "The Debian operating system is free and it contains many thousands of packages. "
+             "Every package is maintained by volunteers who follow one common policy charter.",
+        "b": "WRONG sentence one is written here, and it is rather long for a sentence. "
+             "WRONG sentence two is written here, and it is also long for a sentence.",
+        "c": "Keep this sentence please, as it is a perfectly ordinary sentence to translate. "
+             "DROPME this sentence now, since the planted server answers it with nothing. "
+             "Another sentence stays here, and it is translated like the first one was.",
     })
     steps = run({"targets": ["fr", "de"], "backend": http_backend(nmt)}, tmp_path / "store", docs)
     reasons = dict(zip(*(table_of(steps, "decide", "rejects_folder")[c].to_pylist() for c in ("id", "drop_reason"))))

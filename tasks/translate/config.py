@@ -8,7 +8,7 @@ backend, and the quality checks their translations must pass.
       backend:
         kind: openai                       # openai | llama | ctranslate2 | http | identity
         server: {base_url: http://127.0.0.1:8080/v1, model: smollm2, max_tokens: 256}
-      qc: {min_language_score: 0.5, length_ratio: [0.3, 3.0]}
+      qc: {min_language_score: 0.5, min_coverage: 0.85}   # length bands: measured per pair
 
 Each document becomes one row per target language; translations that fail a check go to rejects
 as ``translate:<check>``.
@@ -127,16 +127,25 @@ class Backend(Strict):
 class QC(Strict):
     min_language_score: Share = Field(default=0.5, description="lid.176's score for the target language")
     language_scores: dict[str, Share] = Field(default_factory=dict, description="per target language overrides")
-    length_ratio: Ratios = Field(default=(0.3, 3.0), description="[min, max] translated / source characters, per document")
+    length_ratio: Ratios | None = Field(
+        default=None, description="[min, max] translated / source characters over the segments, per document, for every pair "
+                                  "(default: the pair's band measured on human translations, else [0.3, 3.0])")
     length_ratios: dict[str, Ratios] = Field(default_factory=dict, description="per pair 'en-ar' overrides")
+    min_coverage: Share = Field(default=0.85, description="share of source characters whose segment's translation has the "
+                                                         "length the pair's length model expects (within its spread)")
+    min_sentence_ratio: Share = Field(default=0.8, description="the translation's sentences over the source's (5 source "
+                                                               "sentences or more; under 0.9 with a short text fails too)")
+    max_truncated: int = Field(default=0, ge=0, le=1_000_000, description="segments cut before their end (short and unfinished)")
     max_copy_share: Share = Field(default=0.5, description="segments returned unchanged (ignoring numbers and short ones)")
-    max_repetition: Share = Field(default=0.5, description="share of a translation's word 3-grams that repeat")
+    max_repetition: Share = Field(default=0.5, description="share of repeated word 3-grams (character 5-grams for scripts "
+                                                           "without spaces), in the translation or in its worst segment")
     max_segment_ratio: float = Field(default=6.0, gt=1, le=1000, allow_inf_nan=False,
                                      description="a segment longer than this times its source is runaway")
 
     @model_validator(mode="after")
     def _ordered_ratios(self) -> QC:
-        _ordered("qc.length_ratio", self.length_ratio)
+        if self.length_ratio is not None:
+            _ordered("qc.length_ratio", self.length_ratio)
         for pair, bounds in self.length_ratios.items():
             _ordered(f"qc.length_ratios.{pair}", bounds)
         return self

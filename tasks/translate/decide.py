@@ -16,10 +16,11 @@ from collections import defaultdict
 import pyarrow as pa
 
 from fineflow.documents import commit_shard, read_input, rejects_schema, set_columns
-from fineflow.tasks.translate import qc
+from fineflow.tasks.text import qc
+from fineflow.tasks.text.qc import calibration
 from fineflow.tasks.translate.translation import FAILURE_COLUMNS
 
-STEP_VERSION = "2"
+STEP_VERSION = f"3+{calibration.digest()}"  # the shipped bands decide too
 LIBRARIES = ("pyarrow",)
 
 
@@ -37,10 +38,10 @@ def decide_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -
             reasons.append(f"translate:{row['translate_failure']}")
             details.append(row.get("translate_failure_detail"))
             continue
-        pair = f"{row['source_language']}-{target}"
-        threshold = settings["language_scores"].get(target, settings["min_language_score"])
+        measures = {name.removeprefix("translate_"): value for name, value in row.items()}
+        measures["language_score"] = row["language_score"]
         # Every check is counted (pass rates per check), the first failure is the reason.
-        found = [check for check in qc.CHECKS if qc.fails(check, row, threshold, settings, pair)]
+        found = [check for check in qc.CHECKS if qc.fails(check, measures, settings, row["source_language"], target)]
         for check in found:
             failed[target][check] += 1
         documents[target] += 1

@@ -36,12 +36,14 @@ from fineflow.tasks.text import langid
 from fineflow.tasks.translate import backends, qc, window
 from fineflow.tasks.translate.segment import Piece, reassemble, segment_document, segments
 
-STEP_VERSION = "3"  # 3: truncated translations retried, then failures
+STEP_VERSION = f"4+{qc.CALIBRATION}"  # 4: truncated translations retried, then failures; coverage with the shipped calibration
 LIBRARIES = ("sentencex", "httpx", "ctranslate2", "llama_cpp", "tokenizers", "fasttext")
 
 KEPT_COLUMNS = [f.name for f in DOCUMENT_SCHEMA if f.name not in ("id", "text", "language", "language_score")]
-MEASURES = [("translate_segments", pa.int64()), ("translate_coverage", pa.float64()), ("translate_runaway", pa.int64()),
-            ("translate_copy", pa.float64()), ("translate_length_ratio", pa.float64()), ("translate_repetition", pa.float64()),
+MEASURES = [("translate_segments", pa.int64()), ("translate_coverage", pa.float64()), ("translate_sentence_ratio", pa.float64()),
+            ("translate_sentence_share", pa.float64()), ("translate_truncated", pa.int64()),
+            ("translate_runaway", pa.int64()), ("translate_copy", pa.float64()), ("translate_length_ratio", pa.float64()),
+            ("translate_repetition", pa.float64()), ("translate_segment_repetition", pa.float64()),
             ("translate_detected", pa.string()), ("translate_failure", pa.string()), ("translate_failure_detail", pa.string())]
 FAILURE_COLUMNS = ("translate_failure", "translate_failure_detail")
 EXAMPLES_PER_TARGET = 2
@@ -182,10 +184,10 @@ def _translated(doc: dict, pieces: list, found: dict[str, str], failures: dict[s
     failure = _failure(sources, failures)
     if failure is not None:  # not measured: decide rejects it for the failure
         return _untranslated(doc, *failure, source, target, params, schema, text)
-    measures = qc.measure(sources, translations, target, params["segment"]["mode"] != "sentences", params["runaway_ratio"])
-    measures["translate_repetition"] = qc.repetition(text)
+    found_measures = qc.measure(sources, translations, source, target, params["segment"]["mode"], params["runaway_ratio"])
+    measures = {f"translate_{name}": value for name, value in found_measures.items()}
     detected, score = langid.identify(text) if text.strip() else ("und", 0.0)
-    return _row(doc, text, source, target, params, schema, language_score=float(score) if detected == target else 0.0,
+    return _row(doc, text, source, target, params, schema, language_score=float(score) if detected in (target, target.split("-")[0]) else 0.0,
                 translate_detected=detected, **measures)
 
 
