@@ -44,7 +44,9 @@ def test_a_server_killed_mid_step_fails_it_and_a_rerun_sends_only_the_rest(tmp_p
     dying = LlamaServer(log).start()
     texts = {f"doc{i}": f"Sentence {i} one is here. Sentence {i} two is here. Sentence {i} three." for i in range(4)}
     docs = write_documents(tmp_path / "docs", texts)
-    backend = openai_backend(dying.base_url, concurrency=1, retries=1, timeout_s=10, deadline_s=15, flush_every=2)
+    # A killed server resets its connections at once; the timeouts only bound a slow answer (the
+    # derived budget lets SmolLM2 write several times the old fixed 24 tokens on a loaded machine).
+    backend = openai_backend(dying.base_url, concurrency=1, retries=1, timeout_s=60, deadline_s=120, flush_every=2)
     config = {"targets": ["fr"], "backend": backend, "flush_every": 2}
     cache = tmp_path / "_cache" / "translate"
 
@@ -75,7 +77,7 @@ def test_the_gguf_model_in_process_through_llama_cpp(tmp_path):
         from fineflow.planning import plan_stage
         from fineflow.steps import Source, StageInputs, run_shard
         stage = registry.validate_stage({{"stage": "translate", "targets": ["de"],
-            "backend": {{"kind": "llama", "model": {gguf_path()!r}, "threads": 2}}}})
+            "backend": {{"kind": "llama", "model": {gguf_path()!r}, "threads": 2, "max_tokens": 24}}}})
         out = {{}}
         for plan in plan_stage(stage, {str(tmp_path / "store")!r}, StageInputs((Source("docs", "f" * 20, {str(docs)!r}, 1),)), "t"):
             results = [run_shard(plan.function, shard, plan.params, plan.location) for shard in plan.shards]
@@ -126,12 +128,15 @@ def test_transweb_edu_and_fineweb_edu_ar_presets_through_prefect(server, dask_ad
         # measured, or rejected for a translation still cut after its retry
         assert target["documents"] + target["truncated_documents"] == 1
         assert set(target["pass_rate"]) == {"coverage", "runaway", "repetition", "copy", "language", "length_ratio"}
-    assert translated["examples"] and translated["sent"] == translated["segments"] + translated["retried"]  # cut: sent again
+    # Examples are of measured translations: SmolLM2 at CI's cap may leave every one cut.
+    assert bool(translated["examples"]) == any(t["documents"] for t in translated["targets"].values())
+    assert translated["sent"] == translated["segments"] + translated["retried"]  # cut: sent again
     # The fan-in: translated and native documents counted per language.
     tokens = stages["tokens"]
     assert tokens["docs_in"] == translated["docs_out"] + stages["native"]["docs_out"]
     page = (Path(root) / "_runs" / summary["run_id"] / "report.html").read_text()
-    assert 'id="chart-translate-qc"' in page and 'id="chart-translate-examples"' in page
+    assert 'id="chart-translate-qc"' in page
+    assert ('id="chart-translate-examples"' in page) == bool(translated["examples"])
     tables = call("POST", f"{prefect_api}/artifacts/filter", json={"artifacts": {"key": {"any_": ["translated-qc"]}}}).json()
     assert tables and "pass coverage" in tables[0]["data"]
     again = run_pipeline(pipeline, root, dask_address, tmp_path)
