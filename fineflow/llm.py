@@ -110,7 +110,7 @@ class LLMServer(Strict):
     max_tokens: int | None = Field(
         default=None, ge=1, le=1_000_000,
         description=f"the most tokens an answer may have (default {DEFAULT_MAX_TOKENS}; a request may set its own). Unset "
-        "stays None through a config's dump and reload, so a step can tell it from a value given (translate derives one)",
+        "stays None through a config's dump and reload, so a step can tell it from a value given (and derive its own per request)",
     )
     temperature: float = Field(default=0.0, ge=0, le=10, allow_inf_nan=False)
     top_p: float = Field(default=1.0, gt=0, le=1, allow_inf_nan=False)
