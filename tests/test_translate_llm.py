@@ -18,6 +18,7 @@ from test_translate import run, table_of, totals, write_documents
 
 from conftest import REPO
 from fineflow import llm
+from fineflow.tasks.text import qc
 
 TEXTS = {f"doc{i}": f"The package number {i} is installed. It works well on the server {i}." for i in range(4)}
 
@@ -127,7 +128,7 @@ def test_transweb_edu_and_fineweb_edu_ar_presets_through_prefect(server, dask_ad
     for target in translated["targets"].values():
         # measured, or rejected for a translation still cut after its retry
         assert target["documents"] + target["truncated_documents"] == 1
-        assert set(target["pass_rate"]) == {"coverage", "runaway", "repetition", "copy", "language", "length_ratio"}
+        assert set(target["pass_rate"]) == set(qc.CHECKS)
     # Examples are of measured translations: SmolLM2 at CI's cap may leave every one cut.
     assert bool(translated["examples"]) == any(t["documents"] for t in translated["targets"].values())
     assert translated["sent"] == translated["segments"] + translated["retried"]  # cut: sent again
