@@ -71,6 +71,50 @@ def cached_copy(url: str) -> str:
         return final
 
 
+FOLDERS = "folders"  # model folders (Hugging Face): links to each file's own entry, beside the entries
+
+
+def cached_folder(url: str) -> str:
+    """A local folder holding the files of the folder ``url`` (a Hugging Face model), for libraries that open a
+    folder by path. Each file is an ordinary entry (downloaded once, evicted like any other); the folder is a set
+    of links to them under the files' own names, built in a temp folder and renamed into place, and rebuilt when
+    an entry it links to was evicted or the remote folder changed (a new content hash names a new folder)."""
+    url = storage.normalize(url).rstrip("/")
+    listing = sorted(storage.list_entries(url).items())
+    if not listing:
+        raise FileNotFoundError(f"{url} holds no files (a model folder was expected)")
+    identity = "\0".join(f"{name}\0{entry['size']}\0{entry['token']}" for name, entry in listing)
+    digest = hashlib.sha256(f"{url}\0{identity}".encode()).hexdigest()[:32]
+    parent = os.path.join(cache_dir(), FOLDERS)
+    os.makedirs(parent, exist_ok=True)
+    final = os.path.join(parent, f"{digest}-{posixpath.basename(url)[-120:]}")
+    targets = {name: cached_copy(storage.join(url, name)) for name, _ in listing}  # each one served (LRU) or fetched
+    if all(_link_target(os.path.join(final, name)) == target for name, target in targets.items()):
+        return final
+    with _thread_lock(final), _exclusive(_lock_path(final)):
+        tmp = os.path.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex}")
+        os.mkdir(tmp)
+        for name, target in targets.items():
+            os.symlink(target, os.path.join(tmp, name))
+        stale = os.path.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex}")
+        if os.path.isdir(final):  # an entry it linked to was evicted and fetched again: swap in the new links
+            os.replace(final, stale)
+        os.replace(tmp, final)
+        _fsync_dir(parent)
+        if os.path.isdir(stale):
+            for name in os.listdir(stale):
+                _unlink(os.path.join(stale, name))
+            os.rmdir(stale)
+    return final
+
+
+def _link_target(link: str) -> str | None:
+    try:
+        return os.readlink(link)
+    except OSError:  # missing (or not a link)
+        return None
+
+
 def cache_dir() -> str:
     """The cache folder (created if missing): ``$FINEFLOW_MODEL_CACHE`` or ``~/.cache/fineflow/models``."""
     folder = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "fineflow", "models")

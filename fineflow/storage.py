@@ -299,8 +299,8 @@ def iter_chunks(url: str, start: int = 0, chunk_size: int = 4 * 1024 * 1024) -> 
 
 def local_file(url: str) -> str:
     """A local path for ``url`` (itself when local), for libraries that read only local files
-    (fastText): a remote file is streamed once into this machine's model cache
-    (``fineflow.model_cache``), never held whole in memory."""
+    (fastText, a Hugging Face model folder): a remote file is streamed once into this machine's model
+    cache (``fineflow.model_cache``), never held whole in memory; a remote folder becomes a local one."""
     path = _local_file(url)
     if not os.path.exists(path):  # evicted from the model cache since: fetch it again
         _local_file.cache_clear()
@@ -315,6 +315,7 @@ def _local_file(url: str) -> str:
         if not os.path.exists(path):
             raise FileNotFoundError(f"model not found: {path}")
         return path
-    from fineflow.model_cache import cached_copy
+    from fineflow.model_cache import cached_copy, cached_folder
 
-    return cached_copy(url)
+    fs, path = filesystem(url)
+    return cached_folder(url) if fs.isdir(path) else cached_copy(url)

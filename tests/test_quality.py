@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -508,3 +509,39 @@ def test_a_real_two_class_hf_model_scores_without_an_int_column(tmp_path):
     assert all(0 < p < 1 for p in scores["quality_two"].to_pylist())
     with pytest.raises(ScorerError, match=r"the model has no label 'High' \(its labels: lq, hq\)"):
         HFScorer(str(tmp_path / "2"), "High", "cpu", 2)
+
+
+@pytest.mark.integration
+def test_an_hf_model_folder_on_s3_plans_on_the_client_and_reaches_a_worker_as_a_folder(seaweed, tmp_path, monkeypatch):
+    """Past one machine the model lives in object storage: planning reads its config.json and hashes its files
+    there (it used to open() a local path), and a worker gets a local folder (the per-machine model cache)."""
+    import uuid
+
+    from fineflow import storage
+    from fineflow.model_cache import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "models"))
+    folder = f"s3://fineflow-test/hf-models/{uuid.uuid4().hex}/two-class"
+    config = {"model_type": "bert", "id2label": {"0": "lq", "1": "hq"}}
+    storage.write_bytes(storage.join(folder, "config.json"), json.dumps(config).encode())
+    storage.write_bytes(storage.join(folder, "model.safetensors"), b"weights v1")
+    with pytest.raises(ValueError, match=r"two-class: the model has no label 'High' \(its labels: lq, hq\)"):
+        preflight_stage(registry.validate_stage(stage(scorers={"two": {"hf": folder, "label": "High"}})))
+    first = plans_of(stage(scorers={"two": {"hf": folder}}), tmp_path / "store")["score"]
+    assert first.params["scorers"]["two"]["regression"] is False
+    storage.write_bytes(storage.join(folder, "model.safetensors"), b"weights v2")  # new weights: a new fingerprint
+    assert plans_of(stage(scorers={"two": {"hf": folder}}), tmp_path / "store")["score"].fingerprint != first.fingerprint
+
+    local = storage.local_file(folder)
+    assert sorted(p.name for p in Path(local).iterdir()) == ["config.json", "model.safetensors"]
+    assert (Path(local) / "model.safetensors").read_bytes() == b"weights v2"
+    assert json.loads((Path(local) / "config.json").read_text()) == config
+    assert storage.local_file(folder) == local
+    # An entry the folder links to was evicted: the folder is rebuilt with working links.
+    os.unlink(os.readlink(Path(local) / "model.safetensors"))
+    from fineflow.model_cache import cached_folder
+
+    assert cached_folder(folder) == local and (Path(local) / "model.safetensors").read_bytes() == b"weights v2"
+    storage.write_bytes(storage.join(folder, "model.safetensors"), b"weights v3")  # rewritten: another folder
+    changed = cached_folder(folder)
+    assert changed != local and (Path(changed) / "model.safetensors").read_bytes() == b"weights v3"

@@ -14,6 +14,8 @@ import json
 import os
 from dataclasses import dataclass
 
+from fineflow import storage
+
 LABEL_PREFIX = "__label__"  # fastText's spelling, accepted so one `label` reads for both kinds
 
 
@@ -30,10 +32,9 @@ class HFModel:
 
 
 def read_config(folder: str) -> dict:
-    path = os.path.join(folder, "config.json")
+    path = storage.join(folder, "config.json")  # any storage URL: planning reads it on the client
     try:
-        with open(path, encoding="utf-8") as handle:
-            config = json.load(handle)
+        config = json.loads(storage.read_bytes(path).decode("utf-8"))
     except FileNotFoundError:
         raise HFModelError(f"{folder} is not a Hugging Face model folder (no config.json)") from None
     except (OSError, ValueError) as error:

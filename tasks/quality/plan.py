@@ -34,9 +34,8 @@ def _files_hashes(pattern: str, root: str) -> list[dict[str, Any]]:
 
 
 def _folder_hash(folder: str, root: str) -> list[dict[str, Any]]:
-    fs, path = storage.filesystem(folder)
-    return [file_content_hash(storage.join(folder, name), root) for name in sorted(storage.list_names(folder))
-            if fs.isfile(storage.join(path, name))]
+    files = storage.list_entries(folder)  # the folder's files by name (any storage: s3 too)
+    return [file_content_hash(storage.join(folder, name), root) for name in sorted(files)]
 
 
 def _classifier_params(config: QualityStage) -> dict[str, dict]:
@@ -213,8 +212,6 @@ def preflight(config: QualityStage) -> list[str]:
                 fasttext_model.check_label(storage.local_file(spec.fasttext), spec.label)
             except (FileNotFoundError, ValueError) as error:
                 raise ValueError(f"scorers.{name}.fasttext: {error}") from None
-        if spec.hf is not None and not storage.is_local(spec.hf):
-            raise ValueError(f"scorer {name}: hf models are read from a local folder, not {spec.hf}")
         if spec.hf is not None and not storage.exists(storage.join(spec.hf, "config.json")):
             raise ValueError(f"scorer {name}: {spec.hf} is not a Hugging Face model folder (no config.json)")
     regressors(config)  # an hf model's labels and outputs against the stage's label, regression and min_int rules
