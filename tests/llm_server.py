@@ -24,7 +24,29 @@ import pytest
 MODEL_ALIAS = "smollm2"
 
 
+READY_WAIT_SECONDS = 3600.0
+
+
+def _wait_until_installed() -> None:
+    """CI builds the server's environment while the tests run: ``FINEFLOW_LLM_READY`` names the file
+    its installer writes its exit status to; wait for it, and fail with the log if it failed."""
+    status = os.environ.get("FINEFLOW_LLM_READY")
+    if not status:
+        return
+    path = Path(status)
+    deadline = time.monotonic() + READY_WAIT_SECONDS
+    while not path.exists():
+        if time.monotonic() > deadline:
+            pytest.fail(f"llama.cpp's environment was not installed within {READY_WAIT_SECONDS:.0f} s ({path} missing)")
+        time.sleep(2)
+    if path.read_text().strip() != "0":
+        log = path.with_name("llm-env.log")
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
+        pytest.fail(f"installing llama.cpp's environment failed (exit {path.read_text().strip()}):\n{tail}")
+
+
 def server_python() -> str | None:
+    _wait_until_installed()
     configured = os.environ.get("FINEFLOW_LLM_PYTHON")
     if configured:
         return configured if shutil.which(configured) or Path(configured).exists() else None

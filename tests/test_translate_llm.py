@@ -105,8 +105,8 @@ def preset(name: str, base_url: str, tmp_path: Path) -> Path:
             stage["backend"]["server"]["base_url"] = base_url
             # The presets derive max_tokens per segment; SmolLM2 on two cores often runs to the budget
             # (~1,400 tokens for an Arabic window: 8 minutes here), so CI caps it: cut translations
-            # are retried at 64, then rejected translate:truncated, which the assertions below count.
-            stage["backend"]["server"]["max_tokens"] = 32
+            # are retried at 32, then rejected translate:truncated, which the assertions below count.
+            stage["backend"]["server"]["max_tokens"] = 16
             stage["select"]["max_documents"] = 1  # the presets' caps, lowered for CI's two cores
         if stage["stage"] == "crawl":
             stage["inputs"] = [str(REPO / "examples" / "data" / "*.warc.gz")]
