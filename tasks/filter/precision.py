@@ -83,6 +83,19 @@ class PrecisionOptions(RuleOptions):
 # ---------------------------------------------------------------- planning
 
 
+def configured_language(label: str, languages: list[str] | dict) -> str | None:
+    """The configured language a label falls under: itself, its base language (zh-Hant under zh),
+    or the one configured language with a script it lacks (lid.176's bar under GlotLID's bar-Latn)."""
+    if label in languages:
+        return label
+    base = label.split("-")[0]
+    if base in languages:
+        return base
+    scripted = [language for language in languages if language.split("-")[0] == label]
+    return scripted[0] if len(scripted) == 1 else None
+
+
+
 def _read_json(url: str, option: str) -> Any:
     try:
         return json.loads(storage.read_bytes(url))
@@ -148,10 +161,11 @@ def wordlist_files(folder: str, languages: list[str]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for name in names:
         found.setdefault(canonical_language(name[: -len(".txt")]), []).append(storage.join(folder, name))
-    missing = [language for language in languages if language not in found and language.split("-")[0] not in found]
+    chosen = {language: configured_language(language, found) for language in languages}
+    missing = [language for language, match in chosen.items() if match is None]
     if missing:
         raise ValueError(f"precision.wordlists: {folder} has no wordlist for {', '.join(missing)}")
-    return {language: found.get(language) or found[language.split("-")[0]] for language in languages}
+    return {language: found[match] for language, match in chosen.items() if match}
 
 
 def prepare(options: PrecisionOptions, language_configs: dict[str, dict]) -> dict:
@@ -169,7 +183,8 @@ def build(spec: dict, ctx: Any, signal_params: dict) -> tuple[list, dict]:
     """With ``wordlists: build``: the steps counting words per language and writing the lists."""
     if "build" not in spec:
         return [], spec
-    from fineflow.tasks.filter import wordlists
+
+    from fineflow.tasks.filter import wordlists  # imports this module
 
     steps, files = wordlists.plan_build(ctx, spec["languages"], spec["build"], signal_params)
     worker_spec = {key: value for key, value in spec.items() if key != "build"}
@@ -207,10 +222,7 @@ class Loaded:
 
     def language_of(self, language: str) -> str | None:
         """The configured language a document's label falls under (zh-Hant under zh), if any."""
-        if language in self.wordlists:
-            return language
-        base = language.split("-")[0]
-        return base if base in self.wordlists else None
+        return configured_language(language, self.wordlists)
 
 
 def read_wordlist(urls: list[str]) -> frozenset[str]:

@@ -1,14 +1,18 @@
 """High-affinity wordlists built from the run's own documents (precision filtering's ``wordlists:
 build``): two steps before the filter's signals step.
 
-``wordlist_counts`` (one task per input shard): every document's distinct words, split by its
-language's word splitter (the one the filter's rules use), counted per (word, language label):
-in how many documents of each language a word occurs. Only words with a letter count; a row
-with the empty word holds the language's number of documents.
+``wordlist_counts`` (one task per input shard): every document's distinct words counted per
+(splitter, word, language label): in how many documents of each language a word occurs. Every
+document is split by the word splitter of each language a list is built for (the one the
+filter's rules use for that language), whatever its own language, as FineWeb2 counted every
+language's corpus with each tokenizer: a word that only one splitter produces (German spaCy
+keeps "don" of "don't" whole) must not look like that language's own. Only words with a letter
+count; a row with the empty word holds a language's number of documents.
 
 ``wordlists`` (one task): those counts summed over the shards; a word's share in language L is
-its documents in L over its documents in every language; L's list holds the words with share ≥
-``affinity_threshold`` seen in at least ``min_word_documents`` documents of L. Each list is
+its documents in L over its documents in every language, both split by L's splitter; L's list
+holds the words with share ≥ ``affinity_threshold`` seen in at least ``min_word_documents``
+documents of L. Each list is
 committed as the artifact ``<language>.txt`` (FineWeb2's format: one word a line, most frequent
 first), beside ``wordlists.json`` (per language: documents, words, examples). Every signals
 shard reads its language's list by URL; the signals fingerprint chains on this step's.
@@ -31,6 +35,7 @@ import pyarrow as pa
 from fineflow.artifacts import commit_artifact
 from fineflow.documents import commit_shard, read_input_columns, read_table
 from fineflow.languages import canonical_language
+from fineflow.tasks.filter.precision import configured_language
 from fineflow.tasks.filter.signals import input_problem, splitter_name
 from fineflow.tasks.text.words import load_splitter, splitter_resources
 
@@ -41,7 +46,7 @@ LISTS_STEP = "wordlists"
 INDEX = "wordlists.json"
 EXAMPLES = 8  # most frequent words per language in the summary and the report
 _LANGUAGE_DOCUMENTS = ""  # the word of the row counting a language's documents
-_SCHEMA = pa.schema([("word", pa.string()), ("label", pa.string()), ("documents", pa.int64())])
+_SCHEMA = pa.schema([("splitter", pa.string()), ("word", pa.string()), ("label", pa.string()), ("documents", pa.int64())])
 
 
 def list_name(language: str) -> str:
@@ -52,12 +57,13 @@ def plan_build(ctx: Any, languages: list[str], build: dict, signal_params: dict)
     """(the two steps, each language's wordlist URL) over the stage's input shards."""
     module = sys.modules[__name__]
     inputs = ctx.inputs.shards()
-    count_params = {"word_splitters": signal_params["word_splitters"], "max_text_chars": signal_params["max_text_chars"]}
+    splitters = {language: splitter_name(signal_params["word_splitters"], language) for language in languages}
+    count_params = {"splitters": sorted(set(splitters.values())), "max_text_chars": signal_params["max_text_chars"]}
     counts = ctx.step(
         module, "count_shard", step=COUNTS_STEP, params=count_params, chained={"upstream": ctx.inputs.fingerprint},
         shards=inputs, resources=splitter_resources(),
     )
-    list_params = {"languages": languages, **build}
+    list_params = {"languages": languages, "splitters": splitters, **build}
     lists = ctx.step(
         module, "wordlists_shard", step=LISTS_STEP,
         params={**list_params, "counts": [counts.location.shard_url(n) for n in range(len(inputs))]},
@@ -67,10 +73,9 @@ def plan_build(ctx: Any, languages: list[str], build: dict, signal_params: dict)
     return [counts, lists], {language: lists.location.artifact_url(list_name(language)) for language in languages}
 
 
-def document_words(text: str, language: str, splitters: dict[str, str]) -> set[str]:
+def document_words(text: str, splitter: str) -> set[str]:
     """The distinct words of a document that have a letter (numbers and punctuation are no one's)."""
-    words = load_splitter(splitter_name(splitters, language))(text)
-    return {word for word in words if word.isalpha() or any(ch.isalpha() for ch in word)}
+    return {word for word in load_splitter(splitter)(text) if word.isalpha() or any(ch.isalpha() for ch in word)}
 
 
 def count_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
@@ -79,18 +84,20 @@ def count_shard(shard: dict, params: dict, output_url: str, rejects_url: str) ->
     table = read_input_columns(shard, ["text", "language"])
     texts = table.column("text").to_pylist() if "text" in table.column_names else []
     labels = table.column("language").to_pylist() if "language" in table.column_names else [None] * len(texts)
-    counts: Counter[tuple[str, str]] = Counter()
+    counts: Counter[tuple[str, str, str]] = Counter()
     skipped = 0
     for text, label in zip(texts, labels):
         if input_problem(text, params["max_text_chars"]):
             skipped += 1  # the filter drops it as input:<problem>; it says nothing of any language
             continue
         language = canonical_language(label) if label else "und"
-        counts[(_LANGUAGE_DOCUMENTS, language)] += 1
-        counts.update((word, language) for word in document_words(text, language, params["word_splitters"]))
+        counts[("", _LANGUAGE_DOCUMENTS, language)] += 1
+        for splitter in params["splitters"]:
+            counts.update((splitter, word, language) for word in document_words(text, splitter))
     rows = sorted(counts.items())
     output = pa.Table.from_pydict(
-        {"word": [w for (w, _), _ in rows], "label": [lang for (_, lang), _ in rows], "documents": [n for _, n in rows]}, schema=_SCHEMA
+        {name: [key[i] for key, _ in rows] for i, name in enumerate(("splitter", "word", "label"))} | {"documents": [n for _, n in rows]},
+        schema=_SCHEMA,
     )
     counted = len(texts) - skipped
     return commit_shard(
@@ -100,24 +107,28 @@ def count_shard(shard: dict, params: dict, output_url: str, rejects_url: str) ->
 
 
 def _configured(label: str, languages: list[str]) -> str:
-    """A label under a configured language it belongs to (zh-Hant under zh), else itself."""
-    base = label.split("-")[0]
-    return label if label in languages else base if base in languages else label
+    return configured_language(label, languages) or label
 
 
-def build_wordlists(counts: pa.Table, languages: list[str], affinity_threshold: float, min_word_documents: int) -> dict[str, list[tuple[str, int]]]:
-    """Per configured language, its high-affinity words with their documents, most frequent first."""
+def build_wordlists(
+    counts: pa.Table, splitters: dict[str, str], affinity_threshold: float, min_word_documents: int
+) -> dict[str, list[tuple[str, int]]]:
+    """Per configured language (``splitters``: language -> its splitter), its high-affinity words
+    with their documents, most frequent first."""
     import polars as pl
 
+    languages = sorted(splitters)
     frame = pl.from_arrow(counts)
     assert isinstance(frame, pl.DataFrame)
-    frame = frame.with_columns(pl.col("label").map_elements(lambda label: _configured(label, languages), return_dtype=pl.String))
-    frame = frame.group_by("word", "label").agg(pl.col("documents").sum())
-    words = frame.filter(pl.col("word") != _LANGUAGE_DOCUMENTS).with_columns(
-        share=pl.col("documents") / pl.col("documents").sum().over("word")
+    frame = frame.filter(pl.col("word") != _LANGUAGE_DOCUMENTS).with_columns(
+        pl.col("label").map_elements(lambda label: _configured(label, languages), return_dtype=pl.String)
     )
-    chosen = words.filter(
-        pl.col("label").is_in(languages) & (pl.col("documents") >= min_word_documents) & (pl.col("share") >= affinity_threshold)
+    words = frame.group_by("splitter", "word", "label").agg(pl.col("documents").sum()).with_columns(
+        share=pl.col("documents") / pl.col("documents").sum().over("splitter", "word")
+    )
+    own = pl.DataFrame({"label": languages, "splitter": [splitters[language] for language in languages]})
+    chosen = words.join(own, on=["label", "splitter"]).filter(
+        (pl.col("documents") >= min_word_documents) & (pl.col("share") >= affinity_threshold)
     ).sort(["label", "documents", "word"], descending=[False, True, False])
     lists: dict[str, list[tuple[str, int]]] = {language: [] for language in languages}
     for word, label, documents in chosen.select("word", "label", "documents").iter_rows():
@@ -138,8 +149,8 @@ def wordlists_shard(shard: dict, params: dict, output_url: str, rejects_url: str
     started = time.perf_counter()
     languages = params["languages"]
     counts = read_table(params["counts"]) if params["counts"] else _SCHEMA.empty_table()
-    counts = counts.select(["word", "label", "documents"]) if counts.num_rows else _SCHEMA.empty_table()
-    lists = build_wordlists(counts, languages, params["affinity_threshold"], params["min_word_documents"])
+    counts = counts.select(_SCHEMA.names) if counts.num_rows else _SCHEMA.empty_table()
+    lists = build_wordlists(counts, params["splitters"], params["affinity_threshold"], params["min_word_documents"])
     documents = language_documents(counts, languages)
     artifacts = [commit_artifact(output_url, list_name(language), "".join(f"{w}\n" for w, _ in words).encode()) for language, words in lists.items()]
     index = {
@@ -150,7 +161,7 @@ def wordlists_shard(shard: dict, params: dict, output_url: str, rejects_url: str
     output = pa.Table.from_pydict(
         {"wordlist": languages, "documents": [documents[lang] for lang in languages], "words": [len(lists[lang]) for lang in languages]}
     )
-    distinct = len({w for w in counts.column("word").to_pylist() if w != _LANGUAGE_DOCUMENTS})
+    distinct = len(set(zip(counts.column("splitter").to_pylist(), counts.column("word").to_pylist()))) - bool(counts.num_rows)
     return commit_shard(
         shard["shard"], output_url, output, docs_in=distinct, docs_out=sum(len(words) for words in lists.values()), artifacts=artifacts,
         wordlist_words={lang: len(lists[lang]) for lang in languages},
