@@ -210,6 +210,9 @@ def test_built_lists_chain_the_signals_fingerprint_not_the_storage_root(built, t
     changed = plan_filter(looser, PlanContext(root=str(tmp_path), name="filter", kind="filter", inputs=built["inputs"]))
     assert changed[0].fingerprint.value == elsewhere[0].fingerprint.value  # the counts stay cached
     assert all(a.fingerprint.value != b.fingerprint.value for a, b in zip(changed[1:], elsewhere[1:]))
+    stricter = stage(languages=BUILT_LANGUAGES, min_word_documents=3, min_affinity_words=2)
+    decide_only = plan_filter(stricter, PlanContext(root=str(tmp_path), name="filter", kind="filter", inputs=built["inputs"]))
+    assert [p.fingerprint.value == q.fingerprint.value for p, q in zip(decide_only, elsewhere)] == [True, True, True, False]
 
 
 # ---------------------------------------------------------------- bad config
