@@ -237,6 +237,7 @@ def test_bad_options_are_one_line_errors(options, message):
     with pytest.raises(ConfigError, match=message) as error:
         parse_config({"name": "x", "stages": stages})
     assert "stages.1.filters.0" in str(error.value)
+    assert len(str(error.value).splitlines()) == 2  # the header and one line naming the option
 
 
 def test_missing_files_are_one_line_errors(tmp_path):
