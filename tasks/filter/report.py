@@ -120,6 +120,7 @@ def figures(summary: dict[str, Any]) -> list[tuple[str, Any]]:
         languages = sorted(built)
         chart = go.Figure(go.Bar(
             x=languages, y=[built[lang]["words"] for lang in languages],
+            text=[", ".join(built[lang]["examples"][:3]) for lang in languages], textposition="outside",  # visible examples
             hovertext=[", ".join(built[lang]["examples"]) for lang in languages],
         ))
         chart.update_layout(title=f"{summary['name']}: high-affinity words per language (precision wordlists built in the run)",
