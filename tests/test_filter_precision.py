@@ -15,7 +15,7 @@ from fineflow.languages import canonical_language
 from fineflow.steps import PlanContext, Source, StageInputs
 from fineflow.tasks.crawl.inputs import describe_files, plan_shards
 from fineflow.tasks.crawl.stage import extract_shard
-from fineflow.tasks.filter import report, wordlists
+from fineflow.tasks.filter import precision, report, wordlists
 from fineflow.tasks.filter.config import FilterStage
 from fineflow.tasks.filter.decide import Decider
 from fineflow.tasks.filter.plan import build_params, plan_filter
@@ -260,3 +260,16 @@ def test_missing_files_are_one_line_errors(tmp_path):
         build_params(stage(cont_scores_file=str(tmp_path / "scores.json"), wordlists=str(tmp_path / "lists")))
     with pytest.raises(ValueError, match="does not exist"):
         build_params(stage(cont_scores_file=str(tmp_path / "absent.json")))
+
+
+@pytest.mark.parametrize(
+    ("label", "configured", "expected"),
+    [
+        ("bar", ["bar-Latn"], "bar-Latn"),  # lid.176's label under GlotLID's (FineWeb2's bar_Latn)
+        ("sr", ["sr-Latn"], None),  # Serbian without a script is Cyrillic: not the Latin list
+        ("zh-Hant", ["zh"], "zh"),
+        ("en", ["de"], None),
+    ],
+)
+def test_labels_fall_under_the_configured_language_of_their_script(label, configured, expected):
+    assert precision.configured_language(label, configured) == expected

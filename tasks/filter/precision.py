@@ -83,17 +83,30 @@ class PrecisionOptions(RuleOptions):
 # ---------------------------------------------------------------- planning
 
 
+@lru_cache(maxsize=4096)
+def _likely_script(language: str) -> str | None:
+    import langcodes
+
+    try:
+        return langcodes.Language.get(language).maximize().script
+    except (LookupError, ValueError):
+        return None
+
+
 def configured_language(label: str, languages: list[str] | dict) -> str | None:
     """The configured language a label falls under: itself, its base language (zh-Hant under zh),
-    or the one configured language with a script it lacks (lid.176's bar under GlotLID's bar-Latn)."""
+    or the configured language naming the script the label's language is written in when the
+    label names none (lid.176's bar under GlotLID's bar-Latn; sr, Cyrillic, is not sr-Latn)."""
     if label in languages:
         return label
     base = label.split("-")[0]
     if base in languages:
         return base
-    scripted = [language for language in languages if language.split("-")[0] == label]
+    if "-" in label:
+        return None
+    script = _likely_script(label)
+    scripted = [language for language in languages if language.split("-")[0] == label and language.split("-")[-1] == script]
     return scripted[0] if len(scripted) == 1 else None
-
 
 
 def _read_json(url: str, option: str) -> Any:
