@@ -12,4 +12,5 @@ KIND = StageKind(
     preflight="fineflow.tasks.filter.plan:preflight",
     summary="fineflow.tasks.filter.report:summary_fields",
     tables="fineflow.tasks.filter.report:drop_tables",
+    figures="fineflow.tasks.filter.report:figures",
 )

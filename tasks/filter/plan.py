@@ -121,10 +121,21 @@ def plan_filter(config: FilterStage, ctx: PlanContext) -> list[StepPlan]:
     for spec in specs:
         resources.update(rules.for_spec(spec).resources(spec))  # the lists and models it reads, by content
     inputs = ctx.inputs.shards()
+    built, worker_specs, built_fingerprints = [], [], {}
+    for spec in specs:
+        rule = rules.for_spec(spec)
+        if rule.build is None:
+            worker_specs.append(spec)
+            continue
+        steps, worker_spec = rule.build(spec, ctx, signal_params)  # e.g. wordlists from these documents
+        built += steps
+        worker_specs.append(worker_spec)
+        built_fingerprints[rule.name] = [step.fingerprint.value for step in steps]
     signals_plan = ctx.step(
-        signals, "signals_shard", step="signals", params=signal_params,
-        chained={"upstream": ctx.inputs.fingerprint}, shards=inputs, resources=resources,
-        warm=warm_up(config, signal_params, language_configs),
+        signals, "signals_shard", step="signals", params={**signal_params, "filters": worker_specs},
+        fingerprint_params=signal_params,  # the built artifacts' URLs name the storage root: chained instead
+        chained={"upstream": ctx.inputs.fingerprint, **({"built": built_fingerprints} if built_fingerprints else {})},
+        shards=inputs, resources=resources, warm=warm_up(config, signal_params, language_configs),
     )
     signals_location = signals_plan.location
     decide_plan = ctx.step(
@@ -132,4 +143,4 @@ def plan_filter(config: FilterStage, ctx: PlanContext) -> list[StepPlan]:
         chained={"upstream": ctx.inputs.fingerprint, "signals": signals_plan.fingerprint.value},
         shards=[{**shard, "signals": signals_location.shard_url(shard["shard"])} for shard in inputs],
     )
-    return [signals_plan, decide_plan]
+    return [*built, signals_plan, decide_plan]

@@ -4,12 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
+from fineflow import storage
+from fineflow.manifest import ARTIFACTS_DIR, step_folder_of
 from fineflow.registry import Table
+from fineflow.tasks.filter import wordlists
 
 
 def summary_fields(steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
     decide = steps["decide"]
-    return {key: decide[key] for key in ("drop_reasons", "drops_by_language") if key in decide}
+    fields = {key: decide[key] for key in ("drop_reasons", "drops_by_language") if key in decide}
+    built = steps.get(wordlists.LISTS_STEP)
+    if built and "wordlist_words" in built:  # precision filtering's wordlists, built from the run's documents
+        examples = built.get("wordlist_examples", {})
+        fields["precision_wordlists"] = {
+            language: {
+                "words": words,
+                "documents": built.get("wordlist_documents", {}).get(language, 0),
+                "examples": sorted(examples.get(language, {}), key=lambda w: (-examples[language][w], w)),
+            }
+            for language, words in built["wordlist_words"].items()
+        }
+        fields["precision_wordlists_at"] = storage.join(step_folder_of(built["output"]), ARTIFACTS_DIR)
+    return fields
 
 
 def drop_tables(summary: dict[str, Any]) -> list[Table]:
@@ -46,4 +62,68 @@ def drop_tables(summary: dict[str, Any]) -> list[Table]:
         rows=rows or [{"language": "-", "kept": 0, "dropped": 0, "drop rate": "-", "top reasons": "-"}],
         description=f"{summary['name']}: documents kept and dropped per language",
     )
-    return [by_reason, languages]
+    return [by_reason, languages, *precision_tables(summary)]
+
+
+def _rule_drops(summary: dict[str, Any], rule: str) -> dict[str, int]:
+    return {
+        lang: sum(n for reason, n in reasons.items() if reason.startswith(f"{rule}:"))
+        for lang, reasons in summary.get("drops_by_language", {}).items()
+    }
+
+
+def precision_tables(summary: dict[str, Any]) -> list[Table]:
+    """Precision filtering per language: its wordlist (when built in the run) and what it dropped."""
+    built = summary.get("precision_wordlists", {})
+    dropped = {lang: n for lang, n in _rule_drops(summary, "precision").items() if n}
+    if not built and not dropped:
+        return []
+    rows = [
+        {
+            "language": lang,
+            "wordlist words": built[lang]["words"] if lang in built else "(file)",
+            "documents (wordlist)": built[lang]["documents"] if lang in built else "-",
+            "dropped": dropped.get(lang, 0),
+            "kept": summary.get("languages", {}).get(lang, 0),
+            "example words": ", ".join(built[lang]["examples"][:5]) if lang in built else "-",
+        }
+        for lang in sorted(set(built) | set(dropped))
+    ]
+    where = summary.get("precision_wordlists_at")
+    return [
+        Table(
+            key="precision",
+            rows=rows,
+            description=f"{summary['name']}: precision filtering per language (no URL evidence and no high-affinity word: dropped)"
+            + (f"; wordlists built from the run at {where}" if where else ""),
+        )
+    ]
+
+
+def figures(summary: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Documents dropped per language, stacked by reason; precision filtering's wordlist sizes."""
+    import plotly.graph_objects as go
+
+    from fineflow.report import LAYOUT
+
+    charts = []
+    by_language = summary.get("drops_by_language", {})
+    reasons = sorted({reason for counts in by_language.values() for reason in counts})
+    if reasons:
+        languages = sorted(by_language, key=lambda lang: -sum(by_language[lang].values()))
+        chart = go.Figure([go.Bar(name=reason, x=languages, y=[by_language[lang].get(reason, 0) for lang in languages]) for reason in reasons])
+        chart.update_layout(title=f"{summary['name']}: documents dropped per language, by reason", barmode="stack",
+                            xaxis_title="language", yaxis_title="documents", **LAYOUT)
+        charts.append(("drops-by-language", chart))
+    built = summary.get("precision_wordlists", {})
+    if built:
+        languages = sorted(built)
+        chart = go.Figure(go.Bar(
+            x=languages, y=[built[lang]["words"] for lang in languages],
+            text=[", ".join(built[lang]["examples"][:3]) for lang in languages], textposition="outside",  # visible examples
+            hovertext=[", ".join(built[lang]["examples"]) for lang in languages],
+        ))
+        chart.update_layout(title=f"{summary['name']}: high-affinity words per language (precision wordlists built in the run)",
+                            xaxis_title="language", yaxis_title="words", **LAYOUT)
+        charts.append(("precision-wordlists", chart))
+    return charts

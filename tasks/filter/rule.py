@@ -134,6 +134,11 @@ class Rule:
     # whether ``measure`` reads the document's words (the planner then has the word splitters of
     # the step's languages built before the workers fork; a rule that does not say loads them lazily)
     splits_words: bool = False
+    # (signal spec, the stage's PlanContext, the signals step's parameters) -> (steps that build what
+    # the rule reads, run before the signals step; the spec as the signals workers get it, naming
+    # those steps' artifacts by URL). The planner chains the signals fingerprint on the steps'
+    # fingerprints, never on the URLs (precision filtering's wordlists built from the run's documents)
+    build: Callable[[dict, Any, dict], tuple[list[Any], dict]] | None = None
     module: str = field(default="", compare=False)  # where RULE was found (set on registration)
 
     def columns(self, spec: dict) -> list[tuple[str, str]]:

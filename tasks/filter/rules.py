@@ -10,7 +10,7 @@ import threading
 from fineflow.tasks.filter.rule import Rule
 
 # modules of fineflow.tasks.filter, in the order the docs present them
-BUILTIN = ("url_filter", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb_quality", "zh_hant")
+BUILTIN = ("url_filter", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb_quality", "zh_hant", "precision")
 
 
 class RuleError(ValueError):
