@@ -136,6 +136,7 @@ def test_audit_summary_counts_each_benchmark(planted, audit):
         assert contamination[name]["ngrams"] > 0 and contamination[name]["items_too_short"] == 0
     assert contamination[FR]["languages"] == {"fr": 2}
     assert audit["summary"]["documents_contaminated"] == len(expected)
+    assert audit["summary"]["docs_in"] == len(planted[0])
     assert audit["summary"]["index_entries"] == contamination[EN]["ngrams"] + contamination[FR]["ngrams"]
     (table,) = report.contamination_tables(audit["summary"])
     assert [row["benchmark"] for row in table.rows] == [EN, FR]
@@ -218,7 +219,7 @@ def test_the_index_is_built_once_and_keyed_by_content(tmp_path):
     assert plans(str(moved))[0].fingerprint.value != first[0].fingerprint.value  # a changed benchmark
     scan = plans(str(moved))[1]
     assert {shard["shard"] for shard in scan.shards} == {0}
-    assert scan.params["index"].endswith("/artifacts/ngrams.npz")
+    assert scan.params["index"].endswith("/artifacts/ngrams.bin")
 
 
 def test_bad_benchmarks_are_one_line_errors(tmp_path):
@@ -250,7 +251,7 @@ def test_benchmark_files_and_index_on_s3(seaweed, planted):
     on_s3 = [dict(benchmark, path=f"{root}/benchmarks/{benchmark['name']}") for benchmark in BENCHMARKS]
     some = [doc for doc in docs if doc["id"] in expected][:3] + [doc for doc in docs if doc["id"] not in expected][:5]
     result = run_stage(root, some, benchmarks=on_s3, mode="drop")
-    assert storage.exists(result["plans"][0].location.artifact_url("ngrams.npz"))
+    assert storage.exists(result["plans"][0].location.artifact_url("ngrams.bin"))
     assert result["plans"][1].params["index"].startswith("s3://")
     assert {doc["id"] for doc in result["rejects"]} == {doc["id"] for doc in some[:3]}
     assert len(result["kept"]) == 5

@@ -14,19 +14,33 @@ from fineflow.tasks.decontaminate.ngrams import MAX_N
 
 # The built-in example benchmarks (tests, demo): cloze items from the Debian handbook, en and fr.
 EXAMPLES = storage.package_url(__package__, "benchmarks")
+BUILTIN = "builtin:"
+BUILTIN_NAMES = ("handbook-cloze-en", "handbook-cloze-fr")
 
 
 class Benchmark(Strict):
     name: str = Field(pattern=NAME_PATTERN, max_length=64, description="names the benchmark in columns, reasons and reports")
     path: str = Field(
         min_length=1,
-        description="a file, a folder of files or a glob (local, s3://, pkg://): JSON Lines (.jsonl, .json), Parquet or CSV",
+        description="a file, a folder of files or a glob (local, s3://, pkg://): JSON Lines (.jsonl, .json), Parquet or CSV; "
+        f"{BUILTIN}<name> for a built-in example ({', '.join(BUILTIN_NAMES)})",
     )
     columns: list[str] = Field(
         default_factory=lambda: ["text"], min_length=1,
         description="the columns whose values make an item's text (joined in this order; lists of strings joined too)",
     )
     language: str = Field(default="en", min_length=2, max_length=16, description="selects the benchmark's word splitter")
+
+    @field_validator("path")
+    @classmethod
+    def _builtin(cls, value: str) -> str:
+        """``builtin:<name>``: the packaged file, as a pkg:// URL every worker resolves in its own installation."""
+        if not value.startswith(BUILTIN):
+            return value
+        name = value.removeprefix(BUILTIN)
+        if name not in BUILTIN_NAMES:
+            raise ValueError(f"no built-in benchmark {name!r}: the built-in ones are {', '.join(BUILTIN_NAMES)}")
+        return f"{EXAMPLES}/{name}.jsonl"
 
     @field_validator("language")
     @classmethod

@@ -1,15 +1,16 @@
 """decontaminate's first step, ``index``: every benchmark's hashed n-grams in one sorted array.
 
 One task for the whole stage (the index is built once and every shard of the ``scan`` step reads
-it by URL). The artifact ``ngrams.npz`` holds ``hashes`` (uint64, sorted) and ``benchmarks``
-(uint16, the benchmark of each entry, a hash found in two benchmarks appearing twice): 10 bytes
-per distinct n-gram of a benchmark, about 10 MB per million. The step's output table has one
-row per benchmark (files, items, items shorter than n words, distinct n-grams).
+it by URL). The artifact ``ngrams.bin`` is a little-endian header length (8 bytes), a JSON header
+(benchmark names, entries), then ``hashes`` (uint64, sorted) and ``benchmarks`` (uint16, the
+benchmark of each entry; a hash found in two benchmarks appears twice): 10 bytes per distinct
+n-gram of a benchmark, 10 MB per million, read as one object and used in place (no copy). The
+step's output table has one row per benchmark (files, items, items shorter than n words,
+distinct n-grams).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from functools import lru_cache
@@ -25,7 +26,8 @@ from fineflow.tasks.decontaminate.ngrams import NGRAM_VERSION, ngram_hashes, spl
 
 STEP_VERSION = "1." + NGRAM_VERSION
 LIBRARIES = ("numpy", "xxhash", "pyarrow")
-INDEX = "ngrams.npz"
+INDEX = "ngrams.bin"
+FORMAT = "fineflow-decontaminate-index-1"
 MAX_BENCHMARKS = 1000  # (the config's limit; uint16 benchmark numbers)
 
 
@@ -59,10 +61,11 @@ def index_shard(shard: dict, params: dict, output_url: str, rejects_url: str) ->
     all_hashes = np.concatenate(hashes)
     all_numbers = np.concatenate(numbers)
     order = np.lexsort((all_numbers, all_hashes))
-    buffer = io.BytesIO()
-    np.savez(buffer, hashes=all_hashes[order], benchmarks=all_numbers[order],
-             names=np.array(json.dumps([b["name"] for b in params["benchmarks"]])))
-    artifact = commit_artifact(output_url, INDEX, buffer.getvalue())
+    names = [b["name"] for b in params["benchmarks"]]
+    header = json.dumps({"format": FORMAT, "names": names, "entries": len(order), "n": n}).encode()
+    data = b"".join([len(header).to_bytes(8, "little"), header,
+                     all_hashes[order].astype("<u8").tobytes(), all_numbers[order].astype("<u2").tobytes()])
+    artifact = commit_artifact(output_url, INDEX, data)
     stats = {row["benchmark"]: {key: row[key] for key in ("files", "items", "items_too_short", "ngrams")} for row in rows}
     return commit_shard(
         shard["shard"], output_url, pa.Table.from_pylist(rows), docs_in=0, artifacts=[artifact],
@@ -75,24 +78,31 @@ class NgramIndex:
     """The index as a worker holds it: lookups of many n-gram hashes at once."""
 
     def __init__(self, data: bytes) -> None:
-        with np.load(io.BytesIO(data)) as arrays:
-            self.hashes = arrays["hashes"]
-            self.benchmarks = arrays["benchmarks"]
-            self.names: list[str] = json.loads(str(arrays["names"]))
+        size = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + size])
+        if header.get("format") != FORMAT:
+            raise ValueError(f"not a decontaminate index of this version ({header.get('format')!r})")
+        entries, start = header["entries"], 8 + size
+        self.names: list[str] = header["names"]
+        # views into ``data`` (kept alive by them): no second copy of the index in memory
+        self.hashes = np.frombuffer(data, dtype="<u8", count=entries, offset=start)
+        self.benchmarks = np.frombuffer(data, dtype="<u2", count=entries, offset=start + 8 * entries)
 
     def lookup(self, grams: np.ndarray) -> list[tuple[int, int]]:
         """(position in ``grams``, benchmark number) for every n-gram found, by position."""
         if not len(grams) or not len(self.hashes):
             return []
-        left = np.searchsorted(self.hashes, grams, side="left")
-        found = np.flatnonzero(self.hashes[np.minimum(left, len(self.hashes) - 1)] == grams)
-        if not len(found):
+        # searched in sorted order: neighbouring queries touch neighbouring memory (~20x fewer cache
+        # misses than in text order on a large index)
+        distinct, inverse = np.unique(grams, return_inverse=True)
+        left = np.searchsorted(self.hashes, distinct, side="left")
+        hit = self.hashes[np.minimum(left, len(self.hashes) - 1)] == distinct
+        if not hit.any():
             return []
-        right = np.searchsorted(self.hashes, grams[found], side="right")
-        pairs = []
-        for position, start, end in zip(found.tolist(), left[found].tolist(), right.tolist()):
-            pairs += [(position, int(number)) for number in self.benchmarks[start:end]]
-        return pairs
+        found = np.flatnonzero(hit)
+        right = np.searchsorted(self.hashes, distinct[found], side="right")
+        numbers = {int(d): self.benchmarks[start:end].tolist() for d, start, end in zip(found, left[found], right)}
+        return [(int(position), number) for position in np.flatnonzero(hit[inverse]) for number in numbers[int(inverse[position])]]
 
 
 @lru_cache(maxsize=2)

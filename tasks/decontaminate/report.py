@@ -23,7 +23,8 @@ def summary_fields(steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
                "languages": found.get(name, {}).get("languages", {})}
         for name, built in index.get("benchmarks", {}).items()
     }
-    fields: dict[str, Any] = {"contamination": contamination, "index_entries": index.get("index_entries", 0),
+    # docs_in: the scan's (the stage's first step, the index, reads no documents)
+    fields: dict[str, Any] = {"docs_in": scan.get("docs_in", 0), "contamination": contamination, "index_entries": index.get("index_entries", 0),
                               "index_bytes": index.get("index_bytes", 0)}
     fields |= {key: scan.get(key, 0) for key in _SCAN_COUNTS}
     if "drop_reasons" in scan:
