@@ -156,6 +156,14 @@ def test_drop_rejects_exactly_the_planted_documents(planted, tmp_path):
     assert result["summary"]["drop_reasons"] == {f"decontaminate:{EN}": 4, f"decontaminate:{FR}": 2}
 
 
+def test_min_overlap_keeps_pages_that_only_quote_a_little(planted, audit, tmp_path):
+    overlap = {doc["id"]: doc["decontam_overlap"] for doc in audit["kept"]}
+    heavy = {doc_id for doc_id in planted[1] if overlap[doc_id] >= 0.25}
+    assert "whole-item" in heavy and len(heavy) < len(planted[1])  # (the threshold splits the planted pages)
+    result = run_stage(str(tmp_path), planted[0], mode="drop", min_overlap=0.25)
+    assert {doc["id"] for doc in result["rejects"]} == heavy
+
+
 def test_remove_paragraphs_restores_the_pages_and_rejects_an_emptied_one(planted, pages, tmp_path):
     docs, expected = planted
     result = run_stage(str(tmp_path), docs, mode="remove_paragraphs")
