@@ -24,7 +24,7 @@ from fineflow.documents import commit_shard
 from fineflow.tasks.decontaminate.benchmarks import BenchmarkError, benchmark_files, read_items
 from fineflow.tasks.decontaminate.ngrams import NGRAM_VERSION, ngram_hashes, splitter_name, word_hashes, words
 
-STEP_VERSION = "1." + NGRAM_VERSION
+STEP_VERSION = "2." + NGRAM_VERSION  # 2: the index as one flat file (ngrams.bin)
 LIBRARIES = ("numpy", "xxhash", "pyarrow")
 INDEX = "ngrams.bin"
 FORMAT = "fineflow-decontaminate-index-1"

@@ -30,7 +30,7 @@ from fineflow.documents import commit_shard, read_input, rejects_schema, set_col
 from fineflow.tasks.decontaminate.index import load_index
 from fineflow.tasks.decontaminate.ngrams import NGRAM_VERSION, ngram_hashes, splitter_name, word_hashes, words
 
-STEP_VERSION = "1." + NGRAM_VERSION
+STEP_VERSION = "2." + NGRAM_VERSION  # 2: the index as one flat file (ngrams.bin)
 LIBRARIES = ("numpy", "xxhash", "pyarrow")
 REASON = "decontaminate"
 BENCHMARKS = "decontam_benchmarks"
