@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -183,15 +182,19 @@ def test_remove_paragraphs_restores_the_pages_and_rejects_an_emptied_one(planted
     assert result["summary"]["paragraphs_removed"] == sum(doc["decontam_paragraphs_removed"] for doc in result["kept"]) + 2
 
 
-def test_a_translated_benchmark_is_split_by_its_language(pages):
-    """Chinese has no spaces: the n-grams are jieba's words, the same in benchmark and page."""
+def test_a_benchmark_in_a_language_without_spaces(pages, tmp_path):
+    """Chinese: the n-grams are jieba's words, in the benchmark and in the pages; found are exactly
+    the pages that hold the benchmark's sentence."""
     page = next(p for p in pages if p["language"] == "zh" and len(p["text"]) > 2000)
-    zh_words = words(page["text"], "jieba")
-    assert len(zh_words) > 3 * len(page["text"].split())
-    grams = ngram_hashes(word_hashes(zh_words), 13)
-    sentence = max(re.split(r"(?<=。)", page["text"]), key=len)
-    inside = ngram_hashes(word_hashes(words(sentence, "jieba")), 13)
-    assert len(inside) and np.isin(inside, grams).mean() > 0.8
+    sentences = [part.strip() for part in re.split(r"(?<=。)|\n", page["text"]) if not re.search(r"[A-Za-z]", part)]
+    sentence = max(sentences, key=len)  # the longest all-Chinese sentence
+    assert len(words(sentence, "jieba")) > 2 * len(sentence.split()) >= 2  # words, not whitespace runs
+    (tmp_path / "zh.jsonl").write_text(json.dumps({"text": sentence}, ensure_ascii=False) + "\n")
+    benchmark = [{"name": "zh-sentence", "path": str(tmp_path / "zh.jsonl"), "language": "zh"}]
+    result = run_stage(str(tmp_path / "run"), pages, benchmarks=benchmark, mode="audit")
+    holding = {p["id"] for p in pages if normalize(sentence) in normalize(p["text"])}
+    assert page["id"] in holding
+    assert {doc["id"] for doc in result["kept"] if doc["decontam_benchmarks"] == ["zh-sentence"]} == holding
 
 
 def test_normalization_and_hashes():
