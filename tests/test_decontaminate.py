@@ -95,6 +95,7 @@ def run_stage(root: str, docs: list[dict], benchmarks: list[dict] = BENCHMARKS, 
     config = DecontaminateStage.model_validate({"stage": "decontaminate", "benchmarks": benchmarks, **options})
     plans = plan_decontaminate(config, PlanContext(root=root, name="decontaminate", kind="decontaminate", inputs=_upstream(root, docs)))
     steps = run_plans(plans)
+    assert [plan.step for plan in plans] == ["index", "scan", "items"]
     scan_plan, _ = steps["scan"]
     kept = read_table([scan_plan.location.shard_url(n) for n in range(2)]).to_pylist()
     rejects = read_table([scan_plan.location.rejects_url(n) for n in range(2)]).to_pylist()
@@ -136,12 +137,26 @@ def test_audit_summary_counts_each_benchmark(planted, audit):
     assert contamination[FR]["languages"] == {"fr": 2}
     assert audit["summary"]["documents_contaminated"] == len(expected)
     assert audit["summary"]["docs_in"] == len(planted[0])
+    # one entry per distinct n-gram of each item (the items share none here)
     assert audit["summary"]["index_entries"] == contamination[EN]["ngrams"] + contamination[FR]["ngrams"]
     (table,) = report.contamination_tables(audit["summary"])
     assert [row["benchmark"] for row in table.rows] == [EN, FR]
     assert table.rows[0]["documents matched"] == contamination[EN]["documents"]
     ((chart, figure),) = report.figures(audit["summary"])
-    assert chart == "contamination" and list(figure.data[0].y) == [contamination[EN]["documents"], contamination[FR]["documents"]]
+    assert chart == "contamination" and list(figure.data[1].y) == [contamination[EN]["documents"], contamination[FR]["documents"]]
+
+
+def test_the_items_found_are_listed(planted, audit):
+    """Each planted item is found, by its number in its benchmark, in the documents it was planted in."""
+    items_plan = audit["plans"][2]
+    found = read_table([items_plan.location.shard_url(0)]).to_pylist()
+    # planted: en items 0, 1, 2, 4 (one document each), fr items 0 and 3
+    assert [(row["benchmark"], row["item"], row["documents"]) for row in found] == [
+        (EN, 0, 1), (EN, 1, 1), (EN, 2, 1), (EN, 4, 1), (FR, 0, 1), (FR, 3, 1)]
+    assert found[0]["text"].startswith(items(EN)[0]["question"][:100])
+    assert {name: audit["summary"]["contamination"][name]["items_found"] for name in (EN, FR)} == {EN: 4, FR: 2}
+    (table,) = report.contamination_tables(audit["summary"])
+    assert [row["items found"] for row in table.rows] == [4, 2]
 
 
 def test_drop_rejects_exactly_the_planted_documents(planted, tmp_path):
@@ -231,6 +246,7 @@ def test_the_index_is_built_once_and_keyed_by_content(tmp_path):
     scan = plans(str(moved))[1]
     assert {shard["shard"] for shard in scan.shards} == {0}
     assert scan.params["index"].endswith("/artifacts/ngrams.bin")
+    assert plans(str(moved))[2].params["found"] == [scan.location.artifact_url("found-00000.parquet")]
 
 
 def test_bad_benchmarks_are_one_line_errors(tmp_path):

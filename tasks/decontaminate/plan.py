@@ -1,4 +1,5 @@
-"""Plan the decontaminate stage: index (one task: the benchmarks' n-grams) -> scan (map, the document step).
+"""Plan the decontaminate stage: index (one task: the benchmarks' n-grams) -> scan (map, the document
+step) -> items (one task: the benchmark items found).
 
 The index's fingerprint holds the benchmark files by content (size and hash, memoised under the
 storage root), not by path: a changed file rebuilds it, the same files elsewhere reuse it. The
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from fineflow.fingerprint import file_content_hash
 from fineflow.steps import PlanContext, StepPlan
-from fineflow.tasks.decontaminate import index, scan
+from fineflow.tasks.decontaminate import index, items, scan
 from fineflow.tasks.decontaminate.benchmarks import benchmark_files
 from fineflow.tasks.decontaminate.config import DecontaminateStage
 from fineflow.tasks.text.words import splitter_resources
@@ -55,4 +56,10 @@ def plan_decontaminate(config: DecontaminateStage, ctx: PlanContext) -> list[Ste
         chained={"upstream": ctx.inputs.fingerprint, "index": index_plan.fingerprint.value},
         shards=ctx.inputs.shards(), resources=splitter_resources(),
     )
-    return [index_plan, scan_plan]
+    items_plan = ctx.step(
+        items, "items_shard", step="items",
+        params={"items": index_plan.location.artifact_url(index.ITEMS),
+                "found": [scan_plan.location.artifact_url(scan.found_name(shard["shard"])) for shard in scan_plan.shards]},
+        fingerprint_params={}, chained={"scan": scan_plan.fingerprint.value}, shards=[{"shard": 0}],
+    )
+    return [index_plan, scan_plan, items_plan]

@@ -1,8 +1,9 @@
 """What the decontaminate stage adds to the run summary, its Prefect artifacts and the HTML report.
 
 ``contamination``: per benchmark, what its index holds (files, items, items too short to have an
-n-gram, distinct n-grams) and what the scan found (documents, paragraphs and n-gram positions matched,
-documents per language); a benchmark that matched nothing is listed with zeros, never left out.
+n-gram, distinct n-grams), what the scan found (documents, paragraphs and n-gram positions matched,
+documents per language) and how many of its items were found; a benchmark that matched nothing is
+listed with zeros, never left out.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ _SCAN_COUNTS = ("documents_contaminated", "documents_dropped", "documents_rewrit
 
 
 def summary_fields(steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    index, scan = steps["index"], steps["scan"]
+    index, scan, items = steps["index"], steps["scan"], steps.get("items", {})
     found = scan.get("contamination", {})
     contamination = {
         name: {**built, **{key: found.get(name, {}).get(key, 0) for key in ("documents", "paragraphs", "ngrams_matched")},
-               "languages": found.get(name, {}).get("languages", {})}
+               "items_found": items.get("items_found", {}).get(name, 0), "languages": found.get(name, {}).get("languages", {})}
         for name, built in index.get("benchmarks", {}).items()
     }
     # docs_in: the scan's (the stage's first step, the index, reads no documents)
@@ -38,6 +39,7 @@ def contamination_tables(summary: dict[str, Any]) -> list[Table]:
         {
             "benchmark": name,
             "items": found.get("items", 0),
+            "items found": found.get("items_found", 0),
             "items too short": found.get("items_too_short", 0),
             "n-grams": found.get("ngrams", 0),
             "documents matched": found.get("documents", 0),
@@ -59,7 +61,7 @@ def contamination_tables(summary: dict[str, Any]) -> list[Table]:
 
 
 def figures(summary: dict[str, Any]) -> list[tuple[str, Any]]:
-    """Documents and paragraphs matched per benchmark (grouped bars; zeros shown)."""
+    """Items found, documents and paragraphs matched per benchmark (grouped bars; zeros shown)."""
     contamination = summary.get("contamination")
     if not contamination:
         return []
@@ -70,7 +72,8 @@ def figures(summary: dict[str, Any]) -> list[tuple[str, Any]]:
     names = list(contamination)
     figure = go.Figure([
         go.Bar(name=label, x=names, y=[contamination[n].get(key, 0) for n in names], text=[contamination[n].get(key, 0) for n in names])
-        for key, label in (("documents", "documents matched"), ("paragraphs", "paragraphs matched"))
+        for key, label in (("items_found", "benchmark items found"), ("documents", "documents matched"),
+                           ("paragraphs", "paragraphs matched"))
     ])
     figure.update_layout(
         title=f"{summary['name']}: contamination by benchmark ({summary.get('documents_contaminated', 0)} documents)",

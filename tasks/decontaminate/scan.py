@@ -26,11 +26,20 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from fineflow.documents import commit_shard, read_input, rejects_schema, set_columns, undecodable_rows
+from fineflow.artifacts import commit_artifact
+from fineflow.documents import (
+    commit_shard,
+    read_input,
+    rejects_schema,
+    set_columns,
+    table_to_parquet_bytes,
+    undecodable_rows,
+)
 from fineflow.tasks.decontaminate.index import load_index
 from fineflow.tasks.decontaminate.ngrams import NGRAM_VERSION, ngram_hashes, splitter_name, word_hashes, words
 
-STEP_VERSION = "2." + NGRAM_VERSION  # 2: the index as one flat file (ngrams.bin)
+STEP_VERSION = "3." + NGRAM_VERSION  # 3: the items found, per shard
+FOUND_SCHEMA = pa.schema([("benchmark", pa.string()), ("item", pa.int64()), ("documents", pa.int64())])
 LIBRARIES = ("numpy", "xxhash", "pyarrow")
 REASON = "decontaminate"
 BENCHMARKS = "decontam_benchmarks"
@@ -50,9 +59,10 @@ class Match:
 
     ngrams: int = 0
     overlap: float = 0.0
-    by_benchmark: Counter = field(default_factory=Counter)  # benchmark number -> matched n-grams
+    by_benchmark: Counter = field(default_factory=Counter)  # benchmark number -> matched n-gram positions
     paragraphs: dict[int, set[int]] = field(default_factory=dict)  # benchmark number -> lines touched
     lines: set[int] = field(default_factory=set)  # every line touched
+    items: set[tuple[int, int]] = field(default_factory=set)  # (benchmark number, item number in it)
 
     def benchmarks(self) -> list[int]:
         return sorted(self.by_benchmark, key=lambda number: (-self.by_benchmark[number], number))
@@ -75,11 +85,21 @@ def match_document(text: str, splitter: str, n: int, index) -> Match:
     inside = np.cumsum(covered[:total]) > 0
     match.ngrams = len(positions)
     match.overlap = float(inside.sum() / total)
-    for position, number in found:
-        match.by_benchmark[number] += 1
-        match.paragraphs.setdefault(number, set()).update(line_of[position : position + n].tolist())
+    by_position: set[tuple[int, int]] = set()
+    for position, item in found:
+        number = index.benchmark_of(item)
+        match.items.add((number, item - int(index.offsets[number])))
+        if (position, number) not in by_position:  # (two items of a benchmark sharing the n-gram: counted once)
+            by_position.add((position, number))
+            match.by_benchmark[number] += 1
+            match.paragraphs.setdefault(number, set()).update(line_of[position : position + n].tolist())
     match.lines = set(np.unique(line_of[inside]).tolist())
     return match
+
+
+def found_name(shard: int) -> str:
+    """The artifact listing the benchmark items a shard's contaminated documents hold (what ``items`` reads)."""
+    return f"found-{shard:05d}.parquet"
 
 
 def remove_lines(text: str, lines: set[int]) -> str:
@@ -102,6 +122,7 @@ def scan_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> 
     # per benchmark: documents, paragraphs (lines) and n-grams matched, documents per language
     contamination: dict[str, dict] = {name: {"documents": 0, "paragraphs": 0, "ngrams_matched": 0, "languages": Counter()} for name in names}
     counts: Counter = Counter()
+    found_items: Counter = Counter()  # (benchmark, item) -> contaminated documents holding it
     for row, (text, language) in enumerate(zip(texts, languages)):
         if row in undecodable:
             reasons[row] = f"{REASON}:undecodable"
@@ -126,6 +147,7 @@ def scan_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> 
                 found["paragraphs"] += len(match.paragraphs[number])
                 found["ngrams_matched"] += match.by_benchmark[number]
                 found["languages"][language or "und"] += 1
+            found_items.update((names[number], item) for number, item in match.items)
             top = names[ordered[0]]
             if mode == "drop":
                 reasons[row] = f"{REASON}:{top}"
@@ -159,8 +181,11 @@ def scan_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> 
     rejects = set_columns(table.take(pa.array(rejected, pa.int64())),
                           {"drop_reason": pa.array([reasons[row] for row in rejected], pa.string())})
     rejects = rejects.cast(rejects_schema(kept.schema))
+    listed = pa.Table.from_pylist([{"benchmark": name, "item": item, "documents": documents}
+                                   for (name, item), documents in sorted(found_items.items())], schema=FOUND_SCHEMA)
+    artifact = commit_artifact(output_url, found_name(shard["shard"]), table_to_parquet_bytes(listed))
     return commit_shard(
-        shard["shard"], output_url, kept, rejects_url, rejects,
+        shard["shard"], output_url, kept, rejects_url, rejects, artifacts=[artifact],
         drop_reasons=dict(sorted(Counter(reason for reason in reasons if reason).items())),
         contamination={name: {**found, "languages": dict(sorted(found["languages"].items()))} for name, found in contamination.items()},
         undecodable=len(undecodable),
