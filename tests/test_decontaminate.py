@@ -9,6 +9,7 @@ import json
 import re
 
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
@@ -226,7 +227,7 @@ def test_the_index_is_built_once_and_keyed_by_content(tmp_path):
     folder.mkdir()
     rows = items(EN)
     pq.write_table(pa.Table.from_pylist(rows[:8]), folder / "part-0.parquet")
-    (folder / "part-1.csv").write_text("question,answer\n" + "\n".join(f'"{r["question"]}","{r["answer"]}"' for r in rows[8:]))
+    pa_csv.write_csv(pa.Table.from_pylist([{"question": r["question"], "answer": r["answer"]} for r in rows[8:]]), folder / "part-1.csv")
     (folder / "README.md").write_text("not a benchmark file")
 
     def plans(path: str, **options):
@@ -236,6 +237,8 @@ def test_the_index_is_built_once_and_keyed_by_content(tmp_path):
         return plan_decontaminate(config, PlanContext(root=str(tmp_path / "root"), name="d", kind="decontaminate", inputs=upstream))
 
     first = plans(str(folder))
+    (_, (built,)), = run_plans(first[:1]).values()
+    assert built["stats"]["benchmarks"] == {"mine": {"files": 2, "items": len(rows), "items_too_short": 0, "ngrams": built["stats"]["index_entries"]}}
     moved = tmp_path / "moved"
     folder.rename(moved)
     assert plans(str(moved))[0].fingerprint.value == first[0].fingerprint.value  # the same files elsewhere
