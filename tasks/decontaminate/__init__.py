@@ -1,0 +1,1 @@
+"""Benchmark decontamination: documents (or paragraphs) sharing word n-grams with benchmark texts."""
