@@ -41,6 +41,24 @@ class Release:
         return sum(plan.rows for plan in self.configs)
 
 
+def release_url(options: ExportOptions, root: str) -> str:
+    """A pipeline's ``export.to``: a relative path is inside its storage root."""
+    to = options.to
+    if "://" in to or to.startswith(("/", "~")):
+        return storage.normalize(to)
+    return storage.join(root, *[part for part in to.split("/") if part not in ("", ".")])
+
+
+def check_folder(folder: str) -> None:
+    """Raise ``ExportError`` if ``folder`` holds anything but an earlier export."""
+    _previous(folder)
+
+
+def export_after_run(options: ExportOptions, run_folder: str, root: str) -> Release:
+    """A pipeline's ``export:`` block, once its run has finished (the run folder has its summary)."""
+    return export_release(run_folder, options.model_copy(update={"to": release_url(options, root)}), root)
+
+
 def _previous(folder: str) -> dict | None:
     """The marker of an earlier export to ``folder``; an occupied folder without one is refused."""
     names = storage.list_names(folder)
@@ -56,12 +74,12 @@ def _previous(folder: str) -> dict | None:
 
 
 def _identity(source: Source, options: ExportOptions, columns: list[Column]) -> dict:
-    """What decides an export's content: the same identity, the same files."""
+    """What decides an export's documents: the same identity, the same files (a cached re-run of
+    the pipeline is another run with the same documents: its export is left as it is)."""
     return {
         "fineflow": fineflow.__version__,
         "source": source.data_folder,
         "fingerprint": source.fingerprint,
-        "run": (source.summary or {}).get("run_id"),
         "files": [entry.sha256 for entry in source.files],
         "columns": [column.name for column in columns],
         "options": options.model_dump(mode="json", exclude={"to"}),
