@@ -75,7 +75,7 @@ def available(schema: pa.Schema) -> dict[str, Column]:
             derived[name] = (
                 Column(name, pa.string(), "the input file the document was read from", _file_path)
                 if name == "file_path"
-                else Column(name, pa.string(), "the Common Crawl crawl (from the input file's path; null elsewhere)", _dump)
+                else Column(name, pa.string(), "the Common Crawl snapshot (from the input file's path; null elsewhere)", _dump)
             )
         elif name == "date" and "crawl_date" in names:
             derived[name] = Column(name, pa.string(), "when the page was fetched (ISO 8601, UTC)", _date, "crawl_date")
