@@ -190,3 +190,18 @@ def test_one_line_errors(tmp_path):
     assert not (tmp_path / "out").exists()  # nothing written by a refused export
     with pytest.raises(ExportError, match="neither a finished run's folder"):
         export_release(str(tmp_path / "mine"), ExportOptions(to=str(tmp_path / "out")), str(root))
+
+
+def test_a_pipelines_export_folder_is_checked_before_its_run(workdir, tmp_path):
+    from fineflow.config import load_config
+    from fineflow.export.release import release_url
+    from fineflow.preflight import PreflightError, preflight
+
+    demo = (workdir / "demo.yaml").read_text()
+    config = load_config(workdir / "demo.yaml", storage_override=str(tmp_path / "store"))
+    assert release_url(config.export, config.storage) == str(tmp_path / "store" / "release")  # the demo's: in its storage
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("not an export")
+    (workdir / "demo.yaml").write_text(demo.replace("to: release", f"to: {tmp_path / 'foreign'}"))
+    with pytest.raises(PreflightError, match=r"^export.to: .*foreign holds files that no fineflow export wrote \(notes.txt\)"):
+        preflight(load_config(workdir / "demo.yaml", storage_override=str(tmp_path / "store")))

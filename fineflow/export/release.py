@@ -66,7 +66,7 @@ def _previous(folder: str) -> dict | None:
         return None
     if MARKER not in names:
         shown = ", ".join(sorted(names)[:5]) + (" ..." if len(names) > 5 else "")
-        raise ExportError(f"--to {folder} holds files that no fineflow export wrote ({shown}): choose a new or empty folder")
+        raise ExportError(f"{folder} holds files that no fineflow export wrote ({shown}): export to a new or empty folder")
     try:
         return json.loads(storage.read_bytes(storage.join(folder, MARKER)))
     except ValueError:
