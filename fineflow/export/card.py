@@ -16,6 +16,7 @@ import langcodes
 import yaml
 
 import fineflow
+from fineflow import storage
 from fineflow.export.columns import Column
 from fineflow.export.shards import ConfigPlan, WrittenFile
 from fineflow.export.source import Source
@@ -147,7 +148,7 @@ def render(
     stage = source.stage_summary or {}
     run_tokens = stage.get("tokens_by_language") or {} if by_language else {}
     meta = {key: value for key, value in front_matter(plans, languages, license, pretty_name).items() if value is not None}
-    first = plans[0].name
+    first = max(plans, key=lambda plan: plan.rows).name  # the example: the largest config
     body = [
         f"# {pretty_name}",
         "",
@@ -160,9 +161,11 @@ def render(
         "```python",
         "from datasets import load_dataset",
         "",
-        f'documents = load_dataset("path/or/user/name", "{first}", split="train")  # this folder, or its Hub repository',
-        "# the config's files where they were exported (object storage: storage_options as s3fs takes them)",
-        f'documents = load_dataset("parquet", data_files="{url.rstrip("/")}/data/{first}/train-*.parquet", split="train")',
+        *([f'documents = load_dataset("{url}", "{first}", split="train")  # this folder (the configs of this card)']
+          if storage.is_local(url) else [
+            "# where it was exported: the config's files (storage_options: the s3fs options, e.g. key, secret, client_kwargs)",
+            f'documents = load_dataset("parquet", data_files="{url.rstrip("/")}/data/{first}/train-*.parquet", split="train")']),
+        f'documents = load_dataset("<user>/<name>", "{first}", split="train")  # once uploaded to the Hub',
         "```",
         "",
         "## Configs",
