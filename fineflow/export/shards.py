@@ -29,6 +29,7 @@ from fineflow.languages import UNKNOWN
 
 DEFAULT_CONFIG = "default"
 ROW_GROUP_ROWS = 65536  # as fineflow's own shards: bounded reader memory
+ROW_GROUP_BYTES = 64 * 1024**2  # and a row group of long documents is written before it holds more than this
 _CONFIG_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -99,6 +100,7 @@ class _OpenShard:
     local: str = ""
     pending: list[pa.Table] = field(default_factory=list)
     pending_rows: int = 0
+    pending_bytes: int = 0
 
 
 class ShardWriter:
@@ -116,8 +118,9 @@ class ShardWriter:
             part, table = table.slice(0, room), table.slice(room)
             shard.pending.append(part)
             shard.pending_rows += part.num_rows
+            shard.pending_bytes += part.nbytes
             shard.rows += part.num_rows
-            if shard.pending_rows >= ROW_GROUP_ROWS:
+            if shard.pending_rows >= ROW_GROUP_ROWS or shard.pending_bytes >= ROW_GROUP_BYTES:
                 self._flush(shard)
             if shard.rows == shard.plan.rows_per_shard:
                 self._commit(shard)
@@ -129,7 +132,7 @@ class ShardWriter:
             shard.local = os.path.join(self.scratch, f"{shard.plan.name}-{shard.index:05d}.parquet")
             shard.writer = pq.ParquetWriter(shard.local, self.schema, compression="zstd", write_statistics=True)
         shard.writer.write_table(pa.concat_tables(shard.pending), row_group_size=ROW_GROUP_ROWS)
-        shard.pending, shard.pending_rows = [], 0
+        shard.pending, shard.pending_rows, shard.pending_bytes = [], 0, 0
 
     def _commit(self, shard: _OpenShard) -> None:
         self._flush(shard)
