@@ -158,6 +158,13 @@ def check_demo_release(summary: dict, root: str, tmp_path) -> Path:
     card = DatasetCard.load(f"{folder}/README.md")
     assert sorted(c["config_name"] for c in card.data.configs) == sorted(set(documents["language"]))
     assert summary["run_id"] in card.text and summary["stages"][-1]["steps"][0]["fingerprint"] in card.text
+    # the funnel per config, the drop reasons and the tokens per config, from the run's summary
+    stages = summary["stages"]
+    assert "| en | " + " | ".join(f"{s['languages'].get('en', 0):,}" for s in stages) + " |" in card.text
+    assert all(f"| {reason} | {count:,} |" in card.text for s in stages for reason, count in s.get("drop_reasons", {}).items())
+    configs_row = card.text.split("| en | ")[1].split("\n")[0]  # the first: the configs table's
+    assert configs_row.startswith(f"{len(documents.filter(pl.col('language') == 'en')):,} | ")
+    assert f"| {stages[-1]['tokens_by_language']['gpt2']['en']:,} |" in configs_row
     for config in ("en", "de"):
         loaded = load_dataset(folder, config, split="train", cache_dir=str(tmp_path / "hf-cache"))
         assert loaded["id"] == documents.filter(pl.col("language") == config)["id"].to_list()
