@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import fineflow
 from fineflow import storage
 from fineflow.export import card
-from fineflow.export.columns import Column, project, release_schema, select, token_column
+from fineflow.export.columns import TOKEN_PREFIX, Column, project, release_schema, select, token_column
 from fineflow.export.options import NO_CONFIGS, ExportOptions
 from fineflow.export.shards import ConfigPlan, WrittenFile, config_values, plan_configs, write_shards
 from fineflow.export.source import ExportError, Source, resolve, run_file
@@ -104,7 +104,7 @@ def _write(folder: str, path: str, data: bytes) -> WrittenFile:
 
 
 def _remove_stale(folder: str, kept: set[str]) -> list[str]:
-    """Files under data/ (and files an earlier marker listed) that this export did not write."""
+    """Remove the files under data/ that this export did not write (an earlier export's)."""
     removed = []
     data = storage.join(folder, DATA)
     for config in sorted(storage.list_names(data)):
@@ -162,7 +162,7 @@ def export_release(target: str, options: ExportOptions, root: str) -> Release:
     text = card.render(
         source, plans, files, columns, languages=_languages(source, plans, config_by), license=options.license,
         pretty_name=options.pretty_name or (source.summary or {}).get("pipeline") or source.stage, config_by=config_by,
-        tokens=token_sums, token_label=tokens[len("n_tokens_"):] if tokens else None, url=folder,
+        tokens=token_sums, token_label=tokens[len(TOKEN_PREFIX):] if tokens else None, url=folder,
     )
     files.append(_write(folder, CARD, text.encode()))
     marker = {
