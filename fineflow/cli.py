@@ -327,11 +327,14 @@ def run(
         _warn(f"warning: {warning}")
     if result.get("report"):
         console.print(f"HTML report (charts, opens offline): {result['report']}", markup=False)
+    if result.get("export"):
+        console.print(f"release folder (Hugging Face dataset, card README.md): {result['export']}", markup=False)
     if summary_json:
         _write_summary_json(summary_json, {
             "run_id": result["run_id"],
             "status": "done",
             "report": result.get("report"),
+            **({"export": result["export"]} if result.get("export") else {}),
             "warnings": result.get("warnings", []),
             "lost_workers": result.get("lost_workers", 0),
             "stages": [_stage_record(s) for s in result["stages"]],
@@ -684,6 +687,60 @@ def report(
     if out:
         out.write_bytes(store.read_bytes(url))
         console.print(Text(f"copy written to {out}"))
+
+
+@app.command()
+def export(
+    run_or_stage: Annotated[str, typer.Argument(
+        help="a run id, a run folder (<storage>/_runs/<id>), a stage name of the newest run, or a step folder")],
+    to: Annotated[str, typer.Option("--to", help="the release folder to write (local path or s3://); re-exports replace it")],
+    storage: Annotated[str, typer.Option(help="storage root the run wrote to")] = "./fineflow-data",
+    stage: Annotated[Optional[str], typer.Option(help="the run's stage to export (default: its last)")] = None,
+    config_by: Annotated[str, typer.Option(help="a string column: one dataset config per value ('none': one 'default' config)")] = "language",
+    license: Annotated[str, typer.Option("--license", help="the card's licence, a Hub identifier (odc-by, cc-by-4.0, other ...)")] = "unknown",
+    columns: Annotated[Optional[str], typer.Option(
+        help="comma-separated columns to write (default: FineWeb's, then fineflow's provenance columns)")] = None,
+    shard_bytes: Annotated[int, typer.Option(help="target bytes of a Parquet shard")] = 512 * 1024**2,
+    shard_rows: Annotated[Optional[int], typer.Option(help="at most this many documents per shard")] = None,
+    pretty_name: Annotated[Optional[str], typer.Option(help="the card's title (default: the pipeline's name)")] = None,
+    credentials_block: CredentialsBlock = None,
+) -> None:
+    """Write a run's documents as a Hugging Face dataset folder: data/<config>/ shards and a README.md card."""
+    from pydantic import ValidationError
+
+    from fineflow.export.options import ExportOptions
+    from fineflow.export.release import export_release
+    from fineflow.export.source import ExportError
+
+    try:
+        options = ExportOptions(
+            to=to, stage=stage, config_by=config_by, license=license, shard_bytes=shard_bytes, shard_rows=shard_rows,
+            columns=[c.strip() for c in columns.split(",") if c.strip()] if columns is not None else None,
+            pretty_name=pretty_name,
+        )
+    except ValidationError as error:
+        problem = error.errors()[0]
+        _fail(f"--{str(problem['loc'][0]).replace('_', '-')}: {problem['msg']}")
+    _storage_credentials(credentials_block)
+    if "/" not in run_or_stage:
+        _check_root(storage)
+    try:
+        release = export_release(run_or_stage, options, storage)
+    except (ExportError, OSError) as error:
+        _fail(str(error), 1)
+    _show_release(release)
+
+
+def _show_release(release) -> None:  # noqa: ANN001
+    table = Table(title=Text(f"release {release.url}" + (" (already up to date)" if release.up_to_date else "")))
+    for column in ("config", "documents", "shards"):
+        table.add_column(column, justify="left" if column == "config" else "right")
+    for plan in release.configs:
+        table.add_row(Text(plan.name), f"{plan.rows:,}", str(plan.shards))
+    console.print(table)
+    first = release.configs[0].name
+    console.print(Text(f"release folder (Hugging Face dataset, card README.md): {release.url}"))
+    console.print(Text(f'load a config: datasets.load_dataset("{release.url}", "{first}", split="train")'), soft_wrap=True)
 
 
 @app.command("data-args")

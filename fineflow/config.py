@@ -15,6 +15,7 @@ import yaml
 from pydantic import Field, ValidationError, create_model
 
 from fineflow import registry, storage
+from fineflow.export.options import ExportOptions
 from fineflow.stage_config import StageConfig, Strict, resolve_local
 
 DEFAULT_STORAGE = "./fineflow-data"
@@ -61,6 +62,9 @@ class PipelineConfig(Strict):
     plugins: list[str] = Field(default_factory=list, description="modules defining local stage kinds (each a KIND)")
     plugins_from: str | None = Field(default=None, description="folder the plugins are imported from (default: the file's)")
     stages: list[StageConfig] = Field(min_length=1)
+    export: ExportOptions | None = Field(
+        default=None, description="after a run, write its documents as a Hugging Face dataset folder (docs/release.md)"
+    )
 
 
 @lru_cache(maxsize=None)
@@ -124,6 +128,8 @@ def parse_config(data: Any, source: str = "", base_dir: Path | None = None) -> P
         build_dag(config.stages)
     except DagError as error:
         raise ConfigError(f"invalid pipeline configuration {source}: {error}") from None
+    if config.export and config.export.stage and config.export.stage not in [stage.label for stage in config.stages]:
+        raise ConfigError(f"invalid pipeline configuration {source}: export.stage: no stage {config.export.stage!r}")
     for stage in config.stages:
         resolve_stage_paths(stage, base)
     missing = [path for stage in config.stages for path in local_files(stage) if not Path(path).exists()]

@@ -99,12 +99,27 @@ def check_stage(stage: Any) -> list[str]:
         raise PreflightError(f"stages.{stage.label}: {type(error).__name__}: {_first_line(error)}") from None
 
 
+def _check_export(config: PipelineConfig) -> None:
+    """The export's folder: usable, and empty or an earlier export (checked before any work)."""
+    from fineflow.export.release import check_folder, release_url
+    from fineflow.export.source import ExportError
+
+    url = release_url(config.export, config.storage)
+    check_storage_url(url, "export.to")
+    try:
+        check_folder(url)
+    except (ExportError, OSError) as error:
+        raise PreflightError(f"export.to: {_first_line(error)}") from None
+
+
 def preflight(config: PipelineConfig) -> list[str]:
     """Raise ``PreflightError`` for what makes the run impossible; return the warnings found.
 
     With ``strict`` the warnings are errors too.
     """
     check_storage(config.storage)
+    if config.export is not None:
+        _check_export(config)
     warnings: list[str] = []
     for stage in config.stages:
         warnings += check_stage(stage)

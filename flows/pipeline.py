@@ -26,6 +26,7 @@ from fineflow import registry, storage
 from fineflow.config import PipelineConfig, validate_pipeline
 from fineflow.dag import InputRef, Node, build_dag, descendants
 from fineflow.documents import duplicate_ids
+from fineflow.export.release import export_after_run
 from fineflow.flows import liveness, progress
 from fineflow.flows.cluster import Cluster, dask_cluster, using, worker_setup
 from fineflow.flows.cluster_checks import check_cluster
@@ -97,6 +98,11 @@ def _run_stages(settings: PipelineConfig, from_stage: str | None, root: str) -> 
         if lost:
             logger.warning("%d Dask worker(s) were lost during the run; their shards ran again on the others", lost)
     result = finish_run_record(folder, settings.name, root, time.perf_counter() - started, summaries, {"lost_workers": lost})
+    if settings.export is not None:  # the run's documents as a dataset folder (an unchanged one is left as it is)
+        release = export_after_run(settings.export, folder, root)
+        result["export"] = release.url
+        logger.info("release folder (Hugging Face dataset, README.md card): %s%s", release.url,
+                    " (already up to date)" if release.up_to_date else "")
     if settings.strict and result["warnings"]:
         raise StrictWarnings(f"strict: {len(result['warnings'])} warning(s): " + "; ".join(result["warnings"]))
     return result

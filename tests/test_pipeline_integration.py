@@ -7,6 +7,7 @@ import io
 import json
 import shutil
 import uuid
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -128,8 +129,11 @@ def test_dry_run_explains_what_changed_and_inspect_reads_output(workdir, tmp_pat
         __import__("fineflow.cli", fromlist=["app"]).app, ["run", str(workdir / "demo.yaml"), "--storage", root, "--dry-run"]
     )
     assert result.exit_code == 0 and "cached" in result.output
+    card = check_demo_release(summary, root, tmp_path)
+    written = card.stat().st_mtime_ns
     # A re-run of the whole demo, its tokenizer training and token files included: every shard committed.
     again = run_pipeline(workdir / "demo.yaml", root, dask_address, tmp_path)
+    assert again["export"] == summary["export"] and card.stat().st_mtime_ns == written  # the same documents: left as it is
     assert [s["name"] for s in again["stages"]] == ["crawl", "dedup", "filter", "quality", "tokenize"]
     assert task_states(again["run_id"], "") == []
     assert all(step["cached_shards"] == step["shards"] for stage in again["stages"] for step in stage["steps"])
@@ -140,6 +144,33 @@ def test_dry_run_explains_what_changed_and_inspect_reads_output(workdir, tmp_pat
         __import__("fineflow.cli", fromlist=["app"]).app, ["run", str(changed), "--storage", root, "--dry-run"]
     )
     assert result.exit_code == 0 and "params.shard_bytes" in result.output
+
+
+def check_demo_release(summary: dict, root: str, tmp_path) -> Path:
+    """The demo's export: a dataset folder in the storage root whose configs are the languages of
+    its last stage's documents, each loading exactly its documents; a card naming the run."""
+    from datasets import load_dataset
+    from huggingface_hub import DatasetCard
+
+    folder = summary["export"]
+    assert folder == f"{root}/release"
+    documents = read_output(summary["stages"][-1]["output"])
+    card = DatasetCard.load(f"{folder}/README.md")
+    assert sorted(c["config_name"] for c in card.data.configs) == sorted(set(documents["language"]))
+    assert summary["run_id"] in card.text and summary["stages"][-1]["steps"][0]["fingerprint"] in card.text
+    # the funnel per config, the drop reasons and the tokens per config, from the run's summary
+    stages = summary["stages"]
+    assert "| en | " + " | ".join(f"{s['languages'].get('en', 0):,}" for s in stages) + " |" in card.text
+    assert all(f"| {reason} | {count:,} |" in card.text for s in stages for reason, count in s.get("drop_reasons", {}).items())
+    configs_row = card.text.split("| en | ")[1].split("\n")[0]  # the first: the configs table's
+    assert configs_row.startswith(f"{len(documents.filter(pl.col('language') == 'en')):,} | ")
+    assert f"| {stages[-1]['tokens_by_language']['gpt2']['en']:,} |" in configs_row
+    for config in ("en", "de"):
+        loaded = load_dataset(folder, config, split="train", cache_dir=str(tmp_path / "hf-cache"))
+        assert loaded["id"] == documents.filter(pl.col("language") == config)["id"].to_list()
+        assert loaded["token_count"] == documents.filter(pl.col("language") == config)["n_tokens_gpt2"].to_list()
+    assert (Path(folder) / "pipeline.yaml").exists() and (Path(folder) / "report.html").exists()
+    return Path(folder) / "README.md"
 
 
 def test_corrupt_inputs_are_counted_and_no_good_record_is_lost(workdir, tmp_path, dask_address):
