@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import Any
 
 from fineflow import faults, storage
+from fineflow.documents import STALE_KEY
 from fineflow.fingerprint import Fingerprint, step_fingerprint
 from fineflow.manifest import StepLocation, read_latest, read_manifest, shard_name
 
@@ -118,6 +119,9 @@ class PlanContext:
     name: str
     kind: str
     inputs: StageInputs | None = None
+    # Text-derived column patterns its steps drop from what they read: the stage rewrites ``text``
+    # (fineflow.registry.StageKind.rewrites_text; fineflow.documents.read_input drops them)
+    stale_columns: tuple[str, ...] = ()
 
     def step(
         self,
@@ -135,7 +139,11 @@ class PlanContext:
         """A step of this stage: its fingerprint from the module's ``STEP_VERSION`` and
         ``LIBRARIES``, the parameters (or ``fingerprint_params`` where ``params`` hold storage
         URLs, which must not enter a fingerprint), what it chains on (``chained``: upstream
-        fingerprints) and resource hashes; its function ``module:function``."""
+        fingerprints) and resource hashes; its function ``module:function``. In a stage that
+        rewrites the text, every shard reading documents (``input``) names the stale columns."""
+        if self.stale_columns:
+            chained = {**chained, "stale_columns": list(self.stale_columns)}
+            shards = [{**shard, STALE_KEY: list(self.stale_columns)} if "input" in shard else shard for shard in shards]
         fingerprint = step_fingerprint(
             stage=self.kind,
             step=step,
