@@ -6,7 +6,7 @@ order) and each formatter's count columns (``pii_emails``, ``symbol_lines``, ...
 stage replaces them). Rejects: ``format:<reason>`` where a formatter turns a document away (e.g.
 ``format:pii_matches``), with the text as the formatters left it (PII replaced, not the
 original), and ``format:undecodable`` for a text that is not UTF-8. Per formatter and language:
-documents changed and characters changed, for the summary and the report.
+kept documents changed and characters changed, for the summary and the report.
 """
 
 from __future__ import annotations
@@ -103,6 +103,8 @@ def format_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -
             counts[column].append(found.get(column, 0))
         reasons.append(reason)
         details.append(None)
+        if reason is not None:
+            continue  # counted under its drop reason, not as a change to the corpus
         for name, chars in changed:
             tally = formatted[name][language or "und"]
             tally["documents"] += 1
