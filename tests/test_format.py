@@ -152,10 +152,13 @@ def test_the_stage_drops_stale_text_derived_columns_and_counts_changes(tmp_path)
     assert stats["formatted"] == {"pii": {"en": {"documents": 1, "chars": len("ann@x.com") + len("bob@y.org")}}}
     assert stats["drop_reasons"] == {"format:pii_matches": 1}
 
+    from fineflow.summary import stage_summary
     from fineflow.tasks.format import report
 
-    summary = {"name": "format", "docs_in": n, "languages": stats["languages"], **report.summary_fields({"format": stats}),
-               "stale_columns_dropped": stats["stale_columns_dropped"]}
+    step = {"step": "format", "shards": 1, "cached_shards": 0, "output": plan.location.data_folder, **stats,
+            "docs_out": stats["docs_out"], "rejected": stats["rejects"]}
+    summary = stage_summary(kind, "format", [step], 1.0)
+    assert summary["stale_columns_dropped"] == {"n_tokens_gpt2": n, "quality_edu": n}
     by_formatter, by_language = report.format_tables(summary)
     assert by_formatter.rows[0]["formatter"] == "pii" and by_formatter.rows[0]["documents changed"] == 1
     assert by_formatter.rows[1]["formatter"] == "dropped: format:pii_matches"
