@@ -176,3 +176,39 @@ def test_a_stage_that_does_not_rewrite_keeps_every_column_and_a_missing_one_name
     with pytest.raises(InputSchemaError) as error:
         check_columns("rebalance", [("url_x", "column")], [("format", schema)])
     assert "derived from the text" not in str(error.value)
+
+
+UPPER_SOURCE = '''
+"""Upper-cases a word: a formatter fineflow does not ship."""
+from typing import Literal
+
+from fineflow.tasks.format.formatter import Applied, Formatter, FormatterOptions
+
+
+class UpperOptions(FormatterOptions):
+    name: Literal["upper"] = "upper"
+    word: str = "fineflow"
+
+
+def apply(word, text):
+    return Applied(text=text.replace(word, word.upper()), counts={"upper_words": text.count(word)})
+
+
+FORMATTER = Formatter(name="upper", options=UpperOptions, load=lambda options: options["word"], apply=apply,
+                      counts=("upper_words",), libraries=("pyarrow",))
+'''
+
+
+def test_a_formatter_of_another_module_is_configured_by_its_own_options(tmp_path, monkeypatch):
+    (tmp_path / "fineflow_upper_formatter.py").write_text(UPPER_SOURCE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry = {"name": "upper", "module": "fineflow_upper_formatter", "word": "data"}
+    new, counts, _, by = run("big data, more data a@b.com", entry, "pii")
+    assert new == "big DATA, more DATA email@example.com" and by == ["upper", "pii"]
+    assert counts["upper_words"] == 2 and counts["pii_emails"] == 1
+    config = FormatStage.model_validate({"stage": "format", "formatters": [entry]})
+    assert config.model_dump(mode="json")["formatters"] == [entry]
+    with pytest.raises(ValidationError, match="extra"):
+        FormatStage.model_validate({"stage": "format", "formatters": [{**entry, "words": 3}]})
+    with pytest.raises(ValidationError, match="defines formatter 'upper', not 'lower'"):
+        FormatStage.model_validate({"stage": "format", "formatters": [{**entry, "name": "lower"}]})
