@@ -212,3 +212,21 @@ def test_a_formatter_of_another_module_is_configured_by_its_own_options(tmp_path
         FormatStage.model_validate({"stage": "format", "formatters": [{**entry, "words": 3}]})
     with pytest.raises(ValidationError, match="defines formatter 'upper', not 'lower'"):
         FormatStage.model_validate({"stage": "format", "formatters": [{**entry, "name": "lower"}]})
+
+
+def test_a_kind_that_rewrites_in_some_modes_names_a_function_of_its_config(tmp_path, monkeypatch):
+    """``rewrites_text="module:function"``: a kind whose text is rewritten only in some modes
+    (decontamination's remove_paragraphs) drops the stale columns only in those."""
+    import dataclasses
+
+    (tmp_path / "fineflow_mode_probe.py").write_text("def rewrites(config):\n    return len(config.formatters) > 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    kind = dataclasses.replace(registry.get("format"), rewrites_text="fineflow_mode_probe:rewrites")
+    inputs = StageInputs((Source("upstream", "up", str(tmp_path / "in"), 1),))
+
+    def shard_of(*names: str) -> dict:
+        config = FormatStage.model_validate({"stage": "format", "formatters": list(names)})
+        return kind.plan(config, str(tmp_path / "root"), "format", inputs)[0].shards[0]
+
+    assert "drop_columns" not in shard_of("pii")
+    assert shard_of("pii", "ftfy")["drop_columns"] == list(registry.stale_text_columns())
