@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -31,7 +31,10 @@ IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _LITERAL = rf"\[(?:{_OCTET}\.){{3}}(?:{_OCTET}|[A-Za-z0-9-]*[A-Za-z0-9]:)]"
-EMAIL = re.compile(rf"\b{_ATOM}(?:\.{_ATOM})*@(?:(?:{_LABEL}\.)+{_LABEL}|{_LITERAL})")
+_DOMAIN = rf"(?:(?:{_LABEL}\.)+{_LABEL}|{_LITERAL})"
+EMAIL = re.compile(rf"\b{_ATOM}(?:\.{_ATOM})*@{_DOMAIN}")
+_AT_DOMAIN = re.compile(rf"@{_DOMAIN}")
+_LOCAL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+/=?^_`{|}~-.")
 
 # IPv6 candidates: a run of hex digits and at least two colons, not inside a word or a dotted
 # name; ``ipaddress`` decides what is an address (times like 10:30:00 are not).
@@ -116,23 +119,51 @@ def load(options: dict) -> tuple[list[Pass], int | None]:
     return passes, settings.max_matches
 
 
+def email_matches(text: str) -> Iterator[re.Match]:
+    """``EMAIL.finditer(text)``, without its quadratic time on long runs of local-part characters
+    (``ab-ab-ab-...`` with no ``@``: the pattern rescans the run from every word boundary in it).
+
+    A match's local part is the greedy run of atoms and single dots that ends right before an
+    ``@`` (a shorter one is followed by an atom or a dot, never by ``@``), so a match can only
+    start in the run of local-part characters before an ``@``, after its last ``..``, and only
+    where the domain pattern matches after that ``@``. The pattern itself confirms each match."""
+    position = 0
+    while (at := text.find("@", position)) >= 0:
+        start = at
+        while start > position and text[start - 1] in _LOCAL_CHARS:
+            start -= 1
+        if start < at and text[at - 1] != "." and _AT_DOMAIN.match(text, at):
+            double_dot = text.rfind("..", start, at)
+            for candidate in range(start if double_dot < 0 else double_dot + 2, at):
+                if text[candidate] != "." and (match := EMAIL.match(text, candidate)):
+                    yield match
+                    at = match.end() - 1
+                    break
+        position = at + 1
+
+
+def _finder(pattern: re.Pattern) -> Callable[[str], Iterator[re.Match]]:
+    return email_matches if pattern is EMAIL else pattern.finditer
+
+
 def _replace(pattern: re.Pattern, text: str, replacements: tuple[str, ...], valid: Callable[[str], bool] | None) -> tuple[str, int, int]:
     """(text, matches replaced, characters they had): each valid match takes the next replacement
     in turn; a match that fails ``valid`` stays and does not take a turn (as datatrove)."""
-    turn = replaced = chars = 0
-
-    def substitute(match: re.Match) -> str:
-        nonlocal turn, replaced, chars
+    turn = replaced = chars = end = 0
+    pieces: list[str] = []
+    for match in _finder(pattern)(text):
         found = match.group(0)
         if valid is not None and not valid(found):
-            return found
-        replacement = replacements[turn]
+            continue
+        pieces += [text[end:match.start()], replacements[turn]]
+        end = match.end()
         turn = (turn + 1) % len(replacements)
         replaced += 1
         chars += len(found)
-        return replacement
-
-    return pattern.sub(substitute, text), replaced, chars
+    if not replaced:
+        return text, 0, 0
+    pieces.append(text[end:])
+    return "".join(pieces), replaced, chars
 
 
 def apply(loaded: tuple[list[Pass], int | None], text: str) -> Applied:
