@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fineflow import storage
+from fineflow.steps import STALE_KEY  # the shard key naming the text-derived columns to drop
 
 DOCUMENT_SCHEMA = pa.schema(
     [
@@ -70,9 +71,6 @@ def undecodable_rows(table: pa.Table, column: str = "text") -> tuple[pa.Table, d
     return table.set_column(index, table.schema.field(column), pa.array(repaired, pa.string())), bad
 
 
-# A stage that rewrites ``text`` (fineflow.registry.StageKind.rewrites_text) reads its inputs without
-# the columns other stages derived from the text: its shards name their patterns under this key.
-STALE_KEY = "drop_columns"
 # The input columns dropped that way ride along in the table's schema metadata until
 # ``commit_shard``, which counts them in the shard's stats (``stale_columns_dropped``) and strips them.
 _DROPPED_METADATA = b"fineflow.stale_columns_dropped"

@@ -19,7 +19,6 @@ from types import ModuleType
 from typing import Any
 
 from fineflow import faults, storage
-from fineflow.documents import STALE_KEY
 from fineflow.fingerprint import Fingerprint, step_fingerprint
 from fineflow.manifest import StepLocation, read_latest, read_manifest, shard_name
 
@@ -109,6 +108,12 @@ class StageInputs:
     def describe(self) -> list[dict[str, Any]]:
         """For the summary and the report: which stages' outputs were read."""
         return [{"stage": s.stage, "rejects": s.rejects, "folder": s.folder, "shards": s.shards} for s in self.sources]
+
+
+# A stage that rewrites ``text`` (fineflow.registry.StageKind.rewrites_text) reads its inputs without
+# the columns other stages derived from the text: its shards name their patterns under this key
+# (fineflow.documents.read_input drops them).
+STALE_KEY = "drop_columns"
 
 
 @dataclass(frozen=True)
