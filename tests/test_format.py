@@ -168,6 +168,22 @@ def test_the_stage_drops_stale_text_derived_columns_and_counts_changes(tmp_path)
     assert [chart for chart, _ in report.figures(summary)] == ["formatters"]
 
 
+def test_a_text_that_is_not_utf8_is_a_reject_with_its_detail(tmp_path):
+    folder = tmp_path / "upstream"
+    folder.mkdir()
+    _shard(folder / "part-00000.parquet", [{"id": "ok", "text": "a@b.com"}, {"id": "bad", "text": "x"}], {})
+    table = pq.read_table(folder / "part-00000.parquet")
+    broken = pa.array([b"a@b.com", b"caf\xc3 \xff"], pa.binary()).cast(pa.string(), safe=False)
+    pq.write_table(table.set_column(table.schema.get_field_index("text"), "text", broken), folder / "part-00000.parquet")
+    config = FormatStage.model_validate({"stage": "format", "formatters": ["pii"]})
+    (plan,) = registry.get("format").plan(config, str(tmp_path / "root"), "format", StageInputs((Source("up", "up", str(folder), 1),)))
+    result = run_shard(plan.function, plan.shards[0], plan.params, plan.location)
+    assert result["stats"]["drop_reasons"] == {"format:undecodable": 1}
+    (reject,) = pq.read_table(plan.location.rejects_url(0)).to_pylist()
+    assert reject["id"] == "bad" and "not valid UTF-8" in reject["drop_detail"] and "\ufffd" in reject["text"]
+    assert pq.read_table(plan.location.shard_url(0)).column("text").to_pylist() == ["email@example.com"]
+
+
 def test_a_stage_that_does_not_rewrite_keeps_every_column_and_a_missing_one_names_the_rewrite():
     assert not registry.get("dedup").rewrites_text
     schema = pa.schema([("id", pa.string()), ("text", pa.string())])
