@@ -6,8 +6,10 @@ columns; rejects keep every input column plus ``drop_reason``.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import io
+import json
 from collections import Counter
 
 import pyarrow as pa
@@ -15,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fineflow import storage
+from fineflow.steps import STALE_KEY  # the shard key naming the text-derived columns to drop
 
 DOCUMENT_SCHEMA = pa.schema(
     [
@@ -68,6 +71,34 @@ def undecodable_rows(table: pa.Table, column: str = "text") -> tuple[pa.Table, d
     return table.set_column(index, table.schema.field(column), pa.array(repaired, pa.string())), bad
 
 
+# The input columns dropped that way ride along in the table's schema metadata until
+# ``commit_shard``, which counts them in the shard's stats (``stale_columns_dropped``) and strips them.
+_DROPPED_METADATA = b"fineflow.stale_columns_dropped"
+
+
+def stale_columns(names: list[str], patterns: list[str]) -> list[str]:
+    """The columns among ``names`` that match a text-derived pattern; the document table's own
+    columns (``DOCUMENT_SCHEMA``: language and its score included) are never among them."""
+    core = set(DOCUMENT_SCHEMA.names)
+    return [name for name in names if name not in core and any(fnmatch.fnmatchcase(name, p) for p in patterns)]
+
+
+def _without_stale(table: pa.Table, shard: dict) -> pa.Table:
+    stale = stale_columns(table.column_names, shard.get(STALE_KEY) or [])
+    if not stale:
+        return table
+    table = table.drop_columns(stale)
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), _DROPPED_METADATA: json.dumps(stale).encode()})
+
+
+def _pop_dropped(table: pa.Table | None) -> tuple[pa.Table | None, list[str]]:
+    metadata = dict(table.schema.metadata or {}) if table is not None else {}
+    if _DROPPED_METADATA not in metadata:
+        return table, []
+    dropped = json.loads(metadata.pop(_DROPPED_METADATA))
+    return table.replace_schema_metadata(metadata or None), dropped
+
+
 def set_columns(table: pa.Table, columns: dict[str, pa.Array]) -> pa.Table:
     """``table`` with these columns appended, replacing same-named ones (a stage reading another
     stage's rejects gets their ``drop_reason``: its own verdict replaces it)."""
@@ -108,6 +139,7 @@ def _union_schema(shard: dict) -> pa.Schema:
 def read_input_columns(shard: dict, columns: list[str]) -> pa.Table:
     """``read_columns`` of a shard task's ``input``; in a fan-in, a column that another input has
     and this one lacks comes back null (as ``read_input`` conforms it)."""
+    columns = [name for name in columns if name not in stale_columns([name], shard.get(STALE_KEY) or [])]
     table = read_columns(shard["input"], columns)
     if not shard.get("union"):
         return table
@@ -120,16 +152,17 @@ def read_input_columns(shard: dict, columns: list[str]) -> pa.Table:
 
 def read_input(shard: dict) -> pa.Table:
     """The documents of a shard task's ``input``; in a fan-in (``union``: one shard of each input)
-    conformed to the union of the inputs' columns, in their order, missing columns null."""
+    conformed to the union of the inputs' columns, in their order, missing columns null. In a stage
+    that rewrites the text, without the text-derived columns its shard names (``STALE_KEY``)."""
     table = read_table([shard["input"]])
-    if not shard.get("union"):
-        return table
-    schema = _union_schema(shard)
-    columns = [
-        table.column(field.name).cast(field.type) if field.name in table.schema.names else pa.nulls(table.num_rows, field.type)
-        for field in schema
-    ]
-    return pa.Table.from_arrays(columns, schema=schema)
+    if shard.get("union"):
+        schema = _union_schema(shard)
+        columns = [
+            table.column(field.name).cast(field.type) if field.name in table.schema.names else pa.nulls(table.num_rows, field.type)
+            for field in schema
+        ]
+        table = pa.Table.from_arrays(columns, schema=schema)
+    return _without_stale(table, shard)
 
 
 def read_table(urls: list[str]) -> pa.Table:
@@ -162,7 +195,10 @@ def commit_shard(
     empty ones too (with the rejects schema), so ``NAME.rejects`` has as many shards as the step.
     ``artifacts`` are what ``fineflow.artifacts.commit_artifact`` returned for files committed
     before. Returns the shard task's result, documents counted from the tables (and, for document
-    tables, their characters and languages)."""
+    tables, their characters and languages, and the stale text-derived columns dropped from them)."""
+    kept, dropped = _pop_dropped(kept)
+    rejects, dropped_from_rejects = _pop_dropped(rejects)
+    dropped = sorted({*dropped, *dropped_from_rejects})
     n_rejects = rejects.num_rows if rejects is not None else 0
     rejects_info = None
     if rejects_url is not None:
@@ -176,6 +212,8 @@ def commit_shard(
     if "language" in kept.schema.names:  # documents kept per language ("und": none detected)
         languages = Counter(code or "und" for code in kept.column("language").to_pylist())
         counts["languages"] = dict(sorted(languages.items()))
+    if dropped:  # per column, the documents (kept or rejected) that came without it
+        stats = {**stats, "stale_columns_dropped": {name: kept.num_rows + n_rejects for name in dropped}}
     result = {"shard": shard, "output": output_info, "rejects": rejects_info, "stats": {**counts, **stats}}
     if artifacts:
         result["artifacts"] = artifacts

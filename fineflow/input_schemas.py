@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fineflow import registry, storage
+from fineflow.documents import stale_columns
 from fineflow.manifest import committed_entries
 from fineflow.steps import Source, StageInputs
 
@@ -62,6 +63,14 @@ def check_fan_in(name: str, schemas: list[tuple[str, pa.Schema]]) -> None:
                 )
 
 
+def _stale_hint(column: str) -> str:
+    """Why a text-derived column may be missing: a stage that rewrites the text dropped it."""
+    if not stale_columns([column], list(registry.stale_text_columns())):
+        return ""
+    return (f"; {column} is derived from the text, which a stage that rewrites it drops as stale: "
+            "compute it after the last stage that rewrites the text")
+
+
 def check_columns(name: str, required: list[tuple[str, str]], schemas: list[tuple[str, pa.Schema]]) -> None:
     """Every column the stage reads is in at least one input (in a fan-in, inputs without it read nulls)."""
     for column, option in required:
@@ -71,11 +80,12 @@ def check_columns(name: str, required: list[tuple[str, str]], schemas: list[tupl
             source, schema = schemas[0]
             raise InputSchemaError(
                 f"stage {name}: {option}: input {source} has no column {column!r} (its columns: {', '.join(schema.names)})"
+                + _stale_hint(column)
             )
         columns = list(dict.fromkeys(column for _, schema in schemas for column in schema.names))
         raise InputSchemaError(
             f"stage {name}: {option}: none of its inputs ({', '.join(source for source, _ in schemas)}) has a column "
-            f"{column!r} (their columns: {', '.join(columns)})"
+            f"{column!r} (their columns: {', '.join(columns)})" + _stale_hint(column)
         )
 
 

@@ -69,14 +69,28 @@ class StageKind:
     writes_rejects: bool = True
     # discriminator tags inside the config (e.g. filter rule names), left out of error locations
     error_tags: tuple[str, ...] = ()
+    # Column names (fnmatch patterns, e.g. "n_tokens_*") its document output derives from `text`: a
+    # measurement of the text as it was, stale once a later stage rewrites the text (see rewrites_text)
+    text_columns: tuple[str, ...] = ()
+    # Whether its steps rewrite `text`: True, or "module:function(config) -> bool" where only some
+    # configurations do (a mode). Its steps then read their inputs without any column that a known
+    # kind lists in text_columns (fineflow.documents.read_input), so nothing stale survives the rewrite.
+    rewrites_text: bool | str = False
     module: str = field(default="", compare=False)  # where KIND was found (set on registration)
 
     def plan(self, config: StageConfig, root: str, name: str, inputs: StageInputs | None) -> list[StepPlan]:
         """The stage's step plans: its planner given where it writes, its name and what it reads."""
         if self.reads_documents and inputs is None:
             raise RegistryError(f"stage {name}: a {self.kind} stage reads documents, but it was given no input")
-        context = PlanContext(root=root, name=name, kind=self.kind, inputs=inputs)
+        stale = stale_text_columns() if self.rewrites(config) else ()
+        context = PlanContext(root=root, name=name, kind=self.kind, inputs=inputs, stale_columns=stale)
         return self.resolve("planner")(config, context)
+
+    def rewrites(self, config: StageConfig) -> bool:
+        """Whether this configuration of the kind rewrites ``text`` (``rewrites_text``)."""
+        if isinstance(self.rewrites_text, str):
+            return bool(self.resolve("rewrites_text")(config))
+        return bool(self.rewrites_text)
 
     def call(self, hook: str, *args: Any) -> Any:
         return self.resolve(hook)(*args) if getattr(self, hook) else None
@@ -92,9 +106,9 @@ class StageKind:
     def check_hooks(self, only_module: str | None = None) -> None:
         """Resolve every hook (those in ``only_module`` alone, if given: a built-in's other modules
         are imported when used, not to validate a config)."""
-        for hook in HOOKS:
+        for hook in (*HOOKS, "rewrites_text"):
             spec = getattr(self, hook)
-            if spec and (only_module is None or spec.partition(":")[0] == only_module):
+            if isinstance(spec, str) and spec and (only_module is None or spec.partition(":")[0] == only_module):
                 self.resolve(hook)
 
 
@@ -201,6 +215,12 @@ def of(config: StageConfig) -> StageKind:
 def validate_stage(data: dict[str, Any]) -> StageConfig:
     """A stage config from its JSON form (``{"stage": kind, ...}``), by its kind's model."""
     return get(data["stage"]).config.model_validate(data)
+
+
+def stale_text_columns() -> tuple[str, ...]:
+    """The column patterns every known kind declares as derived from ``text`` (``text_columns``),
+    sorted: what a stage that rewrites the text drops from its inputs."""
+    return tuple(sorted({pattern for stage in kinds().values() for pattern in stage.text_columns}))
 
 
 def error_tags() -> set[str]:

@@ -110,6 +110,12 @@ class StageInputs:
         return [{"stage": s.stage, "rejects": s.rejects, "folder": s.folder, "shards": s.shards} for s in self.sources]
 
 
+# A stage that rewrites ``text`` (fineflow.registry.StageKind.rewrites_text) reads its inputs without
+# the columns other stages derived from the text: its shards name their patterns under this key
+# (fineflow.documents.read_input drops them).
+STALE_KEY = "drop_columns"
+
+
 @dataclass(frozen=True)
 class PlanContext:
     """What a stage's planner gets besides its config: where it writes, its name, what it reads."""
@@ -118,6 +124,9 @@ class PlanContext:
     name: str
     kind: str
     inputs: StageInputs | None = None
+    # Text-derived column patterns its steps drop from what they read: the stage rewrites ``text``
+    # (fineflow.registry.StageKind.rewrites_text; fineflow.documents.read_input drops them)
+    stale_columns: tuple[str, ...] = ()
 
     def step(
         self,
@@ -135,7 +144,11 @@ class PlanContext:
         """A step of this stage: its fingerprint from the module's ``STEP_VERSION`` and
         ``LIBRARIES``, the parameters (or ``fingerprint_params`` where ``params`` hold storage
         URLs, which must not enter a fingerprint), what it chains on (``chained``: upstream
-        fingerprints) and resource hashes; its function ``module:function``."""
+        fingerprints) and resource hashes; its function ``module:function``. In a stage that
+        rewrites the text, every shard reading documents (``input``) names the stale columns."""
+        if self.stale_columns:
+            chained = {**chained, "stale_columns": list(self.stale_columns)}
+            shards = [{**shard, STALE_KEY: list(self.stale_columns)} if "input" in shard else shard for shard in shards]
         fingerprint = step_fingerprint(
             stage=self.kind,
             step=step,

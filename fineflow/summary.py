@@ -36,6 +36,8 @@ def stage_summary(
         "languages": documents.get("languages", {}),
         "text_chars": documents.get("text_chars"),  # characters of text kept (None for runs cached before it was counted)
         "warnings": [warning for step in steps for warning in step.get("warnings", [])],
+        # input columns derived from the text that a stage rewriting it dropped (column -> documents)
+        **({"stale_columns_dropped": documents["stale_columns_dropped"]} if documents.get("stale_columns_dropped") else {}),
         **({"inputs": first["inputs"]} if first.get("inputs") else {}),
         **(kind.call("summary", by_step) or {}),
         "steps": steps,

@@ -10,6 +10,7 @@ KIND = StageKind(
     document_step="decide",
     description="Score documents with quality classifiers (annotated, trained and calibrated in the run), then keep or drop.",
     preflight="fineflow.tasks.quality.plan:preflight",
+    text_columns=("quality_*",),  # scores, buckets and levels: stale once a later stage rewrites the text
     summary="fineflow.tasks.quality.report:summary_fields",
     tables="fineflow.tasks.quality.report:quality_tables",
     figures="fineflow.tasks.quality.report:figures",

@@ -76,7 +76,7 @@ def structure_problem(path: str) -> str | None:
             return "no fastText header"
         version = struct.unpack("<i", header[4:])[0]
         if not 0 < version <= MAX_VERSION:
-            return f"file format version {version}, fastText reads 1 to {MAX_VERSION}"
+            return f"model file version {version}, fastText reads 1 to {MAX_VERSION}"
         args = reader.take(ARGS_BYTES)
         counts = reader.take(DICT_HEADER.size)
         if args is None or counts is None:

@@ -10,6 +10,7 @@ KIND = StageKind(
     document_step="count",
     description="Count tokens per document, train tokenizers, write training-ready token files.",
     preflight="fineflow.tasks.tokenize.plan:preflight",
+    text_columns=("n_tokens_*",),  # token counts: stale once a later stage rewrites the text
     summary="fineflow.tasks.tokenize.report:summary_fields",
     tables="fineflow.tasks.tokenize.report:token_tables",
     figures="fineflow.tasks.tokenize.report:figures",

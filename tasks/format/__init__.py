@@ -1,0 +1,1 @@
+"""The format stage: text formatters (PII, ftfy, symbol lines) that rewrite ``text`` in order."""
