@@ -14,4 +14,7 @@ KIND = StageKind(
     tables="fineflow.tasks.decontaminate.report:contamination_tables",
     figures="fineflow.tasks.decontaminate.report:figures",
     content_inputs="fineflow.tasks.decontaminate.plan:content_inputs",
+    text_columns=("decontam_*",),  # measured on the text: stale once a later stage rewrites it
+    # remove_paragraphs rewrites the text: its inputs are read without the columns derived from the old text
+    rewrites_text="fineflow.tasks.decontaminate.plan:rewrites_text",
 )

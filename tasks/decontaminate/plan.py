@@ -22,6 +22,10 @@ def content_inputs(config: DecontaminateStage) -> list[str]:
     return [url for benchmark in config.benchmarks for url in benchmark_files(benchmark.name, benchmark.path, benchmark.format)]
 
 
+def rewrites_text(config: DecontaminateStage) -> bool:
+    return config.mode == "remove_paragraphs"
+
+
 def preflight(config: DecontaminateStage) -> list[str]:
     """Each benchmark names files (a listing, nothing read)."""
     content_inputs(config)

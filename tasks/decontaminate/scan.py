@@ -46,11 +46,6 @@ BENCHMARKS = "decontam_benchmarks"
 NGRAMS = "decontam_ngrams"
 OVERLAP = "decontam_overlap"
 PARAGRAPHS_REMOVED = "decontam_paragraphs_removed"
-# TODO(rewrites_text): columns computed from the text before it is rewritten (token counts, quality
-# scores) would be stale after remove_paragraphs; until the registry drops them for every stage that
-# rewrites text, this step drops the ones fineflow's stages write.
-STALE_AFTER_REWRITE = ("token_count",)
-STALE_PREFIXES = ("n_tokens_", "quality_")
 
 
 @dataclass
@@ -172,8 +167,6 @@ def scan_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> 
     if mode == "remove_paragraphs":
         added[PARAGRAPHS_REMOVED] = pa.array(columns[PARAGRAPHS_REMOVED], pa.int32())
         added["text"] = pa.array(new_texts, pa.string())
-        # (in every shard, rewritten or not: one schema for the step)
-        docs = docs.drop_columns([c for c in docs.column_names if c in STALE_AFTER_REWRITE or c.startswith(STALE_PREFIXES)])
     table = _with_columns(docs, added)
     keep = pa.array([reason is None for reason in reasons], pa.bool_())
     kept = table.filter(keep)
