@@ -143,3 +143,22 @@ def test_signals_and_decide_run_the_rule_from_the_step_parameters(toy_folder, tm
         "empty": "input:empty_text",
     }
     assert dict(zip(rejects.column("id").to_pylist(), rejects.column("toy_count").to_pylist()))["spammy"] == 3
+
+
+def test_a_filter_stage_with_c4s_line_rules_reads_its_inputs_without_text_derived_columns(tmp_path):
+    """C4 rewrites the text, so token counts and scores measured on the old text must not survive it."""
+    from fineflow import registry
+    from fineflow.steps import Source, StageInputs
+
+    kind = registry.get("filter")
+    upstream = StageInputs((Source("up", "f" * 20, str(tmp_path / "up"), 1),))
+    with_c4 = kind.plan(stage([{"name": "c4"}]), str(tmp_path), "f", upstream)
+    without = kind.plan(stage([{"name": "gopher_quality"}]), str(tmp_path), "f", upstream)
+    assert kind.rewrites(stage([{"name": "c4"}])) and not kind.rewrites(stage([{"name": "gopher_quality"}]))
+    shard = next(s for plan in with_c4 if plan.step == "signals" for s in plan.shards)
+    assert {"n_tokens_*", "quality_*"} <= set(shard["drop_columns"])
+    assert all("drop_columns" not in s for plan in without for s in plan.shards)
+    docs = pa.Table.from_pylist([{"id": "a", "text": "One line. Two lines.", "n_tokens_gpt2": 5, "quality_edu": 2.5}])
+    write_table(str(tmp_path / "in.parquet"), docs)
+    read = read_input({**shard, "input": str(tmp_path / "in.parquet")})
+    assert "n_tokens_gpt2" not in read.column_names and "quality_edu" not in read.column_names

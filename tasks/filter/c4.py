@@ -128,6 +128,7 @@ RULE = Rule(
     name="c4",
     options=C4Options,
     splits_words=True,
+    rewrites_text=True,  # its line rules
     signals=[
         (PREFIX + "sentences", "int64"),
         (PREFIX + "lorem_ipsum", "bool"),

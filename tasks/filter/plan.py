@@ -112,6 +112,11 @@ def preflight(config: FilterStage) -> list[str]:
     return []
 
 
+def rewrites_text(config: FilterStage) -> bool:
+    """Whether a rule of this stage rewrites the text (C4's line rules)."""
+    return any(rules.get(options.name, options.module).rewrites_text for options in config.filters)
+
+
 def plan_filter(config: FilterStage, ctx: PlanContext) -> list[StepPlan]:
     assert ctx.inputs is not None  # a document-reading kind: the DAG gives it inputs
     language_configs = load_language_configs(config.language_configs)

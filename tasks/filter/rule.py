@@ -134,6 +134,9 @@ class Rule:
     # whether ``measure`` reads the document's words (the planner then has the word splitters of
     # the step's languages built before the workers fork; a rule that does not say loads them lazily)
     splits_words: bool = False
+    # whether ``measure`` may rewrite the text (C4's line rules): the stage then reads its inputs without
+    # the columns other stages derived from the old text (fineflow.registry.StageKind.rewrites_text)
+    rewrites_text: bool = False
     # (signal spec, the stage's PlanContext, the signals step's parameters) -> (steps that build what
     # the rule reads, run before the signals step; the spec as the signals workers get it, naming
     # those steps' artifacts by URL). The planner chains the signals fingerprint on the steps'
