@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from fineflow import storage
+from fineflow import examples, storage
 
 DOCUMENT_SCHEMA = pa.schema(
     [
@@ -176,6 +176,13 @@ def commit_shard(
     if "language" in kept.schema.names:  # documents kept per language ("und": none detected)
         languages = Counter(code or "und" for code in kept.column("language").to_pylist())
         counts["languages"] = dict(sorted(languages.items()))
+    if n_rejects and "drop_reason" in rejects.schema.names:  # the run report's "why": reasons by language, examples
+        if "language" in rejects.schema.names and "drops_by_language" not in stats:
+            by_language: dict[str, Counter] = {}
+            for code, reason in zip(rejects["language"].to_pylist(), rejects["drop_reason"].to_pylist()):
+                by_language.setdefault(code or "und", Counter())[reason or "-"] += 1
+            counts["drops_by_language"] = {code: dict(sorted(c.items())) for code, c in sorted(by_language.items())}
+        counts[examples.FIELD] = examples.drop_examples(rejects)
     result = {"shard": shard, "output": output_info, "rejects": rejects_info, "stats": {**counts, **stats}}
     if artifacts:
         result["artifacts"] = artifacts

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fineflow import registry
+from fineflow import examples, registry
 from fineflow.counters import merge_counts
 
 
@@ -37,6 +37,8 @@ def stage_summary(
         "text_chars": documents.get("text_chars"),  # characters of text kept (None for runs cached before it was counted)
         "warnings": [warning for step in steps for warning in step.get("warnings", [])],
         **({"inputs": first["inputs"]} if first.get("inputs") else {}),
+        # why documents were dropped, by language, and a few of them (any document step: fineflow.documents)
+        **{key: documents[key] for key in ("drops_by_language", examples.FIELD) if documents.get(key)},
         **(kind.call("summary", by_step) or {}),
         "steps": steps,
     }
