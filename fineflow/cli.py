@@ -342,9 +342,9 @@ def run(
     from fineflow.report import cautions
 
     for caution in cautions(result):
-        console.print(Text(f"read with care: {caution}", style="yellow"))
+        console.print(Text(f"read with care: {caution}", style="yellow"), soft_wrap=True)
     for line in _where(result):
-        console.print(line, markup=False, highlight=False)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     if summary_json:
         _write_summary_json(summary_json, {
             "run_id": result["run_id"],

@@ -229,7 +229,8 @@ def _examples(stage: dict) -> str:
     if not found:
         return ""
     parts = []
-    for reason, picked in sorted(found.items(), key=lambda item: -stage.get("drop_reasons", {}).get(item[0], 0)):
+    ordered = sorted(found.items(), key=lambda item: (-stage.get("drop_reasons", {}).get(item[0], 0), item[0]))
+    for position, (reason, picked) in enumerate(ordered):
         items = "".join(
             f"<li><code>{html.escape(mask_pii(e.get('id', '')))}</code> [{html.escape(e.get('language') or 'und')}] "
             f"<code>{html.escape(mask_pii(e.get('url') or ''))}</code>"
@@ -238,7 +239,7 @@ def _examples(stage: dict) -> str:
             for e in picked
         )
         count = stage.get("drop_reasons", {}).get(reason)
-        parts.append(f"<details><summary>{html.escape(reason_label(stage['name'], reason))}"
+        parts.append(f"<details{' open' if position == 0 else ''}><summary>{html.escape(reason_label(stage['name'], reason))}"
                      f"{f' ({count:,} documents)' if count else ''}</summary><ul>{items}</ul></details>")
     return (f'<h3>{html.escape(stage["name"])}: examples of dropped documents</h3>'
             f'<div class="examples" id="examples-{html.escape(stage["name"])}">{"".join(parts)}</div>')
