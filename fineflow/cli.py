@@ -242,6 +242,14 @@ def _token_table(stage: dict[str, Any]) -> Table:
     return table
 
 
+def _complete_bars(bar: Progress, stage: str) -> None:
+    """A finished stage's bars read N/N with their clocks stopped (a fully cached step starts at N/N but its
+    clock would run on until the end of the run)."""
+    for task in bar.tasks:
+        if task.description.startswith(f"{stage}/") and task.total is not None:
+            bar.update(task.id, completed=task.total)
+
+
 @app.command()
 def run(
     pipeline: Annotated[Path, typer.Argument(help="pipeline YAML")],
@@ -304,9 +312,7 @@ def run(
                 bar.console.print(Text(data["message"], style="yellow" if data["level"] == "WARNING" else ""))
             elif event == "stage_done":
                 outcomes[data["summary"]["name"]] = _stage_record(data["summary"])
-                for task in bar.tasks:  # a finished stage's bars read N/N, their clocks stopped
-                    if task.description.startswith(f"{data['summary']['name']}/") and task.total is not None:
-                        bar.update(task.id, completed=task.total)
+                _complete_bars(bar, data["summary"]["name"])
             elif event in ("stage_failed", "stage_not_run"):
                 status = {"status": "failed", "error": data["error"]} if event == "stage_failed" else {"status": "not run"}
                 outcomes[data["name"]] = {"name": data["name"], "kind": data["kind"], **status}

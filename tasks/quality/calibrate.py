@@ -75,7 +75,9 @@ def calibrate_shard(shard: dict, params: dict, output_url: str, rejects_url: str
         column = table[score_column(name)]
         if pc.count(column).as_py():
             means[name] = round(float(pc.mean(column).as_py()), 6)
-            histograms[name] = histogram(column.drop_null().to_numpy(zero_copy_only=False).astype(np.float64))
+            finite = column.drop_null().to_numpy(zero_copy_only=False).astype(np.float64)
+            if np.isfinite(finite).any():
+                histograms[name] = histogram(finite[np.isfinite(finite)])
     grids = pa.Table.from_pylist(rows, schema=GRID_SCHEMA)
     floor = {"per_language": {"min_docs": params["min_docs"], "min_distinct_scores": params["min_distinct_scores"],
                               "scorers": by_language}} if params["per_language"] else {}

@@ -10,6 +10,7 @@ a new threshold re-runs only this step. A text that is not valid UTF-8 is reject
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter, defaultdict
 
@@ -107,7 +108,8 @@ def decide_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -
                     grids.get(name, lang, rule["unit"]), rule["top_share"]))
                 passed = values[name] >= limit
                 what = f"top_share {rule['top_share']:g} of {rule['unit']}"
-            lines = Counter(f"{value:.9g}" for value, judged in zip(limit.tolist(), unscored.tolist()) if not judged)
+            lines = Counter(f"{value:.9g}" for value, skip in zip(limit.tolist(), unscored.tolist())
+                            if not skip and math.isfinite(value))
             cut_lines.setdefault(name, {})[what] = dict(sorted(lines.items()))
         for index in np.flatnonzero(~np.asarray(passed, dtype=bool)):
             if reasons[index] is None:
