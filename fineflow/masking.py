@@ -6,8 +6,9 @@ from __future__ import annotations
 import ipaddress
 import re
 
-# Loose on purpose: masking a few strings that are not addresses costs nothing in a report.
-_EMAIL = re.compile(r"[\w.+%-]+@[\w-]+(?:\.[\w-]+)+", re.UNICODE)
+# Loose on purpose: masking a few strings that are not addresses costs nothing in a report (a host without a
+# dot counts too: text cut inside an address, ``jane@exa``, is masked all the same).
+_EMAIL = re.compile(r"[\w.+%-]+@[\w-]+(?:\.[\w-]+)*", re.UNICODE)
 # Candidates, then kept only where ``ipaddress`` parses them (so a time like 12:30:45 stays).
 _IP = re.compile(r"(?<![\w.:])(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7})(?![\w:]|\.\d)")
 
