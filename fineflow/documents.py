@@ -178,9 +178,11 @@ def commit_shard(
         counts["languages"] = dict(sorted(languages.items()))
     if n_rejects and "drop_reason" in rejects.schema.names:  # the run report's "why": reasons by language, examples
         if "language" in rejects.schema.names and "drops_by_language" not in stats:
-            by_language: dict[str, Counter] = {}
-            for code, reason in zip(rejects["language"].to_pylist(), rejects["drop_reason"].to_pylist()):
-                by_language.setdefault(code or "und", Counter())[reason or "-"] += 1
+            pairs = pa.table({"language": pc.cast(rejects["language"], pa.string()), "reason": pc.cast(rejects["drop_reason"], pa.string())})
+            by_language: dict[str, dict[str, int]] = {}
+            for row in pairs.group_by(["language", "reason"]).aggregate([([], "count_all")]).to_pylist():
+                language = by_language.setdefault(row["language"] or "und", {})
+                language[row["reason"] or "-"] = language.get(row["reason"] or "-", 0) + row["count_all"]
             counts["drops_by_language"] = {code: dict(sorted(c.items())) for code, c in sorted(by_language.items())}
         counts[examples.FIELD] = examples.drop_examples(rejects)
     result = {"shard": shard, "output": output_info, "rejects": rejects_info, "stats": {**counts, **stats}}
