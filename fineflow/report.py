@@ -195,7 +195,7 @@ def _drops_by_language(stage: dict) -> go.Figure | None:
     figure = go.Figure([go.Bar(name=reason, x=languages, y=[by_language[lang].get(reason, 0) for lang in languages])
                         for reason in reasons])
     figure.update_layout(title=f"{stage['name']}: documents dropped per language, by reason", barmode="stack",
-                         xaxis_title="language", yaxis_title="documents", **LAYOUT)
+                         xaxis_title="language", yaxis_title="documents", showlegend=True, **LAYOUT)  # one reason: named too
     return figure
 
 
