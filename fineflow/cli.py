@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
 
@@ -34,8 +35,18 @@ cache_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(cache_app, name="cache")
-console = Console()
-err = Console(stderr=True)
+
+
+def _console(stderr: bool = False) -> Console:
+    """A console as wide as its terminal, or 200 columns when output goes to a file or a pipe
+    (rich's 80 would wrap the tables' paths) unless COLUMNS says otherwise."""
+    stream = sys.stderr if stderr else sys.stdout
+    piped = not (hasattr(stream, "isatty") and stream.isatty()) and not os.environ.get("COLUMNS")
+    return Console(stderr=stderr, width=200 if piped else None)
+
+
+console = _console()
+err = _console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -231,6 +242,14 @@ def _token_table(stage: dict[str, Any]) -> Table:
     return table
 
 
+def _complete_bars(bar: Progress, stage: str) -> None:
+    """A finished stage's bars read N/N with their clocks stopped (a fully cached step starts at N/N but its
+    clock would run on until the end of the run)."""
+    for task in bar.tasks:
+        if task.description.startswith(f"{stage}/") and task.total is not None:
+            bar.update(task.id, completed=task.total)
+
+
 @app.command()
 def run(
     pipeline: Annotated[Path, typer.Argument(help="pipeline YAML")],
@@ -293,6 +312,7 @@ def run(
                 bar.console.print(Text(data["message"], style="yellow" if data["level"] == "WARNING" else ""))
             elif event == "stage_done":
                 outcomes[data["summary"]["name"]] = _stage_record(data["summary"])
+                _complete_bars(bar, data["summary"]["name"])
             elif event in ("stage_failed", "stage_not_run"):
                 status = {"status": "failed", "error": data["error"]} if event == "stage_failed" else {"status": "not run"}
                 outcomes[data["name"]] = {"name": data["name"], "kind": data["kind"], **status}
@@ -325,10 +345,12 @@ def run(
             console.print(_mix_table(stage))
     for warning in result.get("warnings", []):
         _warn(f"warning: {warning}")
-    if result.get("report"):
-        console.print(f"HTML report (charts, opens offline): {result['report']}", markup=False)
-    if result.get("export"):
-        console.print(f"release folder (Hugging Face dataset, card README.md): {result['export']}", markup=False)
+    from fineflow.report import cautions
+
+    for caution in cautions(result):
+        console.print(Text(f"read with care: {caution}", style="yellow"), soft_wrap=True)
+    for line in _where(result):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     if summary_json:
         _write_summary_json(summary_json, {
             "run_id": result["run_id"],
@@ -339,6 +361,23 @@ def run(
             "lost_workers": result.get("lost_workers", 0),
             "stages": [_stage_record(s) for s in result["stages"]],
         })
+
+
+def _where(result: dict[str, Any]) -> list[str]:
+    """Where a run's results are: token files, an export, the HTML report."""
+    lines = []
+    for stage in result["stages"]:
+        files = stage.get("token_files")
+        if files and files.get("folder"):
+            lines.append(f"{stage['name']}: token files ({files.get('files', 0)} files, {files.get('tokens', 0):,} tokens): "
+                         f"{files['folder']}" + (f" (data_args: {files['data_args']})" if files.get("data_args") else ""))
+    export = result.get("export")
+    if export:
+        where = export.get("to") or export.get("folder") if isinstance(export, dict) else export
+        lines.append(f"release folder (Hugging Face dataset, card README.md): {where}")
+    if result.get("report"):
+        lines.append(f"HTML report (charts, opens offline): {result['report']}")
+    return lines
 
 
 def _stage_record(stage: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from fineflow import storage
+from fineflow import examples, storage
 from fineflow.steps import STALE_KEY  # the shard key naming the text-derived columns to drop
 
 DOCUMENT_SCHEMA = pa.schema(
@@ -214,6 +214,15 @@ def commit_shard(
         counts["languages"] = dict(sorted(languages.items()))
     if dropped:  # per column, the documents (kept or rejected) that came without it
         stats = {**stats, "stale_columns_dropped": {name: kept.num_rows + n_rejects for name in dropped}}
+    if n_rejects and "drop_reason" in rejects.schema.names:  # the run report's "why": reasons by language, examples
+        if "language" in rejects.schema.names and "drops_by_language" not in stats:
+            pairs = pa.table({"language": pc.cast(rejects["language"], pa.string()), "reason": pc.cast(rejects["drop_reason"], pa.string())})
+            by_language: dict[str, dict[str, int]] = {}
+            for row in pairs.group_by(["language", "reason"]).aggregate([([], "count_all")]).to_pylist():
+                language = by_language.setdefault(row["language"] or "und", {})
+                language[row["reason"] or "-"] = language.get(row["reason"] or "-", 0) + row["count_all"]
+            counts["drops_by_language"] = {code: dict(sorted(c.items())) for code, c in sorted(by_language.items())}
+        counts[examples.FIELD] = examples.drop_examples(rejects)
     result = {"shard": shard, "output": output_info, "rejects": rejects_info, "stats": {**counts, **stats}}
     if artifacts:
         result["artifacts"] = artifacts

@@ -57,6 +57,9 @@ class StageKind:
     tables: str | None = None
     # "module:function(stage summary) -> [(chart id, plotly figure)]": its charts in the HTML report
     figures: str | None = None
+    # "module:function(stage summary) -> [str]": caveats on its results (a classifier judged on a few documents, a
+    # threshold that fell back), shown at the top of the HTML report and by the CLI; unlike warnings, never errors
+    cautions: str | None = None
     # "module:function(config) -> [url]": raw input files whose content hash its planner reads (on an
     # existing cluster the workers hash them first: flows/input_identity.py)
     content_inputs: str | None = None
@@ -112,7 +115,7 @@ class StageKind:
                 self.resolve(hook)
 
 
-HOOKS = ("planner", "preflight", "summary", "tables", "figures", "content_inputs", "estimate", "columns")
+HOOKS = ("planner", "preflight", "summary", "tables", "figures", "cautions", "content_inputs", "estimate", "columns")
 
 
 def _failure(error: BaseException) -> str:

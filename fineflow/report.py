@@ -5,7 +5,11 @@ offline, from object storage or a laptop): the documents, characters and (where 
 them) tokens kept by each stage,
 documents per language after each stage, why documents were dropped or skipped, the pipeline's
 DAG with document counts on its edges (when it is not a straight line), and the charts each
-stage kind contributes through the registry (dedup's cluster sizes, ...).
+stage kind contributes through the registry (dedup's cluster sizes, quality's score distributions
+with their cut lines, ...). Then why documents were dropped, per stage: reason × language counts
+(a table and a chart) and a few example documents per reason, masked (``fineflow.examples``);
+and, at the top, the kinds' cautions (a classifier judged on a few documents, a threshold that
+fell back to the global one).
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import plotly.graph_objects as go
 import yaml
 from plotly.offline import get_plotlyjs
 
-from fineflow import registry, storage
+from fineflow import examples, registry, storage
+from fineflow.masking import mask_pii
 
 REPORT_NAME = "report.html"
 LAYOUT = {"margin": {"l": 60, "r": 20, "t": 50, "b": 60}, "height": 380, "template": "plotly_white"}
@@ -97,6 +102,12 @@ def _languages(summary: dict) -> go.Figure:
     return figure
 
 
+def reason_label(stage: str, reason: str) -> str:
+    """A drop reason under its stage's name, the name once: ``quality:reference`` of the stage ``quality``
+    stays as it is, ``exact_duplicate`` of ``dedup`` reads ``dedup: exact_duplicate``."""
+    return reason if reason.startswith(f"{stage}:") else f"{stage}: {reason}"
+
+
 def _drops(summary: dict) -> go.Figure | None:
     rows = []
     for stage in summary["stages"]:
@@ -107,7 +118,8 @@ def _drops(summary: dict) -> go.Figure | None:
     rows.sort(key=lambda row: row[2])
     figure = go.Figure(
         [
-            go.Bar(name=name, orientation="h", y=[f"{n}: {r}" for n, r, _ in rows if n == name], x=[c for n, _, c in rows if n == name])
+            go.Bar(name=name, orientation="h", y=[reason_label(n, r) for n, r, _ in rows if n == name],
+                   x=[c for n, _, c in rows if n == name])
             for name in dict.fromkeys(n for n, _, _ in rows)
         ]
     )
@@ -164,6 +176,103 @@ def _dag(summary: dict) -> go.Figure | None:
     return figure
 
 
+def _ordered(by_language: dict[str, dict[str, int]]) -> tuple[list[str], list[str]]:
+    """Reasons and languages of a stage's ``drops_by_language``, most documents first."""
+    reasons: dict[str, int] = {}
+    for counts in by_language.values():
+        for reason, n in counts.items():
+            reasons[reason] = reasons.get(reason, 0) + n
+    languages = sorted(by_language, key=lambda lang: (-sum(by_language[lang].values()), lang))
+    return sorted(reasons, key=lambda r: (-reasons[r], r)), languages
+
+
+def _drops_by_language(stage: dict) -> go.Figure | None:
+    """A document-dropping stage's drops per language, stacked by reason."""
+    by_language = stage.get("drops_by_language") or {}
+    reasons, languages = _ordered(by_language)
+    if not reasons:
+        return None
+    figure = go.Figure([go.Bar(name=reason, x=languages, y=[by_language[lang].get(reason, 0) for lang in languages])
+                        for reason in reasons])
+    figure.update_layout(title=f"{stage['name']}: documents dropped per language, by reason", barmode="stack",
+                         xaxis_title="language", yaxis_title="documents", showlegend=True, **LAYOUT)  # one reason: named too
+    return figure
+
+
+def _drops_table(stage: dict) -> str:
+    """The same counts as a table: a row per reason, a column per language, totals at the ends."""
+    by_language = stage.get("drops_by_language") or {}
+    reasons, languages = _ordered(by_language)
+    if not reasons:
+        return ""
+    kept = stage.get("languages", {})
+    head = "<tr><th>reason</th>" + "".join(f"<th>{html.escape(lang)}</th>" for lang in languages) + "<th>all</th></tr>"
+    rows = "".join(
+        f"<tr><td>{html.escape(reason)}</td>"
+        + "".join(f"<td>{by_language[lang].get(reason, 0) or ''}</td>" for lang in languages)
+        + f"<td>{sum(by_language[lang].get(reason, 0) for lang in languages):,}</td></tr>"
+        for reason in reasons
+    )
+    dropped = [sum(by_language[lang].values()) for lang in languages]
+    rates = "".join(f"<td>{100 * n / max(n + kept.get(lang, 0), 1):.0f}%</td>" for lang, n in zip(languages, dropped))
+    rows += (f"<tr><th>dropped</th>{''.join(f'<td>{n:,}</td>' for n in dropped)}<td>{sum(dropped):,}</td></tr>"
+             f"<tr><th>kept</th>{''.join(f'<td>{kept.get(lang, 0):,}</td>' for lang in languages)}"
+             f"<td>{sum(kept.get(lang, 0) for lang in languages):,}</td></tr>"
+             f"<tr><th>drop rate</th>{rates}<td></td></tr>")
+    return (f'<h3>{html.escape(stage["name"])}: documents dropped by reason and language</h3>'
+            f'<table class="drops" id="drops-{html.escape(stage["name"])}">{head}{rows}</table>')
+
+
+def _examples(stage: dict) -> str:
+    """A few dropped documents per reason (chosen by id hash, masked and cut when collected: fineflow.examples)."""
+    found = stage.get(examples.FIELD) or {}
+    if not found:
+        return ""
+    parts = []
+    ordered = sorted(found.items(), key=lambda item: (-stage.get("drop_reasons", {}).get(item[0], 0), item[0]))
+    for position, (reason, picked) in enumerate(ordered):
+        items = "".join(
+            f"<li><code>{html.escape(mask_pii(e.get('id', '')))}</code> [{html.escape(e.get('language') or 'und')}] "
+            f"<code>{html.escape(mask_pii(e.get('url') or ''))}</code>"
+            + (f" <em>{html.escape(mask_pii(e['detail']))}</em>" if e.get("detail") else "")
+            + f"<pre>{html.escape(mask_pii(e.get('text') or ''))}</pre></li>"
+            for e in picked
+        )
+        count = stage.get("drop_reasons", {}).get(reason)
+        parts.append(f"<details{' open' if position == 0 else ''}><summary>{html.escape(reason_label(stage['name'], reason))}"
+                     f"{f' ({count:,} documents)' if count else ''}</summary><ul>{items}</ul></details>")
+    return (f'<h3>{html.escape(stage["name"])}: examples of dropped documents</h3>'
+            f'<div class="examples" id="examples-{html.escape(stage["name"])}">{"".join(parts)}</div>')
+
+
+def _why(summary: dict) -> str:
+    """Per document-dropping stage: drops by reason × language (table and chart) and example documents."""
+    body = "".join(
+        _drops_table(stage) + _charts({f"drops-by-language-{stage['name']}": _drops_by_language(stage)}) + _examples(stage)
+        for stage in summary["stages"]
+    )
+    return f'<section class="why"><h2>Why documents were dropped</h2>{body}</section>' if body else ""
+
+
+def cautions(summary: dict) -> list[str]:
+    """Each stage kind's caveats on its results (registry ``cautions``), prefixed by the stage's name."""
+    found = []
+    kinds = registry.kinds()
+    for stage in summary["stages"]:
+        kind = kinds.get(stage.get("kind", stage["name"]))
+        if kind is not None and kind.cautions is not None:
+            found += [f"{stage['name']}: {caution}" for caution in kind.call("cautions", stage)]
+    return found
+
+
+def _cautions(summary: dict) -> str:
+    found = cautions(summary)
+    if not found:
+        return ""
+    items = "".join(f"<li>{html.escape(caution)}</li>" for caution in found)
+    return f'<section class="cautions"><h2>Read with care</h2><ul>{items}</ul></section>'
+
+
 def _stage_figures(summary: dict) -> dict[str, go.Figure]:
     """Charts the stage kinds contribute (registry ``figures``), keyed by chart id."""
     figures: dict[str, go.Figure] = {}
@@ -195,6 +304,14 @@ def _warnings(summary: dict) -> str:
     return f'<section class="warnings"><h2>Warnings</h2><ul>{items}</ul></section>'
 
 
+def _charts(figures: dict[str, go.Figure | None]) -> str:
+    return "\n".join(
+        f'<section class="chart">{figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"chart-{name}")}</section>'
+        for name, figure in figures.items()
+        if figure is not None
+    )
+
+
 def build_report(summary: dict[str, Any]) -> str:
     """The whole page as one string."""
     figures = {
@@ -206,11 +323,6 @@ def build_report(summary: dict[str, Any]) -> str:
         "dag": _dag(summary),
         **_stage_figures(summary),
     }
-    charts = "\n".join(
-        f'<section class="chart">{figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"chart-{name}")}</section>'
-        for name, figure in figures.items()
-        if figure is not None
-    )
     title = f"fineflow run {summary['run_id']}"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -219,14 +331,20 @@ body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px
 table {{ border-collapse: collapse; margin: 1rem 0; }} td, th {{ border: 1px solid #ddd; padding: 4px 8px; text-align: right; }}
 td:first-child, th:first-child, td:last-child {{ text-align: left; }} code {{ font-size: 85%; }}
 section.chart {{ margin: 1.5rem 0; }}
+section.cautions, section.warnings {{ background: #fff4ce; border-left: 6px solid #e0a800; padding: 0.5rem 1rem; }}
+table.drops td:first-child {{ font-family: monospace; }} table.drops th {{ text-align: right; }}
+div.examples pre {{ white-space: pre-wrap; background: #f6f6f6; padding: 0.5rem; font-size: 85%; max-height: 12rem; overflow: auto; }}
+details summary {{ cursor: pointer; font-family: monospace; margin: 0.3rem 0; }}
 </style>
 <script type="text/javascript">{get_plotlyjs()}</script>
 </head><body>
 <h1>{html.escape(summary.get('pipeline', 'pipeline'))}: run <code>{html.escape(summary['run_id'])}</code></h1>
 <p>Storage <code>{html.escape(summary.get('storage', ''))}</code>; {summary.get('seconds', 0)} s.</p>
 {_stage_table(summary)}
+{_cautions(summary)}
 {_warnings(summary)}
-{charts}
+{_charts(figures)}
+{_why(summary)}
 </body></html>
 """
 

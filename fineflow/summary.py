@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fineflow import registry
+from fineflow import examples, registry
 from fineflow.counters import merge_counts
 
 
@@ -39,6 +39,8 @@ def stage_summary(
         # input columns derived from the text that a stage rewriting it dropped (column -> documents)
         **({"stale_columns_dropped": documents["stale_columns_dropped"]} if documents.get("stale_columns_dropped") else {}),
         **({"inputs": first["inputs"]} if first.get("inputs") else {}),
+        # why documents were dropped, by language, and a few of them (any document step: fineflow.documents)
+        **{key: documents[key] for key in ("drops_by_language", examples.FIELD) if documents.get(key)},
         **(kind.call("summary", by_step) or {}),
         "steps": steps,
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -29,8 +30,8 @@ def run_cli(*args: str) -> dict:
 
 def run_pipeline(pipeline, storage_url: str, dask_address: str, tmp_path, *extra: str) -> dict:
     summary_path = tmp_path / f"summary-{uuid.uuid4().hex}.json"
-    run_cli("run", str(pipeline), "--storage", storage_url, "--dask-address", dask_address, "--summary-json", str(summary_path), *extra)
-    return json.loads(summary_path.read_text())
+    result = run_cli("run", str(pipeline), "--storage", storage_url, "--dask-address", dask_address, "--summary-json", str(summary_path), *extra)
+    return {**json.loads(summary_path.read_text()), "cli_output": result.output}
 
 
 def crawl_only(workdir) -> None:
@@ -93,6 +94,21 @@ def test_demo_on_s3_then_cached_then_changed(workdir, s3_root, dask_address, tmp
     assert fs.exists(f"{s3_root}/_runs/{first['run_id']}/config.yaml")
     docs = read_output(crawl["output"])
     assert docs.height == crawl["docs_out"]
+
+    # What a new user reads at the end (issue 29): every bar at N/N, unwrapped tables, each reason once, where
+    # the token files and the report are; and the report's "why" from the steps' own stats.
+    out = first["cli_output"]
+    bars = re.findall(r"^(\w+/\w+) +━+ +(\d+)/(\d+)", out, re.MULTILINE)
+    assert len(bars) >= 10 and all(done == total for _, done, total in bars), bars
+    assert re.search(r"│ filter +│ \d+ +│ \d+ +│ \d+ +│ \d+ +│ [\d.]+ +│ s3://\S+/filter/decide/\w+/data +│", out)
+    assert "quality: quality:" not in out and "read with care: quality: classifier reference was evaluated on" in out
+    assert re.search(r"tokenize: token files \(\d+ files, [\d,]+ tokens\): s3://", out) and "HTML report" in out
+    stages = {stage["name"]: stage for stage in first["stages"]}
+    assert sum(map(sum, (c.values() for c in stages["filter"]["drops_by_language"].values()))) == stages["filter"]["rejected"]
+    assert set(stages["filter"]["drop_examples"]) == set(stages["filter"]["drop_reasons"])
+    assert "@" not in json.dumps(stages["filter"]["drop_examples"])
+    assert sum(stages["quality"]["score_histogram"]["reference"]["counts"].values()) == stages["quality"]["docs_in"]
+    assert stages["quality"]["cut_lines"]["reference"]
 
     # The same run again: every shard committed, so no task runs (none in the Prefect API), same output.
     second = run_pipeline(workdir / "demo.yaml", s3_root, dask_address, tmp_path)

@@ -101,20 +101,12 @@ def precision_tables(summary: dict[str, Any]) -> list[Table]:
 
 
 def figures(summary: dict[str, Any]) -> list[tuple[str, Any]]:
-    """Documents dropped per language, stacked by reason; precision filtering's wordlist sizes."""
+    """Precision filtering's wordlist sizes."""
     import plotly.graph_objects as go
 
     from fineflow.report import LAYOUT
 
-    charts = []
-    by_language = summary.get("drops_by_language", {})
-    reasons = sorted({reason for counts in by_language.values() for reason in counts})
-    if reasons:
-        languages = sorted(by_language, key=lambda lang: -sum(by_language[lang].values()))
-        chart = go.Figure([go.Bar(name=reason, x=languages, y=[by_language[lang].get(reason, 0) for lang in languages]) for reason in reasons])
-        chart.update_layout(title=f"{summary['name']}: documents dropped per language, by reason", barmode="stack",
-                            xaxis_title="language", yaxis_title="documents", **LAYOUT)
-        charts.append(("drops-by-language", chart))
+    charts = []  # (drops per language and reason: the report draws them for every stage, fineflow.report)
     built = summary.get("precision_wordlists", {})
     if built:
         languages = sorted(built)

@@ -26,6 +26,7 @@ LIBRARIES = ("numpy", "pyarrow")
 
 UNITS = ("tokens", "bytes", "chars", "docs")
 ALL = "*"
+HISTOGRAM_BINS = 40
 GRID_SCHEMA = pa.schema([
     ("scorer", pa.string()), ("language", pa.string()), ("unit", pa.string()), ("documents", pa.int64()),
     ("quantiles", pa.list_(pa.float64())),
@@ -51,6 +52,7 @@ def calibrate_shard(shard: dict, params: dict, output_url: str, rejects_url: str
     rows = []
     thresholds: dict[str, dict[str, float]] = {}
     means: dict[str, float] = {}
+    histograms: dict[str, dict] = {}
     by_language: dict[str, dict[str, dict[str, int]]] = {}
     for name in names:
         for language, part in groups.items():
@@ -73,11 +75,27 @@ def calibrate_shard(shard: dict, params: dict, output_url: str, rejects_url: str
         column = table[score_column(name)]
         if pc.count(column).as_py():
             means[name] = round(float(pc.mean(column).as_py()), 6)
+            finite = column.drop_null().to_numpy(zero_copy_only=False).astype(np.float64)
+            if np.isfinite(finite).any():
+                histograms[name] = histogram(finite[np.isfinite(finite)])
     grids = pa.Table.from_pylist(rows, schema=GRID_SCHEMA)
     floor = {"per_language": {"min_docs": params["min_docs"], "min_distinct_scores": params["min_distinct_scores"],
                               "scorers": by_language}} if params["per_language"] else {}
     return commit_shard(shard["shard"], output_url, grids, docs_in=table.num_rows, documents_scored=table.num_rows,
-                        percentiles=thresholds, mean_score=means, **floor, seconds=round(time.perf_counter() - started, 3))
+                        percentiles=thresholds, mean_score=means, score_histogram=histograms, **floor, seconds=round(time.perf_counter() - started, 3))
+
+
+def histogram(scores: np.ndarray, bins: int = HISTOGRAM_BINS) -> dict:
+    """Every score in ``bins`` equal bins from the lowest to the highest (the report's distribution):
+    ``low``, ``width`` and the non-empty bins' counts by their zero-padded index. One task holds
+    every score, so the range is the scores' own (a fixed 0-1 range would put a classifier whose
+    probabilities crowd around 0.5 in one bar)."""
+    low, high = float(scores.min()), float(scores.max())
+    width = (high - low) / bins
+    index = np.minimum(((scores - low) / width).astype(np.int64), bins - 1) if width > 0 else np.zeros(scores.size, np.int64)
+    found, counts = np.unique(index, return_counts=True)
+    return {"low": round(low, 9), "width": round(width, 12),
+            "counts": {f"{int(i):03d}": int(n) for i, n in zip(found, counts)}}
 
 
 def plural(count: int, word: str) -> str:

@@ -10,6 +10,7 @@ a new threshold re-runs only this step. A text that is not valid UTF-8 is reject
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter, defaultdict
 
@@ -87,6 +88,7 @@ def decide_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -
     details: list[str | None] = [None] * docs.num_rows
     for index, detail in undecodable.items():
         reasons[index], details[index] = "quality:undecodable", detail
+    cut_lines: dict[str, dict[str, dict[str, int]]] = {}  # scorer -> rule -> score it cuts at -> documents judged
     for rule in params["keep"]:
         if rule["min_level"] is not None:
             passed, reason = level >= rule["min_level"], "quality:level"
@@ -95,12 +97,20 @@ def decide_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -
             reason = f"quality:{name}"
             if rule["min"] is not None:
                 passed = values[name] >= rule["min"]
+                limit = np.full(docs.num_rows, float(rule["min"]))
+                what = f"min {rule['min']:g}"
             elif rule["min_int"] is not None:
                 passed = scores[int_column(name)].to_numpy(zero_copy_only=False) >= rule["min_int"]
+                limit = np.full(docs.num_rows, rule["min_int"] - 0.5)  # int_score rounds: >= n from n - 0.5
+                what = f"min_int {rule['min_int']}"
             else:
                 limit = _per_language(languages, lambda lang, rows, name=name, rule=rule: buckets.top_share_threshold(
                     grids.get(name, lang, rule["unit"]), rule["top_share"]))
                 passed = values[name] >= limit
+                what = f"top_share {rule['top_share']:g} of {rule['unit']}"
+            lines = Counter(f"{value:.9g}" for value, skip in zip(limit.tolist(), unscored.tolist())
+                            if not skip and math.isfinite(value))
+            cut_lines.setdefault(name, {})[what] = dict(sorted(lines.items()))
         for index in np.flatnonzero(~np.asarray(passed, dtype=bool)):
             if reasons[index] is None:
                 reasons[index] = reason
@@ -126,5 +136,5 @@ def decide_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -
         shard["shard"], output_url, kept, rejects_url, rejects,
         drop_reasons=dict(sorted(by_reason.items())),
         drops_by_language={lang: dict(sorted(c.items())) for lang, c in sorted(by_language.items())},
-        **extra, seconds=round(time.perf_counter() - started, 3),
+        cut_lines=cut_lines, **extra, seconds=round(time.perf_counter() - started, 3),
     )

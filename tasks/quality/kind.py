@@ -14,4 +14,5 @@ KIND = StageKind(
     summary="fineflow.tasks.quality.report:summary_fields",
     tables="fineflow.tasks.quality.report:quality_tables",
     figures="fineflow.tasks.quality.report:figures",
+    cautions="fineflow.tasks.quality.report:cautions",
 )

@@ -54,6 +54,10 @@ def summary_fields(steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "percentiles": calibrate.get("percentiles", {}),
         "mean_score": calibrate.get("mean_score", {}),
     }
+    if calibrate.get("score_histogram"):
+        fields["score_histogram"] = calibrate["score_histogram"]
+    if decide.get("cut_lines"):
+        fields["cut_lines"] = decide["cut_lines"]
     if "per_language" in calibrate:
         fields["calibration"] = _calibration(calibrate["per_language"])
     if "docs_by_level" in decide:
@@ -98,8 +102,41 @@ def quality_tables(summary: dict[str, Any]) -> list[Table]:
     return tables
 
 
-def figures(summary: dict[str, Any]) -> list[tuple[str, Any]]:
+SMALL_HELD_OUT = 100  # below this many held-out documents, precision/recall/F1 move by tens of points per document
+
+
+def cautions(summary: dict[str, Any]) -> list[str]:
+    """What makes the stage's numbers less than they look: a classifier judged on a few held-out
+    documents, a language whose thresholds fell back to the global ones."""
     found = []
+    for name, evaluation in summary.get("classifiers", {}).items():
+        held_out = evaluation.get("held_out")
+        if held_out is not None and held_out < SMALL_HELD_OUT:
+            found.append(f"classifier {name} was evaluated on {plural(held_out, 'held-out document')} (< {SMALL_HELD_OUT}): "
+                         "its precision, recall and F1 are rough estimates")
+    found += [f"threshold fallback: {line}" for line in (summary.get("calibration") or {}).get("fallbacks", [])]
+    return found
+
+
+def _histogram(summary: dict[str, Any], name: str, histogram: dict[str, Any]) -> go.Figure:
+    """One scorer's scores in bins, with a dashed line where each keep rule cuts (per language, where they differ)."""
+    low, width = histogram["low"], histogram["width"]
+    bins = sorted(histogram["counts"].items())
+    chart = go.Figure(go.Bar(x=[low + (int(i) + 0.5) * width for i, _ in bins], y=[n for _, n in bins],
+                             width=width or None, name="documents", hovertemplate="score %{x:.4g}: %{y} documents<extra></extra>"))
+    for rule, lines in summary.get("cut_lines", {}).get(name, {}).items():
+        for value, documents in lines.items():
+            label = f"{rule}: {float(value):.4g}" + (f" ({documents} docs)" if len(lines) > 1 else "")
+            chart.add_vline(x=float(value), line_dash="dash", line_color="#d62728", annotation_text=label,
+                            annotation_position="top")
+    chart.update_layout(title=f"{summary['name']}: distribution of {name}'s scores; keep at or above the dashed line",
+                        xaxis_title=f"quality_{name}", yaxis_title="documents", bargap=0.05, showlegend=False, **LAYOUT)
+    return chart
+
+
+def figures(summary: dict[str, Any]) -> list[tuple[str, Any]]:
+    found = [(f"quality-scores-{name}", _histogram(summary, name, histogram))
+             for name, histogram in sorted(summary.get("score_histogram", {}).items()) if histogram.get("counts")]
     classifiers = summary.get("classifiers", {})
     if classifiers:  # grouped bars (a plotly table draws no marks in some viewers); x names the held-out size
         names = [f"{name} ({c.get('model')}, held out: {c.get('held_out')})" for name, c in classifiers.items()]
