@@ -214,7 +214,7 @@ def test_the_cli_says_where_results_are_and_is_wide_when_piped(monkeypatch):
                                              "data_args": "/s/tokenize/merge/f/artifacts/data_args.txt"}}]}
     lines = _where(result)
     assert lines[0].startswith("tokenize: token files (7 files, 93,991 tokens): /s/tokenize/merge/f/artifacts")
-    assert lines[1] == "export: /s/release" and lines[2].endswith("/s/_runs/r/report.html")
+    assert lines[1] == "release folder (Hugging Face dataset, card README.md): /s/release" and lines[2].endswith("/s/_runs/r/report.html")
     monkeypatch.delenv("COLUMNS", raising=False)
     assert _console().width == 200  # pytest's stdout is not a terminal
     bar = Progress(console=Console(file=io.StringIO()))
