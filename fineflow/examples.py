@@ -1,4 +1,4 @@
-"""A few example documents per drop reason, for the run report.
+"""A few example documents per drop reason (and per change a rewriting stage made), for the run report.
 
 Each shard keeps, per reason, the ``PER_REASON`` rejected documents whose id hashes lowest, and
 merging shards keeps the lowest of their union: the same examples however the documents were
@@ -19,6 +19,8 @@ from fineflow.masking import mask_pii, masked_excerpt
 PER_REASON = 3
 CHARS = 300  # characters of text kept per example
 FIELD = "drop_examples"  # the stats key (a list value in stats is always a ranked sample: fineflow.counters)
+CHANGE_FIELD = "change_examples"  # {what changed it: [example with before/after]}, e.g. per formatter
+CONTEXT = 80  # characters shown before the first change
 
 
 def rank(doc_id: str) -> str:
@@ -53,3 +55,44 @@ def merge(samples: Iterable[list[dict]], per_reason: int = PER_REASON) -> list[d
     """The lowest-ranked ``per_reason`` examples of several shards' samples of one reason (ties: by id)."""
     seen = {(example["rank"], example["id"]): example for sample in samples for example in sample}
     return [seen[key] for key in sorted(seen)[:per_reason]]
+
+
+def _widen(text: str, start: int, end: int) -> tuple[int, int]:
+    """``[start, end)`` moved out to whitespace (at most 40 characters each way), so an address at an
+    edge of the window is shown whole to the masking, never a part of it that masking cannot tell."""
+    low = max(0, start - 40)
+    while start > low and not text[start - 1].isspace():
+        start -= 1
+    high = min(len(text), end + 40)
+    while end < high and not text[end].isspace():
+        end += 1
+    return start, end
+
+
+def change_example(doc_id: str, language: str | None, before: str, after: str, chars: int = CHARS) -> dict:
+    """One changed document: the text around its first change, before and after, each masked
+    (``fineflow.masking``: a formatter's replaced address is never shown, nor what replaced it)."""
+    prefix = 0
+    limit = min(len(before), len(after))
+    while prefix < limit and before[prefix] == after[prefix]:
+        prefix += 1
+    start = max(0, prefix - CONTEXT)
+
+    def excerpt(text: str) -> str:
+        low, high = _widen(text, start, min(len(text), start + chars))
+        shown = mask_pii(text[low:high])
+        return ("…" if low else "") + shown + ("…" if high < len(text) else "")
+
+    return {"rank": rank(doc_id), "id": str(doc_id), "language": language or "und",
+            "before": excerpt(before), "after": excerpt(after)}
+
+
+def keep_lowest(sample: list[dict], example_of, doc_id: str, per_reason: int = PER_REASON) -> None:
+    """Add the example of ``doc_id`` (built by ``example_of()`` only if it ranks among the lowest
+    ``per_reason``) to ``sample``, in place, keeping the lowest ranks."""
+    key = rank(doc_id)
+    if len(sample) >= per_reason and key >= max(example["rank"] for example in sample):
+        return
+    sample.append(example_of())
+    sample.sort(key=lambda example: (example["rank"], example["id"]))
+    del sample[per_reason:]

@@ -245,13 +245,33 @@ def _examples(stage: dict) -> str:
             f'<div class="examples" id="examples-{html.escape(stage["name"])}">{"".join(parts)}</div>')
 
 
+def _change_examples(stage: dict) -> str:
+    """A few documents per change a rewriting stage made (e.g. per formatter): the text around the first
+    change, before and after, masked when collected (fineflow.examples.change_example) and again here."""
+    found = stage.get(examples.CHANGE_FIELD) or {}
+    if not found:
+        return ""
+    parts = []
+    for position, (what, picked) in enumerate(sorted(found.items())):
+        items = "".join(
+            f"<li><code>{html.escape(mask_pii(e.get('id', '')))}</code> [{html.escape(e.get('language') or 'und')}]"
+            f"<div class=\"change\"><pre class=\"before\">{html.escape(mask_pii(e.get('before') or ''))}</pre>"
+            f"<pre class=\"after\">{html.escape(mask_pii(e.get('after') or ''))}</pre></div></li>"
+            for e in picked
+        )
+        parts.append(f"<details{' open' if position == 0 else ''}><summary>{html.escape(what)}</summary><ul>{items}</ul></details>")
+    return (f'<h3>{html.escape(stage["name"])}: examples of changed documents (before, after)</h3>'
+            f'<div class="examples" id="changes-{html.escape(stage["name"])}">{"".join(parts)}</div>')
+
+
 def _why(summary: dict) -> str:
     """Per document-dropping stage: drops by reason × language (table and chart) and example documents."""
     body = "".join(
         _drops_table(stage) + _charts({f"drops-by-language-{stage['name']}": _drops_by_language(stage)}) + _examples(stage)
+        + _change_examples(stage)
         for stage in summary["stages"]
     )
-    return f'<section class="why"><h2>Why documents were dropped</h2>{body}</section>' if body else ""
+    return f'<section class="why"><h2>Why documents were dropped or changed</h2>{body}</section>' if body else ""
 
 
 def cautions(summary: dict) -> list[str]:
@@ -334,6 +354,8 @@ section.chart {{ margin: 1.5rem 0; }}
 section.cautions, section.warnings {{ background: #fff4ce; border-left: 6px solid #e0a800; padding: 0.5rem 1rem; }}
 table.drops td:first-child {{ font-family: monospace; }} table.drops th {{ text-align: right; }}
 div.examples pre {{ white-space: pre-wrap; background: #f6f6f6; padding: 0.5rem; font-size: 85%; max-height: 12rem; overflow: auto; }}
+div.change {{ display: grid; grid-template-columns: 1fr 1fr; gap: 0.5rem; }}
+div.change pre.before {{ background: #fbeaea; }} div.change pre.after {{ background: #eaf6ea; }}
 details summary {{ cursor: pointer; font-family: monospace; margin: 0.3rem 0; }}
 </style>
 <script type="text/javascript">{get_plotlyjs()}</script>

@@ -22,7 +22,7 @@ from fineflow.tasks.format.step import Chain, changed_span
 def run(text: str, *entries) -> tuple[str, dict, str | None, list[str]]:
     config = FormatStage.model_validate({"stage": "format", "formatters": list(entries)})
     new, changed, counts, reason = Chain(build_params(config)["formatters"]).run(text)
-    return new, counts, reason, [name for name, _ in changed]
+    return new, counts, reason, [name for name, *_ in changed]
 
 
 def test_pii_replaces_emails_in_turn_and_public_ips_only():
@@ -166,6 +166,14 @@ def test_the_stage_drops_stale_text_derived_columns_and_counts_changes(tmp_path)
     assert by_language.rows == [{"formatter": "pii", "language": "en", "documents changed": 1, "of kept in language": 2,
                                  "characters changed": stats["formatted"]["pii"]["en"]["chars"]}]
     assert [chart for chart, _ in report.figures(summary)] == ["formatters"]
+    # The report's examples of changes: before/after around the change, the addresses masked on both sides.
+    (example,) = summary["change_examples"]["pii"]
+    assert (example["id"], example["language"]) == ("a", "en")
+    assert example["before"] == "write to [email] or [email]" == example["after"]
+    from fineflow.report import build_report
+
+    page = build_report({"run_id": "r", "stages": [{**summary, "kind": "format", "name": "format"}], "warnings": []})
+    assert 'id="changes-format"' in page and "ann@x.com" not in page and "example.org" not in page
 
 
 def test_a_text_that_is_not_utf8_is_a_reject_with_its_detail(tmp_path):

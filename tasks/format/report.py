@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from fineflow import examples
 from fineflow.registry import Table
 
 
 def summary_fields(steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
     step = steps["format"]
-    return {key: step[key] for key in ("formatted", "drop_reasons", "drops_by_language") if key in step}
+    return {key: step[key] for key in ("formatted", "drop_reasons", "drops_by_language", examples.CHANGE_FIELD) if key in step}
 
 
 def _totals(per_language: dict[str, dict[str, int]]) -> tuple[int, int]:

@@ -6,7 +6,8 @@ order) and each formatter's count columns (``pii_emails``, ``symbol_lines``, ...
 stage replaces them). Rejects: ``format:<reason>`` where a formatter turns a document away (e.g.
 ``format:pii_matches``), with the text as the formatters left it (PII replaced, not the
 original), and ``format:undecodable`` for a text that is not UTF-8. Per formatter and language:
-kept documents changed and characters changed, for the summary and the report.
+kept documents changed and characters changed, and a few of the changes (before/after, around the
+first change, addresses masked), for the summary and the report.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from collections import Counter, defaultdict
 
 import pyarrow as pa
 
+from fineflow import examples
 from fineflow.documents import DETAIL_FIELD, commit_shard, read_input, rejects_schema, set_columns, undecodable_rows
 from fineflow.tasks.format import formatters
 
-STEP_VERSION = "1"
+STEP_VERSION = "2"  # 2: a few changes per formatter, before/after (masked), for the report
 LIBRARIES = ("pyarrow", "ftfy")
 
 
@@ -57,16 +59,16 @@ class Chain:
             self.formatters.append((formatter, formatter.load(spec["options"])))
         self.columns = list(dict.fromkeys(column for formatter, _ in self.formatters for column in formatter.counts))
 
-    def run(self, text: str) -> tuple[str, list[tuple[str, int]], dict[str, int], str | None]:
-        """(new text, [(formatter that changed it, characters changed)], counts, reject reason)."""
-        changed: list[tuple[str, int]] = []
+    def run(self, text: str) -> tuple[str, list[tuple[str, int, str, str]], dict[str, int], str | None]:
+        """(new text, [(formatter that changed it, characters changed, its input, its output)], counts, reject reason)."""
+        changed: list[tuple[str, int, str, str]] = []
         counts: dict[str, int] = {}
         for formatter, loaded in self.formatters:
             applied = formatter.apply(loaded, text)
             counts.update(applied.counts)
             if applied.text != text:
                 chars = applied.chars if applied.chars is not None else changed_span(text, applied.text)
-                changed.append((formatter.name, chars))
+                changed.append((formatter.name, chars, text, applied.text))
                 text = applied.text
             if applied.reject:
                 return text, changed, counts, f"format:{applied.reject}"
@@ -87,6 +89,8 @@ def format_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -
     details: list[str | None] = []
     # formatter -> language -> {"documents": n, "chars": n}: merged across shards key by key
     formatted: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
+    shown: dict[str, list[dict]] = defaultdict(list)  # formatter -> a few changes, before/after, masked
+    ids = documents.column("id").to_pylist() if "id" in documents.column_names else [str(row) for row in range(documents.num_rows)]
     for row, (text, language) in enumerate(zip(texts, languages)):
         if row in undecodable or text is None:
             new_texts.append(text)
@@ -98,17 +102,18 @@ def format_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -
             continue
         text, changed, found, reason = chain.run(text)
         new_texts.append(text)
-        formatted_by.append([name for name, _ in changed])
+        formatted_by.append([name for name, *_ in changed])
         for column in counts:
             counts[column].append(found.get(column, 0))
         reasons.append(reason)
         details.append(None)
         if reason is not None:
             continue  # counted under its drop reason, not as a change to the corpus
-        for name, chars in changed:
+        for name, chars, before, after in changed:
             tally = formatted[name][language or "und"]
             tally["documents"] += 1
             tally["chars"] += chars
+            examples.keep_lowest(shown[name], lambda: examples.change_example(ids[row], language, before, after), str(ids[row]))
 
     table = documents
     if "text" in table.column_names:  # in its place among the columns
@@ -133,6 +138,7 @@ def format_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -
         shard["shard"], output_url, kept, rejects_url, rejects,
         formatted={name: {lang: dict(tally) for lang, tally in sorted(per.items())} for name, per in formatted.items()},
         drop_reasons=dict(sorted(by_reason.items())),
+        **({examples.CHANGE_FIELD: dict(sorted(shown.items()))} if shown else {}),
         drops_by_language={lang: dict(sorted(c.items())) for lang, c in sorted(by_language.items())},
         seconds=round(time.perf_counter() - started, 3),
     )
