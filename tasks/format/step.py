@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
+from functools import partial
 
 import pyarrow as pa
 
@@ -113,7 +114,7 @@ def format_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -
             tally = formatted[name][language or "und"]
             tally["documents"] += 1
             tally["chars"] += chars
-            examples.keep_lowest(shown[name], lambda: examples.change_example(ids[row], language, before, after), str(ids[row]))
+            examples.keep_lowest(shown[name], partial(examples.change_example, ids[row], language, before, after), str(ids[row]))
 
     table = documents
     if "text" in table.column_names:  # in its place among the columns
