@@ -11,7 +11,8 @@ Both run on the same WARC folder, one after the other, with the same number of w
   its language model is the same ``lid.176.ftz`` file fineflow uses (placed where datatrove's
   downloader looks), and its URL lists are fineflow's default lists (``use_integrated_lists``
   off), so both sides make the same decisions.
-* **fineflow**: ``fineflow run`` of ``examples/fineweb.yaml`` with its inputs pointed at the
+* **fineflow**: ``fineflow run`` of ``examples/fineweb.yaml``'s stages up to ``filter`` (the
+  preset's dedup, PII and audit after it have no counterpart here) with its inputs pointed at the
   folder, once per extractor (resiliparse and trafilatura), into empty storage, on a
   LocalCluster of the same number of workers. The Prefect server is started before timing (a
   private ``FINEFLOW_HOME``) and its CPU is reported separately.
@@ -118,6 +119,11 @@ def fineflow_config(corpus: Path, extractor: str, storage: Path, workers: int) -
     import yaml
 
     config = yaml.safe_load(PRESET.read_text())
+    # The preset goes on to MinHash, PII and an audit; datatrove's side here is its base
+    # processing (examples/fineweb.py's first pipeline), so fineflow runs the stages that match it.
+    names = [stage.get("name", stage["stage"]) for stage in config["stages"]]
+    config["stages"] = config["stages"][: names.index("filter") + 1]
+    config.pop("export", None)
     crawl = next(stage for stage in config["stages"] if stage["stage"] == "crawl")
     crawl["inputs"] = [f"{corpus}/*.warc.gz"]
     crawl["extractor"] = extractor
