@@ -149,6 +149,7 @@ def test_prefect_yaml_deploys_every_registered_stage_kind():
 
     for kind, deployment in stages.items():
         assert deployment["entrypoint"] == f"deployments/stages.py:{kind}_stage"
+        assert deployment.get("work_pool"), f"{kind}: `prefect deploy --all` needs a work pool for every deployment"
         assert getattr(entrypoints, f"{kind}_stage") is flows[f"{kind}_stage"]
         default = deployment.get("parameters", {}).get("run", {}).get("stage")
         if default is not None:  # the form's defaults are a valid config of that kind
