@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 import pyarrow as pa
 
-from fineflow.masking import mask_pii, masked_excerpt
+from fineflow.masking import MARGIN, mask_pii, masked_excerpt, masked_prefix
 
 PER_REASON = 3
 CHARS = 300  # characters of text kept per example
@@ -44,7 +44,7 @@ def drop_examples(rejects: pa.Table, per_reason: int = PER_REASON, chars: int = 
                   for name in ("id", "language", "url", "drop_detail", "text")}
         found[reason] = [
             {"rank": key, "id": str(column["id"][i]), "language": column["language"][i] or "und",
-             "url": mask_pii(column["url"][i] or ""), "detail": mask_pii(str(column["drop_detail"][i] or ""))[:200],
+             "url": masked_prefix(column["url"][i] or "", 500), "detail": masked_prefix(str(column["drop_detail"][i] or ""), 200),
              "text": masked_excerpt(column["text"][i] if isinstance(column["text"][i], str) else "", chars)}
             for i, (key, _) in enumerate(rows)
         ]
@@ -58,12 +58,12 @@ def merge(samples: Iterable[list[dict]], per_reason: int = PER_REASON) -> list[d
 
 
 def _widen(text: str, start: int, end: int) -> tuple[int, int]:
-    """``[start, end)`` moved out to whitespace (at most 40 characters each way), so an address at an
+    """``[start, end)`` moved out to whitespace (at most 100 characters each way), so an address at an
     edge of the window is shown whole to the masking, never a part of it that masking cannot tell."""
-    low = max(0, start - 40)
+    low = max(0, start - 100)
     while start > low and not text[start - 1].isspace():
         start -= 1
-    high = min(len(text), end + 40)
+    high = min(len(text), end + 100)
     while end < high and not text[end].isspace():
         end += 1
     return start, end
@@ -80,7 +80,7 @@ def change_example(doc_id: str, language: str | None, before: str, after: str, c
 
     def excerpt(text: str) -> str:
         low, high = _widen(text, start, min(len(text), start + chars))
-        shown = mask_pii(text[low:high])
+        shown = mask_pii(text[low:high])[: chars + MARGIN]
         return ("…" if low else "") + shown + ("…" if high < len(text) else "")
 
     return {"rank": rank(doc_id), "id": str(doc_id), "language": language or "und",

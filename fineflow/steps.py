@@ -146,7 +146,7 @@ class PlanContext:
         URLs, which must not enter a fingerprint), what it chains on (``chained``: upstream
         fingerprints) and resource hashes; its function ``module:function``. In a stage that
         rewrites the text, every shard reading documents (``input``) names the stale columns."""
-        if self.stale_columns:
+        if self.stale_columns and any("input" in shard for shard in shards):  # steps reading no documents: unchanged
             chained = {**chained, "stale_columns": list(self.stale_columns)}
             shards = [{**shard, STALE_KEY: list(self.stale_columns)} if "input" in shard else shard for shard in shards]
         fingerprint = step_fingerprint(

@@ -98,13 +98,13 @@ def _run_stages(settings: PipelineConfig, from_stage: str | None, root: str) -> 
         if lost:
             logger.warning("%d Dask worker(s) were lost during the run; their shards ran again on the others", lost)
     result = finish_run_record(folder, settings.name, root, time.perf_counter() - started, summaries, {"lost_workers": lost})
+    if settings.strict and result["warnings"]:  # before the export: a run strict mode fails publishes nothing
+        raise StrictWarnings(f"strict: {len(result['warnings'])} warning(s): " + "; ".join(result["warnings"]))
     if settings.export is not None:  # the run's documents as a dataset folder (an unchanged one is left as it is)
         release = export_after_run(settings.export, folder, root)
         result["export"] = release.url
         logger.info("release folder (Hugging Face dataset, README.md card): %s%s", release.url,
                     " (already up to date)" if release.up_to_date else "")
-    if settings.strict and result["warnings"]:
-        raise StrictWarnings(f"strict: {len(result['warnings'])} warning(s): " + "; ".join(result["warnings"]))
     return result
 
 

@@ -285,3 +285,12 @@ def test_benchmark_files_and_index_on_s3(seaweed, planted):
     assert result["plans"][1].params["index"].startswith("s3://")
     assert {doc["id"] for doc in result["rejects"]} == {doc["id"] for doc in some[:3]}
     assert len(result["kept"]) == 5
+
+
+def test_an_input_read_from_another_stages_rejects_gets_its_own_reason_and_detail(planted, tmp_path):
+    """Documents from another stage's rejects carry drop_reason and drop_detail: the scan replaces both."""
+    docs, expected = planted
+    docs = [dict(doc, drop_reason="quality:reference", drop_detail="score 0.1") for doc in docs]
+    result = run_stage(str(tmp_path), docs, mode="drop")
+    assert {r["id"] for r in result["rejects"]} == set(expected)
+    assert all(r["drop_reason"].startswith("decontaminate:") and r["drop_detail"] is None for r in result["rejects"])

@@ -243,3 +243,13 @@ def test_addresses_are_masked_and_lookalikes_left_alone():
     unchanged = "at 12:30:45, version 1.2.3.4.5, 10.0.0.256, ratio 3.14"
     assert mask_pii(unchanged) == unchanged
     assert masked_excerpt("x" * 95 + " jo@example.com", 100) == "x" * 95 + " [ema…"  # masked before the cut
+    # what the pii formatter replaces is masked in what the report shows: every address form, phones too
+    assert mask_pii("o'brien@x.com jane@[192.0.2.1]") == "[email] [email]"
+    assert mask_pii("call (555) 123-4567 or +44 20 7946 0958, in 2024") == "call [phone] or [phone], in 2024"
+    # masking that shortens the text never lets a cut address through past the margin
+    long = " ".join(["ann@example.com"] * 60) + " john@example.com"
+    assert "@" not in masked_excerpt(long, 100) and "example" not in masked_excerpt(long, 100)
+    from fineflow.examples import change_example
+
+    example = change_example("d", "en", "reach me at +1 555 123 4567 today", "reach me at 555-0100 today")
+    assert example["before"] == "reach me at [phone] today" and example["after"] == "reach me at 555-0100 today"  # a fictional number

@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from fineflow.artifacts import commit_artifact
 from fineflow.documents import (
+    DETAIL_FIELD,
     commit_shard,
     read_input,
     rejects_schema,
@@ -171,9 +172,11 @@ def scan_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> 
     keep = pa.array([reason is None for reason in reasons], pa.bool_())
     kept = table.filter(keep)
     rejected = [row for row, reason in enumerate(reasons) if reason]
+    # drop_detail always (an input read from another stage's rejects has one: it is replaced)
     rejects = set_columns(table.take(pa.array(rejected, pa.int64())),
-                          {"drop_reason": pa.array([reasons[row] for row in rejected], pa.string())})
-    rejects = rejects.cast(rejects_schema(kept.schema))
+                          {"drop_reason": pa.array([reasons[row] for row in rejected], pa.string()),
+                           DETAIL_FIELD.name: pa.array([undecodable.get(row) for row in rejected], DETAIL_FIELD.type)})
+    rejects = rejects.cast(rejects_schema(kept.schema, detail=True))
     listed = pa.Table.from_pylist([{"benchmark": name, "item": item, "documents": documents}
                                    for (name, item), documents in sorted(found_items.items())], schema=FOUND_SCHEMA)
     artifact = commit_artifact(output_url, found_name(shard["shard"]), table_to_parquet_bytes(listed))

@@ -16,12 +16,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fineflow import storage
-from fineflow.documents import commit_shard, read_input, read_table, rejects_schema, set_columns
+from fineflow.documents import DETAIL_FIELD, commit_shard, read_input, read_table, rejects_schema, set_columns
 from fineflow.tasks.common.cells import cell_name
 from fineflow.tasks.rebalance.config import SOURCE_COLUMN
 from fineflow.tasks.rebalance.measure import cell_key
 
-STEP_VERSION = "1"
+STEP_VERSION = "2"  # 2: rejects carry drop_detail (an input from rejects had one: the cast failed)
 LIBRARIES = ("numpy", "pyarrow")
 
 REPEATS_COLUMN = "repeats"
@@ -51,7 +51,10 @@ def apply_shard(shard: dict, params: dict, output_url: str, rejects_url: str) ->
     reasons = pc.if_else(pc.is_null(problems), "rebalance:downsampled", pc.binary_join_element_wise("rebalance:", problems, ""))
     rejected = pa.array(np.flatnonzero(~keep), pa.int64())
     rejected_reasons = pc.take(reasons, rejected)
-    rejects = set_columns(table.take(rejected), {"drop_reason": rejected_reasons}).cast(rejects_schema(kept.schema))
+    # drop_detail always (an input read from another stage's rejects has one: it is replaced)
+    rejects = set_columns(table.take(rejected), {"drop_reason": rejected_reasons,
+                                                 DETAIL_FIELD.name: pa.nulls(len(rejected), DETAIL_FIELD.type)})
+    rejects = rejects.cast(rejects_schema(kept.schema, detail=True))
     drop_reasons = {item["values"]: item["counts"] for item in pc.value_counts(rejected_reasons).to_pylist()}
     return commit_shard(shard["shard"], output_url, kept, rejects_url, rejects, docs_in=documents.num_rows,
                         copies=int(repeats.sum()), drop_reasons=drop_reasons)
