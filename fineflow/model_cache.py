@@ -20,6 +20,7 @@ import hashlib
 import math
 import os
 import posixpath
+import shutil
 import threading
 import time
 import uuid
@@ -75,44 +76,59 @@ FOLDERS = "folders"  # model folders (Hugging Face): links to each file's own en
 
 
 def cached_folder(url: str) -> str:
-    """A local folder holding the files of the folder ``url`` (a Hugging Face model), for libraries that open a
-    folder by path. Each file is an ordinary entry (downloaded once, evicted like any other); the folder is a set
-    of links to them under the files' own names, built in a temp folder and renamed into place, and rebuilt when
-    an entry it links to was evicted or the remote folder changed (a new content hash names a new folder)."""
+    """A local folder holding the files of the folder ``url`` (a Hugging Face model; sub-folders too), for
+    libraries that open a folder by path. Each file is an ordinary entry (downloaded once, evicted like any
+    other); the folder is a tree of links to them under the files' own names, built in a temp folder and
+    renamed into place. Its name hashes the remote files (a changed folder gets a new one); entry names are
+    content-addressed too, so an evicted entry fetched again makes its old link whole again."""
     url = storage.normalize(url).rstrip("/")
-    listing = sorted(storage.list_entries(url).items())
+    listing = sorted(storage.list_tree(url).items())
     if not listing:
         raise FileNotFoundError(f"{url} holds no files (a model folder was expected)")
+    total, cap = sum(entry["size"] for _, entry in listing), cap_bytes()
+    if total > cap:  # its own files would evict each other
+        raise OSError(f"{url} holds {total:,} bytes, more than the model cache may hold ({cap:,} bytes): raise {CAP_ENV}")
     identity = "\0".join(f"{name}\0{entry['size']}\0{entry['token']}" for name, entry in listing)
     digest = hashlib.sha256(f"{url}\0{identity}".encode()).hexdigest()[:32]
     parent = os.path.join(cache_dir(), FOLDERS)
     os.makedirs(parent, exist_ok=True)
     final = os.path.join(parent, f"{digest}-{posixpath.basename(url)[-120:]}")
-    targets = {name: cached_copy(storage.join(url, name)) for name, _ in listing}  # each one served (LRU) or fetched
-    if all(_link_target(os.path.join(final, name)) == target for name, target in targets.items()):
+    targets = {name: cached_copy(storage.join(url, *name.split("/"))) for name, _ in listing}  # each served (LRU) or fetched
+    if _links_whole(final, targets):
         return final
     with _thread_lock(final), _exclusive(_lock_path(final)):
+        if _links_whole(final, targets):  # another process built it while we waited
+            return final
         tmp = os.path.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex}")
-        os.mkdir(tmp)
         for name, target in targets.items():
-            os.symlink(target, os.path.join(tmp, name))
-        stale = os.path.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex}")
-        if os.path.isdir(final):  # an entry it linked to was evicted and fetched again: swap in the new links
-            os.replace(final, stale)
+            link = os.path.join(tmp, *name.split("/"))
+            os.makedirs(os.path.dirname(link), exist_ok=True)
+            os.symlink(target, link)
+        if os.path.isdir(final):  # a partial tree (a crash mid-build elsewhere): replaced as a whole
+            shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         _fsync_dir(parent)
-        if os.path.isdir(stale):
-            for name in os.listdir(stale):
-                _unlink(os.path.join(stale, name))
-            os.rmdir(stale)
     return final
 
 
-def _link_target(link: str) -> str | None:
-    try:
-        return os.readlink(link)
-    except OSError:  # missing (or not a link)
-        return None
+def _links_whole(folder: str, targets: dict[str, str]) -> bool:
+    """Every file of the folder is a link to its entry, and the entry is there."""
+    for name, target in targets.items():
+        link = os.path.join(folder, *name.split("/"))
+        try:
+            if os.readlink(link) != target or not os.path.exists(target):
+                return False
+        except OSError:  # missing (or not a link)
+            return False
+    return True
+
+
+def folder_is_whole(folder: str) -> bool:
+    """Whether every link under a cached model folder still reaches its entry (none evicted since)."""
+    for root, _, files in os.walk(folder):
+        if any(not os.path.exists(os.path.join(root, name)) for name in files):
+            return False
+    return True
 
 
 def cache_dir() -> str:

@@ -259,6 +259,25 @@ def list_entries(url: str) -> dict[str, dict[str, Any]]:
     return found
 
 
+def list_tree(url: str) -> dict[str, dict[str, Any]]:
+    """Every file under the folder ``url``, sub-folders included, by its path relative to it ("a/b.json"),
+    with ``size`` and ``token`` as ``list_entries`` gives them."""
+    fs, path = filesystem(url)
+    try:
+        found = fs.find(path, detail=True)
+    except FileNotFoundError:
+        return {}
+    base = path.rstrip("/") + "/"
+    tree = {}
+    for name, entry in found.items():
+        if entry.get("type") != "file" or not name.startswith(base):
+            continue
+        stamp = entry.get("mtime") or entry.get("LastModified") or entry.get("last_modified")
+        token = entry.get("ETag") or entry.get("etag") or stamp
+        tree[name[len(base):]] = {"size": int(entry.get("size") or 0), "token": str(token).strip('"')}
+    return tree
+
+
 def expand(pattern: str) -> list[str]:
     """Expand a path or glob into sorted file URLs (with protocol for remote storage)."""
     fs, path = filesystem(pattern)
@@ -302,10 +321,16 @@ def local_file(url: str) -> str:
     (fastText, a Hugging Face model folder): a remote file is streamed once into this machine's model
     cache (``fineflow.model_cache``), never held whole in memory; a remote folder becomes a local one."""
     path = _local_file(url)
-    if not os.path.exists(path):  # evicted from the model cache since: fetch it again
+    if not os.path.exists(path) or (os.path.isdir(path) and not _folder_whole(path)):  # evicted since: fetch again
         _local_file.cache_clear()
         path = _local_file(url)
     return path
+
+
+def _folder_whole(path: str) -> bool:
+    from fineflow.model_cache import folder_is_whole
+
+    return folder_is_whole(path)
 
 
 @functools.lru_cache(maxsize=32)

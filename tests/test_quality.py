@@ -525,6 +525,7 @@ def test_an_hf_model_folder_on_s3_plans_on_the_client_and_reaches_a_worker_as_a_
     config = {"model_type": "bert", "id2label": {"0": "lq", "1": "hq"}}
     storage.write_bytes(storage.join(folder, "config.json"), json.dumps(config).encode())
     storage.write_bytes(storage.join(folder, "model.safetensors"), b"weights v1")
+    storage.write_bytes(storage.join(folder, "tokenizer", "vocab.txt"), b"[PAD]\n[UNK]\n")  # a sub-folder
     with pytest.raises(ValueError, match=r"two-class: the model has no label 'High' \(its labels: lq, hq\)"):
         preflight_stage(registry.validate_stage(stage(scorers={"two": {"hf": folder, "label": "High"}})))
     first = plans_of(stage(scorers={"two": {"hf": folder}}), tmp_path / "store")["score"]
@@ -533,15 +534,20 @@ def test_an_hf_model_folder_on_s3_plans_on_the_client_and_reaches_a_worker_as_a_
     assert plans_of(stage(scorers={"two": {"hf": folder}}), tmp_path / "store")["score"].fingerprint != first.fingerprint
 
     local = storage.local_file(folder)
-    assert sorted(p.name for p in Path(local).iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in Path(local).iterdir()) == ["config.json", "model.safetensors", "tokenizer"]
     assert (Path(local) / "model.safetensors").read_bytes() == b"weights v2"
+    assert (Path(local) / "tokenizer" / "vocab.txt").read_bytes() == b"[PAD]\n[UNK]\n"
     assert json.loads((Path(local) / "config.json").read_text()) == config
     assert storage.local_file(folder) == local
-    # An entry the folder links to was evicted: the folder is rebuilt with working links.
+    # An entry the folder links to was evicted: asking again fetches it, and the links are whole again.
     os.unlink(os.readlink(Path(local) / "model.safetensors"))
-    from fineflow.model_cache import cached_folder
+    assert storage.local_file(folder) == local and (Path(local) / "model.safetensors").read_bytes() == b"weights v2"
+    from fineflow.model_cache import CAP_ENV, cached_folder
 
-    assert cached_folder(folder) == local and (Path(local) / "model.safetensors").read_bytes() == b"weights v2"
+    monkeypatch.setenv(CAP_ENV, "20")  # the folder's files would evict each other: refused, not half served
+    with pytest.raises(OSError, match="more than the model cache may hold"):
+        cached_folder(folder)
+    monkeypatch.delenv(CAP_ENV)
     storage.write_bytes(storage.join(folder, "model.safetensors"), b"weights v3")  # rewritten: another folder
     changed = cached_folder(folder)
     assert changed != local and (Path(changed) / "model.safetensors").read_bytes() == b"weights v3"

@@ -34,8 +34,8 @@ def _files_hashes(pattern: str, root: str) -> list[dict[str, Any]]:
 
 
 def _folder_hash(folder: str, root: str) -> list[dict[str, Any]]:
-    files = storage.list_entries(folder)  # the folder's files by name (any storage: s3 too)
-    return [file_content_hash(storage.join(folder, name), root) for name in sorted(files)]
+    files = storage.list_tree(folder)  # the folder's files, sub-folders too (any storage: s3 too)
+    return [file_content_hash(storage.join(folder, *name.split("/")), root) for name in sorted(files)]
 
 
 def _classifier_params(config: QualityStage) -> dict[str, dict]:
