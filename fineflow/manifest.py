@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fineflow import storage
+from fineflow.counters import merge_counts
 from fineflow.fingerprint import canonical_json
 
 MANIFEST_NAME = "_manifest.json"
@@ -148,6 +149,9 @@ class StepLocation:
                     _matches(self.artifact_url(a["file"]), artifacts_listing.get(a["file"]), a) for a in entry.get("artifacts") or []
                 ):
                     intact[shard] = _result_of_entry(entry)
+        if intact and manifest.get("samples"):  # the step's merged samples ride on one shard's stats
+            first = intact[min(intact)]
+            first["stats"] = merge_counts([first["stats"], manifest["samples"]])
         return intact
 
     def _receipted(self, listing: dict[str, dict]) -> dict[int, dict]:
@@ -161,6 +165,32 @@ class StepLocation:
             if result is not None and (result.get("output") or {}).get("bytes") == found["size"]:
                 results[shard] = result
         return results
+
+
+def _samples_of(stats: dict) -> dict:
+    """The ranked samples in a shard's stats (list values: report examples, fineflow.examples), nested as found."""
+    found = {}
+    for key, value in stats.items():
+        if isinstance(value, list):
+            found[key] = value
+        elif isinstance(value, dict) and (inner := _samples_of(value)):
+            found[key] = inner
+    return found
+
+
+def _without_samples(stats: dict) -> dict:
+    """A shard's stats without its samples (the counters)."""
+    kept = {}
+    for key, value in stats.items():
+        if isinstance(value, list):
+            continue
+        if isinstance(value, dict):
+            inner = _without_samples(value)
+            if inner or not _samples_of(value):
+                kept[key] = inner
+            continue
+        kept[key] = value
+    return kept
 
 
 def _result_of_entry(entry: dict) -> dict:
@@ -230,11 +260,14 @@ def write_manifest(location: StepLocation, components: dict[str, Any], shard_res
                 "token": tokens.get(f"{DATA_DIR}/{r['output']['file']}") if r.get("output") else None,
                 "rejects": listed(r.get("rejects"), REJECTS_DIR),
                 **({"artifacts": [listed(a, ARTIFACTS_DIR) for a in r["artifacts"]]} if r.get("artifacts") else {}),
-                "stats": r.get("stats", {}),
+                "stats": _without_samples(r.get("stats", {})),
             }
             for r in shards
         ],
     }
+    samples = merge_counts([_samples_of(r.get("stats", {})) for r in shards])
+    if samples:  # merged once, not per shard: the manifest stays small however many shards there are
+        manifest["samples"] = samples
     _write_if_changed(location.manifest_url, json.dumps(manifest, indent=1, sort_keys=True).encode())
     latest = {"fingerprint": location.fingerprint, "components": components}
     _write_if_changed(location.latest_url(name or location.stage), canonical_json(latest).encode())

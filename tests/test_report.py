@@ -253,3 +253,29 @@ def test_addresses_are_masked_and_lookalikes_left_alone():
 
     example = change_example("d", "en", "reach me at +1 555 123 4567 today", "reach me at 555-0100 today")
     assert example["before"] == "reach me at [phone] today" and example["after"] == "reach me at 555-0100 today"  # a fictional number
+
+
+def test_a_manifest_holds_the_examples_once_however_many_shards_and_a_cached_step_still_has_them(tmp_path):
+    """Examples are samples, not counters: per shard they would grow a manifest with the shard count."""
+    import pyarrow as pa
+
+    from fineflow.documents import commit_shard
+    from fineflow.manifest import StepLocation, read_manifest, write_manifest
+    from flows.engine import _totals
+
+    location = StepLocation(str(tmp_path), "filter", "decide", "f" * 20)
+    results = []
+    for shard in range(6):
+        docs = pa.table({"id": [f"k{shard}"], "text": ["kept"], "language": ["en"]})
+        rejects = pa.table({"id": [f"d{shard}-{i}" for i in range(4)], "text": ["mail bob@example.com"] * 4,
+                            "language": ["en"] * 4, "drop_reason": ["a:one", "b:two"] * 2})
+        results.append(commit_shard(shard, location.shard_url(shard), docs, location.rejects_url(shard), rejects))
+    fresh = _totals(results)
+    write_manifest(location, {"k": 1}, results)
+    manifest = read_manifest(location.folder)
+    assert all("drop_examples" not in entry["stats"] for entry in manifest["shards"])
+    assert all(entry["stats"]["drops_by_language"] == {"en": {"a:one": 2, "b:two": 2}} for entry in manifest["shards"])
+    assert manifest["samples"]["drop_examples"] == fresh["drop_examples"]
+    cached = _totals(list(location.committed_results().values()))  # a re-run finds the step committed
+    assert cached["drop_examples"] == fresh["drop_examples"] and cached["drops_by_language"] == fresh["drops_by_language"]
+    assert "bob@" not in json.dumps(manifest)
