@@ -110,20 +110,31 @@ def _configured(label: str, languages: list[str]) -> str:
     return configured_language(label, languages) or label
 
 
-def build_wordlists(
-    counts: pa.Table, splitters: dict[str, str], affinity_threshold: float, min_word_documents: int
-) -> dict[str, list[tuple[str, int]]]:
+def summed_counts(urls: list[str], languages: list[str]):  # noqa: ANN201 (a polars DataFrame)
+    """The count shards summed per (splitter, word, label), labels mapped to the configured languages: folded
+    one shard at a time, so memory follows the distinct words, never shards × words."""
+    import polars as pl
+
+    total = pl.DataFrame(schema={"splitter": pl.String, "word": pl.String, "label": pl.String, "documents": pl.Int64})
+    for url in urls:
+        part = pl.from_arrow(read_table([url]).select(_SCHEMA.names))
+        assert isinstance(part, pl.DataFrame)
+        if not part.height:
+            continue
+        mapping = {label: _configured(label, languages) for label in part.get_column("label").unique().to_list()}
+        part = part.with_columns(pl.col("label").replace_strict(mapping, return_dtype=pl.String), pl.col("documents").cast(pl.Int64))
+        total = pl.concat([total, part]).group_by("splitter", "word", "label").agg(pl.col("documents").sum())
+    return total
+
+
+def build_wordlists(counts, splitters: dict[str, str], affinity_threshold: float,  # noqa: ANN001 (summed_counts)
+                    min_word_documents: int) -> dict[str, list[tuple[str, int]]]:
     """Per configured language (``splitters``: language -> its splitter), its high-affinity words
     with their documents, most frequent first."""
     import polars as pl
 
     languages = sorted(splitters)
-    frame = pl.from_arrow(counts)
-    assert isinstance(frame, pl.DataFrame)
-    frame = frame.filter(pl.col("word") != _LANGUAGE_DOCUMENTS).with_columns(
-        pl.col("label").map_elements(lambda label: _configured(label, languages), return_dtype=pl.String)
-    )
-    words = frame.group_by("splitter", "word", "label").agg(pl.col("documents").sum()).with_columns(
+    words = counts.filter(pl.col("word") != _LANGUAGE_DOCUMENTS).with_columns(
         share=pl.col("documents") / pl.col("documents").sum().over("splitter", "word")
     )
     own = pl.DataFrame({"label": languages, "splitter": [splitters[language] for language in languages]})
@@ -136,20 +147,21 @@ def build_wordlists(
     return lists
 
 
-def language_documents(counts: pa.Table, languages: list[str]) -> dict[str, int]:
-    documents: Counter[str] = Counter()
-    for word, label, n in zip(*(counts.column(name).to_pylist() for name in ("word", "label", "documents"))):
-        if word == _LANGUAGE_DOCUMENTS:
-            documents[_configured(label, languages)] += n
-    return {language: documents.get(language, 0) for language in languages}
+def language_documents(counts, languages: list[str]) -> dict[str, int]:  # noqa: ANN001 (summed_counts)
+    import polars as pl
+
+    rows = counts.filter(pl.col("word") == _LANGUAGE_DOCUMENTS).group_by("label").agg(pl.col("documents").sum())
+    documents = dict(rows.iter_rows())
+    return {language: int(documents.get(language, 0)) for language in languages}
 
 
 def wordlists_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
     """Sum the counts of every shard; commit each language's wordlist and the index."""
+    import polars as pl
+
     started = time.perf_counter()
     languages = params["languages"]
-    counts = read_table(params["counts"]) if params["counts"] else _SCHEMA.empty_table()
-    counts = counts.select(_SCHEMA.names) if counts.num_rows else _SCHEMA.empty_table()
+    counts = summed_counts(params["counts"], languages)
     lists = build_wordlists(counts, params["splitters"], params["affinity_threshold"], params["min_word_documents"])
     documents = language_documents(counts, languages)
     artifacts = [commit_artifact(output_url, list_name(language), "".join(f"{w}\n" for w, _ in words).encode()) for language, words in lists.items()]
@@ -161,9 +173,9 @@ def wordlists_shard(shard: dict, params: dict, output_url: str, rejects_url: str
     output = pa.Table.from_pydict(
         {"wordlist": languages, "documents": [documents[lang] for lang in languages], "words": [len(lists[lang]) for lang in languages]}
     )
-    distinct = len(set(zip(counts.column("splitter").to_pylist(), counts.column("word").to_pylist()))) - bool(counts.num_rows)
+    distinct = counts.filter(pl.col("word") != _LANGUAGE_DOCUMENTS).select(pl.struct("splitter", "word").n_unique()).item()
     return commit_shard(
-        shard["shard"], output_url, output, docs_in=distinct, docs_out=sum(len(words) for words in lists.values()), artifacts=artifacts,
+        shard["shard"], output_url, output, docs_in=int(distinct), docs_out=sum(len(words) for words in lists.values()), artifacts=artifacts,
         wordlist_words={lang: len(lists[lang]) for lang in languages},
         wordlist_documents=documents,
         wordlist_examples={lang: dict(lists[lang][:EXAMPLES]) for lang in languages},
