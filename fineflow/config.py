@@ -125,11 +125,17 @@ def parse_config(data: Any, source: str = "", base_dir: Path | None = None) -> P
     from fineflow.dag import DagError, build_dag
 
     try:
-        build_dag(config.stages)
+        nodes = build_dag(config.stages)
     except DagError as error:
         raise ConfigError(f"invalid pipeline configuration {source}: {error}") from None
     if config.export and config.export.stage and config.export.stage not in [stage.label for stage in config.stages]:
         raise ConfigError(f"invalid pipeline configuration {source}: export.stage: no stage {config.export.stage!r}")
+    if config.export and not config.export.stage:  # the export takes the one stage no other reads: told now, not after the run
+        read = {ref.stage for node in nodes for ref in node.inputs}
+        sinks = [node.name for node in nodes if node.name not in read]
+        if len(sinks) != 1:
+            raise ConfigError(f"invalid pipeline configuration {source}: export: the pipeline ends in {len(sinks)} stages "
+                              f"({', '.join(sinks)}): name the one to export with export.stage")
     for stage in config.stages:
         resolve_stage_paths(stage, base)
     missing = [path for stage in config.stages for path in local_files(stage) if not Path(path).exists()]

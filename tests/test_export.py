@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from conftest import BUCKET
+from conftest import BUCKET, REPO
 from fineflow import storage
 from fineflow.documents import DOCUMENT_SCHEMA, commit_shard
 from fineflow.export.columns import project, release_schema, select
@@ -205,3 +205,23 @@ def test_a_pipelines_export_folder_is_checked_before_its_run(workdir, tmp_path):
     (workdir / "demo.yaml").write_text(demo.replace("to: release", f"to: {tmp_path / 'foreign'}"))
     with pytest.raises(PreflightError, match=r"^export.to: .*foreign holds files that no fineflow export wrote \(notes.txt\)"):
         preflight(load_config(workdir / "demo.yaml", storage_override=str(tmp_path / "store")))
+
+
+def test_a_pipeline_with_several_final_stages_must_name_the_one_to_export(tmp_path):
+    """Told when the config is read, not after the whole run (the export takes the one stage no other reads)."""
+    import yaml
+
+    from fineflow.config import ConfigError, load_config
+
+    (tmp_path / "data").mkdir()
+    sample = next((REPO / "examples" / "data").glob("*.warc.gz"))
+    (tmp_path / "data" / sample.name).write_bytes(sample.read_bytes())
+    two = {"name": "two", "storage": "./store", "stages": [
+        {"stage": "crawl", "name": "a", "inputs": ["data/*.warc.gz"]},
+        {"stage": "crawl", "name": "b", "inputs": ["data/*.warc.gz"]}]}
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump({**two, "export": {"to": "release"}}))
+    with pytest.raises(ConfigError, match=r"export: the pipeline ends in 2 stages \(a, b\): name the one"):
+        load_config(path)
+    path.write_text(yaml.safe_dump({**two, "export": {"to": "release", "stage": "b"}}))
+    assert load_config(path).export.stage == "b"
