@@ -220,7 +220,8 @@ def test_a_run_started_like_the_ui_runs_on_the_stack(stack, api, deployments, re
     page.write_bytes(stack_fs(stack).cat(report_url.removeprefix("s3://")))
     charts = drawn_charts(rendered_dom(page))
     expected = {"funnel", "characters", "tokens", "languages", "drops", "clusters", "tokens-by-language", "bytes-per-token",
-                "quality-classifiers"}
+                "quality-classifiers", "quality-scores-reference",  # each scorer's distribution with its cut line
+                "drops-by-language-dedup", "drops-by-language-filter", "drops-by-language-quality"}  # why, per language
     assert set(charts) == expected and all(charts.values()), charts
     assert charts["funnel"] == 6  # records read, then after crawl, dedup, filter, quality and tokenize
 
