@@ -12,7 +12,9 @@ import dataclasses
 import importlib
 import threading
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar, Union
+
+from pydantic import BaseModel, PlainValidator, SerializeAsAny
 
 T = TypeVar("T")
 
@@ -63,3 +65,25 @@ class ModuleRegistry(Generic[T]):
 
     def registered(self) -> dict[str, T]:
         return dict(self.parts)
+
+    def options_entry(self, base: type[BaseModel], shorthand: bool = False) -> Any:
+        """The config entry type of a list of parts: validated by the named part's options model (looked up
+        at validation time, so parts registered later are accepted), ``shorthand``: a bare name is the
+        part with its defaults. SerializeAsAny: a dump (what flows and run records receive) keeps every
+        option of the part's model; the JSON schema (the Prefect UI's form) offers the built-ins' options."""
+
+        def validate(value: Any) -> BaseModel:
+            if isinstance(value, base):
+                return value
+            if shorthand and isinstance(value, str):
+                value = {"name": value}
+            if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+                raise ValueError(f"a {self.noun} is a {'name or a ' if shorthand else ''}mapping with a `name`")
+            try:
+                part = self.get(value["name"], value.get("module"))
+            except self.error as error:
+                raise ValueError(str(error)) from None
+            return part.options.model_validate(value)
+
+        builtin = tuple(part.options for part in self.parts.values())
+        return Annotated[SerializeAsAny[base], PlainValidator(validate, json_schema_input_type=Union[builtin])]  # noqa: UP007

@@ -14,37 +14,16 @@ few behaviours that differed in FineWeb's April-2024 run (each rule's ``profiles
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Literal, Union
+from typing import Literal
 
-from pydantic import Field, PlainValidator, SerializeAsAny, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from fineflow.languages import WordSplitters
 from fineflow.stage_config import StageConfig
 from fineflow.tasks.filter import rules
 from fineflow.tasks.filter.rule import RuleOptions
 
-
-def _rule_options(value: Any) -> RuleOptions:
-    """A filter entry validated by its rule's options model (the rule looked up at validation
-    time, so rules registered after this module was imported are accepted too)."""
-    if isinstance(value, RuleOptions):
-        return value
-    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
-        raise ValueError("a filter is a mapping with a `name`")
-    try:
-        rule = rules.get(value["name"], value.get("module"))
-    except rules.RuleError as error:
-        raise ValueError(str(error)) from None
-    return rule.options.model_validate(value)
-
-
-# SerializeAsAny: a dump (what flows and run records receive) keeps every option of the rule's model.
-# The JSON schema (the deployment form in the Prefect UI) offers the built-in rules' options.
-_BUILTIN_OPTIONS = tuple(rule.options for rule in rules.registered().values())
-FilterOptions = Annotated[
-    SerializeAsAny[RuleOptions],
-    PlainValidator(_rule_options, json_schema_input_type=Union[_BUILTIN_OPTIONS]),  # noqa: UP007 (built at run time)
-]
+FilterOptions = rules.options_entry(RuleOptions)
 
 
 class FilterStage(StageConfig):

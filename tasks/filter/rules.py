@@ -26,6 +26,7 @@ _REGISTRY: ModuleRegistry[Rule] = ModuleRegistry("filter", "RULE", Rule, RuleErr
 load = _REGISTRY.load  # the rule a module defines as RULE, registered under its name on first use
 get = _REGISTRY.get  # the rule called name; a module, if given, imported first (a rule fineflow does not ship)
 registered = _REGISTRY.registered
+options_entry = _REGISTRY.options_entry  # the config entry type of a list of them
 
 
 def for_spec(spec: dict) -> Rule:

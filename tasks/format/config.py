@@ -7,34 +7,15 @@ not ship) imports that module first. Every option enters the format step's finge
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Literal
 
-from pydantic import Field, PlainValidator, SerializeAsAny, field_validator
+from pydantic import Field, field_validator
 
 from fineflow.stage_config import StageConfig
 from fineflow.tasks.format import formatters
 from fineflow.tasks.format.formatter import FormatterOptions
 
-
-def _formatter_options(value: Any) -> FormatterOptions:
-    if isinstance(value, FormatterOptions):
-        return value
-    if isinstance(value, str):  # `- pii`: a formatter with its defaults
-        value = {"name": value}
-    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
-        raise ValueError("a formatter is a name or a mapping with a `name`")
-    try:
-        formatter = formatters.get(value["name"], value.get("module"))
-    except formatters.FormatterError as error:
-        raise ValueError(str(error)) from None
-    return formatter.options.model_validate(value)
-
-
-_BUILTIN_OPTIONS = tuple(formatter.options for formatter in formatters.registered().values())
-FormatterEntry = Annotated[
-    SerializeAsAny[FormatterOptions],
-    PlainValidator(_formatter_options, json_schema_input_type=Union[_BUILTIN_OPTIONS]),  # noqa: UP007 (built at run time)
-]
+FormatterEntry = formatters.options_entry(FormatterOptions, shorthand=True)  # `- pii`: a formatter with its defaults
 
 
 class FormatStage(StageConfig):

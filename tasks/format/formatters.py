@@ -26,6 +26,7 @@ _REGISTRY: ModuleRegistry[Formatter] = ModuleRegistry("formatter", "FORMATTER", 
 load = _REGISTRY.load  # the formatter a module defines as FORMATTER, registered under its name on first use
 get = _REGISTRY.get  # the formatter called name; a module, if given, imported first
 registered = _REGISTRY.registered
+options_entry = _REGISTRY.options_entry  # the config entry type of a list of them
 
 
 for _module in BUILTIN:
