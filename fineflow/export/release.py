@@ -18,7 +18,7 @@ from fineflow import storage
 from fineflow.export import card
 from fineflow.export.columns import TOKEN_PREFIX, Column, project, release_schema, select, token_column
 from fineflow.export.options import NO_CONFIGS, ExportOptions
-from fineflow.export.shards import ConfigPlan, WrittenFile, config_values, plan_configs, write_shards
+from fineflow.export.shards import ConfigPlan, WrittenFile, config_counts, plan_configs, write_shards
 from fineflow.export.source import ExportError, Source, resolve, run_file
 
 MARKER = "fineflow-export.json"
@@ -140,14 +140,14 @@ def export_release(target: str, options: ExportOptions, root: str) -> Release:
         plans = [ConfigPlan(**plan) for plan in previous["configs"]]
         return Release(folder, source, plans, [WrittenFile(**entry) for entry in previous["files"]], up_to_date=True)
 
-    values = config_values(source, config_by)
+    values = config_counts(source, config_by)
     plans = plan_configs(source, values, options.shard_bytes, options.shard_rows)
     schema = release_schema(columns)
     marker = {"fineflow_export": 1, "identity": identity, "complete": False, "files": (previous or {}).get("files", [])}
     _write(folder, MARKER, json.dumps(marker, indent=1).encode())
 
     tokens = token_column(source.schema) if "token_count" in schema.names else None
-    files, token_sums = write_shards(source, values, plans, schema, lambda table: project(table, columns, schema), folder,
+    files, token_sums = write_shards(source, config_by, plans, schema, lambda table: project(table, columns, schema), folder,
                                      count="token_count" if tokens else None)
     pipeline = run_file(source, "config.yaml")
     if pipeline is not None:

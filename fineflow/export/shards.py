@@ -39,15 +39,23 @@ def config_name(value: str | None) -> str:
     return name
 
 
-def config_values(source: Source, column: str | None) -> list[pa.Array] | None:
-    """The config name of every document, file by file (None: one default config)."""
+def config_counts(source: Source, column: str | None) -> list[Counter[str]] | None:
+    """The documents of each config, file by file (None: one default config). Only counts are kept: the
+    names are read again, one file at a time, when the shards are written (memory follows configs, not documents)."""
     if column is None:
         return None
     if column not in source.schema.names:
         raise ExportError(f"--config-by {column}: the documents have no such column (columns: {', '.join(source.schema.names)})")
     if not pa.types.is_string(source.schema.field(column).type) and not pa.types.is_large_string(source.schema.field(column).type):
         raise ExportError(f"--config-by {column}: a {source.schema.field(column).type} column; configs come from a string column")
-    return [names_of(read_columns(entry.url, [column]).column(column)) for entry in source.files]
+    found = []
+    for entry in source.files:
+        counts = pc.value_counts(read_columns(entry.url, [column]).column(column)).to_pylist()
+        per_file: Counter[str] = Counter()
+        for item in counts:
+            per_file[config_name(item["values"])] += item["counts"]
+        found.append(per_file)
+    return found
 
 
 def names_of(values: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -66,12 +74,12 @@ class ConfigPlan:
         return f"data/{self.name}/train-{index:05d}-of-{self.shards:05d}.parquet"
 
 
-def plan_configs(source: Source, values: list[pa.Array] | None, shard_bytes: int, shard_rows: int | None) -> list[ConfigPlan]:
+def plan_configs(source: Source, values: list[Counter[str]] | None, shard_bytes: int, shard_rows: int | None) -> list[ConfigPlan]:
     """Configs in name order, each with its shard count (at least one shard, none empty)."""
     rows: Counter[str] = Counter()
     estimated: Counter[str] = Counter()
     for index, entry in enumerate(source.files):
-        counts = Counter({DEFAULT_CONFIG: entry.rows} if values is None else values[index].to_pylist())
+        counts = Counter({DEFAULT_CONFIG: entry.rows}) if values is None else values[index]
         for name, count in counts.items():
             rows[name] += count
             estimated[name] += (entry.bytes or 0) * count / entry.rows
@@ -158,21 +166,28 @@ class ShardWriter:
 
 
 def write_shards(
-    source: Source, values: list[pa.Array] | None, plans: list[ConfigPlan], schema: pa.Schema,
+    source: Source, column: str | None, plans: list[ConfigPlan], schema: pa.Schema,
     project: Callable[[pa.Table], pa.Table], folder: str, count: str | None = None,
 ) -> tuple[list[WrittenFile], dict[str, int]]:
-    """Stream the source's files into the planned shards under ``folder``; also the sum of the
-    ``count`` column per config (tokens)."""
+    """Stream the source's files into the planned shards under ``folder`` (configs by ``column``, None:
+    one); also the sum of the ``count`` column per config (tokens)."""
     sums: Counter[str] = Counter()
     with tempfile.TemporaryDirectory(prefix="fineflow-export-") as scratch:
         writer = ShardWriter(folder, plans, schema, scratch)
-        for index, entry in enumerate(source.files):
-            table = project(read_documents(entry))
-            names = pa.array([DEFAULT_CONFIG] * table.num_rows, pa.string()) if values is None else values[index]
-            if len(names) != table.num_rows:
-                raise ExportError(f"{entry.url} changed while it was exported ({table.num_rows} rows, {len(names)} before)")
-            for name in pc.unique(names).to_pylist():
-                part = table if values is None else table.filter(pc.equal(names, name))
+        for entry in source.files:
+            documents = read_documents(entry)
+            table = project(documents)
+            if column is None:
+                parts = [(DEFAULT_CONFIG, table)]
+            else:  # a stable sort by config, then one slice per config: one pass, however many configs a file holds
+                names = names_of(documents.column(column))
+                order = pc.sort_indices(names)
+                table, names = table.take(order), names.take(order)
+                parts, start = [], 0
+                for item in pc.value_counts(names).to_pylist():  # in the sorted order: first appearance
+                    parts.append((item["values"], table.slice(start, item["counts"])))
+                    start += item["counts"]
+            for name, part in parts:
                 if count:
                     sums[name] += int(pc.sum(part.column(count)).as_py() or 0)
                 writer.add(name, part)
