@@ -62,8 +62,12 @@ class FilterStage(StageConfig):
         if self.language_configs not in (None, "builtin"):
             self.language_configs = resolve(self.language_configs)
         for options, key in self._file_options():
-            setattr(options, key, resolve(getattr(options, key)))
+            value = getattr(options, key)  # a path, or {language: path} (the perplexity filter's models)
+            setattr(options, key, {k: resolve(v) for k, v in value.items()} if isinstance(value, dict) else resolve(value))
 
     def named_files(self) -> list[str]:
         named = [self.language_configs] if self.language_configs not in (None, "builtin") else []
-        return named + [getattr(options, key) for options, key in self._file_options()]
+        for options, key in self._file_options():
+            value = getattr(options, key)
+            named += list(value.values()) if isinstance(value, dict) else [value]
+        return named

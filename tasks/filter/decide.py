@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from fineflow.documents import commit_shard, read_input, read_table, set_columns
 from fineflow.tasks.filter import rules
-from fineflow.tasks.filter.rule import Rule
+from fineflow.tasks.filter.rule import Condition, Rule
 
 STEP_VERSION = "1"
 LIBRARIES = ("pyarrow",)
@@ -32,6 +32,7 @@ class Decider:
 
     def __init__(self, params: dict) -> None:
         self.filters = [(rules.for_spec(spec), spec) for spec in params["filters"]]
+        self.conditions = {spec["name"]: Condition.model_validate(spec["where"]) for spec in params["filters"] if spec.get("where")}
         self.per_language = params.get("per_language", {})
         self._cache: dict[tuple[str, str], dict] = {}
 
@@ -42,11 +43,18 @@ class Decider:
             self._cache[key] = rule.limits(spec, overrides.get(rule.name, {}))
         return self._cache[key]
 
-    def reason(self, row: dict) -> str | None:
+    def condition_columns(self) -> list[str]:
+        return sorted({condition.column for condition in self.conditions.values()})
+
+    def reason(self, row: dict, inputs: dict | None = None) -> str | None:
+        """The first failing filter of a signals row; ``inputs``: the document's condition columns."""
         if row.get("input_problem"):
             return f"input:{row['input_problem']}"
         lang = row.get("language") or "und"
         for rule, spec in self.filters:
+            condition = self.conditions.get(rule.name)
+            if condition is not None and not condition.met((inputs or {}).get(condition.column)):
+                continue  # not judged by this rule (Nemotron-CC: heuristics on low-quality documents only)
             if rule.measured_by and row.get(rule.measured_by) is None:
                 continue  # not measured: a language the language filter drops anyway, or one the rule skips
             failed = rule.decide(row, self.thresholds(rule, spec, lang))
@@ -69,7 +77,12 @@ def decide_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -
         raise MisalignedSignals(f"shard {shard['shard']}: signals do not match the documents of {shard['input']}")
     decider = Decider(params)
     rows = signals.to_pylist()
-    reasons = [decider.reason(row) for row in rows]
+    wanted = decider.condition_columns()
+    missing = [name for name in wanted if name not in docs.column_names]
+    if missing:
+        raise ValueError(f"shard {shard['shard']}: where: the input has no column {missing[0]!r}")
+    inputs = docs.select(wanted).to_pylist() if wanted else [None] * len(rows)
+    reasons = [decider.reason(row, cells) for row, cells in zip(rows, inputs)]
     keep = pa.array([r is None for r in reasons], pa.bool_())
 
     # The effective text and language replace the input's (C4 rewrites; a filter-stage LID relabels).

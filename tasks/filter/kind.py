@@ -13,5 +13,6 @@ KIND = StageKind(
     summary="fineflow.tasks.filter.report:summary_fields",
     tables="fineflow.tasks.filter.report:drop_tables",
     figures="fineflow.tasks.filter.report:figures",
+    columns="fineflow.tasks.filter.plan:input_columns",  # where conditions' columns
     rewrites_text="fineflow.tasks.filter.plan:rewrites_text",  # with C4's line rules
 )

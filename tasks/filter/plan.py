@@ -36,7 +36,16 @@ def _signal_specs(config: FilterStage, language_configs: dict[str, dict]) -> lis
 
 
 def _threshold_specs(config: FilterStage) -> list[dict]:
-    return [_spec(options, options.split()[1]) for options in config.filters]
+    """Thresholds and the condition on which documents a rule judges (decide fingerprint only)."""
+    return [
+        _spec(options, {**options.split()[1], **({"where": options.where.model_dump(mode="json")} if options.where else {})})
+        for options in config.filters
+    ]
+
+
+def input_columns(config: FilterStage) -> list[tuple[str, str]]:
+    """The input columns the stage reads beyond the documents' own: each ``where`` condition's."""
+    return [(options.where.column, f"filters.{options.name}.where.column") for options in config.filters if options.where]
 
 
 def _per_language_thresholds(config: FilterStage, language_configs: dict[str, dict]) -> dict[str, dict]:

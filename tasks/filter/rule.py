@@ -10,18 +10,52 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+import math
+import operator
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fineflow.tasks.text.words import Splitter
 
 Columns = Sequence[tuple[str, str]]  # (signal column, Arrow type name as pyarrow.type_for_alias reads it)
 
 
+_OPERATORS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+
+class Condition(BaseModel):
+    """Which documents a rule judges, by one input column: ``{column, op, value}``. A document that
+    does not meet it (a null never does) is not judged by the rule: the rule keeps it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    column: str = Field(min_length=1, description="an input column (e.g. quality_level from a classify stage)")
+    op: Literal["==", "!=", "<", "<=", ">", ">="]
+    value: bool | int | float | str
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("must be finite")
+        return value
+
+    def met(self, cell: Any) -> bool:
+        """Whether a document's value meets the condition (a value of another type is an error naming the column)."""
+        if cell is None:
+            return False
+        numeric = (int, float)
+        if isinstance(self.value, str) != isinstance(cell, str) or (isinstance(self.value, numeric) != isinstance(cell, numeric)):
+            raise ValueError(f"where: column {self.column!r} holds {type(cell).__name__} values, compared to {self.value!r}")
+        return bool(_OPERATORS[self.op](cell, self.value))
+
+
 class RuleOptions(BaseModel):
     """A rule's options in a filter entry. Options listed in ``THRESHOLDS`` only enter the decide
-    step; the others (signal parameters) also enter the signals step's fingerprint."""
+    step; the others (signal parameters) also enter the signals step's fingerprint. ``where``, on
+    every rule, limits the documents the rule judges; it enters only the decide step's fingerprint
+    (every document is still measured, so changing it re-runs only the decision)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -33,10 +67,15 @@ class RuleOptions(BaseModel):
         exclude_if=lambda value: value is None,  # built-in rules' entries dump as they were written
         description="the module defining this rule's RULE, for a rule fineflow does not ship",
     )
+    where: Condition | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="judge only documents meeting {column, op, value}; the others are kept by this rule",
+    )
 
     def split(self) -> tuple[dict, dict]:
-        """(signal parameters, thresholds) of this filter."""
-        data = self.model_dump(mode="json", exclude={"name", "module"})
+        """(signal parameters, thresholds) of this filter (``where`` is neither: the decide spec holds it)."""
+        data = self.model_dump(mode="json", exclude={"name", "module", "where"})
         thresholds = {k: v for k, v in data.items() if k in self.THRESHOLDS}
         signals = {k: v for k, v in data.items() if k not in self.THRESHOLDS}
         return signals, thresholds

@@ -7,7 +7,7 @@ from fineflow.tasks.common.plugins import ModuleRegistry
 from fineflow.tasks.filter.rule import Rule
 
 # modules of fineflow.tasks.filter, in the order the docs present them
-BUILTIN = ("url_filter", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb_quality", "zh_hant", "precision")
+BUILTIN = ("url_filter", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb_quality", "zh_hant", "precision", "perplexity")
 
 
 class RuleError(ValueError):
