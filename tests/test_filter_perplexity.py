@@ -107,3 +107,22 @@ def test_config_errors(model_file, tmp_path):
             stage([{"name": "c4", "where": bad}])
     with pytest.raises(ValidationError, match="max_perplexity"):
         stage([{"name": "perplexity", "model_files": {"en": model_file}, "max_perplexity": float("inf")}])
+
+
+def test_a_condition_column_missing_from_the_input_is_named(model_file):
+    from fineflow.input_schemas import InputSchemaError, check_columns
+
+    config = stage([{"name": "c4", "where": {"column": "quality_level", "op": "<", "value": 2}}])
+    schema = pa.schema([("id", pa.string()), ("text", pa.string())])
+    with pytest.raises(InputSchemaError, match="filters.c4.where.column: input crawl has no column 'quality_level'"):
+        check_columns("filter", input_columns(config), [("crawl", schema)])
+
+
+def test_max_perplexity_per_language(model_file, tmp_path):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "fr.yaml").write_text("perplexity:\n  max_perplexity: 5\n")
+    config = FilterStage.model_validate({
+        "stage": "filter", "language_configs": str(tmp_path / "configs"),
+        "filters": [{"name": "perplexity", "model_files": {"en": model_file, "fr": model_file}}],
+    })
+    assert build_params(config)[1]["per_language"] == {"fr": {"perplexity": {"max_perplexity": 5}}}
