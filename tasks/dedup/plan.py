@@ -29,6 +29,7 @@ def plan_dedup(config: DedupStage, ctx: PlanContext) -> list[StepPlan]:
     assert ctx.inputs is not None  # a document-reading kind: the DAG gives it inputs
     inputs = ctx.inputs.shards()
     signature_params = {
+        "shingles": config.shingles,
         "n_grams": config.n_grams,
         "bands": config.bands,
         "rows": config.rows,
