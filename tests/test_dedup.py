@@ -333,6 +333,10 @@ def test_incremental_dedup_against_a_previous_run(planted, tmp_path):
     assert plans["cluster"].fingerprint.components["inputs"]["previous"] == first["plans"][0].fingerprint.value
     with pytest.raises(ValueError, match="this run's own signatures"):
         run_dedup(planted, 2, str(tmp_path / "root"), previous=previous)
+    with pytest.raises(ValueError, match="signed with shingles='words', this run uses 'chars'"):
+        run_dedup(str(new_folder), 1, str(tmp_path / "root"), upstream_fp="new-crawl", previous=previous, shingles="chars")
+    with pytest.raises(ValueError, match="signed with bands=14, this run uses 20"):
+        run_dedup(str(new_folder), 1, str(tmp_path / "root"), upstream_fp="new-crawl", previous=previous, bands=20)
 
 
 def test_a_50_mb_single_line_document_is_keyed_on_a_prefix_and_never_confused():
