@@ -3,6 +3,7 @@ duplicates with a known answer, order independence, incremental mode, crash and 
 
 from __future__ import annotations
 
+import hashlib
 import random
 from datetime import datetime, timedelta, timezone
 
@@ -11,6 +12,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -331,6 +333,10 @@ def test_incremental_dedup_against_a_previous_run(planted, tmp_path):
     assert plans["cluster"].fingerprint.components["inputs"]["previous"] == first["plans"][0].fingerprint.value
     with pytest.raises(ValueError, match="this run's own signatures"):
         run_dedup(planted, 2, str(tmp_path / "root"), previous=previous)
+    with pytest.raises(ValueError, match="signed with shingles='words', this run uses 'chars'"):
+        run_dedup(str(new_folder), 1, str(tmp_path / "root"), upstream_fp="new-crawl", previous=previous, shingles="chars")
+    with pytest.raises(ValueError, match="signed with bands=14, this run uses 20"):
+        run_dedup(str(new_folder), 1, str(tmp_path / "root"), upstream_fp="new-crawl", previous=previous, bands=20)
 
 
 def test_a_50_mb_single_line_document_is_keyed_on_a_prefix_and_never_confused():
@@ -344,3 +350,78 @@ def test_a_50_mb_single_line_document_is_keyed_on_a_prefix_and_never_confused():
     assert first["exact_key"] != second["exact_key"]  # equal prefixes, different texts
     assert first["band_00"] == second["band_00"] is not None  # near-duplicates by their prefix
     assert document_keys("", None, None, params, spec)["exact_key"] is None
+
+
+# ---------------------------------------------------------------- character shingles (Nemotron-CC)
+
+NEMOTRON_CHARS = {"shingles": "chars", "n_grams": 24, "bands": 20, "rows": 13}
+
+
+def test_char_shingles_are_every_window_of_n_characters_hashed_once():
+    from fineflow.tasks.dedup.minhash import char_shingle_hashes
+
+    for function, digest in (("xxhash", xxhash.xxh64_intdigest), ("sha1", lambda b: int.from_bytes(hashlib.sha1(b).digest()[:8], "little"))):
+        spec = MinHashSpec(n_grams=3, hash_function=function, shingles="chars")
+        expected = sorted({digest(s.encode()) for s in ("abc", "bca", "cab", "ab ")})
+        assert char_shingle_hashes("abcabcab ", spec).tolist() == expected  # "abc" twice, hashed once
+        assert char_shingle_hashes("ab", spec).size == 0  # fewer characters than a shingle
+
+
+def test_char_shingles_option_is_range_checked_and_defaults_to_24_characters():
+    assert DedupStage(stage="dedup", shingles="chars").n_grams == 24
+    assert DedupStage(stage="dedup").n_grams == 5
+    assert DedupStage(stage="dedup", shingles="chars", n_grams=100).n_grams == 100
+    with pytest.raises(ValueError, match="at least 5 characters"):
+        DedupStage(stage="dedup", shingles="chars", n_grams=3)
+    with pytest.raises(ValueError, match="at most 50 words"):
+        DedupStage(stage="dedup", n_grams=60)
+    with pytest.raises(ValueError, match="less than or equal to 200"):
+        DedupStage(stage="dedup", shingles="chars", n_grams=201)
+    with pytest.raises(ValueError, match="'words' or 'chars'"):
+        DedupStage.model_validate({"stage": "dedup", "shingles": "bytes"})
+
+
+def test_the_shingle_kind_enters_the_signatures_fingerprint(tmp_path):
+    from fineflow.steps import PlanContext, Source, StageInputs
+
+    def signatures_fingerprint(**options) -> str:
+        upstream = StageInputs((Source("upstream", "up", str(tmp_path), 1),))
+        context = PlanContext(root=str(tmp_path / "root"), name="dedup", kind="dedup", inputs=upstream)
+        return plan_dedup(DedupStage.model_validate({"stage": "dedup", **options}), context)[0].fingerprint.value
+
+    words, chars = signatures_fingerprint(n_grams=24), signatures_fingerprint(shingles="chars", n_grams=24)
+    assert words != chars
+    assert chars == signatures_fingerprint(shingles="chars")  # 24 is the default, not a different setting
+    assert chars != signatures_fingerprint(shingles="chars", n_grams=25)
+
+
+def test_char_shingles_find_near_duplicates_that_word_shingles_cannot_see(tmp_path):
+    """One character changed in a long unspaced string (a token, a code blob, a sequence) is a
+    near-duplicate by 24-character shingles; it is one word, so it has no word 5-gram at all. A
+    word changed in prose is found either way."""
+    rnd = random.Random(7)
+    blob = "".join(rnd.choice("acgtxyzqwkj") for _ in range(3000))
+    prose = "\n\n".join(paragraphs(11))
+    day = datetime(2024, 5, 1, tzinfo=timezone.utc)
+    docs = [
+        {"id": "blob", "url": "https://a.example/1", "text": blob},
+        {"id": "blob-edited", "url": "https://a.example/2", "text": blob[:1500] + "m" + blob[1501:]},
+        {"id": "blob-other", "url": "https://a.example/3", "text": "".join(rnd.choice("acgtxyzqwkj") for _ in range(3000))},
+        {"id": "prose", "url": "https://b.example/1", "text": prose},
+        {"id": "prose-edited", "url": "https://b.example/2", "text": prose.replace(prose.split()[100], "lighthouse", 1)},
+        {"id": "prose-other", "url": "https://b.example/3", "text": "\n\n".join(paragraphs(12))},
+        {"id": "short", "url": "https://c.example/1", "text": "a short one"},
+        {"id": "short-copy", "url": "https://c.example/2", "text": "A short one!"},
+    ]
+    folder = tmp_path / "upstream"
+    folder.mkdir()
+    # the edited copies are crawled later, so the originals are the ones kept
+    write_shard(folder / "part-00000.parquet", [{**d, "crawl_date": day + timedelta(days="-" in d["id"])} for d in docs])
+
+    def near_rejects(root: str, **options) -> tuple[set[str], int]:
+        results = run_dedup(str(folder), 1, str(tmp_path / root), exact=False, url=False, **options)
+        rejects = outputs(results)[1]
+        return set(rejects["id"]) if len(rejects) else set(), results["signatures"][0]["stats"]["without_signature"]
+
+    assert near_rejects("words") == ({"prose-edited"}, 5)  # 3 blobs and 2 short texts: fewer than 5 words
+    assert near_rejects("chars", **NEMOTRON_CHARS) == ({"blob-edited", "prose-edited"}, 2)  # short: under 24 characters

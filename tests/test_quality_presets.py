@@ -1,5 +1,6 @@
 """The DCLM, PreSelect and Nemotron-CC quality presets, run as shipped on the demo sample through
-Prefect + Dask, one storage root (their crawl and dedup stages are the same, so computed once).
+Prefect + Dask, one storage root (their crawl stages are the same, so computed once, and so are
+DCLM's and PreSelect's dedup; Nemotron-CC's dedups on 24-character shingles).
 The FineWeb-Edu preset needs an LLM server: test_quality_llm.py runs it."""
 
 from __future__ import annotations
@@ -32,9 +33,12 @@ def test_dclm_preselect_and_nemotron_presets_run_on_the_demo_sample(dask_address
         assert 0.1 <= kept_chars / (kept_chars + rejected_chars) < 0.3
         assert set(rejects["drop_reason"]) == {f"quality:{name}"} == set(stage["drop_reasons"])
         assert kept[f"quality_{name}"].min() >= rejects[f"quality_{name}"].max()
-    # Crawl and dedup ran once for the three presets.
+    # Crawl and dedup ran once for DCLM and PreSelect; Nemotron-CC's crawl was cached, its dedup was not.
     assert all(s["cached_shards"] == s["shards"] for st in summaries["preselect"]["stages"][:2] for s in st["steps"])
 
+    crawl, dedup = summaries["nemotron-cc"]["stages"][:2]
+    assert all(s["cached_shards"] == s["shards"] for s in crawl["steps"])
+    assert not any(s["cached_shards"] for s in dedup["steps"])  # character shingles: another fingerprint
     nemotron = {stage["name"]: stage for stage in summaries["nemotron-cc"]["stages"]}
     levels = nemotron["nemotron"]["levels"]
     assert sum(level["documents"] for level in levels.values()) == nemotron["nemotron"]["docs_out"]  # keeps every level

@@ -10,13 +10,23 @@ from pydantic import Field, model_validator
 from fineflow.languages import WordSplitters
 from fineflow.stage_config import StageConfig
 
+WORD_GRAMS_MAX = 50
+CHAR_GRAMS_MIN = 5  # shorter character shingles are shared by almost every pair of texts
+CHAR_GRAMS_MAX = 200
+CHAR_GRAMS_DEFAULT = 24  # Nemotron-CC's (NeMo Curator's char_ngrams)
+
 
 class DedupStage(StageConfig):
     stage: Literal["dedup"]
     exact: bool = Field(default=True, description="remove documents whose normalized text is identical")
     url: bool = Field(default=True, description="remove documents whose normalized URL is identical")
     near: bool = Field(default=True, description="MinHash-LSH near-duplicates")
-    n_grams: int = Field(default=5, ge=1, le=50)
+    shingles: Literal["words", "chars"] = Field(
+        default="words", description="MinHash shingles: word n-grams (FineWeb) or character n-grams (Nemotron-CC)"
+    )
+    n_grams: int = Field(
+        default=5, ge=1, le=CHAR_GRAMS_MAX, description="words per shingle, or characters with `shingles: chars` (24 unless set)"
+    )
     bands: int = Field(default=14, ge=1, le=512)
     rows: int = Field(default=8, ge=1, le=64)
     threshold: float | None = Field(
@@ -38,6 +48,7 @@ class DedupStage(StageConfig):
     def _bands_from_threshold(self) -> DedupStage:
         if not (self.exact or self.url or self.near):
             raise ValueError("enable at least one of exact, url, near")
+        self._check_shingles()
         if self.threshold is not None:
             if {"bands", "rows"} & self.model_fields_set:
                 raise ValueError("give either threshold or bands/rows, not both")
@@ -46,6 +57,14 @@ class DedupStage(StageConfig):
             self.bands, self.rows = bands_for_threshold(self.threshold, self.num_perm)
             self.threshold = None  # resolved: the plan (and its fingerprint) sees bands and rows
         return self
+
+    def _check_shingles(self) -> None:
+        if self.shingles == "chars" and "n_grams" not in self.model_fields_set:
+            self.n_grams = CHAR_GRAMS_DEFAULT
+        if self.shingles == "words" and self.n_grams > WORD_GRAMS_MAX:
+            raise ValueError(f"n_grams: at most {WORD_GRAMS_MAX} words per shingle (got {self.n_grams})")
+        if self.shingles == "chars" and self.n_grams < CHAR_GRAMS_MIN:
+            raise ValueError(f"n_grams: at least {CHAR_GRAMS_MIN} characters per shingle with shingles: chars (got {self.n_grams})")
 
     def resolve_paths(self, resolve: Callable[[str], str]) -> None:
         if self.previous:

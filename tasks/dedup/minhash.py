@@ -8,7 +8,13 @@ that wraps on the multiply, as datasketch and datatrove do, with ``a`` and ``b``
 into ``bands`` bands of ``rows`` values, and each band becomes one 64-bit key (xxh64 of its
 bytes, seeded by the band number) for grouping.
 
-Documents with fewer than ``n_grams`` words get no signature and are never near-duplicates.
+With ``shingles="chars"`` (Nemotron-CC's choice: 24 characters) a shingle is instead every run
+of ``n_grams`` consecutive characters (code points) of the same normalized text, spaces
+included, hashed the same way; repeated shingles are hashed once into the signature (the
+minimum does not change), which keeps long repetitive texts cheap.
+
+Documents with fewer than ``n_grams`` words (characters) get no signature and are never
+near-duplicates.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ class MinHashSpec:
     rows: int = 8
     seed: int = 1
     hash_function: str = "xxhash"
+    shingles: str = "words"
 
     @property
     def num_perm(self) -> int:
@@ -58,6 +65,17 @@ def shingle_hashes(words: list[str], spec: MinHashSpec) -> np.ndarray:
     return np.fromiter(
         (_hash64(" ".join(words[i : i + n]), spec.hash_function) for i in range(count)), dtype=np.uint64, count=count
     )
+
+
+def char_shingle_hashes(text: str, spec: MinHashSpec) -> np.ndarray:
+    """The distinct hashes of every ``n_grams``-character window of ``text``."""
+    n = spec.n_grams
+    count = len(text) - n + 1
+    if count <= 0:
+        return np.empty(0, dtype=np.uint64)
+    function = spec.hash_function
+    hashes = np.fromiter((_hash64(text[i : i + n], function) for i in range(count)), dtype=np.uint64, count=count)
+    return np.unique(hashes)
 
 
 def signature(hashes: np.ndarray, spec: MinHashSpec) -> np.ndarray | None:

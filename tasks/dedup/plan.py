@@ -15,13 +15,24 @@ from fineflow.tasks.dedup import buckets, cluster, remove, signatures
 from fineflow.tasks.dedup.config import DedupStage
 from fineflow.tasks.text.words import splitter_resources
 
+# what makes two runs' band keys comparable (signatures from before `shingles` existed used words)
+MINHASH_PARAMS = {"shingles": "words", "n_grams": None, "bands": None, "rows": None, "seed": None, "hash_function": None}
 
-def _previous(folder: str | None) -> tuple[list[str], str | None]:
+
+def _previous(folder: str | None, params: dict) -> tuple[list[str], str | None]:
     if folder is None:
         return [], None
     manifest = read_manifest(folder)
     if manifest is None or manifest.get("stage") != "dedup" or manifest.get("step") != "signatures":
         raise ValueError(f"previous: {folder} is not a committed dedup/signatures folder (no matching _manifest.json)")
+    theirs = manifest.get("components", {}).get("params", {})
+    if params["near_dedup"]:
+        for name, default in MINHASH_PARAMS.items():
+            if theirs.get(name, default) != params[name]:
+                raise ValueError(
+                    f"previous: {folder} was signed with {name}={theirs.get(name, default)!r}, this run uses "
+                    f"{params[name]!r}: MinHash settings must match for band keys to compare"
+                )
     return committed_files(folder), manifest["fingerprint"]
 
 
@@ -29,6 +40,7 @@ def plan_dedup(config: DedupStage, ctx: PlanContext) -> list[StepPlan]:
     assert ctx.inputs is not None  # a document-reading kind: the DAG gives it inputs
     inputs = ctx.inputs.shards()
     signature_params = {
+        "shingles": config.shingles,
         "n_grams": config.n_grams,
         "bands": config.bands,
         "rows": config.rows,
@@ -45,7 +57,7 @@ def plan_dedup(config: DedupStage, ctx: PlanContext) -> list[StepPlan]:
         signatures, "signatures_shard", step="signatures", params=signature_params,
         chained={"upstream": ctx.inputs.fingerprint}, shards=inputs, resources=splitter_resources(),
     )
-    previous_files, previous_fp = _previous(config.previous)
+    previous_files, previous_fp = _previous(config.previous, signature_params)
     if previous_fp == signatures_plan.fingerprint.value:
         raise ValueError(f"previous: {config.previous} holds this run's own signatures (same input and parameters)")
     signature_files = [signatures_plan.location.shard_url(n) for n in range(len(inputs))]

@@ -4,7 +4,7 @@ One row per input document, in input order: ``node`` (``shard << 32 | row``: a g
 the later steps use instead of strings), the document's ``id``, ``crawl_date`` and text length
 (what decides which member of a cluster is kept), ``exact_key`` (xxh64 of the normalized
 text), ``url_key`` (xxh64 of the normalized URL) and one ``band_NN`` key per LSH band (null
-when the document has fewer words than a shingle).
+when the document has fewer words, or characters, than a shingle).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pyarrow as pa
 import xxhash
 
 from fineflow.documents import commit_shard, read_input
-from fineflow.tasks.dedup.minhash import MinHashSpec, band_keys, shingle_hashes, signature
+from fineflow.tasks.dedup.minhash import MinHashSpec, band_keys, char_shingle_hashes, shingle_hashes, signature
 from fineflow.tasks.dedup.normalize import normalize_text, normalize_url
 from fineflow.tasks.text.words import default_splitter, load_splitter
 
@@ -30,7 +30,10 @@ def node_id(shard: int, row: int) -> int:
 
 
 def spec_of(params: dict) -> MinHashSpec:
-    return MinHashSpec(params["n_grams"], params["bands"], params["rows"], params["seed"], params["hash_function"])
+    return MinHashSpec(
+        params["n_grams"], params["bands"], params["rows"], params["seed"], params["hash_function"],
+        params.get("shingles", "words"),
+    )
 
 
 def band_columns(bands: int) -> list[str]:
@@ -73,13 +76,16 @@ def document_keys(text: str | None, url: str | None, language: str | None, param
         keys["url_key"] = xxhash.xxh64_intdigest(url_form.encode("utf-8")) if url_form else None
     bands = [None] * spec.bands
     if params["near_dedup"] and normalized:
-        splitter = (
-            params.get("word_splitter")
-            or params["word_splitters"].get(language or "")
-            or default_splitter(language or "und")
-        )
-        words = load_splitter(splitter)(normalized)
-        sig = signature(shingle_hashes(words, spec), spec)
+        if spec.shingles == "chars":
+            hashes = char_shingle_hashes(normalized, spec)
+        else:
+            splitter = (
+                params.get("word_splitter")
+                or params["word_splitters"].get(language or "")
+                or default_splitter(language or "und")
+            )
+            hashes = shingle_hashes(load_splitter(splitter)(normalized), spec)
+        sig = signature(hashes, spec)
         if sig is not None:
             bands = band_keys(sig, spec)
     keys.update(zip(band_columns(spec.bands), bands))
