@@ -53,8 +53,10 @@ def plan_dedup(config: DedupStage, ctx: PlanContext) -> list[StepPlan]:
         "word_splitter": config.word_splitter,
         "max_text_chars": config.max_text_chars,
     }
+    # word shingles fingerprint as before the option existed, so existing signatures stay cached
+    fingerprinted = {k: v for k, v in signature_params.items() if not (k == "shingles" and v == "words")}
     signatures_plan = ctx.step(
-        signatures, "signatures_shard", step="signatures", params=signature_params,
+        signatures, "signatures_shard", step="signatures", params=signature_params, fingerprint_params=fingerprinted,
         chained={"upstream": ctx.inputs.fingerprint}, shards=inputs, resources=splitter_resources(),
     )
     previous_files, previous_fp = _previous(config.previous, signature_params)
