@@ -141,3 +141,24 @@ def test_options_are_range_checked():
     with pytest.raises(ValueError, match="chunk_bytes"):
         SubstringDedup(chunk_bytes=2**40)
     assert np.array_equal(removed_mask(b"short", 100), np.zeros(5, bool))
+
+
+def test_after_the_document_dedup_only_kept_documents_are_cut(tmp_path):
+    day = datetime(2024, 5, 1, tzinfo=timezone.utc)
+    boiler = " ".join(paragraphs(8, 1))
+    own = " ".join(paragraphs(9, 2))
+    docs = [
+        {"id": "original", "url": "https://a.example/1", "text": own + "!" + boiler, "crawl_date": day},
+        {"id": "exact-copy", "url": "https://b.example/1", "text": own + "!" + boiler, "crawl_date": day.replace(day=2)},
+        {"id": "shares-boilerplate", "url": "https://c.example/1", "text": "Other words entirely, enough of them?" + boiler, "crawl_date": day},
+    ]
+    folder = tmp_path / "up"
+    folder.mkdir()
+    write_shard(folder / "part-00000.parquet", docs)
+    results = run_dedup(str(folder), 1, str(tmp_path / "root"), near=False, substring={"min_chars": 10})
+    kept, rejects = outputs(results)
+    # the exact copy goes as a document; its text does not count as an earlier copy of anything
+    assert dict(zip(rejects["id"], rejects["drop_reason"])) == {"exact-copy": "exact_duplicate"}
+    assert kept["text"].to_list() == [docs[0]["text"], "Other words entirely, enough of them?"]
+    assert kept["dup_cluster_size"].to_list() == [2, 1]
+    assert kept["substring_spans_removed"].to_list() == [0, 1]
