@@ -67,29 +67,30 @@ def removed_mask(data: bytes, threshold: int) -> np.ndarray:
     if n <= threshold:
         return mask
     raw = np.frombuffer(data, dtype=np.uint8)
-    sa = divsufsort(data)
-    lcp = kasai(data, sa)[:-1]  # lcp[r]: common prefix of suffixes sa[r] and sa[r + 1]
+    sa = divsufsort(data)  # int32 (chunks are < 2 GiB)
+    lcp = kasai(data, sa)  # lcp[r]: common prefix of suffixes sa[r] and sa[r + 1]
+    # only ranks with a long common prefix matter: everything after is sized by them, not the chunk
+    linked = np.flatnonzero(lcp[:-1] >= threshold)
+    prefix, offset = lcp[linked], sa[linked]
+    del lcp
     # a common prefix stops at a separator (both suffixes have it at the same offset)
     separators = np.flatnonzero(raw == SEPARATOR)
-    next_sep = np.append(separators, n)[np.searchsorted(separators, sa[:-1])]
-    linked = np.minimum(lcp, next_sep - sa[:-1]) >= threshold
-    del lcp, next_sep
-    if not linked.any():
+    next_separator = np.append(separators, n)[np.searchsorted(separators, offset)]
+    linked = linked[np.minimum(prefix, next_separator - offset) >= threshold]
+    del prefix, offset, next_separator, separators
+    if not len(linked):
         return mask
-    # groups of ranks linked by an LCP >= threshold; in each, the smallest offset is the first copy
-    group = np.concatenate(([0], np.cumsum(~linked)))
-    in_group = np.zeros(n, dtype=bool)
-    in_group[:-1] |= linked
-    in_group[1:] |= linked
-    ranks = np.flatnonzero(in_group)
-    members, starts = group[ranks], sa[ranks]
-    boundaries = np.flatnonzero(np.diff(members)) + 1
-    first = np.minimum.reduceat(starts, np.concatenate(([0], boundaries)))
-    later = starts[starts != np.repeat(first, np.diff(np.concatenate(([0], boundaries, [len(ranks)]))))]
+    # groups: runs of ranks linked to the next; in each, the smallest offset is the first copy
+    members = np.union1d(linked, linked + 1)
+    opens = np.flatnonzero(~np.isin(members, linked + 1))  # a member not linked to the rank before
+    starts = sa[members]
+    del sa
+    first = np.repeat(np.minimum.reduceat(starts, opens), np.diff(np.append(opens, len(members))))
+    later = starts[starts != first]
     cover = np.zeros(n + 1, dtype=np.int32)
     np.add.at(cover, later, 1)
     np.add.at(cover, later + threshold, -1)
-    return np.cumsum(cover[:-1]) > 0
+    return np.cumsum(cover[:-1], dtype=np.int32) > 0
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
