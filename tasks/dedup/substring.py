@@ -81,15 +81,20 @@ def removed_mask(data: bytes, threshold: int) -> np.ndarray:
     if not len(linked):
         return mask
     # groups: runs of ranks linked to the next; in each, the smallest offset is the first copy
-    members = np.union1d(linked, linked + 1)
-    opens = np.flatnonzero(~np.isin(members, linked + 1))  # a member not linked to the rank before
+    to_next = np.zeros(n + 1, dtype=bool)  # rank r is linked to rank r + 1
+    to_next[linked] = True
+    del linked
+    members = np.flatnonzero(to_next[:-1] | np.roll(to_next, 1)[:-1])
+    opens = np.flatnonzero(~to_next[members - 1])  # a member not linked to the rank before it (members >= 1 or rank 0)
+    del to_next
     starts = sa[members]
-    del sa
-    first = np.repeat(np.minimum.reduceat(starts, opens), np.diff(np.append(opens, len(members))))
+    del sa, members
+    first = np.repeat(np.minimum.reduceat(starts, opens), np.diff(np.append(opens, len(starts))))
     later = starts[starts != first]
+    del starts, first
     cover = np.zeros(n + 1, dtype=np.int32)
-    np.add.at(cover, later, 1)
-    np.add.at(cover, later + threshold, -1)
+    cover[later] += 1  # offsets are unique, so plain indexing adds once each
+    cover[later + threshold] -= 1
     return np.cumsum(cover[:-1], dtype=np.int32) > 0
 
 
