@@ -11,6 +11,7 @@ from test_dedup import outputs, paragraphs, run_dedup, write_shard
 
 from fineflow import registry
 from fineflow.tasks.dedup.config import DedupStage
+from fineflow.tasks.dedup.report import cluster_tables, summary_fields
 from fineflow.tasks.dedup.substring import SubstringDedup, dedup_texts, removed_mask
 
 ALPHABETS = ["abcdefgh ", "äöüßéè ", "дгжзий ", "的一是不了人 ", "🙂🚀🌍 ", "ab\u0301c "]  # 1 to 4 bytes a character
@@ -130,6 +131,10 @@ def test_substring_mode_rewrites_text_and_drops_documents_left_too_short(tmp_pat
     stats = results["remove"][0]["stats"]
     assert stats["drop_reasons"] == {"substring_too_short": 1}
     assert stats["substring_bytes_removed"] == 2 * len(boiler.encode()) and stats["substring_spans_removed"] == 2
+    summary = summary_fields({"remove": stats})
+    assert summary["substring_docs_cut"] == 2 and summary["drop_reasons"] == {"substring_too_short": 1}
+    rows = cluster_tables({"name": "dedup", "steps": [{"step": "remove", **stats}], **summary})[0].rows
+    assert {"what": "substring bytes removed", "value": 2 * len(boiler.encode())} in rows
     kind = registry.get("dedup")
     assert kind.rewrites(DedupStage.model_validate({"stage": "dedup", **config}))
     assert not kind.rewrites(DedupStage.model_validate({"stage": "dedup"}))
