@@ -117,6 +117,7 @@ def test_substring_mode_rewrites_text_and_drops_documents_left_too_short(tmp_pat
         {"id": "first", "url": "https://a.example/1", "text": "Welcome!" + boiler, "crawl_date": day},
         {"id": "cut", "url": "https://a.example/2", "text": "Own words here, quite a few of them in fact?" + boiler, "crawl_date": day},
         {"id": "emptied", "url": "https://a.example/3", "text": boiler, "crawl_date": day},
+        {"id": "short-uncut", "url": "https://a.example/4", "text": "tiny", "crawl_date": day},
     ]
     folder = tmp_path / "up"
     folder.mkdir()
@@ -124,9 +125,9 @@ def test_substring_mode_rewrites_text_and_drops_documents_left_too_short(tmp_pat
     config = {"exact": False, "url": False, "near": False, "substring": {"min_chars": 20}}
     results = run_dedup(str(folder), 1, str(tmp_path / "root"), **config)
     kept, rejects = outputs(results)
-    assert kept["id"].to_list() == ["first", "cut"]
-    assert kept["text"].to_list() == [docs[0]["text"], "Own words here, quite a few of them in fact?"]
-    assert kept["substring_bytes_removed"].to_list() == [0, len(boiler.encode())]
+    assert kept["id"].to_list() == ["first", "cut", "short-uncut"]  # short already: not the cut's doing
+    assert kept["text"].to_list() == [docs[0]["text"], "Own words here, quite a few of them in fact?", "tiny"]
+    assert kept["substring_bytes_removed"].to_list() == [0, len(boiler.encode()), 0]
     assert rejects["drop_reason"].to_list() == ["substring_too_short"] and rejects["text"].to_list() == [boiler]
     stats = results["remove"][0]["stats"]
     assert stats["drop_reasons"] == {"substring_too_short": 1}

@@ -40,7 +40,7 @@ class SubstringDedup(BaseModel):
     chunk_bytes: int = Field(
         default=32 * 2**20, ge=1024, le=2**31 - 2, description="UTF-8 bytes per suffix array (a shard is split into chunks)"
     )
-    min_chars: int = Field(default=50, ge=0, le=1_000_000, description="documents shorter after the cut are dropped")
+    min_chars: int = Field(default=50, ge=0, le=1_000_000, description="a document the cut leaves shorter (in characters) is dropped")
 
 
 def chunks(texts: list[bytes], chunk_bytes: int) -> Iterator[list[int]]:
@@ -153,14 +153,15 @@ def dedup_texts(texts: list[str], options: SubstringDedup) -> tuple[list[str], l
 
 def apply(docs: pa.Table, options: SubstringDedup) -> tuple[pa.Table, pa.Table, dict]:
     """Cut the repeated spans from a shard's documents: (kept, too short, stats). Kept documents get
-    the rewritten text and the counts; a document left under ``min_chars`` characters is rejected
+    the rewritten text and the counts; a document a cut leaves under ``min_chars`` characters is rejected
     (``substring_too_short``) with its original text and the counts."""
     from fineflow.documents import set_columns
 
     texts = [text or "" for text in docs.column("text").to_pylist()]
     new_texts, spans, removed, n_chunks = dedup_texts(texts, options)
     counted = set_columns(docs, {SPANS_COLUMN: pa.array(spans, pa.int32()), BYTES_COLUMN: pa.array(removed, pa.int64())})
-    keep = pa.array([len(text) >= options.min_chars for text in new_texts], pa.bool_())
+    # only a cut can make a document too short: one that was short already is not this stage's to drop
+    keep = pa.array([n == 0 or len(text) >= options.min_chars for n, text in zip(spans, new_texts)], pa.bool_())
     rewritten = counted.set_column(counted.schema.get_field_index("text"), "text", pa.array(new_texts, pa.string()))
     rejects = counted.filter(pc.invert(keep))
     rejects = set_columns(rejects, {"drop_reason": pa.array([TOO_SHORT] * rejects.num_rows, pa.string())})
