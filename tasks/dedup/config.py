@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from fineflow.languages import WordSplitters
 from fineflow.stage_config import StageConfig
+from fineflow.tasks.dedup.substring import SubstringDedup
 
 WORD_GRAMS_MAX = 50
 CHAR_GRAMS_MIN = 5  # shorter character shingles are shared by almost every pair of texts
@@ -40,14 +41,17 @@ class DedupStage(StageConfig):
         default=None, description="one splitter for every document, e.g. 'spacy:en' as FineWeb's English dedup did"
     )
     max_text_chars: int = Field(default=2_000_000, gt=0, description="longer texts are shingled on this prefix")
+    substring: SubstringDedup | None = Field(
+        default=None, description="exact-substring dedup after the document dedup (docs/dedup.md); off unless given"
+    )
     previous: str | None = Field(
         default=None, description="a previous run's dedup/signatures folder: dedup new documents against it"
     )
 
     @model_validator(mode="after")
     def _bands_from_threshold(self) -> DedupStage:
-        if not (self.exact or self.url or self.near):
-            raise ValueError("enable at least one of exact, url, near")
+        if not (self.exact or self.url or self.near or self.substring):
+            raise ValueError("enable at least one of exact, url, near, substring")
         self._check_shingles()
         if self.threshold is not None:
             if {"bands", "rows"} & self.model_fields_set:

@@ -12,4 +12,6 @@ KIND = StageKind(
     summary="fineflow.tasks.dedup.report:summary_fields",
     tables="fineflow.tasks.dedup.report:cluster_tables",
     figures="fineflow.tasks.dedup.report:figures",
+    # substring dedup cuts spans out of the text: only then are its inputs read without text-derived columns
+    rewrites_text="fineflow.tasks.dedup.plan:rewrites_text",
 )

@@ -36,9 +36,24 @@ def _previous(folder: str | None, params: dict) -> tuple[list[str], str | None]:
     return committed_files(folder), manifest["fingerprint"]
 
 
+def rewrites_text(config: DedupStage) -> bool:
+    """Substring dedup cuts spans out of the text (the kind's ``rewrites_text``)."""
+    return config.substring is not None
+
+
 def plan_dedup(config: DedupStage, ctx: PlanContext) -> list[StepPlan]:
     assert ctx.inputs is not None  # a document-reading kind: the DAG gives it inputs
     inputs = ctx.inputs.shards()
+    # substring dedup runs in the remove step (after the document dedup); empty when off, so the
+    # fingerprints of a run without it are unchanged
+    substring = {"substring": config.substring.model_dump()} if config.substring else {}
+    if not (config.exact or config.url or config.near):  # substring dedup alone: no clustering
+        return [
+            ctx.step(
+                remove, "remove_shard", step="remove", params=substring, chained={"upstream": ctx.inputs.fingerprint},
+                fingerprint_params=substring, shards=inputs,
+            )
+        ]
     signature_params = {
         "shingles": config.shingles,
         "n_grams": config.n_grams,
@@ -89,9 +104,9 @@ def plan_dedup(config: DedupStage, ctx: PlanContext) -> list[StepPlan]:
         shards=[{"shard": 0}],
     )
     remove_plan = ctx.step(
-        remove, "remove_shard", step="remove", params={},
+        remove, "remove_shard", step="remove", params=substring,
         chained={"upstream": ctx.inputs.fingerprint, "cluster": cluster_plan.fingerprint.value},
-        fingerprint_params={},
+        fingerprint_params=substring,
         shards=[
             {**shard, "assignments": cluster_plan.location.artifact_url(cluster.assignments_name(shard["shard"]))}
             for shard in inputs

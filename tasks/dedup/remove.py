@@ -3,6 +3,10 @@ remove and give every kept document its ``dup_cluster_size`` (1 for singletons).
 
 Rejects keep every input column plus ``drop_reason`` (``exact_duplicate``, ``url_duplicate``,
 ``near_duplicate``), ``dup_cluster_id`` (the kept document's id) and ``dup_cluster_size``.
+
+With ``substring`` in its params, the kept documents then lose their repeated spans
+(``fineflow.tasks.dedup.substring``); with substring dedup alone (no ``assignments``), no document
+is dropped as a duplicate, only as ``substring_too_short``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fineflow.documents import commit_shard, read_input, set_columns
+from fineflow.tasks.dedup import substring
 from fineflow.tasks.dedup.cluster import read_assignments
 
 STEP_VERSION = "1"
@@ -27,6 +32,8 @@ class MisalignedAssignments(RuntimeError):
 def remove_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
     started = time.perf_counter()
     docs = read_input(shard)
+    if "assignments" not in shard:  # substring dedup alone
+        return _cut_substrings(shard, params, output_url, rejects_url, docs, None, Counter(), started)
     assigned = read_assignments(shard["assignments"])
     rows = (assigned["node"] & 0xFFFFFFFF).to_list()
     ids = docs.column("id").to_pylist()
@@ -52,6 +59,19 @@ def remove_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -
     )
 
     by_reason = Counter(r for r in reasons if r)
+    return _cut_substrings(shard, params, output_url, rejects_url, kept, rejects, by_reason, started)
+
+
+def _cut_substrings(
+    shard: dict, params: dict, output_url: str, rejects_url: str, kept: pa.Table, rejects: pa.Table | None, by_reason: Counter, started: float
+) -> dict:
+    """Substring dedup of the kept documents when configured, then the shard committed."""
+    stats: dict = {}
+    if params.get("substring"):
+        kept, too_short, stats = substring.apply(kept, substring.SubstringDedup(**params["substring"]))
+        if too_short.num_rows:
+            by_reason[substring.TOO_SHORT] += too_short.num_rows
+            rejects = too_short if rejects is None else pa.concat_tables([rejects, too_short], promote_options="default")
     return commit_shard(  # it counts the kept documents' languages and characters
         shard["shard"],
         output_url,
@@ -60,4 +80,5 @@ def remove_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -
         rejects,
         drop_reasons=dict(sorted(by_reason.items())),
         seconds=round(time.perf_counter() - started, 3),
+        **stats,
     )

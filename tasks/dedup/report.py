@@ -7,23 +7,28 @@ from typing import Any
 from fineflow.registry import Table
 
 _CLUSTER_FIELDS = ("clusters", "cluster_sizes", "cluster_peak_rss_mb")
+_SUBSTRING_FIELDS = ("substring_chunks", "substring_docs_cut", "substring_spans_removed", "substring_bytes_removed")
 
 
 def summary_fields(steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    fields = {key: steps["remove"][key] for key in ("drop_reasons",) if key in steps["remove"]}
-    return fields | {key: steps["cluster"][key] for key in _CLUSTER_FIELDS if key in steps["cluster"]}
+    fields = {key: steps["remove"][key] for key in ("drop_reasons", *_SUBSTRING_FIELDS) if key in steps["remove"]}
+    cluster = steps.get("cluster", {})  # none with substring dedup alone
+    return fields | {key: cluster[key] for key in _CLUSTER_FIELDS if key in cluster}
 
 
 def cluster_tables(summary: dict[str, Any]) -> list[Table]:
     """One table: pairs per key, clusters and their sizes, removals by reason, the clustering's memory."""
     steps = {step["step"]: step for step in summary["steps"]}
-    rows = [{"what": f"candidate pairs: {key}", "value": count} for key, count in steps["buckets"].get("pairs", {}).items()]
-    cluster = steps["cluster"]
-    rows.append({"what": "documents in a cluster", "value": cluster.get("clustered_docs", 0)})
-    rows.append({"what": "clusters", "value": cluster.get("clusters", 0)})
-    rows += [{"what": f"clusters of size {size}", "value": n} for size, n in cluster.get("cluster_sizes", {}).items()]
+    rows = [{"what": f"candidate pairs: {key}", "value": count} for key, count in steps.get("buckets", {}).get("pairs", {}).items()]
+    cluster = steps.get("cluster")
+    if cluster is not None:
+        rows.append({"what": "documents in a cluster", "value": cluster.get("clustered_docs", 0)})
+        rows.append({"what": "clusters", "value": cluster.get("clusters", 0)})
+        rows += [{"what": f"clusters of size {size}", "value": n} for size, n in cluster.get("cluster_sizes", {}).items()]
     rows += [{"what": f"removed: {reason}", "value": n} for reason, n in summary.get("drop_reasons", {}).items()]
-    rows.append({"what": "clustering peak memory (MB)", "value": cluster.get("cluster_peak_rss_mb", 0)})
+    if cluster is not None:
+        rows.append({"what": "clustering peak memory (MB)", "value": cluster.get("cluster_peak_rss_mb", 0)})
+    rows += [{"what": key.replace("_", " "), "value": summary[key]} for key in _SUBSTRING_FIELDS if key in summary]
     return [
         Table(
             key="clusters",
