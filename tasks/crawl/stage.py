@@ -26,7 +26,7 @@ from fineflow.tasks.crawl.warc import CORRUPT, TRUNCATED, iter_records
 from fineflow.tasks.text import langid
 
 STEP_VERSION = "3"  # 3: records split by their trailers (whole-file gzip, zstd, lying lengths); bump when this step's output for the same input and parameters changes
-LIBRARIES = ("fastwarc", "trafilatura", "resiliparse", "charset-normalizer", "fasttext-predict", "langcodes", "pyarrow")
+LIBRARIES = ("fastwarc", "trafilatura", "resiliparse", "justext", "charset-normalizer", "fasttext-predict", "langcodes", "pyarrow")
 
 DOCUMENT_TYPES = (WarcRecordType.response, WarcRecordType.conversion, WarcRecordType.resource)
 
