@@ -7,10 +7,12 @@ For each extractor:
 * pipeline: ``fineflow run`` (Prefect + Dask) into an empty storage root, then the identical run
   again, which should find every shard Cached. The Prefect server is started beforehand (in a
   private FINEFLOW_HOME) so its startup is not part of either timing.
+* documents and tokens out: the compute-only pass's documents, and their GPT-2 tokens (the packaged
+  ``gpt2`` tokenizer, FineWeb's counts), counted after the timing.
 * peak memory: the largest ``worker_peak_rss_mb`` and ``extractor_peak_rss_mb`` of any shard
   (a Dask worker process, and the extraction subprocess it runs).
 
-Usage: .venv/bin/python bench/crawl_bench.py [--corpus DIR] [--extractors trafilatura resiliparse] [--workers 2]
+Usage: .venv/bin/python bench/crawl_bench.py [--corpus DIR] [--extractors trafilatura resiliparse justext] [--workers 2]
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from common import machine_info, table_head  # bench/common.py (the script's fol
 
 from fineflow.counters import merge_counts
 from fineflow.tasks.crawl.config import CrawlStage
+from fineflow.tasks.crawl.extractors import EXTRACTORS
 
 ROOT = Path(__file__).resolve().parent.parent
 FINEFLOW = Path(sys.executable).with_name("fineflow")
@@ -61,6 +64,21 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def gpt2_tokens(folder: str) -> int:
+    """GPT-2 tokens of the texts of every document file in ``folder`` (rejects not included)."""
+    import pyarrow.parquet as pq
+
+    from fineflow.tasks.tokenize.config import TokenizerSpec
+    from fineflow.tasks.tokenize.encoders import describe, load_encoder
+
+    encoder = load_encoder("gpt2", describe(TokenizerSpec(packaged="gpt2", eos="none", bos="none")))
+    total = 0
+    for path in sorted(Path(folder).glob("part-*.parquet")):
+        texts = pq.read_table(path, columns=["text"]).column("text").to_pylist()
+        total += sum(encoder.count_texts(texts))
+    return total
+
+
 def compute_only(files: list[str], extractor: str, shard_bytes: int) -> dict:
     """Run ``extract_shard`` over every shard in this process (meant to be a fresh one)."""
     from fineflow.tasks.crawl.inputs import describe_files, plan_shards
@@ -76,15 +94,18 @@ def compute_only(files: list[str], extractor: str, shard_bytes: int) -> dict:
             name = f"part-{shard['shard']:05d}.parquet"
             result = extract_shard(shard, params, f"{out}/{name}", f"{out}/rejects/{name}")
             stats.append(result["stats"])
-    # The extraction subprocess lives on; end (and reap) it so RUSAGE_CHILDREN includes its CPU.
-    thread_extractor(extractor, params["extraction_timeout_s"]).close()
-    cpu = (time.process_time() - cpu0) + (_children_cpu() - children0)
+        # The extraction subprocess lives on; end (and reap) it so RUSAGE_CHILDREN includes its CPU.
+        thread_extractor(extractor, params["extraction_timeout_s"]).close()
+        cpu = (time.process_time() - cpu0) + (_children_cpu() - children0)
+        wall = time.perf_counter() - wall0
+        tokens = gpt2_tokens(out)  # after the timing
     docs_in = sum(s["docs_in"] for s in stats)
     return {
         "shards": len(shards),
         "docs_in": docs_in,
         "docs_out": sum(s["docs_out"] for s in stats),
-        "wall_s": round(time.perf_counter() - wall0, 2),
+        "gpt2_tokens_out": tokens,
+        "wall_s": round(wall, 2),
         "cpu_s": round(cpu, 2),
         "shard_s": round(sum(s["seconds"] for s in stats), 2),
         "extract_s": round(sum(s["extract_seconds"] for s in stats), 2),
@@ -169,6 +190,7 @@ def markdown_table(results: dict) -> str:
         "extractor",
         "docs in",
         "docs out",
+        "GPT-2 tokens out",
         "docs/s per core (compute only)",
         "pipeline wall, first run",
         "repeat run (ratio)",
@@ -180,7 +202,7 @@ def markdown_table(results: dict) -> str:
         c, p = r["compute"], r["pipeline"]
         repeat = f"{p['repeat_wall_s']:.1f} s ({p['repeat_ratio']:.0%})" + ("" if p["repeat_all_cached"] else " ⚠ not all cached")
         lines.append(
-            f"| {name} | {c['docs_in']:,} | {c['docs_out']:,} | {c['docs_per_cpu_s']:.1f} | {p['first_wall_s']:.1f} s | "
+            f"| {name} | {c['docs_in']:,} | {c['docs_out']:,} | {c.get('gpt2_tokens_out', 0):,} | {c['docs_per_cpu_s']:.1f} | {p['first_wall_s']:.1f} s | "
             f"{repeat} | {r['orchestration_s']:.1f} s | {p['peak_rss_mb']:.0f} MB | {p['extractor_peak_rss_mb']:.0f} MB |"
         )
     return "\n".join(lines)
@@ -189,7 +211,7 @@ def markdown_table(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus" / "web-small")
-    parser.add_argument("--extractors", nargs="+", default=["trafilatura", "resiliparse"], choices=["trafilatura", "resiliparse"])
+    parser.add_argument("--extractors", nargs="+", default=list(EXTRACTORS), choices=EXTRACTORS)
     parser.add_argument("--workers", type=int, default=2, help="Dask workers (one thread each) in the pipeline runs")
     parser.add_argument("--shard-bytes", type=int, default=8_000_000)
     args = parser.parse_args()
@@ -199,7 +221,7 @@ def main() -> None:
     if not files:
         parser.error(f"no *.warc.gz files in {corpus}")
 
-    host = machine_info(("fineflow", "trafilatura", "resiliparse", "prefect", "distributed"))
+    host = machine_info(("fineflow", "trafilatura", "resiliparse", "justext", "prefect", "distributed"))
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="crawl-bench-") as tmp:
         work = Path(tmp)

@@ -66,7 +66,7 @@ def _config(**crawl):
 
 
 def test_invalid_config_names_the_key_and_reason():
-    with pytest.raises(ConfigError, match=r"stages\.0\.extractor: Input should be 'trafilatura' or 'resiliparse'"):
+    with pytest.raises(ConfigError, match=r"stages\.0\.extractor: Input should be 'trafilatura', 'resiliparse' or 'justext'"):
         parse_config(_config(extractor="lynx"))
     with pytest.raises(ConfigError, match=r"stages\.0\.shard_byte: Extra inputs are not permitted"):
         parse_config(_config(shard_byte=5))

@@ -1,4 +1,4 @@
-"""Extraction (both extractors, time limit) and language ID on real pages of the sample."""
+"""Extraction (every extractor, time limit, hostile pages) and language ID on real pages of the sample."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from fastwarc.warc import WarcRecord, WarcRecordType
 
 from fineflow.languages import canonical_language
 from fineflow.tasks.crawl import charset
+from fineflow.tasks.crawl.extractors import EXTRACTORS
+from fineflow.tasks.crawl.justext_extractor import STOPLISTS, stoplist
 from fineflow.tasks.crawl.sandbox import ExtractionTimeout, SandboxedExtractor
 from fineflow.tasks.crawl.warc import iter_gzip_records
 from fineflow.tasks.text import langid
@@ -44,7 +46,7 @@ def pages(sample_warc):
     return _pages(sample_warc)
 
 
-@pytest.mark.parametrize("extractor", ["trafilatura", "resiliparse"])
+@pytest.mark.parametrize("extractor", EXTRACTORS)
 def test_extractors_return_main_text(pages, extractor):
     with SandboxedExtractor(extractor, timeout_s=30) as sandbox:
         text = sandbox.extract(pages["en-US"])
@@ -62,6 +64,45 @@ def test_time_limit_kills_and_restarts_the_extractor(pages):
         assert sandbox.restarts == 1
         sandbox.timeout_s = 30
         assert len(sandbox.extract(pages["de-DE"])) > 200  # a fresh process took over
+
+
+@pytest.mark.parametrize("locale,expected", [("de-DE", "de"), ("ru-RU", "ru"), ("zh-CN", "zh")])
+def test_justext_uses_the_pages_language(pages, locale, expected):
+    """German and Russian paragraphs are kept by their own stop lists (English stop words would
+    mark them all boilerplate); Chinese, which has no list, keeps every paragraph, as NeMo does."""
+    with SandboxedExtractor("justext", timeout_s=30) as sandbox:
+        text = sandbox.extract(pages[locale])
+    assert len(text) > 500
+    assert langid.identify(text)[0] == expected
+    if expected != "zh":
+        assert "\n\n" in text  # paragraphs joined as NeMo Curator joins them
+        assert stoplist(expected) and "und" not in stoplist("en")
+
+
+def test_every_justext_stoplist_is_reachable():
+    import justext
+
+    assert set(justext.get_stoplists()) - set(STOPLISTS.values()) == {"Latin", "Simple_English", "Belarusian_Taraskievica"}
+    assert all(code == canonical_language(code) for code in STOPLISTS)  # keys are fineflow's codes
+    assert stoplist("la") is None and stoplist("xx") is None
+
+
+@pytest.mark.parametrize("extractor", EXTRACTORS)
+def test_hostile_pages_are_empty_or_text_never_a_crash(extractor):
+    garbled = "".join(chr(0x20 + (i * 7919) % 0x2FE0) for i in range(300_000))
+    # Not deeper: resiliparse takes time quadratic in nesting depth (38 s at 50,000 divs; the limit catches it).
+    hostile = ["", "   ", "<" * 200_000, "<div>" * 3_000 + "deep", "<p>a\x00b</p>" * 1000, garbled, "<!--" * 5000]
+    with SandboxedExtractor(extractor, timeout_s=30) as sandbox:
+        for html in hostile:
+            assert isinstance(sandbox.extract(html), str)
+        assert sandbox.restarts == 0
+    with SandboxedExtractor(extractor, timeout_s=0.05) as sandbox:
+        huge = "<html><body>" + "".join(f"<p>Paragraph {i} of a very long page.</p>" for i in range(100_000))
+        with pytest.raises(ExtractionTimeout):
+            sandbox.extract(huge)
+        assert sandbox.restarts == 1
+        sandbox.timeout_s = 30
+        assert sandbox.extract("<html><body><p>after</p></body></html>") is not None  # a fresh process
 
 
 def test_time_spent_waiting_for_a_core_does_not_count(pages):

@@ -202,7 +202,7 @@ def test_a_run_started_like_the_ui_runs_on_the_stack(stack, api, deployments, re
     weekly = call("GET", f"{api}/deployments/{deployments['weekly']}").json()
     assert [s["schedule"]["cron"] for s in weekly["schedules"]] == ["0 3 * * 1"]
     crawl_form = call("GET", f"{api}/deployments/{deployments['crawl']}").json()["parameter_openapi_schema"]
-    assert crawl_form["definitions"]["CrawlStage"]["properties"]["extractor"]["enum"] == ["trafilatura", "resiliparse"]
+    assert crawl_form["definitions"]["CrawlStage"]["properties"]["extractor"]["enum"] == ["trafilatura", "resiliparse", "justext"]
 
     run_id = reference["run_id"]
     assert stack.environment()["FINEFLOW_DASK_ADDRESS"] in run_logs(api, run_id)  # the stack's cluster, not a new one

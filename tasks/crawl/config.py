@@ -24,7 +24,7 @@ class CrawlStage(StageConfig):
     stage: Literal["crawl"]
     inputs: list[str] = Field(default_factory=list, description="paths or globs of WARC/WET files")
     listing: CommonCrawlListing | None = None
-    extractor: Literal["trafilatura", "resiliparse"] = "trafilatura"
+    extractor: Literal["trafilatura", "resiliparse", "justext"] = "trafilatura"
     extraction_timeout_s: float = Field(
         default=10.0, gt=0, description="per-document limit in CPU seconds of the extraction process"
     )

@@ -1,14 +1,15 @@
 """HTML main-text extractors, called inside the extraction subprocess (see sandbox.py).
 
 trafilatura with FineWeb's settings (``favor_precision``, no comments, ``deduplicate``) or
-resiliparse's main-content extraction, which is much faster.
+resiliparse's main-content extraction, which is much faster, or jusText with NeMo Curator's
+defaults (Nemotron-CC's extractor; justext_extractor.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-EXTRACTORS = ("trafilatura", "resiliparse")
+EXTRACTORS = ("trafilatura", "resiliparse", "justext")
 
 
 def _trafilatura(html: str) -> str:
@@ -35,6 +36,10 @@ def get_extractor(name: str, tuned: bool = True) -> Callable[[str], str]:
         return _trafilatura
     if name == "resiliparse":
         return _resiliparse
+    if name == "justext":
+        from fineflow.tasks.crawl.justext_extractor import extract
+
+        return extract
     raise ValueError(f"unknown extractor {name!r}; choose one of {', '.join(EXTRACTORS)}")
 
 

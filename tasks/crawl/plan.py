@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fineflow import storage
-from fineflow.fingerprint import file_content_hash
+from fineflow.fingerprint import file_content_hash, library_versions
 from fineflow.preflight import check_storage
 from fineflow.steps import PlanContext, StepPlan
 from fineflow.tasks.crawl import stage
@@ -77,6 +77,8 @@ def plan_crawl(config: CrawlStage, ctx: PlanContext) -> list[StepPlan]:
         inputs = {"files": described}
     params = {name: getattr(config, name) for name in _PARAMS}
     resources = {"langid_model": langid.model_hash(config.langid_model)}
+    if config.extractor == "justext":  # its version only where it extracts: other crawls keep their fingerprints
+        resources["justext"] = library_versions(["justext"])["justext"]
     if config.url_filter:
         for key, value in sorted(config.url_filter_options.items()):
             if isinstance(value, str) and key.endswith("_file"):
