@@ -193,7 +193,7 @@ def test_a_text_that_is_not_utf8_is_a_reject_with_its_detail(tmp_path):
 
 
 def test_a_stage_that_does_not_rewrite_keeps_every_column_and_a_missing_one_names_the_rewrite():
-    assert not registry.get("dedup").rewrites_text
+    assert not registry.get("tokenize").rewrites_text
     schema = pa.schema([("id", pa.string()), ("text", pa.string())])
     with pytest.raises(InputSchemaError, match="n_tokens_gpt2 is derived from the text"):
         check_columns("rebalance", [("n_tokens_gpt2", "tokens_column")], [("format", schema)])

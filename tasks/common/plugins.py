@@ -66,6 +66,14 @@ class ModuleRegistry(Generic[T]):
     def registered(self) -> dict[str, T]:
         return dict(self.parts)
 
+    def check_unique(self, entries: list) -> list:
+        """A config's list of entries, each part at most once (a validator's body)."""
+        names = [entry.name for entry in entries]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"{self.noun}(s) listed twice: {', '.join(repeated)}")
+        return entries
+
     def options_entry(self, base: type[BaseModel], shorthand: bool = False) -> Any:
         """The config entry type of a list of parts: validated by the named part's options model (looked up
         at validation time, so parts registered later are accepted), ``shorthand``: a bare name is the

@@ -41,11 +41,7 @@ class FilterStage(StageConfig):
     @field_validator("filters")
     @classmethod
     def _unique(cls, filters: list) -> list:
-        names = [f.name for f in filters]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"filter(s) listed twice: {', '.join(repeated)}")
-        return filters
+        return rules.check_unique(filters)
 
     @model_validator(mode="after")
     def _apply_profile(self) -> FilterStage:

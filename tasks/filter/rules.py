@@ -27,6 +27,7 @@ load = _REGISTRY.load  # the rule a module defines as RULE, registered under its
 get = _REGISTRY.get  # the rule called name; a module, if given, imported first (a rule fineflow does not ship)
 registered = _REGISTRY.registered
 options_entry = _REGISTRY.options_entry  # the config entry type of a list of them
+check_unique = _REGISTRY.check_unique
 
 
 def for_spec(spec: dict) -> Rule:

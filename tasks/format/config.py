@@ -25,8 +25,4 @@ class FormatStage(StageConfig):
     @field_validator("formatters")
     @classmethod
     def _unique(cls, entries: list) -> list:
-        names = [entry.name for entry in entries]
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            raise ValueError(f"formatter(s) listed twice: {', '.join(repeated)}")
-        return entries
+        return formatters.check_unique(entries)

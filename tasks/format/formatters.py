@@ -27,6 +27,7 @@ load = _REGISTRY.load  # the formatter a module defines as FORMATTER, registered
 get = _REGISTRY.get  # the formatter called name; a module, if given, imported first
 registered = _REGISTRY.registered
 options_entry = _REGISTRY.options_entry  # the config entry type of a list of them
+check_unique = _REGISTRY.check_unique
 
 
 for _module in BUILTIN:
