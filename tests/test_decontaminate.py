@@ -294,3 +294,14 @@ def test_an_input_read_from_another_stages_rejects_gets_its_own_reason_and_detai
     result = run_stage(str(tmp_path), docs, mode="drop")
     assert {r["id"] for r in result["rejects"]} == set(expected)
     assert all(r["drop_reason"].startswith("decontaminate:") and r["drop_detail"] is None for r in result["rejects"])
+
+
+def test_a_local_benchmark_is_named_for_the_shared_nothing_check_and_a_builtin_is_not(tmp_path):
+    """Workers on other machines resolve only object storage and packaged files (flows/cluster_checks.py)."""
+    from flows.cluster_checks import local_paths
+
+    config = DecontaminateStage.model_validate({"stage": "decontaminate", "benchmarks": [
+        {"name": "mine", "path": str(tmp_path / "b.jsonl"), "columns": ["q"]},
+        {"name": "shipped", "path": "builtin:handbook-cloze-en", "columns": ["question", "answer"]},
+        {"name": "shared", "path": "s3://bucket/b/*.parquet", "columns": ["q"]}]})
+    assert local_paths("s3://bucket/run", [config]) == [("stages.decontaminate", str(tmp_path / "b.jsonl"))]

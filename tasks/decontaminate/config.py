@@ -80,3 +80,7 @@ class DecontaminateStage(StageConfig):
         for benchmark in self.benchmarks:
             benchmark.path = resolve(benchmark.path)
 
+    def input_patterns(self) -> list[str]:
+        """The benchmark files or globs it reads: a local one is refused on a cluster of other machines."""
+        return [benchmark.path for benchmark in self.benchmarks]
+
