@@ -305,3 +305,16 @@ def test_a_local_benchmark_is_named_for_the_shared_nothing_check_and_a_builtin_i
         {"name": "shipped", "path": "builtin:handbook-cloze-en", "columns": ["question", "answer"]},
         {"name": "shared", "path": "s3://bucket/b/*.parquet", "columns": ["q"]}]})
     assert local_paths("s3://bucket/run", [config]) == [("stages.decontaminate", str(tmp_path / "b.jsonl"))]
+
+
+def test_the_output_and_rejects_folders_load_as_they_are(planted, tmp_path):
+    """What a summary names loads with datasets (data_dir), polars and DuckDB, exactly its rows (list columns too)."""
+    import duckdb
+    from test_dag import _read_everywhere
+
+    docs, _ = planted
+    result = run_stage(str(tmp_path / "r"), docs, mode="remove_paragraphs")
+    location = result["plans"][1].location
+    for folder, rows in ((location.data_folder, len(result["kept"])), (location.rejects_folder, len(result["rejects"]))):
+        assert rows and _read_everywhere(folder, tmp_path / "hf") == {"datasets": rows, "polars": rows}
+        assert duckdb.sql(f"select count(*) from read_parquet('{folder}/**/*.parquet')").fetchall()[0][0] == rows

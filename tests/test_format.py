@@ -145,6 +145,12 @@ def test_the_stage_drops_stale_text_derived_columns_and_counts_changes(tmp_path)
     assert [(r["id"], r["drop_reason"]) for r in rejects] == [("c", "format:pii_matches")]
     assert rejects[0]["text"] == "email@example.com firstname.lastname@example.org email@example.com"  # never the raw PII
     assert "n_tokens_gpt2" not in rejects[0]
+    import duckdb
+    from test_dag import _read_everywhere
+
+    for folder, count in ((plan.location.data_folder, 3), (plan.location.rejects_folder, 1)):  # as a summary names them
+        assert _read_everywhere(folder, tmp_path / "hf") == {"datasets": count, "polars": count}
+        assert duckdb.sql(f"select count(*) from read_parquet('{folder}/**/*.parquet')").fetchall()[0][0] == count
 
     stats = result["stats"]
     assert stats["stale_columns_dropped"] == {"n_tokens_gpt2": n, "quality_edu": n}
