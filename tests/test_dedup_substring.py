@@ -168,3 +168,27 @@ def test_after_the_document_dedup_only_kept_documents_are_cut(tmp_path):
     assert kept["text"].to_list() == [docs[0]["text"], "Other words entirely, enough of them?"]
     assert kept["dup_cluster_size"].to_list() == [2, 1]
     assert kept["substring_spans_removed"].to_list() == [0, 1]
+
+
+def test_a_text_that_is_not_utf8_is_its_own_reject_and_the_others_are_cut(tmp_path):
+    """One undecodable document (bytes another writer stored as a string) never fails the shard."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    boiler = " ".join(paragraphs(7, 2))
+    docs = [{"id": "a", "url": "https://a.example/1", "text": "Hello." + boiler},
+            {"id": "b", "url": "https://a.example/2", "text": "Other words here, a good number of them." + boiler},
+            {"id": "bad", "url": "https://a.example/3", "text": "x"}]
+    folder = tmp_path / "up"
+    folder.mkdir()
+    write_shard(folder / "part-00000.parquet", docs)
+    table = pq.read_table(folder / "part-00000.parquet")
+    broken = pa.array([d["text"].encode() for d in docs[:2]] + [b"caf\xc3 \xff" + boiler.encode()], pa.binary())
+    table = table.set_column(table.schema.get_field_index("text"), "text", broken.cast(pa.string(), safe=False))
+    pq.write_table(table, folder / "part-00000.parquet")
+    results = run_dedup(str(folder), 1, str(tmp_path / "root"), exact=False, url=False, near=False, substring={"min_chars": 20})
+    kept, rejects = outputs(results)
+    assert kept["id"].to_list() == ["a", "b"] and kept["substring_bytes_removed"].to_list()[1] > len(boiler) // 2
+    assert rejects["id"].to_list() == ["bad"] and rejects["drop_reason"].to_list() == ["substring_undecodable"]
+    assert "\ufffd" in rejects["text"].to_list()[0]
+    assert results["remove"][0]["stats"]["drop_reasons"] == {"substring_undecodable": 1}

@@ -70,7 +70,7 @@ def _cut_substrings(
     if params.get("substring"):
         kept, too_short, stats = substring.apply(kept, substring.SubstringDedup(**params["substring"]))
         if too_short.num_rows:
-            by_reason[substring.TOO_SHORT] += too_short.num_rows
+            by_reason.update(too_short.column("drop_reason").to_pylist())
             rejects = too_short if rejects is None else pa.concat_tables([rejects, too_short], promote_options="default")
     return commit_shard(  # it counts the kept documents' languages and characters
         shard["shard"],

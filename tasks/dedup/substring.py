@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 SEPARATOR = 0xFF
 TOO_SHORT = "substring_too_short"
+UNDECODABLE = "substring_undecodable"  # text that is not UTF-8 (another writer's bytes): its own reject
 SPANS_COLUMN = "substring_spans_removed"
 BYTES_COLUMN = "substring_bytes_removed"
 
@@ -155,16 +156,20 @@ def apply(docs: pa.Table, options: SubstringDedup) -> tuple[pa.Table, pa.Table, 
     """Cut the repeated spans from a shard's documents: (kept, too short, stats). Kept documents get
     the rewritten text and the counts; a document a cut leaves under ``min_chars`` characters is rejected
     (``substring_too_short``) with its original text and the counts."""
-    from fineflow.documents import set_columns
+    from fineflow.documents import set_columns, undecodable_rows
 
-    texts = [text or "" for text in docs.column("text").to_pylist()]
+    docs, bad = undecodable_rows(docs)  # decoded with U+FFFD for the rejects; never compared
+    texts = [("" if row in bad else text or "") for row, text in enumerate(docs.column("text").to_pylist())]
     new_texts, spans, removed, n_chunks = dedup_texts(texts, options)
+    new_texts = [text if row in bad else new for row, (text, new) in enumerate(zip(docs.column("text").to_pylist(), new_texts))]
     counted = set_columns(docs, {SPANS_COLUMN: pa.array(spans, pa.int32()), BYTES_COLUMN: pa.array(removed, pa.int64())})
     # only a cut can make a document too short: one that was short already is not this stage's to drop
-    keep = pa.array([n == 0 or len(text) >= options.min_chars for n, text in zip(spans, new_texts)], pa.bool_())
+    reasons = [UNDECODABLE if row in bad else None if n == 0 or len(text) >= options.min_chars else TOO_SHORT
+               for row, (n, text) in enumerate(zip(spans, new_texts))]
+    keep = pa.array([reason is None for reason in reasons], pa.bool_())
     rewritten = counted.set_column(counted.schema.get_field_index("text"), "text", pa.array(new_texts, pa.string()))
     rejects = counted.filter(pc.invert(keep))
-    rejects = set_columns(rejects, {"drop_reason": pa.array([TOO_SHORT] * rejects.num_rows, pa.string())})
+    rejects = set_columns(rejects, {"drop_reason": pa.array([r for r in reasons if r], pa.string())})
     stats = {
         "substring_chunks": n_chunks,
         "substring_docs_cut": sum(1 for n in spans if n),
