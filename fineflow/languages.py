@@ -48,3 +48,22 @@ def canonical_language(code: str) -> str:
     except (ValueError, langcodes.tag_parser.LanguageTagError):
         return raw.lower()
     return tag or UNKNOWN
+
+
+LANGUAGE_NAMES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish", "it": "Italian", "pt": "Portuguese",
+          "nl": "Dutch", "ru": "Russian", "uk": "Ukrainian", "pl": "Polish", "cs": "Czech", "ar": "Arabic", "fa": "Persian",
+          "tr": "Turkish", "zh": "Chinese", "ja": "Japanese", "ko": "Korean", "vi": "Vietnamese", "id": "Indonesian",
+          "sw": "Swahili", "cy": "Welsh", "hi": "Hindi", "el": "Greek", "sv": "Swedish", "da": "Danish", "no": "Norwegian",
+          "fi": "Finnish", "ro": "Romanian", "hr": "Croatian", "ca": "Catalan", "he": "Hebrew", "th": "Thai"}
+
+
+@lru_cache(maxsize=512)
+def language_name(code: str) -> str:
+    """English name for prompts: ``fr`` -> ``French`` (langcodes' names need the optional
+    language_data package: the common ones are here)."""
+    if code in LANGUAGE_NAMES:
+        return LANGUAGE_NAMES[code]
+    try:
+        return langcodes.Language.get(code).display_name("en")
+    except (ValueError, LookupError, ImportError):
+        return code

@@ -284,9 +284,12 @@ class LLMClient:
     """Bounded-concurrency requests to one server; the API key is resolved once and never shown."""
 
     def __init__(self, server: LLMServer, api_key: str | None = None, *, sleep: Callable[[float], None] = time.sleep,
-                 form: AnswerForm | None = None) -> None:
+                 form: AnswerForm | None = None, system: str | None = None) -> None:
         self.server = server
         self.form = form if server.answer_format != "free" else None
+        # A system message before each prompt (chat), or a paragraph before it (completions); a
+        # caller keys its cache namespace by it (the template it passes to ``cache``)
+        self.system = system
         self._api_key = api_key if api_key is not None else secrets.resolve(server.api_key_env, server.api_key_block)
         self._sleep = sleep
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
@@ -314,8 +317,9 @@ class LLMClient:
             common["response_format"] = {"type": "json_schema",
                                          "json_schema": {"name": "answer", "schema": self.form.json_schema, "strict": True}}
         if s.endpoint == "chat":
-            return "/chat/completions", {**common, "messages": [{"role": "user", "content": prompt}]}
-        return "/completions", {**common, "prompt": prompt}
+            system = [{"role": "system", "content": self.system}] if self.system else []
+            return "/chat/completions", {**common, "messages": [*system, {"role": "user", "content": prompt}]}
+        return "/completions", {**common, "prompt": f"{self.system}\n\n{prompt}" if self.system else prompt}
 
     def ask(self, prompt: str, max_tokens: int | None = None) -> Answer:
         """One request with retries inside its deadline, at ``max_tokens`` (default: the server's).

@@ -16,8 +16,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fineflow.documents import commit_shard, read_input, read_table, set_columns
+from fineflow.tasks.common.condition import Condition
 from fineflow.tasks.filter import rules
-from fineflow.tasks.filter.rule import Condition, Rule
+from fineflow.tasks.filter.rule import Rule
 
 STEP_VERSION = "1"
 LIBRARIES = ("pyarrow",)

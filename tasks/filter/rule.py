@@ -8,47 +8,16 @@ imported to validate a configuration, so they import heavy libraries inside thei
 
 from __future__ import annotations
 
-import math
-import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
+from fineflow.tasks.common.condition import Condition
 from fineflow.tasks.text.words import Splitter
 
 Columns = Sequence[tuple[str, str]]  # (signal column, Arrow type name as pyarrow.type_for_alias reads it)
-
-
-_OPERATORS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
-
-
-class Condition(BaseModel):
-    """Which documents a rule judges, by one input column: ``{column, op, value}``. A document that
-    does not meet it (a null never does) is not judged by the rule: the rule keeps it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    column: str = Field(min_length=1, description="an input column (e.g. quality_level from a classify stage)")
-    op: Literal["==", "!=", "<", "<=", ">", ">="]
-    value: bool | int | float | str
-
-    @field_validator("value")
-    @classmethod
-    def _finite(cls, value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError("must be finite")
-        return value
-
-    def met(self, cell: Any) -> bool:
-        """Whether a document's value meets the condition (a value of another type is an error naming the column)."""
-        if cell is None:
-            return False
-        numeric = (int, float)
-        if isinstance(self.value, str) != isinstance(cell, str) or (isinstance(self.value, numeric) != isinstance(cell, numeric)):
-            raise ValueError(f"where: column {self.column!r} holds {type(cell).__name__} values, compared to {self.value!r}")
-        return bool(_OPERATORS[self.op](cell, self.value))
 
 
 class RuleOptions(BaseModel):

@@ -1,4 +1,5 @@
-"""Segmenting a document for translation, and putting the translations back in its place.
+"""Segmenting a document for translation, and putting the translations back in its place; and
+joining its lines into inputs for rephrasing (``join_lines``).
 
 Extracted text is plain lines, so structure is line-based. A document becomes a list of pieces
 whose concatenation is exactly the text; some pieces are segments to translate, the others stay
@@ -162,3 +163,50 @@ def reassemble(pieces: list[Piece], translations: list[str]) -> str:
     """The document with its segments replaced, in order, by ``translations`` (one line each)."""
     found = iter(translations)
     return "".join(next(found) if piece.translate else piece.text for piece in pieces)
+
+
+@dataclass(frozen=True)
+class Joined:
+    """A document's lines joined into inputs for a model that rewrites them whole (rephrasing):
+    the inputs, and how many lines and joined inputs were left out for their length."""
+
+    inputs: list[str]
+    long_lines: int  # lines over the limit on their own
+    short_inputs: int  # joined inputs under the minimum
+
+
+def join_lines(text: str, count: Callable[[str], int], max_tokens: int, min_tokens: int = 0) -> Joined:
+    """Nemotron-CC's segmentation for rephrasing: split on line breaks, leave out lines longer
+    than ``max_tokens`` alone, join adjacent lines (with ``\\n``) greedily while the joined input
+    stays within ``max_tokens``, and leave out joined inputs under ``min_tokens``. Blank lines
+    join nothing; a line left out ends the input before it (inputs are runs of adjacent lines)."""
+    inputs: list[str] = []
+    long_lines = short = 0
+    current: list[str] = []
+    size = 0
+
+    def close() -> None:
+        nonlocal current, size, short
+        if current:
+            joined = "\n".join(current)
+            if count(joined) >= min_tokens:
+                inputs.append(joined)
+            else:
+                short += 1
+        current, size = [], 0
+
+    for line in text.split("\n"):
+        line = line.strip()
+        if not line:
+            continue
+        tokens = count(line)
+        if tokens > max_tokens:
+            close()
+            long_lines += 1
+            continue
+        if current and size + tokens + 1 > max_tokens:  # the line break joining them counts as one token
+            close()
+        current.append(line)
+        size += tokens + (1 if len(current) > 1 else 0)
+    close()
+    return Joined(inputs, long_lines, short)

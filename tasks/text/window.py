@@ -50,3 +50,15 @@ def cut(text: str, limit: int, count: Callable[[str], int]) -> list[tuple[str, b
     start, end = _cut_point(text)
     gap = [(text[start:end], False)] if end > start else []
     return cut(text[:start], limit, count) + gap + cut(text[end:], limit, count)
+
+
+def token_counter(tokenizer: str | None) -> Callable[[str], int]:
+    """Tokens of a text by a Hugging Face ``tokenizer.json`` (a path or URL), else ``estimate``."""
+    if not tokenizer:
+        return estimate
+    from tokenizers import Tokenizer
+
+    from fineflow import storage
+
+    model = Tokenizer.from_file(storage.local_file(tokenizer))
+    return lambda text: len(model.encode(text, add_special_tokens=False).ids)

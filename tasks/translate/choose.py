@@ -6,27 +6,13 @@ tokens): a seeded choice that depends only on the ids and the seed, and grows wi
 
 from __future__ import annotations
 
-import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from fineflow.documents import commit_shard, read_table
+from fineflow.tasks.text.sampling import pick
 
 STEP_VERSION = "1"
 LIBRARIES = ("pyarrow", "numpy")
-
-
-def pick(table: pa.Table, max_documents: int | None, max_tokens: int | None) -> pa.Table:
-    """The candidates in key order while under the caps, then in (shard, row) order."""
-    if table.num_rows:
-        table = table.sort_by([("key", "ascending"), ("id", "ascending")])
-    take = table.num_rows
-    if max_documents is not None:
-        take = min(take, max_documents)
-    if max_tokens is not None and table.num_rows:
-        running = np.cumsum(table["tokens"].to_numpy())
-        take = min(take, int(np.searchsorted(running, max_tokens, side="right")))
-    return table.slice(0, take).sort_by([("shard", "ascending"), ("row", "ascending")])
 
 
 def choose_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:

@@ -6,29 +6,14 @@ from functools import lru_cache
 
 import langcodes
 
+from fineflow.languages import LANGUAGE_NAMES, language_name
+
+name = language_name  # the name this stage's modules use
+
 # FLORES-200 codes (NLLB's) that are not simply ISO 639-3 + the usual script.
 _NLLB = {"ar": "arb_Arab", "zh": "zho_Hans", "zh-Hant": "zho_Hant", "fa": "pes_Arab", "sw": "swh_Latn", "no": "nob_Latn",
          "nb": "nob_Latn", "ms": "zsm_Latn", "et": "est_Latn", "lv": "lvs_Latn", "uz": "uzn_Latn", "mn": "khk_Cyrl",
          "ps": "pbt_Arab", "sq": "als_Latn", "az": "azj_Latn", "qu": "quy_Latn", "yi": "ydd_Hebr", "gn": "gug_Latn"}
-
-
-_NAMES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish", "it": "Italian", "pt": "Portuguese",
-          "nl": "Dutch", "ru": "Russian", "uk": "Ukrainian", "pl": "Polish", "cs": "Czech", "ar": "Arabic", "fa": "Persian",
-          "tr": "Turkish", "zh": "Chinese", "ja": "Japanese", "ko": "Korean", "vi": "Vietnamese", "id": "Indonesian",
-          "sw": "Swahili", "cy": "Welsh", "hi": "Hindi", "el": "Greek", "sv": "Swedish", "da": "Danish", "no": "Norwegian",
-          "fi": "Finnish", "ro": "Romanian", "hr": "Croatian", "ca": "Catalan", "he": "Hebrew", "th": "Thai"}
-
-
-@lru_cache(maxsize=512)
-def name(code: str) -> str:
-    """English name for prompts: ``fr`` -> ``French`` (langcodes' names need the optional
-    language_data package: the common ones are here)."""
-    if code in _NAMES:
-        return _NAMES[code]
-    try:
-        return langcodes.Language.get(code).display_name("en")
-    except (ValueError, LookupError, ImportError):
-        return code
 
 
 @lru_cache(maxsize=512)
@@ -44,7 +29,7 @@ def nllb_code(code: str) -> str:
 def known(code: str) -> bool:
     """A code fineflow can translate into or from: one it names, or a valid BCP-47 language
     (``xx`` and ``und`` are not; neither is a private-use ``qaa``-``qtz``)."""
-    if code in _NAMES or code in _NLLB:
+    if code in LANGUAGE_NAMES or code in _NLLB:
         return True
     if code == "und" or not langcodes.tag_is_valid(code):
         return False

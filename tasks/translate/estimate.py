@@ -18,39 +18,23 @@ import pyarrow as pa
 from fineflow import storage
 from fineflow.documents import read_input_columns, undecodable_rows
 from fineflow.llm import ResponseCache
-from fineflow.manifest import StepLocation, read_latest, read_manifest
 from fineflow.steps import StepPlan
-from fineflow.tasks.translate import backends, choose, select
+from fineflow.tasks.common import cost
+from fineflow.tasks.text.sampling import pick
+from fineflow.tasks.translate import backends, select
 from fineflow.tasks.translate.config import TranslateStage
 from fineflow.tasks.translate.segment import segments
 from fineflow.tasks.translate.translation import cache_folder, segmenter
 
-CHARS_PER_TOKEN = 4.0
 # Source tokens per second per worker when nothing was measured: rough figures for a small model
 # on CPU (next-stages.md §4.6: OPUS-MT on 4 threads ~525-700 target tok/s; NLLB-600M ~60-100, estimated).
 ASSUMED = {"openai": 50.0, "llama": 30.0, "ctranslate2": 80.0, "http": 100.0, "identity": 1e9}
 
 
-def _measured(plan: StepPlan) -> float | None:
-    """Source tokens/s of this stage's last translate step in this storage, if it sent anything."""
-    latest = read_latest(plan.location, plan.name)
-    if latest is None:
-        return None
-    manifest = read_manifest(StepLocation(plan.root, plan.stage, plan.step, latest["fingerprint"]).folder)
-    if manifest is None:
-        return None
-    chars = sum(s["stats"].get("sent_chars", 0) for s in manifest["shards"])
-    seconds = sum(s["stats"].get("backend_seconds", 0.0) for s in manifest["shards"])
-    return chars / CHARS_PER_TOKEN / seconds if chars and seconds else None
-
-
 def throughput(config: TranslateStage, plan: StepPlan) -> tuple[float, str]:
-    if config.throughput is not None:
-        return config.throughput, "configured"
-    measured = _measured(plan)
-    if measured is not None:
-        return measured, "measured"
-    return ASSUMED[config.backend.kind], "assumed"
+    """Source tokens per second per worker: characters sent per backend second, measured."""
+    found = cost.measured(plan, "sent_chars", "backend_seconds", per=cost.CHARS_PER_TOKEN)
+    return cost.throughput(config.throughput, found, ASSUMED[config.backend.kind])
 
 
 def estimate(config: TranslateStage, plans: list[StepPlan]) -> list[dict[str, Any]]:
@@ -64,7 +48,7 @@ def estimate(config: TranslateStage, plans: list[StepPlan]) -> list[dict[str, An
     for n, shard in enumerate(select_plan.shards):
         tables[n] = undecodable_rows(read_input_columns(shard, select.needed_columns(params)))[0]  # as translate reads them
         found.append(select.candidates(tables[n], params, n)[0])
-    chosen = choose.pick(pa.concat_tables(found), config.select.max_documents, config.select.max_tokens)
+    chosen = pick(pa.concat_tables(found), config.select.max_documents, config.select.max_tokens)
     split = segmenter(translate_plan.params)
     documents = []
     for shard, row, language, tokens in zip(*(chosen[c].to_pylist() for c in ("shard", "row", "language", "tokens"))):
@@ -92,8 +76,8 @@ def estimate(config: TranslateStage, plans: list[StepPlan]) -> list[dict[str, An
                     cached += 1
                 else:
                     send_chars += len(text)
-        send_tokens = send_chars / CHARS_PER_TOKEN
+        send_tokens = send_chars / cost.CHARS_PER_TOKEN
         rows.append({"target": target, "documents": docs, "segments": total, "cached": cached, "to_send": total - cached,
                      "source_tokens": source_tokens, "tokens_to_translate": int(send_tokens),
-                     "throughput": f"{rate:,.0f} tok/s ({origin})", f"{unit}_hours": round(send_tokens / rate / 3600, 4)})
+                     "throughput": f"{rate:,.0f} tok/s ({origin})", f"{unit}_hours": cost.hours(send_tokens, rate)})
     return rows
