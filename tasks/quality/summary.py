@@ -98,8 +98,9 @@ def build(scores: np.ndarray, weights: np.ndarray, bins: int, distinct_cap: int 
     index[scores == -np.inf] = NEG_INF
     index[scores == np.inf] = POS_INF
     distinct = np.unique(scores)[:distinct_cap]
-    return _aggregate(exponent, index, np.asarray(weights, dtype=np.float64), scores, scores, distinct,
-                      float(scores.sum()))
+    with np.errstate(invalid="ignore"):  # -inf + inf: a NaN mean, as the exact path's
+        total = float(scores.sum())
+    return _aggregate(exponent, index, np.asarray(weights, dtype=np.float64), scores, scores, distinct, total)
 
 
 def widen(summary: Summary, exponent: int) -> Summary:
