@@ -209,3 +209,28 @@ def test_the_stage_in_both_modes_agrees_on_levels_within_the_error_band(tmp_path
         moved |= differs
     level_differs = np.array(exact["quality_level"]) != np.array(found["quality_level"])
     assert not (level_differs & ~moved).any()  # a level changes only with a bucket in the band
+
+
+def test_empty_and_unscored_shards_calibrate_as_the_exact_path_does(tmp_path):
+    """A shard of no rows and one whose texts were all undecodable (null scores): no crash, the same counts and grids."""
+    schema = pa.schema([("id", pa.string()), ("language", pa.string()), *((f"w_{u}", pa.int64()) for u in UNIT_FACTORS),
+                        ("quality_a", pa.float32())])
+    tables = [schema.empty_table(), pa.table({"id": ["x", "y"], "language": [None, "en"], **{f"w_{u}": [3, 4] for u in UNIT_FACTORS},
+                                              "quality_a": pa.array([None, None], pa.float32())}, schema=schema)]
+    urls, summaries = [], []
+    for shard, table in enumerate(tables):
+        urls.append(str(tmp_path / f"scores-{shard}.parquet"))
+        summaries.append(str(tmp_path / f"summary-{shard}.parquet"))
+        pq.write_table(table, urls[-1])
+        summarize_shard({"shard": shard, "scores": urls[-1]}, {"scorers": ["a"], "per_language": True, "bins": 256,
+                                                               "min_distinct_scores": 20}, summaries[-1], None)
+    params = {"scores": urls, "scorers": ["a"], "weight": "tokens", "per_language": True, "min_docs": 1, "min_distinct_scores": 20}
+    exact = calibrate_shard({"shard": 0}, params, str(tmp_path / "exact.parquet"), None)["stats"]
+    found = calibrate_shard({"shard": 0}, params | {"summary": "histogram", "bins": 256, "max_rank_error": 0.001,
+                                                    "exact_max_docs": 0, "summaries": summaries},
+                            str(tmp_path / "histogram.parquet"), None)["stats"]
+    assert found["docs_in"] == exact["docs_in"] == 2 and found["percentiles"] == exact["percentiles"] == {}
+    assert found["per_language"] == exact["per_language"] and found["mean_score"] == exact["mean_score"] == {}
+    want, got = pq.read_table(tmp_path / "exact.parquet").to_pylist(), pq.read_table(tmp_path / "histogram.parquet").to_pylist()
+    assert [(r["language"], r["unit"], r["documents"]) for r in got] == [(r["language"], r["unit"], r["documents"]) for r in want]
+    assert all(np.isnan(r["quantiles"]).all() for r in got + want)
