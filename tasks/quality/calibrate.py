@@ -156,23 +156,25 @@ def refine(merged: dict[tuple[str, str], summary.Summary], keys: list[tuple[str,
         parts: dict[tuple[str, str], list[list[summary.Summary]]] = {key: [[] for _ in positions[key]] for key in wanted}
         names = sorted({name for name, _ in wanted})
         columns = ["language", *(f"w_{u}" for u in UNITS if u != "docs"), *(score_column(n) for n in names)]
-        for number, url in enumerate(score_urls):
+        for url in score_urls:
             table = read_columns(url, columns)
-            languages = pc.fill_null(table["language"], "und") if table.num_rows else table["language"]
+            languages = pc.fill_null(table["language"], "und")
+            by_language = {language: table if language == ALL else table.filter(pc.equal(languages, language))
+                           for language in sorted({language for _, language in wanted})}
             for (name, language), found in wanted.items():
-                part = table if language == ALL else table.filter(pc.equal(languages, language))
-                part = part.filter(pc.is_valid(part[score_column(name)]))
+                part = by_language[language].filter(pc.is_valid(by_language[language][score_column(name)]))
                 scores = part[score_column(name)].to_numpy(zero_copy_only=False).astype(np.float64)
                 lows, highs = found.low[positions[(name, language)]], found.high[positions[(name, language)]]
                 bin_of = np.searchsorted(lows, scores, side="right") - 1
-                inside = (bin_of >= 0) & (scores <= highs[np.maximum(bin_of, 0)])
+                rows = np.flatnonzero((bin_of >= 0) & (scores <= highs[np.maximum(bin_of, 0)]))
+                rows = rows[np.argsort(bin_of[rows], kind="stable")]  # the rows of each heavy bin together
+                heavy_bins, starts = np.unique(bin_of[rows], return_index=True)
                 weights = summarize.weights(part)
-                for j in np.unique(bin_of[inside]).tolist():
-                    rows = inside & (bin_of == j)
+                for j, chunk in zip(heavy_bins.tolist(), np.split(rows, starts[1:])):
                     budget = budgets[(name, language)][j]
                     pending = parts[(name, language)][j]
-                    pending.append(summary.build(scores[rows], weights[rows], budget))
-                    if len(pending) >= MERGE_BATCH or number + 1 == len(score_urls):
+                    pending.append(summary.build(scores[chunk], weights[chunk], budget))
+                    if len(pending) >= MERGE_BATCH:
                         pending[:] = [summary.merge(pending, budget)]
         for key, found in wanted.items():
             done = [summary.merge(pending, budget) for pending, budget in zip(parts[key], budgets[key])]
