@@ -145,7 +145,7 @@ def test_a_threshold_change_re_runs_only_decide(tmp_path):
     retrained = plans_of(fasttext_stage(keep=[{"scorer": "ref", "top_share": 0.1}]) | {
         "classifiers": {"ref": {"model": "fasttext", "labels": HANDBOOK, "fasttext": {"epoch": 3}}}}, tmp_path)
     assert [s for s in before if before[s].fingerprint.value != retrained[s].fingerprint.value] == [
-        "train", "score", "calibrate", "decide"]
+        "train", "score", "summarize", "calibrate", "decide"]
 
 
 def test_levels_need_two_scorers_and_keep_rules_their_scorer():

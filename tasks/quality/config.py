@@ -24,6 +24,7 @@ from pydantic import Field, field_validator, model_validator
 
 from fineflow.llm import LLMServer
 from fineflow.stage_config import NAME_PATTERN, StageConfig, Strict
+from fineflow.tasks.quality.summary import MAX_BINS, MIN_BINS
 
 BUILTIN_PROMPTS = ("edu",)
 # Characters an encoder scorer (an embedding head, an hf model) reads by default: more than its
@@ -240,6 +241,22 @@ class Calibrate(Strict):
         "distinct values uses the global thresholds (20: Nemotron-CC's buckets cannot all be told apart with fewer)",
     )
     ensemble: bool | None = Field(default=None, description="Nemotron-CC's 20 buckets and 5 levels (default: with 2+ scorers)")
+    summary: Literal["auto", "exact", "histogram"] = Field(
+        default="auto", description="exact: one task reads every score (~40 bytes per document and scorer); histogram: "
+        "per-shard weighted histograms merged in bounded memory, each quantile within the stats' rank_error (a weight "
+        "share) of the exact one; auto: exact up to exact_max_docs scored documents, histogram past them",
+    )
+    bins: int = Field(
+        default=16_384, ge=MIN_BINS, le=MAX_BINS, description="histogram: the most bins a scorer's (and language's) "
+        "summary spans (power-of-two widths; more bins, finer quantiles and more memory)",
+    )
+    max_rank_error: float = Field(
+        default=0.001, ge=1e-6, le=0.5, description="histogram: a bin over this share of the weight (with more than "
+        "one distinct score) is summarized again from the score shards, so every quantile's rank error stays under it",
+    )
+    exact_max_docs: int = Field(
+        default=2_000_000, ge=0, le=10**12, description="auto: the most scored documents calibrated exactly",
+    )
 
 
 class QualityStage(StageConfig):

@@ -1,5 +1,5 @@
 """Plan the quality stage: [sample (map)] -> [annotate (one task)] -> [train (a task per
-classifier)] -> score (map) -> calibrate (one task) -> decide (map, the document step).
+classifier)] -> score (map) -> [summarize (map)] -> calibrate (one task) -> decide (map, the document step).
 
 Fingerprints: models and label files enter by content (a fastText file's hash, memoised under
 the storage root), a model trained in the run by its train step's fingerprint; the LLM by its
@@ -16,7 +16,7 @@ from typing import Any
 from fineflow import storage
 from fineflow.fingerprint import file_content_hash
 from fineflow.steps import PlanContext, StepPlan
-from fineflow.tasks.quality import annotate, calibrate, decide, hf_config, sample, score, train
+from fineflow.tasks.quality import annotate, calibrate, decide, hf_config, sample, score, summarize, train
 from fineflow.tasks.quality.config import QualityStage
 from fineflow.tasks.quality.prompts import full_template, load_template
 
@@ -178,10 +178,25 @@ def plan_quality(config: QualityStage, ctx: PlanContext) -> list[StepPlan]:
         "scorers": sorted(config.scorers), "weight": config.calibrate.weight, "per_language": config.calibrate.per_language,
         "min_docs": config.calibrate.min_docs, "min_distinct_scores": config.calibrate.min_distinct_scores,
     }
+    calibrate_chained = {"score": score_plan.fingerprint.value}
+    summarize_plans = []
+    if config.calibrate.summary != "exact":  # (exact: the plan and fingerprints of before the summaries)
+        summarize_params = {"scorers": sorted(config.scorers), "per_language": config.calibrate.per_language,
+                            "bins": config.calibrate.bins, "min_distinct_scores": config.calibrate.min_distinct_scores}
+        summarize_plan = ctx.step(
+            summarize, "summarize_shard", step="summarize", params=summarize_params,
+            chained={"score": score_plan.fingerprint.value},
+            shards=[{"shard": n, "scores": url} for n, url in enumerate(calibrate_params["scores"])],
+        )
+        summarize_plans.append(summarize_plan)
+        calibrate_params |= {"summary": config.calibrate.summary, "bins": config.calibrate.bins,
+                             "max_rank_error": config.calibrate.max_rank_error, "exact_max_docs": config.calibrate.exact_max_docs,
+                             "summaries": [summarize_plan.location.shard_url(n) for n in range(len(inputs))]}
+        calibrate_chained["summarize"] = summarize_plan.fingerprint.value
     calibrate_plan = ctx.step(
         calibrate, "calibrate_shard", step="calibrate", params=calibrate_params,
-        fingerprint_params={k: v for k, v in calibrate_params.items() if k != "scores"},
-        chained={"score": score_plan.fingerprint.value}, shards=[{"shard": 0}],
+        fingerprint_params={k: v for k, v in calibrate_params.items() if k not in ("scores", "summaries")},
+        chained=calibrate_chained, shards=[{"shard": 0}],
     )
     decide_params = {
         "grids": calibrate_plan.location.shard_url(0),
@@ -195,7 +210,7 @@ def plan_quality(config: QualityStage, ctx: PlanContext) -> list[StepPlan]:
         chained={**upstream, "score": score_plan.fingerprint.value, "calibrate": calibrate_plan.fingerprint.value},
         shards=[{**shard, "scores": score_plan.location.shard_url(shard["shard"])} for shard in inputs],
     )
-    return plans + [score_plan, calibrate_plan, decide_plan]
+    return plans + [score_plan, *summarize_plans, calibrate_plan, decide_plan]
 
 
 def preflight(config: QualityStage) -> list[str]:
