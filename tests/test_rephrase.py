@@ -253,3 +253,24 @@ def test_configs_are_checked():
         registry.validate_stage({**base, "tasks": {"wiki": {"max_documents": 0}}})
     resolved = registry.validate_stage({**base, "tasks": {"qa": {"task": "diverse_qa", "max_output_tokens": 300}}}).resolved()[0]
     assert (resolved.max_input_tokens, resolved.max_output_tokens, resolved.post) == (1000, 300, "diverse_qa")
+
+
+def test_a_seed_task_sends_the_start_of_each_page_in_its_language_and_checks_the_answer_language(planted, tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    french = "\n".join(f"Ligne {n} : le village se trouve au bord de la rivière, où les paysans cultivent le blé." for n in range(60))
+    rows = [{"id": "fr1", "text": french, "language": "fr", "quality_level": 4}]
+    for shard in range(2):
+        pq.write_table(pa.Table.from_pylist(rows if shard == 0 else rows[:0], schema=pa.Table.from_pylist(rows).schema),
+                       folder / f"part-{shard:05d}.parquet")
+    config = {"stage": "rephrase", "server": {"base_url": planted.base_url, "model": "planted"},
+              "tasks": {"textbook": {"max_input_tokens": 200}}}
+    steps = run(config, tmp_path, folder)
+    (body,) = planted.bodies
+    prompt = body["messages"][-1]["content"]
+    assert "Write in French" in prompt and "Ligne 0 :" in prompt and "Ligne 59" not in prompt  # the page's start only
+    assert body["max_tokens"] == 1200
+    (rejected,) = table_of(steps, "generate", "rejects_folder").to_pylist()
+    # the stand-in answers in English: a French page's textbook section must be French
+    assert rejected["id"] == "fr1#textbook" and rejected["drop_reason"] == "rephrase:language"
+    assert rejected["text"].startswith("Passage:") and "not fr" in rejected["drop_detail"]
