@@ -735,7 +735,7 @@ def export(
     to: Annotated[str, typer.Option("--to", help="the release folder to write (local path or s3://); re-exports replace it")],
     storage: Annotated[str, typer.Option(help="storage root the run wrote to")] = "./fineflow-data",
     stage: Annotated[Optional[str], typer.Option(help="the run's stage to export (default: its last)")] = None,
-    config_by: Annotated[str, typer.Option(help="a string column: one dataset config per value ('none': one 'default' config)")] = "language",
+    config_by: Annotated[str, typer.Option(help="a column (text, integer, boolean), or several comma-separated: one dataset config per value or combination ('none': one 'default' config)")] = "language",
     license: Annotated[str, typer.Option("--license", help="the card's licence, a Hub identifier (odc-by, cc-by-4.0, other ...)")] = "unknown",
     columns: Annotated[Optional[str], typer.Option(
         help="comma-separated columns to write (default: FineWeb's, then fineflow's provenance columns)")] = None,

@@ -186,7 +186,7 @@ def test_one_line_errors(tmp_path):
     assert "--shard-bytes" in fails(source, "--to", str(tmp_path / "out"), "--shard-bytes", "10")
     assert "--license" in fails(source, "--to", str(tmp_path / "out"), "--license", "CC BY 4.0")
     assert "no column nope" in fails(source, "--to", str(tmp_path / "out"), "--columns", "text,nope")
-    assert "--config-by dup_cluster_size" in fails(source, "--to", str(tmp_path / "out"), "--config-by", "dup_cluster_size")
+    assert "--config-by language_score" in fails(source, "--to", str(tmp_path / "out"), "--config-by", "language_score")
     assert not (tmp_path / "out").exists()  # nothing written by a refused export
     with pytest.raises(ExportError, match="neither a finished run's folder"):
         export_release(str(tmp_path / "mine"), ExportOptions(to=str(tmp_path / "out")), str(root))
@@ -225,3 +225,26 @@ def test_a_pipeline_with_several_final_stages_must_name_the_one_to_export(tmp_pa
         load_config(path)
     path.write_text(yaml.safe_dump({**two, "export": {"to": "release", "stage": "b"}}))
     assert load_config(path).export.stage == "b"
+
+
+def test_configs_by_several_columns_one_per_combination(tmp_path):
+    from datasets import load_dataset
+
+    table = documents()
+    level = pa.array([k % 3 for k in range(table.num_rows)], pa.int64())
+    kind = pa.array(["synthetic" if k % 4 == 0 else "actual" for k in range(table.num_rows)], pa.string())
+    table = table.append_column("quality_level", level).append_column("kind", kind)
+    source = commit_step(str(tmp_path / "store"), table)
+    folder = tmp_path / "release"
+    options = ExportOptions.model_validate({"to": str(folder), "config_by": ["quality_level", "kind"]})
+    assert options.config_by == "quality_level,kind"
+    release = export_release(source, options, str(tmp_path / "store"))
+    expected = {(lv, kd): 0 for lv in range(3) for kd in ("actual", "synthetic")}
+    for lv, kd in zip(level.to_pylist(), kind.to_pylist()):
+        expected[(lv, kd)] += 1
+    assert {plan.name: plan.rows for plan in release.configs} == {f"quality_level-{lv}.kind-{kd}": n for (lv, kd), n in expected.items()}
+    loaded = load_dataset(str(folder), "quality_level-2.kind-synthetic", split="train")
+    rows = table.to_pylist()
+    assert sorted(loaded["id"]) == sorted(r["id"] for r in rows if r["quality_level"] == 2 and r["kind"] == "synthetic")
+    with pytest.raises(ValueError, match="named twice"):
+        ExportOptions.model_validate({"config_by": ["kind", "kind"]})

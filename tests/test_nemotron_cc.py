@@ -95,9 +95,15 @@ def test_token_files_per_level_and_kind_and_a_release_by_kind(nemotron):
     written = {Path(f.name).stem for f in Path(files["folder"]).rglob("*.bin")}
     assert all(any(cell in name for name in written) for cell in cells)
     release = Path(nemotron["root"]) / "release-nemotron-cc"
-    synthetic = load_dataset(str(release), "synthetic", split="train")
-    assert synthetic.num_rows == nemotron["stages"]["rephrase"]["synthetic"]
-    assert set(synthetic["id"]) == set(output(nemotron["stages"]["rephrase"]).filter(pl.col("kind") == "synthetic")["id"])
+    configs = sorted(p.name for p in (release / "data").iterdir())
+    assert {c.split(".kind-")[1] for c in configs} == {"actual", "synthetic"} and all(c.startswith("quality_level-") for c in configs)
+    exported = {c: load_dataset(str(release), c, split="train") for c in configs}
+    ids = {i for c, rows in exported.items() if c.endswith("kind-synthetic") for i in rows["id"]}
+    made = output(nemotron["stages"]["rephrase"]).filter(pl.col("kind") == "synthetic")
+    assert ids == set(made["id"])
+    for config, rows in exported.items():  # each config holds its level's documents only
+        level = int(config.split(".")[0].removeprefix("quality_level-"))
+        assert set(made.filter(pl.col("id").is_in(rows["id"]))["quality_level"]) <= {level}
 
 
 def test_a_second_run_is_cached_and_asks_the_llm_nothing(nemotron):

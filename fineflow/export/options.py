@@ -26,8 +26,10 @@ class ExportOptions(Strict):
     )
     config_by: str = Field(
         default="language",
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-        description=f"a string column: one dataset config per value ('{NO_CONFIGS}': one config named default)",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(,[A-Za-z_][A-Za-z0-9_]*)*$",
+        description=f"a column (text, integer or boolean): one dataset config per value; several, comma-separated (or a "
+        f"list): one per combination, e.g. quality_level,kind -> quality_level-2.kind-synthetic ('{NO_CONFIGS}': one config "
+        "named default)",
     )
     license: str = Field(default="unknown", description="the dataset card's licence (a Hub identifier, e.g. odc-by)")
     columns: list[str] | None = Field(
@@ -38,6 +40,15 @@ class ExportOptions(Strict):
     )
     shard_rows: int | None = Field(default=None, ge=1, le=10**9, description="at most this many documents per shard")
     pretty_name: str | None = Field(default=None, max_length=200, description="the card's title (default: the pipeline's name)")
+
+    @field_validator("config_by", mode="before")
+    @classmethod
+    def _columns_list(cls, value: object) -> object:
+        if isinstance(value, list):
+            if len(set(value)) != len(value):
+                raise ValueError("config_by: a column is named twice")
+            return ",".join(str(v) for v in value)
+        return value
 
     @field_validator("license")
     @classmethod

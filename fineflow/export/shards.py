@@ -39,18 +39,39 @@ def config_name(value: str | None) -> str:
     return name
 
 
-def config_counts(source: Source, column: str | None) -> list[Counter[str]] | None:
+def config_columns(config_by: str | None) -> list[str]:
+    """The columns of ``config_by`` (one, or several comma-separated)."""
+    return config_by.split(",") if config_by else []
+
+
+def _check_columns(source: Source, columns: list[str]) -> None:
+    for column in columns:
+        if column not in source.schema.names:
+            raise ExportError(f"--config-by {column}: the documents have no such column (columns: {', '.join(source.schema.names)})")
+        kind = source.schema.field(column).type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind) or pa.types.is_boolean(kind)):
+            raise ExportError(f"--config-by {column}: a {kind} column; configs come from text, integer or boolean columns")
+
+
+def config_keys(table: pa.Table, columns: list[str]) -> pa.Array:
+    """Each document's config value: the column's (as text), or ``col-value`` joined by ``.`` for several."""
+    if len(columns) == 1:
+        values = table.column(columns[0])
+        return values if pa.types.is_string(values.type) or pa.types.is_large_string(values.type) else pc.cast(values, pa.string())
+    parts = [table.column(c).to_pylist() for c in columns]
+    return pa.array([".".join(f"{c}-{UNKNOWN if v is None else v}" for c, v in zip(columns, row)) for row in zip(*parts)], pa.string())
+
+
+def config_counts(source: Source, config_by: str | None) -> list[Counter[str]] | None:
     """The documents of each config, file by file (None: one default config). Only counts are kept: the
     names are read again, one file at a time, when the shards are written (memory follows configs, not documents)."""
-    if column is None:
+    if config_by is None:
         return None
-    if column not in source.schema.names:
-        raise ExportError(f"--config-by {column}: the documents have no such column (columns: {', '.join(source.schema.names)})")
-    if not pa.types.is_string(source.schema.field(column).type) and not pa.types.is_large_string(source.schema.field(column).type):
-        raise ExportError(f"--config-by {column}: a {source.schema.field(column).type} column; configs come from a string column")
+    columns = config_columns(config_by)
+    _check_columns(source, columns)
     found = []
     for entry in source.files:
-        counts = pc.value_counts(read_columns(entry.url, [column]).column(column)).to_pylist()
+        counts = pc.value_counts(config_keys(read_columns(entry.url, columns), columns)).to_pylist()
         per_file: Counter[str] = Counter()
         for item in counts:
             per_file[config_name(item["values"])] += item["counts"]
@@ -180,7 +201,7 @@ def write_shards(
             if column is None:
                 parts = [(DEFAULT_CONFIG, table)]
             else:  # a stable sort by config, then one slice per config: one pass, however many configs a file holds
-                names = names_of(documents.column(column))
+                names = names_of(config_keys(documents, config_columns(column)))
                 order = pc.sort_indices(names)
                 table, names = table.take(order), names.take(order)
                 parts, start = [], 0
