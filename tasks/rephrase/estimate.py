@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from fineflow import storage
 from fineflow.documents import read_input_columns, undecodable_rows
@@ -49,7 +50,7 @@ def estimate(config: RephraseStage, plans: list[StepPlan]) -> list[dict[str, Any
     server = LLMServer.model_validate(generate_plan.params["server"])
     rows = []
     for task in generate_plan.params["tasks"]:
-        offered = candidates.filter(pa.compute.equal(candidates["task"], task["name"]))
+        offered = candidates.filter(pc.equal(candidates["task"], task["name"]))
         chosen = pick(offered, task["max_documents"], task["max_tokens"])
         # the namespace as the step's client makes it (the server says what model it serves, where it is up)
         with LLMClient(server, system=task["system_text"]) as client:

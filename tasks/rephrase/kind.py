@@ -16,4 +16,5 @@ KIND = StageKind(
     tables="fineflow.tasks.rephrase.report:rephrase_tables",
     figures="fineflow.tasks.rephrase.report:figures",
     estimate="fineflow.tasks.rephrase.estimate:estimate",
+    text_columns=("rephrase_*",),  # inputs, kept inputs and tokens of the generated text: stale once it is rewritten
 )
