@@ -1,7 +1,8 @@
 """Seeded samples that depend only on a seed and document ids: each document's key is a hash of
 both, and a sample of size k is the k smallest keys. Shards can each keep their own smallest keys
-and a reduction takes the global ones; a larger sample with the same seed holds the smaller one (``pick``: the first candidates in key
-order while under a cap on documents or tokens)."""
+and a reduction takes the global ones; a larger sample with the same seed holds the smaller one.
+``pick`` takes candidates in key order while under a cap on documents or tokens (translate's and
+rephrase's choices)."""
 
 from __future__ import annotations
 
