@@ -5,6 +5,7 @@ English pages mislabelled as German planted among them), the report's fields, an
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -207,7 +208,7 @@ def test_report_shows_the_wordlists_and_the_rules_drops(built):
 def test_built_lists_chain_the_signals_fingerprint_not_the_storage_root(built, tmp_path):
     plans = built["steps"]
     elsewhere = plan_filter(built["config"], PlanContext(root=str(tmp_path), name="filter", kind="filter", inputs=built["inputs"]))
-    assert [p.step for p in elsewhere] == [wordlists.COUNTS_STEP, wordlists.LISTS_STEP, "signals", "decide"]
+    assert [p.step for p in elsewhere] == [wordlists.COUNTS_STEP, wordlists.PARTS_STEP, wordlists.LISTS_STEP, "signals", "decide"]
     assert [p.fingerprint.value for p in elsewhere] == [plans[p.step][0].fingerprint.value for p in elsewhere]
     looser = stage(languages=BUILT_LANGUAGES, min_word_documents=3, affinity_threshold=0.7)
     changed = plan_filter(looser, PlanContext(root=str(tmp_path), name="filter", kind="filter", inputs=built["inputs"]))
@@ -215,7 +216,38 @@ def test_built_lists_chain_the_signals_fingerprint_not_the_storage_root(built, t
     assert all(a.fingerprint.value != b.fingerprint.value for a, b in zip(changed[1:], elsewhere[1:]))
     stricter = stage(languages=BUILT_LANGUAGES, min_word_documents=3, min_affinity_words=2)
     decide_only = plan_filter(stricter, PlanContext(root=str(tmp_path), name="filter", kind="filter", inputs=built["inputs"]))
-    assert [p.fingerprint.value == q.fingerprint.value for p, q in zip(decide_only, elsewhere)] == [True, True, True, False]
+    assert [p.fingerprint.value == q.fingerprint.value for p, q in zip(decide_only, elsewhere)] == [True, True, True, True, False]
+
+
+def test_lists_are_the_same_for_any_number_of_word_partitions(built, tmp_path):
+    """Words summed in 7 partitions (and in 1) give byte-identical lists and index."""
+    for partitions in (1, 7):
+        config = stage(languages=BUILT_LANGUAGES, min_word_documents=3, word_partitions=partitions)
+        plans = plan_filter(config, PlanContext(root=str(tmp_path / str(partitions)), name="filter", kind="filter", inputs=built["inputs"]))
+        steps = run_plans(plans[:3])
+        assert len(steps[wordlists.PARTS_STEP][1]) == partitions
+        words = sum(result["stats"]["partition_words"] for result in steps[wordlists.PARTS_STEP][1])
+        counted = {(r["splitter"], r["word"]) for r in pq.read_table(steps[wordlists.COUNTS_STEP][0].location.shard_url(0)).to_pylist()
+                   if r["word"]}
+        assert words == len(counted)  # every word summed in exactly one partition
+        mine = steps[wordlists.LISTS_STEP][0].location
+        theirs = built["steps"][wordlists.LISTS_STEP][0].location
+        for name in [wordlists.list_name(language) for language in BUILT_LANGUAGES] + [wordlists.INDEX]:
+            assert Path(mine.artifact_url(name)).read_bytes() == Path(theirs.artifact_url(name)).read_bytes(), name
+
+
+def test_partitions_read_exactly_their_buckets_rows_across_row_groups(tmp_path):
+    rows = [(wordlists.bucket_of("s", f"w{n}"), "s", f"w{n}", "de", 1) for n in range(150_000)]
+    rows.sort()
+    table = pa.Table.from_pydict({name: [row[i] for row in rows] for i, name in enumerate(wordlists._COUNTS.names)},
+                                 schema=wordlists._COUNTS)
+    url = str(tmp_path / "counts.parquet")
+    pq.write_table(table, url, row_group_size=65_536)
+    ranges = wordlists.bucket_ranges(7)
+    parts = [wordlists.read_buckets(url, low, high) for low, high in ranges]
+    assert sum(part.num_rows for part in parts) == 150_000
+    for (low, high), part in zip(ranges, parts):
+        assert all(low <= wordlists.bucket_of("s", word) < high for word in part["word"].to_pylist())
 
 
 # ---------------------------------------------------------------- bad config

@@ -50,6 +50,11 @@ class PrecisionOptions(RuleOptions):
         default=0.85, ge=0.5, le=1, description="build: a word's share of its documents in the language (above 1/2: one language per word)"
     )
     min_word_documents: int = Field(default=5, ge=1, le=1_000_000_000, description="build: documents of the language a listed word is in, at least")
+    word_partitions: int = Field(
+        default=8, ge=1, le=4096,
+        description="build: the words are summed in this many hash partitions, one task each (memory per task: the distinct words "
+                    "/ partitions); the lists are the same for any number",
+    )
     url_whitelist_file: str | None = Field(
         default=None, description="FineWeb2's url_whitelist.json ({code: [words, '.tld', ...]})"
     )
@@ -186,7 +191,8 @@ def prepare(options: PrecisionOptions, language_configs: dict[str, dict]) -> dic
     languages = options.languages or contaminated_languages(options.cont_scores_file, options.cont_score_threshold)  # type: ignore[arg-type]
     spec: dict[str, Any] = {"languages": languages, "url_evidence": url_evidence_spec(options, languages)}
     if options.wordlists == BUILD:
-        spec["build"] = {"affinity_threshold": options.affinity_threshold, "min_word_documents": options.min_word_documents}
+        spec["build"] = {"affinity_threshold": options.affinity_threshold, "min_word_documents": options.min_word_documents,
+                         "partitions": options.word_partitions}
     else:
         spec["wordlists"] = wordlist_files(options.wordlists, languages)
     return spec
