@@ -89,7 +89,7 @@ def test_fineweb2_preset_is_the_recipe(tmp_path):
     assert precision.affinity_threshold == 0.85
     assert steps_of(plans, "dedup") == ["signatures", "buckets", "cluster", "remove"]
     assert steps_of(plans, "filter") == ["signals", "decide"]
-    assert steps_of(plans, "precision") == ["wordlist_counts", "wordlists", "signals", "decide"]
+    assert steps_of(plans, "precision") == ["wordlist_counts", "wordlist_parts", "wordlists", "signals", "decide"]
     assert config.export is not None and config.export.config_by == "language"
 
 
