@@ -318,3 +318,25 @@ def test_the_output_and_rejects_folders_load_as_they_are(planted, tmp_path):
     for folder, rows in ((location.data_folder, len(result["kept"])), (location.rejects_folder, len(result["rejects"]))):
         assert rows and _read_everywhere(folder, tmp_path / "hf") == {"datasets": rows, "polars": rows}
         assert duckdb.sql(f"select count(*) from read_parquet('{folder}/**/*.parquet')").fetchall()[0][0] == rows
+
+
+def test_benchmark_files_are_read_in_batches_in_every_format(tmp_path):
+    """Items across several batches (JSON Lines gzipped, Parquet, CSV) come out in order, each
+    once; a column no row has is an error naming the file."""
+    import gzip
+    import json
+
+    from fineflow.tasks.decontaminate import benchmarks
+
+    count = 2 * benchmarks.BATCH_ROWS + 17
+    rows = [{"q": f"question {n}", "a": None if n % 5 == 0 else f"answer {n}"} for n in range(count)]
+    expected = [f"question {n}" + ("" if n % 5 == 0 else f"\nanswer {n}") for n in range(count)]
+    with gzip.open(tmp_path / "items.jsonl.gz", "wt", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(row) + "\n" for row in rows)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "items.parquet", row_group_size=1000)
+    pa_csv.write_csv(pa.Table.from_pylist(rows), tmp_path / "items.csv")
+    for name in ("items.jsonl.gz", "items.parquet", "items.csv"):
+        found = list(benchmarks.read_items("b", str(tmp_path / name), ["q", "a"], "auto"))
+        assert found == expected, name
+    with pytest.raises(benchmarks.BenchmarkError, match="items.parquet has no column nope"):
+        list(benchmarks.read_items("b", str(tmp_path / "items.parquet"), ["q", "nope"], "auto"))

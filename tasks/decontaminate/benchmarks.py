@@ -2,14 +2,18 @@
 
 An item's text is its named columns' values joined by newlines, in the configured order (a list
 of strings, e.g. answer choices, joined too; a null skipped). A missing column or an unreadable
-file is a ``BenchmarkError`` naming the benchmark and the file.
+file is a ``BenchmarkError`` naming the benchmark and the file. Files are read in batches of
+rows, so a multi-GB benchmark file never sits in memory (its n-gram index does: 12 bytes each).
 """
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -40,18 +44,40 @@ def benchmark_files(name: str, path: str, configured: str) -> list[str]:
     return files
 
 
-def _table(url: str, fmt: str) -> pa.Table:
-    data = storage.read_bytes(url)
-    if url.lower().endswith(".gz"):
-        import gzip
+BATCH_ROWS = 4096  # items read at a time: memory follows a batch, never a whole benchmark file
 
-        data = gzip.decompress(data)
-    if fmt == "parquet":
-        return pq.read_table(io.BytesIO(data))
-    if fmt == "csv":
-        return pa_csv.read_csv(io.BytesIO(data))
-    rows = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
-    return pa.Table.from_pylist(rows) if rows else pa.table({})
+
+@contextmanager
+def _stream(url: str) -> Iterator[IO[bytes]]:
+    """The file's bytes as a stream (decompressed when its name ends in .gz)."""
+    with storage.open_input(url) as handle:
+        if url.lower().endswith(".gz"):
+            with gzip.open(handle) as unzipped:
+                yield unzipped
+        else:
+            yield handle
+
+
+def _batches(url: str, fmt: str, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """The file's rows in batches: Parquet by its batches (only the named columns), CSV
+    incrementally, JSON Lines a block of lines at a time."""
+    with _stream(url) as stream:
+        if fmt == "parquet":
+            parquet = pq.ParquetFile(stream)
+            yield from parquet.iter_batches(batch_size=BATCH_ROWS, columns=[c for c in columns if c in parquet.schema_arrow.names])
+            return
+        if fmt == "csv":
+            yield from pa_csv.open_csv(stream)
+            return
+        lines: list[dict] = []
+        for line in io.TextIOWrapper(stream, encoding="utf-8"):
+            if line.strip():
+                lines.append(json.loads(line))
+            if len(lines) == BATCH_ROWS:
+                yield pa.RecordBatch.from_pylist(lines)
+                lines = []
+        if lines:
+            yield pa.RecordBatch.from_pylist(lines)
 
 
 def _text(value) -> str | None:
@@ -66,20 +92,27 @@ def _text(value) -> str | None:
 
 
 def read_items(name: str, url: str, columns: list[str], configured: str) -> Iterator[str]:
-    """The texts of a file's items, one per row (rows with no text in any column skipped)."""
+    """The texts of a file's items, one per row (rows with no text in any column skipped), read a
+    batch at a time. A column no row has is an error (raised once the file is read, before the
+    index that holds its items is committed)."""
     fmt = file_format(url, configured) or "jsonl"
+    seen: set[str] = set()
+    present: set[str] = set()
     try:
-        table = _table(url, fmt)
-    except (OSError, ValueError, pa.ArrowException) as error:
+        for batch in _batches(url, fmt, columns):
+            seen.update(batch.schema.names)
+            found = [column for column in columns if column in batch.schema.names]
+            present.update(found)
+            values = [batch.column(column).to_pylist() if column in found else [None] * batch.num_rows for column in columns]
+            for row in zip(*values):
+                parts = [text for text in map(_text, row) if text]
+                if parts:
+                    yield "\n".join(parts)
+    except (OSError, ValueError, EOFError, pa.ArrowException) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise BenchmarkError(f"benchmark {name}: {url} cannot be read as {fmt}: {message}") from None
-    missing = [column for column in columns if column not in table.column_names]
+    missing = [column for column in columns if column not in present]
     if missing:
         raise BenchmarkError(
-            f"benchmark {name}: {url} has no column {', '.join(missing)} (it has: {', '.join(table.column_names) or 'none'})"
+            f"benchmark {name}: {url} has no column {', '.join(missing)} (it has: {', '.join(sorted(seen)) or 'none'})"
         )
-    values = [table.column(column).to_pylist() for column in columns]
-    for row in zip(*values):
-        parts = [text for text in map(_text, row) if text]
-        if parts:
-            yield "\n".join(parts)
