@@ -94,14 +94,14 @@ def inputs(tmp_path_factory) -> Path:
     return folder
 
 
-def quality(base_url: str, tasks: int | None, concurrency: int = 7) -> dict:
+def quality(base_url: str, tasks: int | None, concurrency: int = 7, sample_size: int = 15) -> dict:
     return {
         "stage": "quality",
         "annotate": {"server": {"base_url": base_url, "model": "planted", "concurrency": concurrency, "flush_every": 2,
                                 "api_key_env": None, "retries": 0},
-                     "sample_size": 15, "languages": ["en", "de"], "max_chars": 200,
+                     "sample_size": sample_size, "languages": ["en", "de"], "max_chars": 200,
                      **({"tasks": tasks} if tasks is not None else {})},
-        "classifiers": {"edu": {"model": "fasttext", "labels": {"annotations": True}}},
+        "classifiers": {"edu": {"model": "fasttext", "labels": {"annotations": True}, "fasttext": {"epoch": 2, "bucket": 1000}}},
         "scorers": {"edu": {"trained": "edu"}},
     }
 
@@ -143,6 +143,10 @@ def test_seven_tasks_write_the_labels_of_one_and_a_second_run_asks_nothing(plant
     assert sorted(part.num_rows for part in parts) == [4, 4, 4, 4, 4, 5, 5]
     merged = labels(seven["annotate"])
     assert merged.select(LABEL_COLUMNS).equals(reference.select(LABEL_COLUMNS))
+    # train reads the parts: the same documents, classes and split as from one task's file
+    counts = [{k: run_plan(steps["train"])[0]["stats"]["classifiers"]["edu"][k] for k in ("trained_on", "held_out", "positives")}
+              for steps in (one, seven)]
+    assert counts[0] == counts[1] and counts[0]["trained_on"] > 0
     stats = [result["stats"] for result in results]
     assert sum(s["docs_in"] for s in stats) == 30 and sum(s["llm_requests"] for s in stats) == 30
     assert sum(s["annotated"] for s in stats) == 30 - reference["score"].null_count
@@ -192,6 +196,15 @@ def test_a_failed_task_leaves_the_others_answers_cached_for_the_rerun(planted, i
     asked_by = {result["shard"]: result["stats"]["llm_requests"] for result in results}
     assert {n for n, asked in asked_by.items() if asked} == {poisoned["shard"]}
     assert labels(plan).num_rows == 30
+
+
+def test_more_tasks_than_sampled_documents_leave_empty_parts(planted, inputs, tmp_path):
+    planted.asked.clear()
+    steps = plans(quality(planted.base_url, 7, sample_size=1), tmp_path, inputs)
+    results = annotate(steps)
+    assert [result["stats"]["docs_in"] for result in results] == [0, 0, 0, 1, 0, 0, 1]
+    assert len(planted.asked) == 2 and labels(steps["annotate"]).num_rows == 2
+    assert sorted(labels(steps["annotate"])["language"].to_pylist()) == ["de", "en"]
 
 
 def _part_texts(plan: StepPlan, task: int) -> list[str]:
