@@ -20,7 +20,8 @@ from llm_server import LlamaServer, kill_after_batches, require_server_python
 from test_tokenize import REPO, documents, run_stage  # noqa: F401 (documents: a module fixture)
 
 from fineflow import llm, storage
-from fineflow.tasks.quality.annotate import TooManyUnparsed
+from fineflow.counters import merge_counts
+from fineflow.tasks.quality.annotate import TooManyUnparsed, read_annotations
 
 WRAPPER = str(REPO / "examples" / "prompts" / "smollm2-chatml.txt")
 
@@ -51,8 +52,10 @@ def annotate_stage(base_url: str, per_language: int, **server) -> dict:
 
 
 def annotations(steps: dict):
+    """The annotate step's tasks' rows as one table (the sample's order) and their counters added up."""
     plan, results = steps["annotate"]
-    return pq.read_table(plan.location.shard_url(0)), results[0]["stats"]
+    table = read_annotations([plan.location.shard_url(n) for n in range(len(plan.shards))])
+    return table, merge_counts(result["stats"] for result in results)
 
 
 def test_annotation_end_to_end_and_an_overlapping_sample_asks_only_new_documents(server, documents, tmp_path):  # noqa: F811
@@ -134,7 +137,9 @@ def test_a_server_answering_garbage_or_errors_or_down_fails_clearly(documents, t
     garbage = type("Garbage", (_Garbage,), {})
     httpd, url = _serve(garbage)
     try:
-        with pytest.raises(TooManyUnparsed, match=r"6 of 6 answers have no readable score .*unreadable response"):
+        # (concurrency 2: two tasks of 3 documents; the first to finish fails the step)
+        with pytest.raises(TooManyUnparsed, match=r"3 of 3 answers \(task 1 of 2, 3 of the sample's 6\) have no readable "
+                           r"score .*unreadable response"):
             run_stage(annotate_stage(url, 3), tmp_path / "a", documents, "q")
         assert not list((tmp_path / "a" / "_cache").rglob("batch-*.parquet"))  # garbage is never cached
     finally:
@@ -200,11 +205,11 @@ def test_answers_of_a_wrong_server_under_the_same_model_name_are_not_reused(serv
     wrong = _stand_in(lambda body: (200, " 9"))
     httpd, url = _serve(wrong)
     try:
-        with pytest.raises(TooManyUnparsed, match="6 server answers are in the response cache"):
-            run_stage(annotate_stage(url, 3), tmp_path, documents, "q")
+        with pytest.raises(TooManyUnparsed, match="3 server answers are in the response cache"):
+            run_stage(annotate_stage(url, 3), tmp_path, documents, "q")  # the first of two tasks fails the step
     finally:
         httpd.shutdown()
-    assert len(wrong.bodies) == 6
+    assert len(wrong.bodies) == 3
 
     steps = run_stage(annotate_stage(server.base_url, 3, answer_format="grammar"), tmp_path, documents, "q")
     table, stats = annotations(steps)

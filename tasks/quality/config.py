@@ -36,6 +36,10 @@ ENCODER_MAX_CHARS = 10_000
 # (counted in the score step's ``docs_cut``). An explicit max_chars is taken as given.
 WHOLE_TEXT_CHARS = 1_000_000
 MAX_CHARS_LIMIT = 100_000_000
+# Annotate's tasks by default: enough for progress and for a failed one to re-run alone, few enough
+# that a modest cluster runs them at once (they share the server's slots: one waiting leaves its idle).
+DEFAULT_ANNOTATE_TASKS = 8
+MAX_ANNOTATE_TASKS = 1024  # (server.concurrency's bound)
 
 
 class Annotate(Strict):
@@ -56,17 +60,31 @@ class Annotate(Strict):
     seed: int = 0
     max_unparsed_share: float = Field(
         default=0.5, ge=0, le=1,
-        description="more answers than this share without a score fail the step (a prompt or model that does not work)",
+        description="more answers than this share of a task's without a score fail the step (a prompt or model that does not work)",
+    )
+    tasks: int | None = Field(
+        default=None, ge=1, le=MAX_ANNOTATE_TASKS,
+        description=f"tasks the sample is split into (each a shard: progress as they finish, and a failed one re-runs "
+        f"alone), sharing server.concurrency's slots, so at most server.concurrency; default: server.concurrency, at "
+        f"most {DEFAULT_ANNOTATE_TASKS}. They keep every slot busy where the cluster runs that many at once",
     )
 
     @property
     def builtin(self) -> bool:
         return self.prompt in BUILTIN_PROMPTS
 
+    @property
+    def task_count(self) -> int:
+        """How many tasks annotate (``tasks``, else the default for the server's concurrency)."""
+        return self.tasks if self.tasks is not None else min(self.server.concurrency, DEFAULT_ANNOTATE_TASKS)
+
     @model_validator(mode="after")
     def _completion_options(self) -> Annotate:
         if (self.wrapper is not None or self.answer_prefix is not None) and self.server.endpoint != "completions":
             raise ValueError("wrapper and answer_prefix apply to server.endpoint: completions")
+        if self.tasks is not None and self.tasks > self.server.concurrency:
+            raise ValueError(f"tasks ({self.tasks}) is more than server.concurrency ({self.server.concurrency}): each "
+                             "annotate task holds at least one of the server's request slots")
         return self
 
 

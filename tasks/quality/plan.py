@@ -1,9 +1,11 @@
-"""Plan the quality stage: [sample (map)] -> [annotate (one task)] -> [train (a task per
+"""Plan the quality stage: [sample (map)] -> [annotate (parts of the sample)] -> [train (a task per
 classifier)] -> score (map) -> [summarize (map)] -> calibrate (one task) -> decide (map, the document step).
 
 Fingerprints: models and label files enter by content (a fastText file's hash, memoised under
 the storage root), a model trained in the run by its train step's fingerprint; the LLM by its
-model name, decoding parameters and prompt text (not its URL, concurrency or key). ``decide``
+model name, decoding parameters and prompt text (not its URL, concurrency or key; annotate's split
+into tasks, by default from the concurrency, enters annotate's own fingerprint: a changed split
+reads the answers from the cache again, and train, chained on the labels, stays). ``decide``
 chains on the scores and the calibration, and its own parameters are only the keep rules, so a
 changed threshold re-runs only ``decide``.
 """
@@ -49,9 +51,10 @@ def _annotate_params(config: QualityStage) -> tuple[dict, dict] | tuple[None, No
     spec = config.annotate.model_dump(mode="json")
     template = full_template(load_template(config.annotate.prompt), config.annotate.wrapper, config.annotate.answer_prefix)
     server = config.annotate.server
-    # What changes an answer enters the fingerprint; where it is asked (URL, key, concurrency) does not.
+    # What changes an answer enters the fingerprint; where it is asked (URL, key, concurrency) does not,
+    # nor how the sample is split into tasks (plan_quality adds the split where it has more than one).
     fingerprinted = {
-        **{k: v for k, v in spec.items() if k not in ("server", "prompt", "wrapper", "answer_prefix")},
+        **{k: v for k, v in spec.items() if k not in ("server", "prompt", "wrapper", "answer_prefix", "tasks")},
         "model": server.model, "decoding": server.decoding(),
         "prompt_sha256": hashlib.sha256(template.encode()).hexdigest(),
     }
@@ -129,15 +132,24 @@ def plan_quality(config: QualityStage, ctx: PlanContext) -> list[StepPlan]:
     samples = [sample_plan.location.shard_url(n) for n in range(len(inputs))] if sample_plan else []
 
     annotate_plan = None
+    annotations_key = None  # what train chains on: the labels, which do not depend on the split into tasks
     if annotate_spec is not None:
-        assert sample_plan is not None
-        annotate_plan = ctx.step(
-            annotate, "annotate_shard", step="annotate",
-            params={"annotate": annotate_spec, "samples": samples, "cache": storage.join(ctx.root, *CACHE_FOLDER)},
-            fingerprint_params={"annotate": annotate_fingerprinted},
-            chained={"sample": sample_plan.fingerprint.value}, shards=[{"shard": 0}],
-            secrets=tuple(b for b in [annotate_spec["server"].get("api_key_block")] if b),
-        )
+        assert sample_plan is not None and config.annotate is not None
+
+        def annotate_step(tasks: int) -> StepPlan:
+            # The split enters the fingerprint (its shards are parts of the sample), except one task's:
+            # that is the step's fingerprint of before the split, and the labels' identity.
+            return ctx.step(
+                annotate, "annotate_shard", step="annotate",
+                params={"annotate": annotate_spec, "samples": samples, "cache": storage.join(ctx.root, *CACHE_FOLDER),
+                        "tasks": tasks},
+                fingerprint_params={"annotate": annotate_fingerprinted, **({"tasks": tasks} if tasks > 1 else {})},
+                chained={"sample": sample_plan.fingerprint.value}, shards=[{"shard": n} for n in range(tasks)],
+                secrets=tuple(b for b in [annotate_spec["server"].get("api_key_block")] if b),
+            )
+
+        annotate_plan = annotate_step(config.annotate.task_count)
+        annotations_key = annotate_plan.fingerprint.value if len(annotate_plan.shards) == 1 else annotate_step(1).fingerprint.value
         plans.append(annotate_plan)
 
     train_plan = None
@@ -154,13 +166,14 @@ def plan_quality(config: QualityStage, ctx: PlanContext) -> list[StepPlan]:
         train_plan = ctx.step(
             train, "train_shard", step="train",
             params={"classifiers": classifiers, "samples": samples,
-                    "annotations": annotate_plan.location.shard_url(0) if annotate_plan else None,
+                    "annotations": [annotate_plan.location.shard_url(n) for n in range(len(annotate_plan.shards))]
+                    if annotate_plan else None,
                     "label_stages": {key: source.shard_urls() for key, source in by_stage.items()}},
             fingerprint_params={"classifiers": classifiers, "label_files": label_files,
                                 "label_stages": {key: source.key for key, source in by_stage.items()}},
             chained={
                 **({"sample": sample_plan.fingerprint.value} if sample_plan else {}),
-                **({"annotate": annotate_plan.fingerprint.value} if annotate_plan else {}),
+                **({"annotate": annotations_key} if annotations_key else {}),
             },
             shards=[{"shard": n, "classifier": name} for n, name in enumerate(sorted(classifiers))],
         )

@@ -68,8 +68,9 @@ def summary_fields(steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
         fields["annotation"] = {
             "documents": annotate.get("docs_in", 0), "annotated": annotate.get("annotated", 0),
             "unparsed": annotate.get("unparsed", {}), "score_histogram": annotate.get("score_histogram", {}),
-            "cache_entries": annotate.get("cache_entries", 0), **{k: annotate[k] for k in _LLM_KEYS if k in annotate},
-            "file": annotate["output"] + "/" + "00000.parquet" if annotate.get("output") else None,
+            **{k: annotate[k] for k in _LLM_KEYS if k in annotate},
+            # one file per task (their rows sorted by group and key: annotate.read_annotations)
+            "files": annotate["output"] + "/part-*.parquet" if annotate.get("output") else None,
         }
     if "train" in steps:
         fields["classifiers"] = _evaluations(steps["train"])

@@ -25,7 +25,7 @@ from fineflow import storage
 from fineflow.artifacts import commit_artifact, commit_artifact_file
 from fineflow.documents import commit_shard, read_table, undecodable_rows
 from fineflow.tasks.quality import embedding, fasttext_model
-from fineflow.tasks.quality.annotate import global_sample
+from fineflow.tasks.quality.annotate import global_sample, read_annotations
 from fineflow.tasks.quality.metrics import evaluate
 from fineflow.tasks.quality.sample import keys, smallest
 
@@ -71,7 +71,7 @@ def labelled(name: str, spec: dict, params: dict) -> tuple[pa.Table, float]:
     """(key, id, text, label) rows, and the label value from which a document is positive."""
     labels, k = spec["labels"], spec["max_per_class"]
     if labels.get("annotations"):
-        table = read_table([params["annotations"]])
+        table = read_annotations(params["annotations"])
         table = table.filter(pc.invert(pc.is_null(table["score"])))
         ids = table["id"].to_pylist()
         rows = pa.table({"key": pa.array(keys(ids, f"{spec['seed']}:{name}"), pa.uint64()), "id": ids,
