@@ -33,7 +33,7 @@ from fineflow.tasks.tokenize.tokenfiles import WRITERS
 LANGUAGES = ["ar", "de", "en", "fr", "xx"]  # xx: every copy repeated 0 times, an empty cell
 
 
-def _documents(folder: Path, shards: int = 4, per_shard: int = 40) -> Path:
+def _documents(folder: Path, shards: int = 8, per_shard: int = 20) -> Path:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(3)
     for shard in range(shards):
@@ -150,7 +150,7 @@ def _merged(config: dict, base: Path, folder: Path) -> tuple[dict, dict, list[di
     return _files(plans["merge"].location.artifacts_folder), read_layout(plans["layout"].location.artifact_url(LAYOUT)), results
 
 
-@pytest.mark.parametrize(("write", "tasks"), [("megatron", 1), ("megatron", 3), ("megatron", 7), ("megatron", 64), ("nanotron", 5)])
+@pytest.mark.parametrize(("write", "tasks"), [("megatron", 1), ("megatron", 3), ("megatron", 7), ("nanotron", 5)])
 def test_any_number_of_merge_tasks_writes_the_single_task_bytes(counted, write, tasks):
     base, folder, references = counted
     config, expected, stats = references[write]
@@ -172,8 +172,22 @@ def test_any_number_of_merge_tasks_writes_the_single_task_bytes(counted, write, 
     assert len(busy) == min(tasks, len(layout["files"]))
     if 1 < tasks < len(layout["files"]):  # some cell's files are split between tasks
         assert any(len({f["task"] for f in layout["files"] if f["cell"] == cell}) > 1 for cell in cells)
-    if tasks > len(layout["files"]):  # idle tasks commit an empty listing
-        assert any(r["stats"].get("token_files", 0) == 0 for r in results)
+
+
+def test_more_tasks_than_files_and_than_shards(counted, tmp_path):
+    """One file per cell, 7 tasks: three idle; 64 asked of 8 shards: 8 tasks. The same bytes."""
+    base, folder, references = counted
+    config = {**references["megatron"][0], "max_tokens_per_file": 10**9}
+    plans = _plans({**config, "merge_tasks": 1}, base / "root", folder)
+    run_plan(plans["count"])
+    reference = StepLocation(str(tmp_path), "tokenize", "merge", "big")
+    stats = _reference_merge(plans["merge"].params, reference)["stats"]
+    for tasks, planned in ((7, 7), (64, 8)):
+        files, layout, results = _merged({**config, "merge_tasks": tasks}, base, folder)
+        assert len(results) == planned and len(layout["files"]) == 4
+        assert files == _files(reference.artifacts_folder)
+        assert sum(r["stats"]["token_files"] == 0 for r in results) == planned - 4  # idle: an empty listing
+        assert merge_counts(r["stats"] for r in results)["written_tokens"] == stats["written_tokens"]
 
 
 def test_the_files_read_back_with_the_format_readers(counted):

@@ -130,8 +130,8 @@ def plan_tokenize(config: TokenizeStage, ctx: PlanContext) -> list[StepPlan]:
     plans += [count_plan, stats_plan]
     if write is not None:
         # The files and their tasks are known only from the counts: a small step decides them.
-        layout_params = {"count_artifacts": count_artifacts, "count_shards": len(inputs), "write": write,
-                         "tasks": config.merge_tasks}
+        tasks = max(1, min(config.merge_tasks, len(inputs)))  # a small input: fewer, fuller tasks
+        layout_params = {"count_artifacts": count_artifacts, "count_shards": len(inputs), "write": write, "tasks": tasks}
         layout_plan = ctx.step(
             layout, "layout_shard", step="layout", params=layout_params,
             fingerprint_params={key: value for key, value in layout_params.items() if key != "count_artifacts"},
@@ -140,9 +140,9 @@ def plan_tokenize(config: TokenizeStage, ctx: PlanContext) -> list[StepPlan]:
         merge_params = {**layout_params, "layout": layout_plan.location.artifact_url(layout.LAYOUT)}
         plans += [layout_plan, ctx.step(
             merge, "merge_shard", step="merge", params=merge_params,
-            fingerprint_params={"count_shards": len(inputs), "write": write, "tasks": config.merge_tasks},
+            fingerprint_params={"count_shards": len(inputs), "write": write, "tasks": tasks},
             chained={"count": count_plan.fingerprint.value, "layout": layout_plan.fingerprint.value},
-            shards=[{"shard": n} for n in range(config.merge_tasks)],
+            shards=[{"shard": n} for n in range(tasks)],
         )]
     return plans
 
