@@ -1,4 +1,4 @@
-"""The tokenize stage's merge as one task per run of files (issue #31): the layout step cuts the
+"""The tokenize stage's merge as one task per run of files (issue #31): the groups step cuts the
 files, any number of merge tasks write them, and the bytes are those of the single-task merge
 it replaced (kept below as the reference), with empty cells, empty tasks and odd task counts."""
 
@@ -27,7 +27,7 @@ from fineflow.manifest import StepLocation
 from fineflow.planning import plan_stage
 from fineflow.steps import Source, StageInputs
 from fineflow.tasks.tokenize.count import provenance_artifact, tokens_artifact
-from fineflow.tasks.tokenize.layout import LAYOUT, file_bounds, read_layout
+from fineflow.tasks.tokenize.groups import GROUPS, file_bounds, read_groups
 from fineflow.tasks.tokenize.tokenfiles import WRITERS
 
 LANGUAGES = ["ar", "de", "en", "fr", "xx"]  # xx: every copy repeated 0 times, an empty cell
@@ -55,7 +55,7 @@ def _plans(config: dict, root: Path, folder: Path) -> dict:
     return {plan.step: plan for plan in plans}
 
 
-# -- the single-task merge before the layout step (fineflow 3692a0c), the bytes to match -------------
+# -- the single-task merge before the groups step (fineflow 3692a0c), the bytes to match -------------
 
 
 def _reference_merge(params: dict, location: StepLocation) -> dict:
@@ -145,16 +145,16 @@ def counted(tmp_path_factory) -> tuple[Path, Path, dict]:
 
 def _merged(config: dict, base: Path, folder: Path) -> tuple[dict, dict, list[dict]]:
     plans = _plans(config, base / "root", folder)
-    run_plan(plans["layout"])
+    run_plan(plans["groups"])
     results = run_plan(plans["merge"])
-    return _files(plans["merge"].location.artifacts_folder), read_layout(plans["layout"].location.artifact_url(LAYOUT)), results
+    return _files(plans["merge"].location.artifacts_folder), read_groups(plans["groups"].location.artifact_url(GROUPS)), results
 
 
 @pytest.mark.parametrize(("write", "tasks"), [("megatron", 1), ("megatron", 3), ("megatron", 7), ("nanotron", 5)])
 def test_any_number_of_merge_tasks_writes_the_single_task_bytes(counted, write, tasks):
     base, folder, references = counted
     config, expected, stats = references[write]
-    files, layout, results = _merged({**config, "merge_tasks": tasks}, base, folder)
+    files, grouping, results = _merged({**config, "merge_tasks": tasks}, base, folder)
     assert len(results) == tasks
     # The same files, byte for byte: token files, indexes, provenance sidecars, data_args.txt.
     assert sorted(files) == sorted(expected) and len(expected) > 10
@@ -165,13 +165,13 @@ def test_any_number_of_merge_tasks_writes_the_single_task_bytes(counted, write, 
     for key in ("written_tokens", "written_documents", "token_files", "docs_in"):
         assert totals[key] == stats[key], key
     # Several files per cell, no file for the empty cell, and the work spread over the tasks.
-    cells = {f["cell"] for f in layout["files"]}
+    cells = {f["cell"] for f in grouping["files"]}
     assert len(cells) == 4 and "language=xx" not in cells
-    assert all(sum(f["cell"] == cell for f in layout["files"]) > 1 for cell in cells)
-    busy = {f["task"] for f in layout["files"]}
-    assert len(busy) == min(tasks, len(layout["files"]))
-    if 1 < tasks < len(layout["files"]):  # some cell's files are split between tasks
-        assert any(len({f["task"] for f in layout["files"] if f["cell"] == cell}) > 1 for cell in cells)
+    assert all(sum(f["cell"] == cell for f in grouping["files"]) > 1 for cell in cells)
+    busy = {f["task"] for f in grouping["files"]}
+    assert len(busy) == min(tasks, len(grouping["files"]))
+    if 1 < tasks < len(grouping["files"]):  # some cell's files are split between tasks
+        assert any(len({f["task"] for f in grouping["files"] if f["cell"] == cell}) > 1 for cell in cells)
 
 
 def test_more_tasks_than_files_and_than_shards(counted, tmp_path):
@@ -183,8 +183,8 @@ def test_more_tasks_than_files_and_than_shards(counted, tmp_path):
     reference = StepLocation(str(tmp_path), "tokenize", "merge", "big")
     stats = _reference_merge(plans["merge"].params, reference)["stats"]
     for tasks, planned in ((7, 7), (64, 8)):
-        files, layout, results = _merged({**config, "merge_tasks": tasks}, base, folder)
-        assert len(results) == planned and len(layout["files"]) == 4
+        files, grouping, results = _merged({**config, "merge_tasks": tasks}, base, folder)
+        assert len(results) == planned and len(grouping["files"]) == 4
         assert files == _files(reference.artifacts_folder)
         assert sum(r["stats"]["token_files"] == 0 for r in results) == planned - 4  # idle: an empty listing
         assert merge_counts(r["stats"] for r in results)["written_tokens"] == stats["written_tokens"]
@@ -215,8 +215,8 @@ def test_nothing_written_commits_empty_tasks_and_no_data_args(tmp_path):
     config = {"stage": "tokenize", "tokenizers": {"gpt2": "gpt2"}, "write": "megatron", "partition_by": ["language"], "merge_tasks": 3}
     plans = _plans(config, tmp_path / "root", folder)
     run_plan(plans["count"])
-    files, layout, results = _merged(config, tmp_path, folder)
-    assert files == {} and layout == {"cells": [], "files": []}
+    files, grouping, results = _merged(config, tmp_path, folder)
+    assert files == {} and grouping == {"cells": [], "files": []}
     assert merge_counts(r["stats"] for r in results)["docs_in"] == 0
 
 

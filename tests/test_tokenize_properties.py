@@ -19,7 +19,7 @@ from tokenfile_reader import read_megatron, read_nanotron
 from fineflow import registry
 from fineflow.planning import plan_stage
 from fineflow.steps import Source, StageInputs
-from fineflow.tasks.tokenize import count, layout, merge
+from fineflow.tasks.tokenize import count, groups, merge
 from fineflow.tasks.tokenize.encoders import load_encoder
 
 HOSTILE_TEXTS = st.one_of(
@@ -123,7 +123,7 @@ def _run(documents: list[tuple], config: dict, folder: Path) -> None:
     assert {name: len(ids) for name, ids in expected.items()} == counts
     if not writing:
         return
-    for step, function in (("layout", layout.layout_shard), ("merge", merge.merge_shard)):  # the layout, then every merge task
+    for step, function in (("groups", groups.groups_shard), ("merge", merge.merge_shard)):  # the groups, then every merge task
         for shard in plans[step].shards:
             function(shard, plans[step].params, plans[step].location.shard_url(shard["shard"]),
                      plans[step].location.rejects_url(shard["shard"]))

@@ -1,4 +1,4 @@
-"""The merge step (one task per run of files from the layout step): the shards' shuffled token
+"""The merge step (one task per run of files from the groups step): the shards' shuffled token
 runs interleaved into token files.
 
 For each cell, every document's shard is drawn in a seeded random order (a random permutation
@@ -11,14 +11,14 @@ shard, row, copy). ``data_args.txt`` lists ``weight prefix`` lines for Megatron'
 token files sit beside it), so the folder can be copied or mounted anywhere (``fineflow
 data-args`` rewrites them for another root).
 
-The layout step has cut the files and given each to one of ``tasks`` merge tasks (contiguous
+The groups step has cut the files and given each to one of ``tasks`` merge tasks (contiguous
 runs: whole small cells, or a slice of a large cell's files). A task redraws each of its cells'
 order, finds where its run starts in every shard (documents and tokens drawn before it), reads
 only its rows of each shard's provenance and seeks each shard's token run to its first token.
 What it holds: one count shard's provenance table while it reads it, the provenance rows of its
 own files, one cell's draw (2 to 4 bytes per document of the cell), one document's tokens and a
 read buffer per shard no larger than what it reads from that shard (at most 4 MiB). Task 0 also
-writes ``data_args.txt`` from the layout. The files are the same bytes for any number of tasks.
+writes ``data_args.txt`` from the groups step. The files are the same bytes for any number of tasks.
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ from fineflow import storage
 from fineflow.artifacts import commit_artifact, commit_artifact_file
 from fineflow.documents import commit_shard
 from fineflow.tasks.tokenize.count import provenance_artifact, tokens_artifact
-from fineflow.tasks.tokenize.layout import draw, read_layout
+from fineflow.tasks.tokenize.groups import draw, read_groups
 from fineflow.tasks.tokenize.tokenfiles import WRITERS
 
-STEP_VERSION = "3"  # 2: data_args.txt prefixes relative to it; 3: one task per run of files from the layout step
+STEP_VERSION = "3"  # 2: data_args.txt prefixes relative to it; 3: one task per run of files from the groups step
 LIBRARIES = ("numpy", "pyarrow")
 
 DATA_ARGS = "data_args.txt"
@@ -94,7 +94,7 @@ def _read_rows(count_artifacts: str, runs: dict) -> None:
             skipped, taken = run["shards"][n]
             rows = table.filter(pc.equal(table["cell"], cell))
             if rows.num_rows < skipped + taken:
-                raise ValueError(f"count shard {n} has fewer documents of {cell} than the layout says: re-run the layout step")
+                raise ValueError(f"count shard {n} has fewer documents of {cell} than the groups step says: re-run the groups step")
             run["offsets"][n] = int(pc.sum(rows["n_tokens"].slice(0, skipped)).as_py() or 0)
             run["rows"][n] = rows.slice(skipped, taken)
         del table
@@ -102,9 +102,9 @@ def _read_rows(count_artifacts: str, runs: dict) -> None:
 
 def merge_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
     write = params["write"]
-    layout = read_layout(params["layout"])
-    files = [f for f in layout["files"] if f["task"] == shard["shard"]]
-    documents = {c["cell"]: [tuple(pair) for pair in c["shards"]] for c in layout["cells"]}
+    grouping = read_groups(params["groups"])
+    files = [f for f in grouping["files"] if f["task"] == shard["shard"]]
+    documents = {c["cell"]: [tuple(pair) for pair in c["shards"]] for c in grouping["cells"]}
     runs = _cell_runs(files, documents, write["seed"], params["count_shards"])
     _read_rows(params["count_artifacts"], runs)
     dtype = np.dtype(write["dtype"]).newbyteorder("<")
@@ -132,15 +132,15 @@ def merge_shard(shard: dict, params: dict, output_url: str, rejects_url: str) ->
                 for p, row in zip(positions, order):
                     writer.add(np.frombuffer(streams[int(segment[p])].read(int(lengths[row])), dtype=dtype))
                 if writer.tokens != file["tokens"]:
-                    raise ValueError(f"{writer.prefix}: {writer.tokens} tokens, the layout says {file['tokens']}: re-run the layout step")
+                    raise ValueError(f"{writer.prefix}: {writer.tokens} tokens, the groups step says {file['tokens']}: re-run the groups step")
                 artifacts += _finish(writer, rows, order, output_url, folder, files_table, cell)
                 written_tokens[cell] += writer.tokens
                 written_documents[cell] += len(order)
             for stream in streams.values():
                 stream.handle.close()
-    if shard["shard"] == 0 and write["format"] == "megatron" and layout["files"]:
+    if shard["shard"] == 0 and write["format"] == "megatron" and grouping["files"]:
         # Beside the token files: relative prefixes, never this machine's path.
-        text = "".join(f"{f['tokens']} {f['cell']}-{f['part']:05d}\n" for f in layout["files"])
+        text = "".join(f"{f['tokens']} {f['cell']}-{f['part']:05d}\n" for f in grouping["files"])
         artifacts.append(commit_artifact(output_url, DATA_ARGS, text.encode()))
     listing = pa.Table.from_pylist(files_table, schema=pa.schema(
         [("file", pa.string()), ("cell", pa.string()), ("documents", pa.int64()), ("tokens", pa.int64())]))

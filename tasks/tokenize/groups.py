@@ -1,4 +1,4 @@
-"""The layout step (one small task): which token files the merge writes, and which merge task
+"""The groups step (one small task): which token files the merge writes, and which merge task
 writes each, decided before any token is copied.
 
 Per cell (sorted), the documents' shards are drawn in the seeded order the merge uses (``draw``)
@@ -7,10 +7,11 @@ shards' provenance lengths alone. The files, in (cell, part) order, are split in
 contiguous runs of about equal tokens: a merge task writes one run (whole small cells, or a
 slice of a large cell's files), so its memory follows its own files, never the corpus.
 
-``layout.json`` lists per cell its documents per count shard, and per file its cell, part, draw
-positions ``[start, end)``, tokens, documents and merge task. This step reads only the ``cell``
-and ``n_tokens`` columns: it holds one length per written document (4 bytes, or 8 for a document
-past 2**31 tokens) plus one cell's draw (2 to 4 bytes per document), never ids, urls or tokens.
+``file_groups.json`` lists per cell its documents per count shard, and per file its cell, part,
+draw positions ``[start, end)``, tokens, documents and merge task. This step reads only the
+``cell`` and ``n_tokens`` columns of the count shards' provenance: it holds one length per written
+document of the corpus (4 bytes: 4 GB per billion documents; 8 in a shard with a document past
+2**31 tokens) plus one cell's draw (2 to 4 bytes per document), never ids, urls or tokens.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from fineflow.tasks.tokenize.count import provenance_artifact
 STEP_VERSION = "1"
 LIBRARIES = ("numpy", "pyarrow")
 
-LAYOUT = "layout.json"
+GROUPS = "file_groups.json"
 
 
 def cell_seed(seed: int, cell: str) -> list[int]:
@@ -107,15 +108,15 @@ def plan_files(count_artifacts: str, count_shards: int, seed: int, max_tokens: i
     return {"cells": cells, "files": files}
 
 
-def layout_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
+def groups_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
     write = params["write"]
-    layout = plan_files(params["count_artifacts"], params["count_shards"], write["seed"], write["max_tokens_per_file"],
+    grouping = plan_files(params["count_artifacts"], params["count_shards"], write["seed"], write["max_tokens_per_file"],
                         params["tasks"])
-    artifact = commit_artifact(output_url, LAYOUT, json.dumps(layout, separators=(",", ":")).encode())
-    listing = pa.table({"files": [len(layout["files"])]})
-    return commit_shard(shard["shard"], output_url, listing, docs_in=sum(f["documents"] for f in layout["files"]),
-                        artifacts=[artifact], files=len(layout["files"]), cells=len(layout["cells"]))
+    artifact = commit_artifact(output_url, GROUPS, json.dumps(grouping, separators=(",", ":")).encode())
+    listing = pa.table({"files": [len(grouping["files"])]})
+    return commit_shard(shard["shard"], output_url, listing, docs_in=sum(f["documents"] for f in grouping["files"]),
+                        artifacts=[artifact], files=len(grouping["files"]), cells=len(grouping["cells"]))
 
 
-def read_layout(url: str) -> dict:
+def read_groups(url: str) -> dict:
     return json.loads(storage.read_bytes(url))
