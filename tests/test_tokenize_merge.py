@@ -28,6 +28,7 @@ from fineflow.planning import plan_stage
 from fineflow.steps import Source, StageInputs
 from fineflow.tasks.tokenize.count import provenance_artifact, tokens_artifact
 from fineflow.tasks.tokenize.groups import GROUPS, file_bounds, read_groups
+from fineflow.tasks.tokenize.report import summary_fields
 from fineflow.tasks.tokenize.tokenfiles import WRITERS
 
 LANGUAGES = ["ar", "de", "en", "fr", "xx"]  # xx: every copy repeated 0 times, an empty cell
@@ -139,8 +140,15 @@ def counted(tmp_path_factory) -> tuple[Path, Path, dict]:
         merge = plans["merge"]
         location = StepLocation(str(base / "reference"), "tokenize", "merge", write)
         result = _reference_merge(merge.params, location)
-        references[write] = (config, _files(location.artifacts_folder), result["stats"])
+        references[write] = (config, _files(location.artifacts_folder), (result["stats"], result.get("artifacts", [])))
     return base, folder, references
+
+
+def _summary(stats: dict, artifacts: list[dict]) -> dict:
+    """The run summary's ``token_files``, its URLs reduced to names (the two runs write to two folders)."""
+    step = {**stats, "artifacts": [f"/x/{a['file']}" for a in artifacts], "output": "/x/data"}
+    fields = summary_fields({"count": {}, "stats": {}, "merge": step})["token_files"]
+    return {**fields, "folder": None, "data_args": fields["data_args"] and Path(fields["data_args"]).name}
 
 
 def _merged(config: dict, base: Path, folder: Path) -> tuple[dict, dict, list[dict]]:
@@ -153,7 +161,7 @@ def _merged(config: dict, base: Path, folder: Path) -> tuple[dict, dict, list[di
 @pytest.mark.parametrize(("write", "tasks"), [("megatron", 1), ("megatron", 3), ("megatron", 7), ("nanotron", 5)])
 def test_any_number_of_merge_tasks_writes_the_single_task_bytes(counted, write, tasks):
     base, folder, references = counted
-    config, expected, stats = references[write]
+    config, expected, (stats, stats_artifacts) = references[write]
     files, grouping, results = _merged({**config, "merge_tasks": tasks}, base, folder)
     assert len(results) == tasks
     # The same files, byte for byte: token files, indexes, provenance sidecars, data_args.txt.
@@ -164,6 +172,7 @@ def test_any_number_of_merge_tasks_writes_the_single_task_bytes(counted, write, 
     totals = merge_counts(r["stats"] for r in results)
     for key in ("written_tokens", "written_documents", "token_files", "docs_in"):
         assert totals[key] == stats[key], key
+    assert _summary(totals, [a for r in results for a in r.get("artifacts", [])]) == _summary(stats, stats_artifacts)
     # Several files per cell, no file for the empty cell, and the work spread over the tasks.
     cells = {f["cell"] for f in grouping["files"]}
     assert len(cells) == 4 and "language=xx" not in cells
@@ -193,7 +202,7 @@ def test_more_tasks_than_files_and_than_shards(counted, tmp_path):
 def test_the_files_read_back_with_the_format_readers(counted):
     base, folder, references = counted
     for write, read in (("megatron", read_megatron), ("nanotron", read_nanotron)):
-        config, _, stats = references[write]
+        config, _, (stats, _) = references[write]
         _merged({**config, "merge_tasks": 2}, base, folder)
         artifacts = Path(_plans({**config, "merge_tasks": 2}, base / "root", folder)["merge"].location.artifacts_folder)
         suffix = ".idx" if write == "megatron" else ".ds.index"
