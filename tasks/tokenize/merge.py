@@ -96,7 +96,8 @@ def _read_rows(count_artifacts: str, runs: dict) -> None:
             if rows.num_rows < skipped + taken:
                 raise ValueError(f"count shard {n} has fewer documents of {cell} than the groups step says: re-run the groups step")
             run["offsets"][n] = int(pc.sum(rows["n_tokens"].slice(0, skipped)).as_py() or 0)
-            run["rows"][n] = rows.slice(skipped, taken)
+            # A copy of the taken rows only (a slice would keep the whole shard's table alive).
+            run["rows"][n] = rows.take(pa.array(np.arange(skipped, skipped + taken), pa.int64()))
         del table
 
 
