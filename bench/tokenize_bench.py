@@ -295,8 +295,8 @@ def fineflow_worker(phase: str, engine: str, config: dict) -> None:
             plan = plans["count"]
             results["count"].append(run_shard(plan.function, plan.shards[k], plan.params, plan.location))
             what = "count"
-        else:  # the final steps, each timed: stats, and merge with a writer
-            for step in ("stats", "merge"):
+        else:  # the final steps, each timed: stats, and groups + merge with a writer
+            for step in ("stats", "groups", "merge"):
                 if step in plans:
                     plan = plans[step]
                     c0 = time.process_time()

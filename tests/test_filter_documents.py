@@ -318,7 +318,7 @@ def test_presets_load_and_plan(preset):
     assert [step for stage, step in steps if stage == "dedup"] == ["signatures", "buckets", "cluster", "remove"]
     if preset == "demo.yaml":
         assert [step for stage, step in steps if stage == "quality"] == ["sample", "train", "score", "summarize", "calibrate", "decide"]
-        assert [step for stage, step in steps if stage == "tokenize"] == ["sample", "train", "count", "stats", "merge"]
+        assert [step for stage, step in steps if stage == "tokenize"] == ["sample", "train", "count", "stats", "groups", "merge"]
     # (the recipes' whole stage sequences: tests/test_presets.py)
 
 

@@ -99,4 +99,5 @@ def test_rehydration_and_budget_presets_on_the_demo_sample(dask_address, prefect
     states = {(node.name, plan.step): explain(plan)["reason"].split(":")[0]
               for node, plans in plan_pipeline(load_config(changed, storage_override=root)) for plan in plans}
     recomputed = {key for key, state in states.items() if state != "cached"}
-    assert recomputed == {("rebalance", "solve"), ("rebalance", "apply"), ("mix", "count"), ("mix", "stats"), ("mix", "merge")}
+    assert recomputed == {("rebalance", "solve"), ("rebalance", "apply"), ("mix", "count"), ("mix", "stats"), ("mix", "groups"),
+                          ("mix", "merge")}

@@ -19,7 +19,7 @@ from tokenfile_reader import read_megatron, read_nanotron
 from fineflow import registry
 from fineflow.planning import plan_stage
 from fineflow.steps import Source, StageInputs
-from fineflow.tasks.tokenize import count, merge
+from fineflow.tasks.tokenize import count, groups, merge
 from fineflow.tasks.tokenize.encoders import load_encoder
 
 HOSTILE_TEXTS = st.one_of(
@@ -88,6 +88,8 @@ def _run(documents: list[tuple], config: dict, folder: Path) -> None:
              "max_chars": config["max_chars"], "batch_size": config["batch_size"]}
     if config["partition"] and config["write"] != "none":
         stage["partition_by"] = ["language"]
+    if config["write"] != "none":
+        stage["merge_tasks"] = 3  # cells over several tasks, some idle
     plans = {plan.step: plan for plan in plan_stage(registry.validate_stage(stage), str(folder / "root"),
                                                     StageInputs((Source("docs", "f" * 20, str(folder / "docs"), 1),)), "tokenize")}
     plan = plans["count"]
@@ -121,8 +123,11 @@ def _run(documents: list[tuple], config: dict, folder: Path) -> None:
     assert {name: len(ids) for name, ids in expected.items()} == counts
     if not writing:
         return
+    for step, function in (("groups", groups.groups_shard), ("merge", merge.merge_shard)):  # the groups, then every merge task
+        for shard in plans[step].shards:
+            function(shard, plans[step].params, plans[step].location.shard_url(shard["shard"]),
+                     plans[step].location.rejects_url(shard["shard"]))
     merged = plans["merge"]
-    merge.merge_shard(merged.shards[0], merged.params, merged.location.shard_url(0), merged.location.rejects_url(0))
     files = _token_files(Path(merged.location.artifacts_folder), config["write"])
     for n, (*_, repeats) in enumerate(documents):
         name = f"d{n}"

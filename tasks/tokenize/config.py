@@ -88,6 +88,11 @@ class TokenizeStage(StageConfig):
     )
     write_tokenizer: str | None = Field(default=None, description="the tokenizer whose ids are written (default: the first)")
     max_tokens_per_file: int = Field(default=2_000_000_000, ge=1, le=10**12, description="a token file holds at most this many")
+    merge_tasks: int = Field(
+        default=16, ge=1, le=10_000,
+        description="merge tasks (at most one per input shard): each writes a run of files of about equal tokens, "
+                    "its memory bounded by its own files, not the corpus",
+    )
     seed: int = Field(default=0, ge=0, le=MAX_SEED, description="the global shuffle of the written documents")
     partition_by: list[str] = Field(
         default_factory=list, description="columns whose values split the token files (e.g. [language, quality_level])"

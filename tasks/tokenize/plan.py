@@ -1,5 +1,5 @@
 """Plan the tokenize stage: [sample (map) -> train (a task per trained tokenizer)] -> count (map,
-the document step) -> stats (one task) [-> merge (one task)].
+the document step) -> stats (one task) [-> groups (one task) -> merge (``merge_tasks`` tasks)].
 
 A count's fingerprint chains on each tokenizer's fingerprint: the sha256 of its files, or for a
 tokenizer trained in the run the train step's fingerprint (known before the file exists), so a
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from fineflow.steps import PlanContext, StepPlan
-from fineflow.tasks.tokenize import count, merge, stats, train
+from fineflow.tasks.tokenize import count, groups, merge, stats, train
 from fineflow.tasks.tokenize.config import TokenizeStage
 from fineflow.tasks.tokenize.encoders import (
     WIDEST_DTYPE,
@@ -129,12 +129,21 @@ def plan_tokenize(config: TokenizeStage, ctx: PlanContext) -> list[StepPlan]:
     )
     plans += [count_plan, stats_plan]
     if write is not None:
-        merge_params = {"count_artifacts": count_artifacts, "count_shards": len(inputs), "write": write}
-        plans.append(ctx.step(
-            merge, "merge_shard", step="merge", params=merge_params,
-            fingerprint_params={"count_shards": len(inputs), "write": write},
+        # The files and their tasks are known only from the counts: a small step decides them.
+        tasks = max(1, min(config.merge_tasks, len(inputs)))  # a small input: fewer, fuller tasks
+        groups_params = {"count_artifacts": count_artifacts, "count_shards": len(inputs), "write": write, "tasks": tasks}
+        groups_plan = ctx.step(
+            groups, "groups_shard", step="groups", params=groups_params,
+            fingerprint_params={key: value for key, value in groups_params.items() if key != "count_artifacts"},
             chained={"count": count_plan.fingerprint.value}, shards=[{"shard": 0}],
-        ))
+        )
+        merge_params = {**groups_params, "groups": groups_plan.location.artifact_url(groups.GROUPS)}
+        plans += [groups_plan, ctx.step(
+            merge, "merge_shard", step="merge", params=merge_params,
+            fingerprint_params={"count_shards": len(inputs), "write": write, "tasks": tasks},
+            chained={"count": count_plan.fingerprint.value, "groups": groups_plan.fingerprint.value},
+            shards=[{"shard": n} for n in range(tasks)],
+        )]
     return plans
 
 
