@@ -10,6 +10,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from test_dedup import planted, run_dedup  # noqa: F401  (planted: a fixture)
 
 from fineflow.tasks.dedup.bounded import bounded_cluster
 from fineflow.tasks.dedup.buckets import PREVIOUS
@@ -17,7 +18,6 @@ from fineflow.tasks.dedup.cluster import _in_memory, choose_path, cluster_shard,
 from fineflow.tasks.dedup.components import Bound, bound_for, components_on_storage
 from fineflow.tasks.dedup.config import DedupStage
 from fineflow.tasks.dedup.signatures import node_id
-from tests.test_dedup import planted, run_dedup  # noqa: F401  (planted: a fixture)
 
 TINY = Bound(partitions=7, chunk_rows=97)  # many runs per partition, many partitions per run
 
