@@ -15,18 +15,26 @@ from test_dedup import planted, run_dedup  # noqa: F401  (planted: a fixture)
 from fineflow.tasks.dedup.bounded import bounded_cluster
 from fineflow.tasks.dedup.buckets import PREVIOUS
 from fineflow.tasks.dedup.cluster import _in_memory, choose_path, cluster_shard, connected_components
-from fineflow.tasks.dedup.components import Bound, bound_for, components_on_storage
+from fineflow.tasks.dedup.components import (
+    EDGE_ROW_BYTES,
+    STATE_ROW_BYTES,
+    WIDE_ROW_BYTES,
+    Bound,
+    bound_for,
+    components_on_storage,
+)
 from fineflow.tasks.dedup.config import DedupStage
 from fineflow.tasks.dedup.signatures import node_id
 
 TINY = Bound(partitions=7, chunk_rows=97)  # many runs per partition, many partitions per run
+SMALL = Bound(partitions=7, chunk_rows=401)  # the same for graphs of thousands of edges
 
 
 def _edges(pairs) -> pl.DataFrame:
     return pl.DataFrame([(min(a, b), max(a, b)) for a, b in pairs], schema={"a": pl.Int64, "b": pl.Int64}, orient="row")
 
 
-def _bounded_components(edges: pl.DataFrame, folder: Path, bound: Bound = TINY) -> tuple[pl.DataFrame, dict]:
+def _bounded_components(edges: pl.DataFrame, folder: Path, bound: Bound = SMALL) -> tuple[pl.DataFrame, dict]:
     batches = [edges.slice(start, 50) for start in range(0, edges.height, 50)]
     labels, counts = components_on_storage(batches, str(folder), bound)
     found = pl.concat([pl.DataFrame(schema={"node": pl.Int64, "component": pl.Int64})] + [r for p in range(bound.partitions) for r in labels.read(p)])
@@ -65,7 +73,7 @@ def test_random_graphs_in_any_partitioning(tmp_path, partitions):
     rng = random.Random(partitions)
     pairs = [tuple(rng.sample(range(3_000), 2)) for _ in range(2_500)]
     edges = _edges(pairs)
-    found, _ = _bounded_components(edges, tmp_path, Bound(partitions, 61))
+    found, _ = _bounded_components(edges, tmp_path, Bound(partitions, 301))
     assert found.equals(connected_components(edges.unique()))
 
 
@@ -154,8 +162,13 @@ def test_auto_partitions_follow_the_edges_and_the_bound(generated):
     many = [generated["edges"][0]] * 3  # 4,200 edge rows: over 1 MB at 250 bytes each
     path, bound = choose_path({**generated, "edges": many, "cluster": {"memory_mb": 1}})
     assert path == "partitioned" and bound == bound_for(1, "auto", 4_200)
-    assert bound_for(1, "auto", 4_200).partitions == 2 and bound_for(1, "auto", 10**9).partitions == 244_141
-    assert bound_for(1024, 5, 10**9) == Bound(5, 4_194_304)
+    for memory_mb, edges in ((1, 4_200), (64, 10**6), (2048, 10**9), (2048, 10)):
+        cut = bound_for(memory_mb, "auto", edges)
+        state = memory_mb * 2**20 // 2  # a partition's nodes (at most two per edge) fit half the bound, with no spare partition
+        assert 2 * edges / cut.partitions * STATE_ROW_BYTES <= state
+        assert cut.partitions == 1 or 2 * edges / (cut.partitions - 1) * STATE_ROW_BYTES > state
+        assert (cut.chunk_rows * EDGE_ROW_BYTES, cut.wide_rows * WIDE_ROW_BYTES) <= (state // 2, state // 2)
+    assert bound_for(1024, 5, 10**9).partitions == 5  # given: kept
 
 
 def test_cluster_settings_are_checked_and_never_fingerprinted(planted, tmp_path):  # noqa: F811

@@ -54,12 +54,12 @@ def bounded_cluster(params: dict, folder: str, bound: Bound) -> dict:
     exact, url = params.get("exact", True), params.get("url", True)
     labels, counts = components_on_storage(_edge_batches(params["edges"], bound.chunk_rows), storage.join(folder, "components"), bound)
 
-    attributes = Spill(storage.join(folder, "attributes"), bound.partitions, ["node"], bound.chunk_rows)
-    for batch in _signature_batches(params["signatures"], bound.chunk_rows):
+    attributes = Spill(storage.join(folder, "attributes"), bound.partitions, ["node"], bound.wide_rows)
+    for batch in _signature_batches(params["signatures"], bound.wide_rows):
         attributes.add(batch)
     attributes.flush()
-    members = Spill(storage.join(folder, "members"), bound.partitions, ["component"], bound.chunk_rows)
-    bests = Spill(storage.join(folder, "bests"), bound.partitions, ["component"], bound.chunk_rows)
+    members = Spill(storage.join(folder, "members"), bound.partitions, ["component"], bound.wide_rows)
+    bests = Spill(storage.join(folder, "bests"), bound.partitions, ["component"], bound.wide_rows)
     clustered = 0
     for partition in range(bound.partitions):
         label = pl.concat([pl.DataFrame(schema={"node": pl.Int64, "component": pl.Int64}), *labels.read(partition)])
@@ -75,7 +75,7 @@ def bounded_cluster(params: dict, folder: str, bound: Bound) -> dict:
 
     # the assignments of upstream shard n are the non-negative nodes n << ROW_BITS ...
     shards = params["upstream_shards"]
-    out = Spill(storage.join(folder, "assignments"), max(1, shards), ["node"], bound.chunk_rows, by=pl.col("node") // (1 << ROW_BITS))
+    out = Spill(storage.join(folder, "assignments"), max(1, shards), ["node"], bound.wide_rows, by=pl.col("node") // (1 << ROW_BITS))
     clusters = []
     removed: Counter[str] = Counter()
     for partition in range(bound.partitions):

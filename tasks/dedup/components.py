@@ -31,27 +31,40 @@ import polars as pl
 from fineflow import storage
 from fineflow.tasks.dedup.spill import Spill
 
-ROW_BYTES = 64  # what one row of (node, node) costs while grouped or joined, polars' hash tables included
+# What a row costs while a pass works on it (concatenated, hashed, joined, partitioned, written:
+# polars and Parquet buffers included), measured on a 1M-edge graph (docs/dedup.md, Bounded memory)
+EDGE_ROW_BYTES = 128  # (node, node), 16 bytes of data
+WIDE_ROW_BYTES = 512  # a clustered document's attributes (node, id, date, length, keys, component)
+STATE_ROW_BYTES = 128  # one node of a partition's state (node, smallest neighbour)
 MAX_PASSES = 1000  # O(log² n) passes: far above what 2^63 nodes need; reaching it is a bug
 
 
 @dataclass(frozen=True)
 class Bound:
-    """How a bounded run is cut: ``partitions`` of the nodes, ``chunk_rows`` rows read or buffered at once."""
+    """How a bounded run is cut: ``partitions`` of the nodes; ``chunk_rows`` edge rows, or
+    ``wide_rows`` document rows, read or buffered at once."""
 
     partitions: int
     chunk_rows: int
+    wide_rows: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.wide_rows:
+            object.__setattr__(self, "wide_rows", self.chunk_rows)
 
 
 def bound_for(memory_mb: int, partitions: int | str, edge_rows: int) -> Bound:
     """The cut that keeps a task within ``memory_mb``: a quarter for the chunk being read, a
     quarter for the chunk being written, half for one partition's state (its nodes); ``auto``
     partitions are as many as that needs for ``edge_rows`` edges (at most two nodes each)."""
-    rows = memory_mb * 2**20 // ROW_BYTES
-    chunk_rows = max(1024, rows // 4)
+    budget = memory_mb * 2**20
     if partitions == "auto":
-        partitions = max(1, math.ceil(2 * edge_rows / max(1, rows // 2)))
-    return Bound(partitions=int(partitions), chunk_rows=chunk_rows)
+        partitions = max(1, math.ceil(2 * edge_rows / max(1, budget // 2 // STATE_ROW_BYTES)))
+    return Bound(
+        partitions=int(partitions),
+        chunk_rows=max(1024, budget // 4 // EDGE_ROW_BYTES),
+        wide_rows=max(256, budget // 4 // WIDE_ROW_BYTES),
+    )
 
 
 def _both_ways(frame: pl.DataFrame, a: str, b: str) -> pl.DataFrame:

@@ -1,9 +1,9 @@
 """Rows spilled to storage in partitions, so a step holds one bounded chunk at a time, never the
 whole table: what the bounded-memory clustering (``fineflow.tasks.dedup.components``) is built on.
 
-A ``Spill`` buffers added rows up to ``chunk_rows``, then writes them as one small Parquet run per
-partition (``p00003-r000012.parquet``) through ``fineflow.storage``; a partition is read back run by
-run. Which partition a row lands in is an execution detail (a hash of its key): nothing computed
+A ``Spill`` buffers added rows up to ``chunk_rows``, then writes them through ``fineflow.storage``
+as one object (``flush-000012.runs``) holding one Parquet run per partition, back to back; a
+partition is read back a chunk of runs at a time (byte ranges of those objects). Which partition a row lands in is an execution detail (a hash of its key): nothing computed
 from a spill depends on it.
 """
 
@@ -41,16 +41,15 @@ class Spill:
         self._buffer: list[pl.DataFrame] = []
         self._buffered = 0
         self._flushes = 0
-        self.runs: list[list[str]] = [[] for _ in range(partitions)]
+        self.runs: list[list[tuple[str, int, int, int]]] = [[] for _ in range(partitions)]  # (url, start, length, rows)
         self.rows = 0
 
     def add(self, frame: pl.DataFrame) -> None:
-        if frame.is_empty():
-            return
-        self._buffer.append(frame)
-        self._buffered += frame.height
-        if self._buffered >= self.chunk_rows:
-            self.flush()
+        for piece in frame.iter_slices(self.chunk_rows):  # a large frame: never more than a chunk buffered
+            self._buffer.append(piece)
+            self._buffered += piece.height
+            if self._buffered >= self.chunk_rows:
+                self.flush()
 
     def flush(self) -> None:
         if not self._buffer:
@@ -59,19 +58,40 @@ class Spill:
         frame = frame.unique() if self.distinct else frame
         self._buffer, self._buffered = [], 0
         parts = frame.with_columns(self._where.alias("_partition")).partition_by("_partition", as_dict=True, include_key=False)
+        # one object per flush, the partitions' runs (each a whole Parquet file) one after the other:
+        # one write, not one per partition, whatever the number of partitions
+        url = storage.join(self.folder, f"flush-{self._flushes:06d}.runs")
+        blob = io.BytesIO()
         for (partition,), part in sorted(parts.items()):
-            url = storage.join(self.folder, f"p{partition:05d}-r{self._flushes:06d}.parquet")
-            sink = io.BytesIO()
-            part.write_parquet(sink, compression="lz4", statistics=False)
-            storage.write_bytes(url, sink.getvalue())
-            self.runs[partition].append(url)
+            start = blob.tell()
+            part.write_parquet(blob, compression="lz4", statistics=False)
+            self.runs[partition].append((url, start, blob.tell() - start, part.height))
             self.rows += part.height
+        storage.write_bytes(url, blob.getvalue())
         self._flushes += 1
 
     def read(self, partition: int) -> Iterator[pl.DataFrame]:
-        """The runs of one partition, one at a time (each at most ``chunk_rows`` rows)."""
-        for url in self.runs[partition]:
-            yield pl.read_parquet(io.BytesIO(storage.read_bytes(url)))
+        """One partition, a chunk at a time: its consecutive runs together up to ``chunk_rows`` rows
+        (each run is a flush's share of one partition, often much smaller than a chunk)."""
+        group: list[tuple[str, int, int, int]] = []
+        rows = 0
+        for run in self.runs[partition]:
+            if group and rows + run[3] > self.chunk_rows:
+                yield self._read(group)
+                group, rows = [], 0
+            group.append(run)
+            rows += run[3]
+        if group:
+            yield self._read(group)
+
+    @staticmethod
+    def _read(runs: list[tuple[str, int, int, int]]) -> pl.DataFrame:
+        frames = []
+        for url, start, length, _ in runs:
+            with storage.open_input(url, block_size=max(length, 1 << 16)) as handle:
+                handle.seek(start)
+                frames.append(pl.read_parquet(io.BytesIO(handle.read(length))))
+        return pl.concat(frames)
 
     def remove(self) -> None:
         storage.remove(self.folder, recursive=True)
