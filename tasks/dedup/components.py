@@ -33,9 +33,9 @@ from fineflow.tasks.dedup.spill import Spill
 
 # What a row costs while a pass works on it (concatenated, hashed, joined, partitioned, written:
 # polars and Parquet buffers included), measured on a 1M-edge graph (docs/dedup.md, Bounded memory)
-EDGE_ROW_BYTES = 128  # (node, node), 16 bytes of data
-WIDE_ROW_BYTES = 512  # a clustered document's attributes (node, id, date, length, keys, component)
-STATE_ROW_BYTES = 128  # one node of a partition's state (node, smallest neighbour)
+EDGE_ROW_BYTES = 256  # (node, node), 16 bytes of data
+WIDE_ROW_BYTES = 1024  # a clustered document's attributes (node, id, date, length, keys, component)
+STATE_ROW_BYTES = 256  # one node of a partition's state (node, smallest neighbour)
 MAX_PASSES = 1000  # O(log² n) passes: far above what 2^63 nodes need; reaching it is a bug
 
 
