@@ -139,6 +139,9 @@ def test_the_partitioned_step_assigns_as_the_in_memory_one(generated, tmp_path, 
 
 def _step_bytes(params: dict, root: Path) -> dict[str, bytes]:
     output = root / "dedup" / "cluster" / "f" / "data" / "part-00000.parquet"
+    leftover = root / "dedup" / "cluster" / "f" / "scratch" / "crashed-attempt" / "flush-000000.runs"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"what a crashed attempt left")
     result = cluster_shard({"shard": 0}, params, str(output), str(root / "rejects.parquet"))
     files = sorted((root / "dedup" / "cluster" / "f").rglob("*.parquet"))
     return {str(f.relative_to(root)): f.read_bytes() for f in files} | {"stats": result}
@@ -154,7 +157,8 @@ def test_the_step_writes_the_same_bytes_either_way(generated, tmp_path):
     assert stats[1]["cluster_partitions"] == 7
     for key in ("edges", "clusters", "clustered_docs", "cluster_sizes", "to_remove"):
         assert stats[0][key] == stats[1][key]
-    assert not (tmp_path / "forced" / "dedup" / "cluster" / "f" / "scratch").exists()
+    for run in ("memory", "forced", "auto"):  # its own spills and a crashed attempt's: gone
+        assert not (tmp_path / run / "dedup" / "cluster" / "f" / "scratch").exists()
 
 
 def test_auto_partitions_follow_the_edges_and_the_bound(generated):

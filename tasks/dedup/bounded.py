@@ -1,7 +1,7 @@
 """The ``cluster`` step partitioned on storage, in memory bounded by ``cluster.memory_mb``.
 
-Same answer as the in-memory path (``cluster.cluster_shard`` checks neither; the tests compare
-them row for row and byte for byte), in four streaming phases over ``Spill`` partitions:
+The same answer as the in-memory path, byte for byte (tests/test_dedup_cluster_bounded.py
+compares them), in four streaming phases over ``Spill`` partitions:
 
 1. components: ``components.components_on_storage`` over the edge files, read a chunk at a time;
    labels come out partitioned by node;

@@ -16,6 +16,7 @@ from __future__ import annotations
 import resource
 import threading
 import time
+import uuid
 from collections import Counter
 
 import numpy as np
@@ -138,18 +139,20 @@ def scratch_of(output_url: str) -> str:
 def cluster_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
     started = time.perf_counter()
     path, bound = choose_path(params)
-    scratch = scratch_of(output_url)
-    with _PeakMemory() as memory:
-        if bound is None:
-            work = _in_memory(params)
-        else:
-            storage.remove(scratch, recursive=True)  # a crashed attempt's leftovers
-            work = bounded_cluster(params, scratch, bound)
-        committed = [
-            commit_artifact(output_url, assignments_name(number), table_to_parquet_bytes(work["assignments"](number).to_arrow()))
-            for number in range(params["upstream_shards"])
-        ]
-    storage.remove(scratch, recursive=True)
+    # each attempt spills into a folder of its own: a retry never reads what another attempt writes
+    scratch = storage.join(scratch_of(output_url), uuid.uuid4().hex)
+    try:
+        with _PeakMemory() as memory:
+            work = _in_memory(params) if bound is None else bounded_cluster(params, scratch, bound)
+            committed = [
+                commit_artifact(output_url, assignments_name(number), table_to_parquet_bytes(work["assignments"](number).to_arrow()))
+                for number in range(params["upstream_shards"])
+            ]
+    finally:
+        storage.remove(scratch, recursive=True)
+    # and a crashed attempt's leftovers go with the first attempt that succeeds (one still running
+    # then fails on its missing files, before committing anything of them)
+    storage.remove(scratch_of(output_url), recursive=True)
     clusters = work["clusters"]
     histogram: Counter[str] = Counter()
     for size in clusters["size"].to_list():

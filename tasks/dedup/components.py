@@ -10,7 +10,7 @@ the two passes of Kiveris et al., "Connected Components in MapReduce and Beyond"
 
 Both keep each component connected and never add edges; alternating them reaches a forest of
 stars, each centred on its component's smallest node, in O(log² n) passes (a handful in practice;
-a long chain of 20,000 nodes takes about 20). A large-star pass also checks whether its input
+a chain of 20,000 nodes in random order took 23). A large-star pass also checks whether its input
 already is such a forest (every edge ``(a, b)``, ``a < b``, has ``m(a) = a`` and ``m(b) = a``):
 then ``(u, m(u))`` are the labels, the component being its smallest node as on the exact path.
 
