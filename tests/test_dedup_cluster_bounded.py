@@ -193,3 +193,13 @@ def test_cluster_settings_are_checked_and_never_fingerprinted(planted, tmp_path)
             assert [f.read_bytes() for f in mine] == [f.read_bytes() for f in theirs]  # outputs, rejects, assignments
     assert forced["cluster"][0]["stats"]["cluster_path"] == "partitioned"
     assert sum(forced["cluster"][0]["stats"]["to_remove"].values()) == 4
+
+
+def test_no_candidate_pair_gives_the_same_empty_files(tmp_path):
+    signatures = [_write(_signatures(0, 50, random.Random(1)), tmp_path / "sig.parquet")]
+    edges = [_write(pl.DataFrame(schema={"a": pl.Int64, "b": pl.Int64}), tmp_path / "edges.parquet")]
+    params = {"edges": edges, "signatures": signatures, "upstream_shards": 2}
+    memory = _step_bytes({**params, "cluster": {"mode": "memory"}}, tmp_path / "memory")
+    forced = _step_bytes({**params, "cluster": {"mode": "partitioned", "partitions": 3}}, tmp_path / "forced")
+    assert memory.pop("stats")["stats"]["clusters"] == forced.pop("stats")["stats"]["clusters"] == 0
+    assert memory == forced and len(memory) == 3
