@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 from test_dedup import planted, run_dedup  # noqa: F401  (planted: a fixture)
 
+from fineflow import storage
 from fineflow.tasks.dedup.bounded import bounded_cluster
 from fineflow.tasks.dedup.buckets import PREVIOUS
 from fineflow.tasks.dedup.cluster import _in_memory, choose_path, cluster_shard, connected_components
@@ -203,3 +204,26 @@ def test_no_candidate_pair_gives_the_same_empty_files(tmp_path):
     forced = _step_bytes({**params, "cluster": {"mode": "partitioned", "partitions": 3}}, tmp_path / "forced")
     assert memory.pop("stats")["stats"]["clusters"] == forced.pop("stats")["stats"]["clusters"] == 0
     assert memory == forced and len(memory) == 3
+
+
+def test_the_partitioned_step_on_object_storage(seaweed, generated, tmp_path):
+    """Spills written and read back in byte ranges through S3, as on a cluster of other machines."""
+    root = f"s3://{seaweed.bucket}/dedup-cluster-bounded"
+
+    def on_s3(url: str) -> str:
+        previous = url.startswith(PREVIOUS)
+        target = f"{root}/inputs/{Path(url.removeprefix(PREVIOUS)).name}"
+        storage.write_bytes(target, Path(url.removeprefix(PREVIOUS)).read_bytes())
+        return PREVIOUS + target if previous else target
+
+    params = {**generated, "edges": [on_s3(u) for u in generated["edges"]], "signatures": [on_s3(u) for u in generated["signatures"]]}
+    folder = f"{root}/dedup/cluster/f"
+    forced = {**params, "cluster": {"mode": "partitioned", "memory_mb": 1, "partitions": 3}}
+    result = cluster_shard({"shard": 0}, forced, f"{folder}/data/part-00000.parquet", f"{folder}/rejects/part-00000.parquet")
+    expected = _step_bytes({**generated, "cluster": {"mode": "memory"}}, tmp_path / "memory")
+    expected.pop("stats")
+    found = {name: storage.read_bytes(f"{root}/{name}") for name in expected}
+    assert found == expected and result["stats"]["cluster_path"] == "partitioned"
+    fs, path = storage.filesystem(f"{folder}/scratch")
+    fs.invalidate_cache()
+    assert not [name for name in fs.find(path) if name.endswith(".runs")]  # (SeaweedFS keeps empty folders)
