@@ -151,7 +151,7 @@ def cluster_shard(shard: dict, params: dict, output_url: str, rejects_url: str) 
     finally:
         storage.remove(scratch, recursive=True)
     # and a crashed attempt's leftovers go with the first attempt that succeeds (one still running
-    # then fails on its missing files, before committing anything of them)
+    # then fails on its missing files; what it committed before came from its own complete spills)
     storage.remove(scratch_of(output_url), recursive=True)
     clusters = work["clusters"]
     histogram: Counter[str] = Counter()
