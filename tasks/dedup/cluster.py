@@ -1,13 +1,11 @@
 """dedup's third step, ``cluster``: connected components over every candidate pair, and which
 member of each cluster is kept.
 
-Components come from scipy's sparse connected components over the edge list: only documents
-that have at least one candidate pair are ever in memory (a few dozen bytes each), never the
-corpus. The kept document is chosen by a documented order, never by traversal order:
-a document of a previous run (incremental mode) first, then the earliest ``crawl_date``, then
-the longest text, then the smallest ``id``. Every other member is removed with the reason of
-its relation to the kept one: ``exact_duplicate`` (same normalized text), ``url_duplicate``
-(same normalized URL) or ``near_duplicate``.
+Two paths with the same outputs, byte for byte (``cluster`` settings, ``config.ClusterMemory``):
+in memory, scipy's sparse connected components over the whole edge list (only documents that have
+at least one candidate pair are held, a few dozen bytes each, never the corpus), the default while
+the edges fit ``memory_mb``; or partitioned on storage within ``memory_mb``
+(``fineflow.tasks.dedup.bounded``). Which member is kept: ``fineflow.tasks.dedup.keep``.
 
 Output: ``assign-NNNNN.parquet`` per upstream shard (its documents that are in a cluster) and
 ``part-00000.parquet`` (one row per cluster: id, size).
@@ -18,6 +16,7 @@ from __future__ import annotations
 import resource
 import threading
 import time
+import uuid
 from collections import Counter
 
 import numpy as np
@@ -27,8 +26,13 @@ import psutil
 from fineflow import storage
 from fineflow.artifacts import commit_artifact
 from fineflow.documents import commit_shard, table_to_parquet_bytes
+from fineflow.manifest import step_folder_of
+from fineflow.tasks.dedup.bounded import bounded_cluster
 from fineflow.tasks.dedup.buckets import read_columns
+from fineflow.tasks.dedup.components import Bound, bound_for
+from fineflow.tasks.dedup.keep import choose_kept
 from fineflow.tasks.dedup.signatures import ROW_BITS
+from fineflow.tasks.dedup.spill import parquet_rows
 
 STEP_VERSION = "2"
 LIBRARIES = ("polars",)
@@ -48,38 +52,6 @@ def connected_components(edges: pl.DataFrame) -> pl.DataFrame:
     _, labels = csgraph.connected_components(graph, directed=False)
     frame = pl.DataFrame({"node": nodes, "label": labels})
     return frame.with_columns(pl.col("node").min().over("label").alias("component")).select("node", "component").sort("node")
-
-
-def choose_kept(members: pl.DataFrame, exact: bool = True, url: bool = True) -> pl.DataFrame:
-    """Per component: size, the kept member, and each member's role (see the module docstring).
-
-    ``exact``/``url``: whether those passes ran; a pass that is off names no removal, even when
-    the keys happen to match (an exact copy found by MinHash alone is a ``near_duplicate``).
-    """
-    ordered = members.sort(
-        [pl.col("node") >= 0, "crawl_date", "text_chars", "id"],
-        descending=[False, False, True, False],
-        nulls_last=True,
-    )
-    keeper = ordered.group_by("component", maintain_order=True).first().select(
-        "component",
-        pl.col("id").alias("cluster_id"),
-        pl.col("node").alias("kept_node"),
-        pl.col("exact_key").alias("kept_exact"),
-        pl.col("url_key").alias("kept_url"),
-    )
-    sizes = members.group_by("component").agg(pl.len().alias("cluster_size"))
-    joined = members.join(keeper, on="component").join(sizes, on="component")
-    return joined.with_columns(
-        pl.when(pl.col("node") == pl.col("kept_node"))
-        .then(pl.lit(None, dtype=pl.String))
-        .when(pl.lit(exact) & (pl.col("exact_key") == pl.col("kept_exact")))
-        .then(pl.lit("exact_duplicate"))
-        .when(pl.lit(url) & (pl.col("url_key") == pl.col("kept_url")))
-        .then(pl.lit("url_duplicate"))
-        .otherwise(pl.lit("near_duplicate"))
-        .alias("drop_reason")
-    )
 
 
 class _PeakMemory:
@@ -108,53 +80,97 @@ def assignments_name(shard: int) -> str:
     return f"assign-{shard:05d}.parquet"
 
 
-def cluster_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
-    started = time.perf_counter()
-    with _PeakMemory() as memory:
-        edges = read_columns(params["edges"], ["a", "b"]).unique()
-        components = connected_components(edges)
-        # attributes of clustered documents only, one signature file at a time
-        wanted = components.select("node")
-        attributes = []
-        for url in params["signatures"]:
-            columns = read_columns([url], ["node", "id", "crawl_date", "text_chars", "exact_key", "url_key"])
-            attributes.append(columns.join(wanted, on="node", how="semi"))
-        members = (
-            pl.concat(attributes).join(components, on="node")
-            if attributes
-            else components.with_columns(
-                pl.lit(None, pl.String).alias("id"),
-                pl.lit(None, pl.Datetime("us", "UTC")).alias("crawl_date"),
-                pl.lit(None, pl.Int64).alias("text_chars"),
-                pl.lit(None, pl.UInt64).alias("exact_key"),
-                pl.lit(None, pl.UInt64).alias("url_key"),
-            )
+EXACT_BYTES_PER_EDGE = 400  # the in-memory path: measured 350 per edge (RSS) on a 1M-edge graph of 734k nodes
+
+
+def _in_memory(params: dict) -> dict:
+    """The exact path: every edge and every clustered document at once."""
+    edges = read_columns(params["edges"], ["a", "b"]).unique()
+    components = connected_components(edges)
+    # attributes of clustered documents only, one signature file at a time
+    wanted = components.select("node")
+    attributes = []
+    for url in params["signatures"]:
+        columns = read_columns([url], ["node", "id", "crawl_date", "text_chars", "exact_key", "url_key"])
+        attributes.append(columns.join(wanted, on="node", how="semi"))
+    members = (
+        pl.concat(attributes).join(components, on="node")
+        if attributes
+        else components.with_columns(
+            pl.lit(None, pl.String).alias("id"),
+            pl.lit(None, pl.Datetime("us", "UTC")).alias("crawl_date"),
+            pl.lit(None, pl.Int64).alias("text_chars"),
+            pl.lit(None, pl.UInt64).alias("exact_key"),
+            pl.lit(None, pl.UInt64).alias("url_key"),
         )
-        roles = choose_kept(members, exact=params.get("exact", True), url=params.get("url", True))
+    )
+    roles = choose_kept(members, exact=params.get("exact", True), url=params.get("url", True))
     assignments = roles.filter(pl.col("node") >= 0).select(
         "node", "id", "cluster_id", pl.col("cluster_size").cast(pl.Int64), "drop_reason"
     ).with_columns((pl.col("node") // (1 << ROW_BITS)).alias("shard"))
-    committed = []
-    for number in range(params["upstream_shards"]):
-        part = assignments.filter(pl.col("shard") == number).drop("shard").sort("node")
-        committed.append(commit_artifact(output_url, assignments_name(number), table_to_parquet_bytes(part.to_arrow())))
-    clusters = roles.group_by("cluster_id").agg(pl.len().alias("size")).sort("cluster_id")
+    return {
+        "assignments": lambda number: assignments.filter(pl.col("shard") == number).drop("shard").sort("node"),
+        "clusters": roles.group_by("cluster_id").agg(pl.len().alias("size")).sort("cluster_id"),
+        "removed": Counter(r for r in assignments["drop_reason"].to_list() if r),
+        "edges": edges.height,
+        "clustered_docs": components.height,
+    }
 
-    removed = Counter(r for r in assignments["drop_reason"].to_list() if r)
+
+def choose_path(params: dict) -> tuple[str, Bound | None]:
+    """``memory`` or ``partitioned`` (with its cut), from the step's ``cluster`` settings and the
+    edge files' row counts (their footers only)."""
+    settings = params.get("cluster") or {}
+    mode, memory_mb = settings.get("mode", "auto"), settings.get("memory_mb", 2048)
+    if mode == "memory":
+        return "memory", None
+    edge_rows = sum(parquet_rows(url) for url in params["edges"])
+    if mode == "auto" and edge_rows * EXACT_BYTES_PER_EDGE <= memory_mb * 2**20:
+        return "memory", None
+    return "partitioned", bound_for(memory_mb, settings.get("partitions", "auto"), edge_rows)
+
+
+def scratch_of(output_url: str) -> str:
+    """The partitioned path's scratch folder: inside the step's own folder (gc removes it with the
+    step), never among its data, rejects or artifacts."""
+    return storage.join(step_folder_of(output_url.rsplit("/", 1)[0]), "scratch")
+
+
+def cluster_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
+    started = time.perf_counter()
+    path, bound = choose_path(params)
+    # each attempt spills into a folder of its own: a retry never reads what another attempt writes
+    scratch = storage.join(scratch_of(output_url), uuid.uuid4().hex)
+    try:
+        with _PeakMemory() as memory:
+            work = _in_memory(params) if bound is None else bounded_cluster(params, scratch, bound)
+            committed = [
+                commit_artifact(output_url, assignments_name(number), table_to_parquet_bytes(work["assignments"](number).to_arrow()))
+                for number in range(params["upstream_shards"])
+            ]
+    finally:
+        storage.remove(scratch, recursive=True)
+    # and a crashed attempt's leftovers go with the first attempt that succeeds (one still running
+    # then fails on its missing files; what it committed before came from its own complete spills)
+    storage.remove(scratch_of(output_url), recursive=True)
+    clusters = work["clusters"]
     histogram: Counter[str] = Counter()
     for size in clusters["size"].to_list():
         histogram[next(label for low, label in reversed(SIZE_BINS) if size >= low)] += 1
+    extra = {"cluster_partitions": bound.partitions, "cluster_passes": work["passes"]} if bound else {}
     return commit_shard(  # the clusters table last: it marks the step's one task committed
         shard["shard"],
         output_url,
         clusters.to_arrow(),
-        docs_in=components.height,
+        docs_in=work["clustered_docs"],
         artifacts=committed,
-        edges=edges.height,
+        edges=work["edges"],
         clusters=clusters.height,
-        clustered_docs=components.height,
+        clustered_docs=work["clustered_docs"],
         cluster_sizes=dict(sorted(histogram.items())),
-        to_remove=dict(sorted(removed.items())),
+        to_remove=dict(sorted(work["removed"].items())),
+        cluster_path=path,
+        **extra,
         cluster_peak_rss_mb=round(memory.peak / 2**20, 1),
         cluster_extra_rss_mb=round((memory.peak - memory.baseline) / 2**20, 1),
         worker_peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

@@ -8,13 +8,33 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from fineflow.languages import WordSplitters
-from fineflow.stage_config import StageConfig
+from fineflow.stage_config import StageConfig, Strict
 from fineflow.tasks.dedup.substring import SubstringDedup
 
 WORD_GRAMS_MAX = 50
 CHAR_GRAMS_MIN = 5  # shorter character shingles are shared by almost every pair of texts
 CHAR_GRAMS_MAX = 200
 CHAR_GRAMS_DEFAULT = 24  # Nemotron-CC's (NeMo Curator's char_ngrams)
+
+
+class ClusterMemory(Strict):
+    """How the ``cluster`` step runs: in memory, or partitioned on storage within ``memory_mb``
+    (docs/dedup.md, "Bounded memory"). An execution detail: the outputs, and so the fingerprints,
+    are the same either way."""
+
+    mode: Literal["auto", "memory", "partitioned"] = Field(
+        default="auto", description="auto: in memory when the edges fit memory_mb, else partitioned"
+    )
+    memory_mb: int = Field(default=2048, ge=1, le=1_048_576, description="what one cluster task may hold, in MiB")
+    partitions: int | Literal["auto"] = Field(
+        default="auto", description="node partitions of the partitioned path; auto: from the edges and memory_mb"
+    )
+
+    @model_validator(mode="after")
+    def _partitions_in_range(self) -> ClusterMemory:
+        if self.partitions != "auto" and not 1 <= self.partitions <= 65_536:
+            raise ValueError(f"cluster.partitions: between 1 and 65536, or auto (got {self.partitions})")
+        return self
 
 
 class DedupStage(StageConfig):
@@ -46,6 +66,9 @@ class DedupStage(StageConfig):
     )
     previous: str | None = Field(
         default=None, description="a previous run's dedup/signatures folder: dedup new documents against it"
+    )
+    cluster: ClusterMemory = Field(
+        default_factory=ClusterMemory, description="the cluster step's memory bound (docs/dedup.md, Bounded memory)"
     )
 
     @model_validator(mode="after")

@@ -98,6 +98,8 @@ def plan_dedup(config: DedupStage, ctx: PlanContext) -> list[StepPlan]:
             "upstream_shards": len(inputs),
             "exact": config.exact,
             "url": config.url,
+            # how it runs, not what it computes: the same outputs either way, so not fingerprinted
+            "cluster": config.cluster.model_dump(),
         },
         fingerprint_params={"keep": "previous,earliest,longest,smallest-id", "exact": config.exact, "url": config.url},
         chained={"buckets": buckets_plan.fingerprint.value, **chained},
