@@ -34,7 +34,7 @@ from fineflow.tasks.dedup.keep import choose_kept
 from fineflow.tasks.dedup.signatures import ROW_BITS
 from fineflow.tasks.dedup.spill import parquet_rows
 
-STEP_VERSION = "2"
+STEP_VERSION = "3"  # 3: a full tie (date, length, id) is broken by the smaller node, the same in every mode
 LIBRARIES = ("polars",)
 SIZE_BINS = ((2, "2"), (3, "3-4"), (5, "5-9"), (10, "10-99"), (100, "100-999"), (1000, "1000+"))
 
