@@ -5,7 +5,9 @@ Its figures come from a measured run, scaled by raw input bytes (``fineflow.task
 
 - a sample run (``--sample-files K``): the pipeline on K of its raw input files, spread over
   the sorted list, run here in this process shard by shard (as ``tests/stage_runner.py`` does,
-  no cluster, no Prefect) into a scratch storage, each stage planned once its inputs committed;
+  no cluster, no Prefect) into a scratch storage, each stage planned once its inputs committed
+  and each step's declared warm-up (``StepPlan.warm``) made before its shards, as a LocalCluster
+  makes it before its workers fork;
 - the last run (``--from-last-run``): what each step's last committed run in this storage
   recorded, scaled by the raw bytes its source steps read then.
 
@@ -24,7 +26,7 @@ from fineflow.config import PipelineConfig
 from fineflow.dag import build_dag, source_of
 from fineflow.manifest import write_manifest
 from fineflow.planning import plan_pipeline
-from fineflow.steps import StageInputs, StepPlan, run_shard
+from fineflow.steps import StageInputs, StepPlan, resolve_function, run_shard
 from fineflow.tasks.common.cost import StepEstimate, StepFigures, extrapolate, figures, last_run_figures
 
 
@@ -87,10 +89,22 @@ def run_in_process(config: PipelineConfig) -> list[tuple[str, StepPlan, list[dic
         )
         planned[node.name] = node.kind.plan(node.config, config.storage, node.name, inputs)
         for plan in planned[node.name]:
+            _warm(plan)
             results = [run_shard(plan.function, shard, plan.params, plan.location) for shard in plan.shards]
             write_manifest(plan.location, plan.fingerprint.components, results, plan.name)
             done.append((node.name, plan, results))
     return done
+
+
+def _warm(plan: StepPlan) -> None:
+    """Load what the step declared its shards need (``StepPlan.warm``) before they run, as a
+    LocalCluster does once before its workers fork: a one-off cost, not one that scales with the
+    input, so it stays out of the figures. A call that fails is left to the shard, as there."""
+    for function, argument in plan.warm:
+        try:
+            resolve_function(function)(argument)
+        except Exception:  # noqa: BLE001, S110 (the shard loads it itself, and reports what fails)
+            pass
 
 
 def measured_figures(run: list[tuple[str, StepPlan, list[dict]]]) -> dict[tuple[str, str], StepFigures]:
