@@ -7,6 +7,7 @@ import gzip
 import os
 import sys
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,18 @@ def test_a_reduction_grows_its_memory_with_the_input():
     unknown = extrapolate(reduction, scale=100.0, tasks=None, workers=16, basis="last run")
     assert unknown.tasks == 1  # without the full plan's count a one-task step stays one task
     assert extrapolate(_figures(), scale=2.5, tasks=None, workers=1, basis="x").tasks == 10
+
+
+def test_a_first_task_one_off_cost_is_paid_once_per_worker_not_per_byte():
+    stats = [{"cpu_seconds": c, "wall_seconds": c, "peak_rss_mb": 1.0, "start_rss_mb": 1.0, "bytes_written": 1}
+             for c in (10.0, 2.0, 2.0, 3.0)]  # the first task loaded a model: 8 s beyond the others' median
+    found = figures("s", "map", stats)
+    assert found.first_task_extra_cpu == pytest.approx(8.0)
+    estimate = extrapolate(found, scale=10.0, tasks=40, workers=4, basis="x")
+    assert estimate.cpu_hours * 3600 == pytest.approx((17.0 - 8.0) * 10 + 8.0 * 4)
+    assert estimate.wall_hours * 3600 == pytest.approx(10 * 90.0 / 40 + 8.0)  # 10 waves; the first pays the load
+    linear = extrapolate(replace(found, first_task_extra_cpu=0.0), scale=10.0, tasks=40, workers=4, basis="x")
+    assert linear.cpu_hours > estimate.cpu_hours
 
 
 def test_figures_need_every_shard_measured_and_total_adds_up():

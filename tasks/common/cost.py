@@ -15,6 +15,7 @@ Each estimate says which basis its figures come from.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 
 from fineflow.manifest import StepLocation, read_latest, read_manifest
@@ -63,6 +64,9 @@ class StepFigures:
     start_rss_mb: float  # that task's process memory at its start (the peak less this: what the task added)
     bytes_written: int
     bytes_read: int = 0  # raw input bytes of a source step (byte-range shards); 0 for the others
+    # what its first task spent beyond a typical task (the median of the others): a one-off cost
+    # (a model or word splitters loaded when first needed) that each worker pays once, not per input byte
+    first_task_extra_cpu: float = 0.0
 
 
 def figures(stage: str, step: str, stats: list[dict]) -> StepFigures | None:
@@ -71,6 +75,8 @@ def figures(stage: str, step: str, stats: list[dict]) -> StepFigures | None:
     if not measured_stats or len(measured_stats) < len(stats):
         return None  # (a partial sum would understate it)
     largest = max(measured_stats, key=lambda shard: shard.get("peak_rss_mb", 0.0))
+    cpu = [shard["cpu_seconds"] for shard in measured_stats]
+    extra = max(cpu[0] - statistics.median(cpu[1:]), 0.0) if len(cpu) > 1 else 0.0
     return StepFigures(
         stage=stage,
         step=step,
@@ -81,6 +87,7 @@ def figures(stage: str, step: str, stats: list[dict]) -> StepFigures | None:
         start_rss_mb=largest.get("start_rss_mb", 0.0),
         bytes_written=sum(shard.get("bytes_written", 0) for shard in measured_stats),
         bytes_read=sum(shard.get("bytes_read", 0) for shard in measured_stats),
+        first_task_extra_cpu=extra,
     )
 
 
@@ -111,26 +118,32 @@ def extrapolate(measured: StepFigures, scale: float, tasks: int | None, workers:
     """A step's cost on ``scale`` times the measured run's input, in ``tasks`` tasks (the full
     plan's count where known; else a one-task step stays one task, a map step's count scales).
 
-    Linear in the input: CPU seconds, wall seconds and bytes written per input byte, as measured.
-    Wall time: the tasks in waves of ``workers``, each the average task's wall time. Memory per
-    task: what a task added beyond its process's start grows with the input each task gets (a
-    map step's bounded shards: about as measured; a reduction: with the whole input)."""
+    Linear in the input: CPU seconds and bytes written per input byte, as measured, but for the
+    first task's one-off extra (``first_task_extra_cpu``), paid once per worker. Wall time: the
+    tasks in waves of ``workers``, each the average task's CPU time times the measured wall/CPU
+    ratio (waiting on storage), the first wave with the one-off extra. Memory per task: what a
+    task added beyond its process's start grows with the input each task gets (a map step's
+    bounded shards: about as measured; a one-task step: linearly with the whole input, an upper
+    bound where it keeps less than all of it)."""
     if not (scale > 0 and math.isfinite(scale)):
         raise ValueError(f"scale must be a positive finite number, not {scale}")
     if workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
     if tasks is None:
         tasks = 1 if measured.tasks == 1 else max(1, round(measured.tasks * scale))
-    cpu = measured.cpu_seconds * scale
-    per_task_wall = measured.wall_seconds * scale / tasks
+    extra = measured.first_task_extra_cpu
+    once = extra * min(workers, tasks)
+    marginal = (measured.cpu_seconds - extra) * scale
+    waiting = measured.wall_seconds / measured.cpu_seconds if measured.cpu_seconds > 0 else 1.0
+    per_task_wall = marginal / tasks * waiting
     per_task_input = scale * measured.tasks / tasks  # each task's input, against a measured task's
     added = max(measured.peak_rss_mb - measured.start_rss_mb, 0.0)
     return StepEstimate(
         stage=measured.stage,
         step=measured.step,
         tasks=tasks,
-        cpu_hours=cpu / 3600,
-        wall_hours=math.ceil(tasks / workers) * per_task_wall / 3600,
+        cpu_hours=(marginal + once) / 3600,
+        wall_hours=(math.ceil(tasks / workers) * per_task_wall + extra * waiting) / 3600,
         peak_rss_mb=round(measured.start_rss_mb + added * max(per_task_input, 1.0), 1),
         bytes_written=round(measured.bytes_written * scale),
         basis=basis,
