@@ -129,7 +129,9 @@ def _estimate(
         if measured is None:
             missing.append(f"{name}/{plan.step}")
             continue
-        steps.append(extrapolate(measured, scale, len(plan.shards) or None, workers, basis))
+        # one task over the whole input: its memory is scaled linearly, an upper bound (say so)
+        said = basis + ("; memory: linear upper bound" if len(plan.shards) == 1 and scale > 1 else "")
+        steps.append(extrapolate(measured, scale, len(plan.shards) or None, workers, said))
     return Estimate(steps, missing, input_bytes, measured_bytes, workers, basis)
 
 
