@@ -174,6 +174,38 @@ def _estimate_table(node, plans) -> None:  # noqa: ANN001
     console.print(table)
 
 
+def _cost_table(config, sample_files: int, from_last_run: bool, workers: int) -> None:  # noqa: ANN001
+    """The cost planner's estimate for the whole input (fineflow.cost_planner)."""
+    from fineflow import cost_planner
+    from fineflow.tasks.common.cost import total
+
+    try:
+        if from_last_run:
+            found = cost_planner.from_last_run(config, workers)
+        else:
+            err.print(Text(f"estimate: running {config.name} on {sample_files} input file(s) here, into a scratch folder"))
+            found = cost_planner.from_sample(config, sample_files, workers)
+    except (ValueError, OSError) as error:
+        _fail(f"cannot estimate {config.name}: {error}")
+    scale = found.input_bytes / found.measured_bytes
+    table = Table(title=Text(
+        f"{config.name}: estimated cost of the whole input ({found.input_bytes / 1e9:,.3f} GB raw; {found.basis}: "
+        f"{found.measured_bytes / 1e9:,.3f} GB, x{scale:,.1f}; wall time on {workers} task slot(s))"
+    ))
+    for column in ("stage", "step", "tasks", "CPU-hours", "wall hours", "peak MB per task", "GB written", "basis"):
+        table.add_column(column, overflow="fold", justify="left" if column in ("stage", "step", "basis") else "right")
+    for step in found.steps:
+        table.add_row(Text(step.stage), Text(step.step), f"{step.tasks:,}", f"{step.cpu_hours:,.4g}", f"{step.wall_hours:,.4g}",
+                      f"{step.peak_rss_mb:,.0f}", f"{step.bytes_written / 1e9:,.4g}", Text(step.basis))
+    whole = total(found.steps)
+    table.add_row(Text("total"), Text(""), "", f"{whole['cpu_hours']:,.4g}", f"{whole['wall_hours']:,.4g}",
+                  f"{whole['peak_rss_mb']:,.0f}", f"{whole['bytes_written'] / 1e9:,.4g}",
+                  Text("sum of steps (wall: one after another); memory: the largest task"))
+    console.print(table)
+    if found.missing:
+        _warn(f"warning: no figures for {', '.join(found.missing)} (not in the {found.basis}): not in the total")
+
+
 def _summary_table(result: dict[str, Any]) -> Table:
     table = Table(title=Text(f"run {result['run_id']} ({result['seconds']} s)"))
     for column in ("stage", "docs in", "docs out", "tasks", "cached", "seconds", "output"):
@@ -266,6 +298,19 @@ def run(
     strict: Annotated[
         bool, typer.Option("--strict", help="treat warnings (empty input files, globs matching nothing, ...) as errors")
     ] = False,
+    estimate: Annotated[
+        bool, typer.Option("--estimate", help="with --dry-run: CPU-hours, wall time, memory and bytes per step (docs/scaling.md)")
+    ] = False,
+    sample_files: Annotated[
+        Optional[int], typer.Option(help="--estimate from a sample run on this many input files (default 1)", min=1, max=10_000)
+    ] = None,
+    from_last_run: Annotated[
+        bool, typer.Option("--from-last-run", help="--estimate from what the last run of each step in this storage recorded")
+    ] = False,
+    workers: Annotated[
+        Optional[int], typer.Option(help="--estimate's wall time on this many task slots (default: the pipeline's dask)",
+                                    min=1, max=10_000_000)
+    ] = None,
 ) -> None:
     """Run a pipeline end to end on Prefect + Dask."""
     config = _load(pipeline, storage, dask_address, credentials_block)
@@ -277,9 +322,18 @@ def run(
     if config.storage_credentials:  # the block's keys are needed to check the storage
         api_url, started = _connect_api()
         _use_credentials(config.storage_credentials)
+    if (sample_files is not None or from_last_run or workers is not None) and not estimate:
+        _fail("--sample-files, --from-last-run and --workers go with --estimate")
+    if estimate and not dry_run:
+        _fail("--estimate goes with --dry-run")
+    if sample_files is not None and from_last_run:
+        _fail("--sample-files and --from-last-run are two bases for --estimate: give one")
     _preflight(config)
     if dry_run:
         _dry_run(config, from_stage)  # needs no Prefect API
+        if estimate:
+            slots = workers or config.dask.n_workers * config.dask.threads_per_worker
+            _cost_table(config, sample_files or 1, from_last_run, slots)
         return
     _check_cluster(config)
     if not config.storage_credentials:

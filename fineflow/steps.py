@@ -13,10 +13,14 @@ and reductions (one task over all shards) plan their shard lists the same way.
 from __future__ import annotations
 
 import importlib
+import resource
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
+
+import psutil
 
 from fineflow import faults, storage
 from fineflow.fingerprint import Fingerprint, step_fingerprint
@@ -170,14 +174,103 @@ def resolve_function(spec: str) -> Callable[..., dict]:
 
 
 def run_shard(function: str, shard: dict, params: dict, location: StepLocation) -> dict:
-    """Run a step's pure shard function; the single entry point for every shard task."""
+    """Run a step's pure shard function; the single entry point for every shard task. Its stats
+    get what the task cost (``TaskUsage``): what the cost planner (``fineflow.cost_planner``) fits."""
     faults.maybe_fire(f"{location.stage}-{location.step}-{shard['shard']:05d}")
+    usage = TaskUsage()
     result = resolve_function(function)(
         shard, params, location.shard_url(shard["shard"]), location.rejects_url(shard["shard"])
     )
     result["shard"] = shard["shard"]
+    result["stats"] = {**(result.get("stats") or {}), **usage.finish(shard, result)}
     location.write_receipt(result)  # after its files: the shard is committed
     return result
+
+
+def _status_mb(field: str, pid: int | str = "self") -> float | None:
+    """A memory figure of /proc/PID/status (Linux: VmRSS, VmHWM) in MB; None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Start this process's peak-RSS mark (VmHWM) afresh (Linux >= 4.0), so that it measures one task."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _children() -> dict[int, psutil.Process]:
+    try:
+        return {child.pid: child for child in psutil.Process().children(recursive=True)}
+    except psutil.Error:
+        return {}
+
+
+def _cpu_of(process: psutil.Process) -> float:
+    try:
+        times = process.cpu_times()
+    except psutil.Error:
+        return 0.0
+    return times.user + times.system
+
+
+class TaskUsage:
+    """What one shard task cost, recorded in its stats by ``run_shard``:
+
+    - ``cpu_seconds``: CPU time (user + system, not wall) of the worker process and of its child
+      processes (e.g. crawl's extraction subprocess), over the task. The process's CPU: where a
+      worker runs several tasks at once in threads, each is charged the others' CPU too.
+    - ``wall_seconds``: the task's wall-clock time.
+    - ``peak_rss_mb``: peak resident memory while it ran: the process's (its mark restarted at
+      the task's start, where Linux allows), plus its child processes' peaks.
+    - ``start_rss_mb``: the process's resident memory when it started (what the task itself
+      added is the difference: a reduction's growth with its input).
+    - ``bytes_written``: its committed files (documents, rejects, artifacts).
+    - ``bytes_read``: the raw bytes of a byte-range shard (``start``/``end``: a crawl file's part);
+      a cost planner scales a whole run by these.
+    """
+
+    def __init__(self) -> None:
+        self.children = {pid: _cpu_of(child) for pid, child in _children().items()}
+        self.reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.cpu = time.process_time()
+        self.wall = time.perf_counter()
+        self.start_rss = _status_mb("VmRSS") or 0.0
+        self.fresh_peak = _reset_peak_rss()
+
+    def finish(self, shard: dict, result: dict) -> dict[str, Any]:
+        cpu = time.process_time() - self.cpu
+        live = _children()
+        cpu += sum(_cpu_of(child) - self.children.get(pid, 0.0) for pid, child in live.items())
+        reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # children that ended (and were waited for) during the task, less what they had used before it
+        cpu += (reaped.ru_utime + reaped.ru_stime) - (self.reaped.ru_utime + self.reaped.ru_stime)
+        cpu -= sum(used for pid, used in self.children.items() if pid not in live)
+        own_peak = _status_mb("VmHWM") if self.fresh_peak else None
+        if own_peak is None:  # no per-task mark: the process's peak so far (an upper bound)
+            own_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = own_peak + sum(_status_mb("VmHWM", pid) or 0.0 for pid in live)
+        files = [result.get("output"), result.get("rejects"), *(result.get("artifacts") or [])]
+        usage = {
+            "cpu_seconds": round(max(cpu, 0.0), 3),
+            "wall_seconds": round(time.perf_counter() - self.wall, 3),
+            "peak_rss_mb": round(peak, 1),
+            "start_rss_mb": round(self.start_rss, 1),
+            "bytes_written": sum(int(info.get("bytes") or 0) for info in files if info),
+        }
+        if isinstance(shard.get("start"), int) and isinstance(shard.get("end"), int):
+            usage["bytes_read"] = shard["end"] - shard["start"]
+        return usage
 
 
 def explain(plan: StepPlan) -> dict[str, Any]:

@@ -290,7 +290,7 @@ _NEWER_COUNTERS = ("text_chars", "rejected_chars")  # absent from results record
 
 
 def _totals(results: list[dict]) -> dict[str, Any]:
-    """Sum the shards' counters; nested counters key by key, peak memory figures by maximum."""
+    """Sum the shards' counters; nested counters key by key, memory figures (..._rss_mb) by maximum."""
     stats = [result.get("stats", {}) for result in results]
     totals: dict[str, Any] = {"docs_in": 0, "docs_out": 0, "rejected": 0}
     for key in sorted({key for shard in stats for key in shard}):
@@ -300,7 +300,7 @@ def _totals(results: list[dict]) -> dict[str, Any]:
             continue  # some shards' results predate the counter: a partial sum would mislead
         if all(isinstance(v, dict) for v in values):
             totals[target] = merge_counts(values)
-        elif key.endswith("peak_rss_mb"):
+        elif key.endswith("rss_mb"):  # (peak and start memory figures)
             totals[target] = max(values)
         elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             totals[target] = round(sum(values), 3) if any(isinstance(v, float) for v in values) else sum(values)
