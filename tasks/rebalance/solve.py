@@ -12,7 +12,9 @@ data-args file gives it), with the rehydration curves and the quality table used
 from __future__ import annotations
 
 import json
+import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,9 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fineflow.artifacts import commit_artifact
-from fineflow.documents import commit_shard, read_table, table_to_parquet_bytes
+from fineflow.documents import commit_shard, table_to_parquet_bytes
 from fineflow.tasks.common.cells import cell_name
-from fineflow.tasks.rebalance import rehydration, solver
+from fineflow.tasks.rebalance import groups, rehydration, solver
 from fineflow.tasks.rebalance.config import MAX_TOKENS, RebalanceStage
 from fineflow.tasks.rebalance.measure import cell_key
 from fineflow.tasks.rebalance.targets import CellTarget, epochs_of, resolve
@@ -62,32 +64,67 @@ def _curves(config: RebalanceStage, params: dict, languages: list[str]) -> dict[
 
 def preferences(table: pa.Table, config: RebalanceStage, params: dict) -> tuple[np.ndarray, dict[str, Any]]:
     """Each document's preference (rehydration x quality weight) and what was used, for the report."""
-    weights = np.ones(table.num_rows, dtype=np.float64)
-    used: dict[str, Any] = {}
-    if config.rehydration is not None:
-        languages = pc.fill_null(table["language"], "und").to_numpy(zero_copy_only=False)
-        known = pc.is_valid(table["cluster_size"]).to_numpy(zero_copy_only=False)
-        sizes = pc.fill_null(table["cluster_size"], 1).to_numpy()
-        curves = _curves(config, params, sorted(set(languages.tolist())))
-        for language, curve in curves.items():
-            mask = languages == language
-            weights[mask] = np.where(known[mask], curve.lookup(sizes[mask]), 1.0)
-        used["rehydration"] = {language: {"weights": {str(k): v for k, v in curve.table.items()}, "source": curve.source,
-                                          "reason": curve.reason, "documents": curve.documents, "removed": curve.removed,
-                                          "global_removal_rate": curve.global_removal_rate, "bins": curve.bins}
-                               for language, curve in curves.items()}
-        used["no_cluster_size"] = int((~known).sum())
-    if config.quality is not None:
-        spec = config.quality
-        levels = table["level"].to_numpy(zero_copy_only=False)
-        unknown = sorted({str(level) for level in set(levels.tolist()) if level not in spec.weights})
-        if unknown and spec.default is None:
-            raise ValueError(f"quality: {spec.column} values {', '.join(unknown)} have no weight (add them, or a default)")
-        lookup = np.vectorize(lambda level: spec.weights.get(level, spec.default), otypes=[np.float64])
-        if len(levels):
-            weights *= lookup(levels)
-        used["quality"] = {"column": spec.column, "weights": spec.weights, "default": spec.default, "unlisted": unknown}
-    return weights, used
+    weighting = Weighting(config, params, _languages(table), _levels(table))
+    return weighting.weights(table), weighting.used(int((~_known_sizes(table)).sum()) if config.rehydration else 0)
+
+
+def _languages(table: pa.Table) -> set[str]:
+    if "language" not in table.column_names:
+        return set()
+    return set(pc.fill_null(table["language"], "und").to_numpy(zero_copy_only=False).tolist())
+
+
+def _levels(table: pa.Table) -> set:
+    return set(table["level"].to_numpy(zero_copy_only=False).tolist()) if "level" in table.column_names else set()
+
+
+def _known_sizes(table: pa.Table) -> np.ndarray:
+    return pc.is_valid(table["cluster_size"]).to_numpy(zero_copy_only=False)
+
+
+class Weighting:
+    """The preferences of every document, from the languages and levels of all of them: the same
+    for all the documents at once or a group of cells at a time."""
+
+    def __init__(self, config: RebalanceStage, params: dict, languages: set[str], levels: set) -> None:
+        self.config = config
+        self.curves = _curves(config, params, sorted(languages)) if config.rehydration is not None else {}
+        self.unknown: list[str] = []
+        if config.quality is not None:
+            spec = config.quality
+            self.unknown = sorted({str(level) for level in levels if level not in spec.weights})
+            if self.unknown and spec.default is None:
+                raise ValueError(f"quality: {spec.column} values {', '.join(self.unknown)} have no weight (add them, or a default)")
+
+    def weights(self, table: pa.Table) -> np.ndarray:
+        weights = np.ones(table.num_rows, dtype=np.float64)
+        if self.config.rehydration is not None:
+            languages = pc.fill_null(table["language"], "und").to_numpy(zero_copy_only=False)
+            known = _known_sizes(table)
+            sizes = pc.fill_null(table["cluster_size"], 1).to_numpy()
+            for language, curve in self.curves.items():
+                mask = languages == language
+                weights[mask] = np.where(known[mask], curve.lookup(sizes[mask]), 1.0)
+        if self.config.quality is not None:
+            spec = self.config.quality
+            levels = table["level"].to_numpy(zero_copy_only=False)
+            lookup = np.vectorize(lambda level: spec.weights.get(level, spec.default), otypes=[np.float64])
+            if len(levels):
+                weights *= lookup(levels)
+        return weights
+
+    def used(self, no_cluster_size: int) -> dict[str, Any]:
+        used: dict[str, Any] = {}
+        if self.config.rehydration is not None:
+            used["rehydration"] = {language: {"weights": {str(k): v for k, v in curve.table.items()}, "source": curve.source,
+                                              "reason": curve.reason, "documents": curve.documents, "removed": curve.removed,
+                                              "global_removal_rate": curve.global_removal_rate, "bins": curve.bins}
+                                   for language, curve in self.curves.items()}
+            used["no_cluster_size"] = no_cluster_size
+        if self.config.quality is not None:
+            spec = self.config.quality
+            used["quality"] = {"column": spec.column, "weights": spec.weights, "default": spec.default, "unlisted": self.unknown}
+        return used
 
 
 def _cell_runs(valid: pa.Table, n_columns: int, keys: np.ndarray) -> tuple[np.ndarray, dict[tuple[str, ...], tuple[int, int]]]:
@@ -112,45 +149,31 @@ def _cell_runs(valid: pa.Table, n_columns: int, keys: np.ndarray) -> tuple[np.nd
     return order, {cell: (int(s), int(e)) for cell, s, e in zip(cells, starts, ends)}
 
 
-def _check_countable(runs: dict, tokens: np.ndarray, weights: np.ndarray, config: RebalanceStage) -> None:
+def _check_countable(most: float) -> None:
     """Every count below is int64 arithmetic: refuse (before any of it) a mix whose most tokens,
     every document at its cap, could overflow it. Float sums: they cannot overflow themselves."""
-    most = 0.0
-    for cell, (s, e) in runs.items():
-        high, low = epochs_of(config, cell)
-        most += float(np.where(weights[s:e] > 0, high, low) @ tokens[s:e].astype(np.float64))
     if most > MAX_TOKENS:
         raise ValueError(f"the documents at their max_epochs would make {most:.3g} tokens, more than int64 token counts hold "
                          f"({MAX_TOKENS:.3g}; nothing was written): lower max_epochs or split the input")
 
 
-def _check_weightless(runs: dict, weights: np.ndarray, ids: pa.ChunkedArray, order: np.ndarray, config: RebalanceStage) -> None:
+def _check_weightless(found: list[str]) -> None:
     """Weight 0 means never selected: a ``min_epochs`` that would copy such documents anyway is a
     configuration error naming their cells and a few of them (which documents weigh 0 is known
     only once the levels and cluster sizes are read, so this is the first place it can be told)."""
-    found = []
-    for cell, (s, e) in runs.items():
-        low = epochs_of(config, cell)[1]
-        zero = np.flatnonzero(weights[s:e] == 0)
-        if low > 0 and len(zero):
-            examples = ", ".join(map(str, ids.take(pa.array(order[s + zero[:3]], pa.int64())).to_pylist()))
-            found.append(f"{cell_name(config.cells, cell)}: {len(zero):,} document(s) of weight 0 with min_epochs {low} "
-                         f"(e.g. {examples})")
     if found:
         raise ValueError("weight 0 means never selected, but min_epochs asks for copies of these documents (nothing was "
                          "written; set min_epochs: 0 on their cells or give them a positive weight):\n  " + "\n  ".join(found))
 
 
-def _check_counts(report: list[dict], repeats: np.ndarray, tokens: np.ndarray) -> None:
+def _check_counts(report: list[dict], written: int, selected: int, negative: bool) -> None:
     """What mix.json says must be what apply writes: fail the step (nothing written) otherwise."""
     for row in report:
         numbers = [row[key] for key in ("target", "achieved", "documents", "copies", "selected_unique_tokens", "max_repeats")]
         if any(not isinstance(n, int) or n < 0 or n > MAX_TOKENS for n in numbers) or row["max_repeats"] > row["max_epochs"]:
             raise ValueError(f"{row['cell']}: the solver's counts are out of range (target {row['target']}, achieved "
                              f"{row['achieved']}, documents {row['documents']}, most repeats {row['max_repeats']}); nothing was written")
-    written = int((repeats * tokens).sum()) if len(repeats) else 0
-    if (repeats < 0).any() or written != sum(row["achieved"] for row in report) \
-            or int((repeats > 0).sum()) != sum(row["documents"] for row in report):
+    if negative or written != sum(row["achieved"] for row in report) or selected != sum(row["documents"] for row in report):
         raise ValueError("the solver's repeats do not add up to its mix (nothing was written)")
 
 
@@ -173,42 +196,91 @@ def _describe_shortfall(cell: dict) -> str:
             f"(over by {cell['min_tokens'] - cell['target']:,})")
 
 
-def solve_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
-    started = time.perf_counter()
-    config = RebalanceStage.model_validate(params["config"])
-    columns = config.cells
-    table = read_table(params["measures"])
-    # measure writes a row per input row: its shard numbers give every shard's length, empty ones too.
-    rows_per_shard = np.bincount(table["shard"].to_numpy(), minlength=len(params["measures"])) if table.num_rows \
-        else np.zeros(len(params["measures"]), dtype=np.int64)
-    valid = table.filter(pc.is_null(table["problem"])) if table.num_rows else table
+@dataclass
+class _Group:
+    """One group's documents in the canonical order (by cell, then key, then id)."""
+
+    valid: pa.Table
+    order: np.ndarray
+    runs: dict[tuple[str, ...], tuple[int, int]]
+    tokens: np.ndarray
+    weights: np.ndarray
+    keys: np.ndarray
+
+
+def _prepare(valid: pa.Table, config: RebalanceStage, weighting: Weighting) -> _Group:
     _check_unique_ids(valid)
-    weights, used = preferences(valid, config, params)
+    weights = weighting.weights(valid)
     if not np.isfinite(weights).all() or (weights < 0).any():  # the config and weights files are checked: a bug if so
         raise ValueError("a document's preference is negative or not finite (nothing was written): check the weights")
     keys = seeded_keys(valid["id"].to_pylist(), config.seed)
-    order, runs = _cell_runs(valid, len(columns), keys)
-    tokens = valid["tokens"].to_numpy()[order]
-    weights, keys = weights[order], keys[order]
-    _check_countable(runs, tokens, weights, config)
-    _check_weightless(runs, weights, valid["id"], order, config)
+    order, runs = _cell_runs(valid, len(config.cells), keys)
+    return _Group(valid, order, runs, valid["tokens"].to_numpy()[order], weights[order], keys[order])
 
-    natural = {}
-    for cell, (s, e) in runs.items():
-        high, low = epochs_of(config, cell)
-        w = weights[s:e]
-        natural[cell] = float((tokens[s:e] * np.where(w > 0, np.clip(w, low, high), 0.0)).sum())
-    targets = resolve(config, natural)
 
+@dataclass
+class _CellStats:
+    """What the targets and the report need of a cell's documents."""
+
+    natural: float
+    documents: int
+    unique: int
+    counted: int  # tokens of the documents with a positive weight
+    largest: int
+
+
+def solve_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
+    started = time.perf_counter()
+    config = RebalanceStage.model_validate(params["config"])
+    urls = params["measures"]
+    limit = groups.capacity(config.solve.memory_mb)
+    bounded = config.solve.mode == "bounded" or (config.solve.mode == "auto" and groups.rows(urls) > limit)
+    with tempfile.TemporaryDirectory(prefix="rebalance-solve-") as folder:
+        source = groups.Grouped(urls, len(config.cells), limit, folder) if bounded else groups.Everything(urls, len(config.cells))
+        return _solve(source, shard["shard"], config, params, output_url, started)
+
+
+def _solve(source: groups.Everything | groups.Grouped, number: int, config: RebalanceStage, params: dict, output_url: str,
+           started: float) -> dict:
+    columns = config.cells
+    survey = source.survey
+    weighting = Weighting(config, params, survey.languages, survey.levels)
+    kept = None  # one group: its documents stay for the second pass
+    stats: dict[tuple[str, ...], _CellStats] = {}
+    most: dict[tuple[str, ...], float] = {}
+    weightless: dict[tuple[str, ...], str] = {}
+    positive, smallest = 0, 0
+    for index in range(source.groups):
+        group = _prepare(source.load(index), config, weighting)
+        kept = group if source.groups == 1 else None
+        tokens, weights = group.tokens, group.weights
+        positive += int((weights > 0).sum())
+        counted = tokens[tokens > 0]
+        smallest = min(smallest or int(counted.min()), int(counted.min())) if len(counted) else smallest
+        for cell, (s, e) in group.runs.items():
+            high, low = epochs_of(config, cell)
+            w, t = weights[s:e], tokens[s:e]
+            most[cell] = float(np.where(w > 0, high, low) @ t.astype(np.float64))
+            stats[cell] = _CellStats(float((t * np.where(w > 0, np.clip(w, low, high), 0.0)).sum()), e - s, int(t.sum()),
+                                     int(t[w > 0].sum()), int(t.max()) if e > s else 0)
+            zero = np.flatnonzero(w == 0)
+            if low > 0 and len(zero):
+                examples = ", ".join(map(str, group.valid["id"].take(pa.array(group.order[s + zero[:3]], pa.int64())).to_pylist()))
+                weightless[cell] = (f"{cell_name(columns, cell)}: {len(zero):,} document(s) of weight 0 with min_epochs {low} "
+                                    f"(e.g. {examples})")
+    _check_countable(sum(most[cell] for cell in sorted(most)))
+    _check_weightless([weightless[cell] for cell in sorted(weightless)])
+
+    targets = resolve(config, {cell: stats[cell].natural for cell in sorted(stats)})
     report, infeasible = [], []
     for target in targets:
-        s, e = runs.get(target.values, (0, 0))
-        limit = solver.bounds(tokens[s:e], weights[s:e], target.min_epochs, target.max_epochs)
+        cell = stats.get(target.values, _CellStats(0.0, 0, 0, 0, 0))
+        limit = solver.Bounds(cell.counted * target.min_epochs, cell.counted * target.max_epochs)
         state = None if target.natural else ("short" if target.target > limit.high else "over" if target.target < limit.low else None)
-        if e == s and state is None:  # a listed value without documents: nothing can fill it, even a zero target
+        if not cell.documents and state is None:  # a listed value without documents: nothing can fill it, even a zero target
             state = EMPTY
-        row = _cell_row(columns, target, limit, e - s, int(tokens[s:e].sum()), state)
-        row["largest_document"] = int(tokens[s:e].max()) if e > s else 0  # the most a cut can miss by
+        row = _cell_row(columns, target, limit, cell.documents, cell.unique, state)
+        row["largest_document"] = cell.largest  # the most a cut can miss by
         report.append(row)
         if state:
             infeasible.append(row)
@@ -217,47 +289,59 @@ def solve_shard(shard: dict, params: dict, output_url: str, rejects_url: str) ->
         raise ValueError("these cells cannot meet their target within their epochs (nothing was written; raise max_epochs, "
                          "lower the targets, or set on_shortfall: report):\n  " + "\n  ".join(map(_describe_shortfall, failing)))
 
-    repeats_sorted = np.zeros(len(order), dtype=np.int64)
-    for target, row in zip(targets, report):
-        s, e = runs.get(target.values, (0, 0))
-        repeats, scale = solver.solve_cell(tokens[s:e], weights[s:e], keys[s:e], target.target, target.min_epochs,
-                                           target.max_epochs, target.natural)
-        repeats_sorted[s:e] = repeats
-        _fill_achieved(row, repeats, tokens[s:e], scale)
-    _check_counts(report, repeats_sorted, tokens)
+    by_cell = {target.values: (target, row) for target, row in zip(targets, report)}
+    written, selected, negative = 0, 0, False
+    empty = np.zeros(0, dtype=np.int64)
+    for target, row in by_cell.values():
+        if target.values not in stats:  # no documents: solved (to nothing) here
+            repeats, scale = solver.solve_cell(empty, np.zeros(0), empty.astype(np.uint64), target.target, target.min_epochs,
+                                               target.max_epochs, target.natural)
+            _fill_achieved(row, repeats, empty, scale)
+    for index in range(source.groups):
+        group = kept or _prepare(source.load(index), config, weighting)
+        repeats_sorted = np.zeros(len(group.order), dtype=np.int64)
+        for cell, (s, e) in group.runs.items():
+            target, row = by_cell[cell]
+            repeats, scale = solver.solve_cell(group.tokens[s:e], group.weights[s:e], group.keys[s:e], target.target,
+                                               target.min_epochs, target.max_epochs, target.natural)
+            repeats_sorted[s:e] = repeats
+            _fill_achieved(row, repeats, group.tokens[s:e], scale)
+        written += int((repeats_sorted * group.tokens).sum()) if len(repeats_sorted) else 0
+        selected += int((repeats_sorted > 0).sum())
+        negative |= bool((repeats_sorted < 0).any())
+        # Back to input shards and rows: every row of every shard, 0 for the ones left out.
+        repeats_valid = np.zeros(group.valid.num_rows, dtype=np.int64)
+        repeats_valid[group.order] = repeats_sorted
+        source.put(index, group.valid["shard"].to_numpy(), group.valid["row"].to_numpy(), repeats_valid)
+        group = None
+    _check_counts(report, written, selected, negative)
     total = sum(row["achieved"] for row in report)
     for row in report:
         row["weight"] = round(row["achieved"] / total, 9) if total else 0.0
 
-    # Back to input shards and rows: every row of every shard, 0 for the ones left out.
-    repeats_valid = np.zeros(valid.num_rows, dtype=np.int64)
-    repeats_valid[order] = repeats_sorted
-    shard_of, row_of = valid["shard"].to_numpy(), valid["row"].to_numpy()
-    artifacts = []
-    for n, count in enumerate(rows_per_shard):
-        values = np.zeros(count, dtype=np.int32)
-        mask = shard_of == n
-        values[row_of[mask]] = repeats_valid[mask]
-        artifacts.append(commit_artifact(output_url, repeats_artifact(n), table_to_parquet_bytes(pa.table({"repeats": values}))))
-
+    artifacts = [commit_artifact(output_url, repeats_artifact(n), table_to_parquet_bytes(pa.table({"repeats": source.repeats(n)})))
+                 for n in range(len(survey.rows_per_shard))]
+    unique = sum(cell.unique for cell in stats.values())
     mix = {"tokens": config.count_column, "cells": columns, "seed": config.seed, "budget": config.budget,
            "target_tokens": sum(row["target"] for row in report), "achieved_tokens": total,
-           "unique_tokens": int(tokens.sum()), "on_shortfall": config.on_shortfall,
-           "infeasible": [row["cell"] for row in infeasible], "mix": report, **used}
+           "unique_tokens": unique, "on_shortfall": config.on_shortfall,
+           "infeasible": [row["cell"] for row in infeasible], "mix": report,
+           **weighting.used(survey.no_cluster_size)}
     artifacts.append(commit_artifact(output_url, MIX, json.dumps(mix, indent=1).encode()))
+    documents = sum(cell.documents for cell in stats.values())
     # Step totals are summed counters (numbers only): the report reads the rest from mix.json.
-    return commit_shard(shard["shard"], output_url, pa.Table.from_pylist(report, schema=MIX_SCHEMA), docs_in=table.num_rows,
+    return commit_shard(number, output_url, pa.Table.from_pylist(report, schema=MIX_SCHEMA), docs_in=survey.documents,
                         artifacts=artifacts, seconds=round(time.perf_counter() - started, 3), mix_cells=len(report),
                         infeasible_cells=len(infeasible), target_tokens=mix["target_tokens"], achieved_tokens=total,
-                        unique_tokens=mix["unique_tokens"], **_degenerate(report, valid.num_rows, weights, tokens, config))
+                        unique_tokens=unique, solve_groups=source.groups,
+                        **_degenerate(report, documents, positive, smallest, config))
 
 
-def _degenerate(report: list[dict], documents: int, weights: np.ndarray, tokens: np.ndarray, config: RebalanceStage) -> dict:
+def _degenerate(report: list[dict], documents: int, positive: int, smallest: int, config: RebalanceStage) -> dict:
     """Counters for ``mix_warnings``: what made a mix empty, or left cells with a target unfilled."""
     unfilled = [row for row in report if row["target"] > 0 and row["achieved"] == 0 and not row["infeasible"]]
-    counted = tokens[tokens > 0]
-    return {"mix_documents": documents, "mix_positive_weight_documents": int((weights > 0).sum()),
-            "mix_budget": config.budget or 0, "mix_smallest_document": int(counted.min()) if len(counted) else 0,
+    return {"mix_documents": documents, "mix_positive_weight_documents": positive,
+            "mix_budget": config.budget or 0, "mix_smallest_document": smallest,
             "mix_unfilled_cells": len(unfilled)}
 
 

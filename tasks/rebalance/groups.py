@@ -1,0 +1,158 @@
+"""Where the ``solve`` step reads its documents from: all of them at once (``exact``), or a group
+of cells at a time (``bounded``: within ``solve.memory_mb``).
+
+Cells are solved independently once their targets are known, and the targets need only a few
+numbers per cell (``targets.py``): so a bounded solve surveys the measure shards (rows per shard,
+documents per cell, the languages and levels that weights are looked up for), packs the cells,
+in their sorted order, into groups of at most ``capacity`` documents, and reads one group's rows
+from every shard (one shard at a time) for each of its two passes: the per-cell numbers the
+targets need, then the solver. Each group's repeats wait in a local folder by input shard until
+every group is solved; then each shard's file is written from its parts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from fineflow import storage
+from fineflow.documents import read_table
+from fineflow.tasks.rebalance.measure import cell_key
+
+# What one document costs the solve step at its peak: the measured row (id, cell values, counts),
+# its key, preference and place in the sort, and their temporaries (numpy and Arrow copies).
+BYTES_PER_DOCUMENT = 200
+
+
+def capacity(memory_mb: int) -> int:
+    """The documents one group may hold."""
+    return max(1, memory_mb * 2**20 // BYTES_PER_DOCUMENT)
+
+
+def rows(urls: list[str]) -> int:
+    """The measured rows in all shards, from the Parquet footers alone."""
+    total = 0
+    for url in urls:
+        with storage.open_input(url, block_size=1024 * 1024) as handle:
+            total += pq.ParquetFile(handle).metadata.num_rows
+    return total
+
+
+def _valid(table: pa.Table) -> pa.Table:
+    return table.filter(pc.is_null(table["problem"])) if table.num_rows else table
+
+
+@dataclass
+class Survey:
+    rows_per_shard: np.ndarray  # every measure shard's rows (the repeats files have as many)
+    documents: int = 0  # rows, with problems or not
+    cells: dict[tuple[str, ...], int] = field(default_factory=dict)  # documents without a problem per cell
+    languages: set[str] = field(default_factory=set)
+    levels: set = field(default_factory=set)
+    no_cluster_size: int = 0
+
+    def add(self, table: pa.Table, n_columns: int) -> None:
+        """One shard's rows (or all of them)."""
+        if table.num_rows:
+            self.rows_per_shard += np.bincount(table["shard"].to_numpy(), minlength=len(self.rows_per_shard))
+        self.documents += table.num_rows
+        valid = _valid(table)
+        names = [cell_key(i) for i in range(n_columns)]
+        if not names:
+            if valid.num_rows:
+                self.cells[()] = self.cells.get((), 0) + valid.num_rows
+        elif valid.num_rows:
+            counts = valid.group_by(names).aggregate([([], "count_all")])
+            for row in counts.to_pylist():
+                cell = tuple(row[name] for name in names)
+                self.cells[cell] = self.cells.get(cell, 0) + row["count_all"]
+        if "language" in valid.column_names:
+            self.languages |= set(pc.fill_null(valid["language"], "und").to_numpy(zero_copy_only=False).tolist())
+            self.no_cluster_size += int(pc.sum(pc.is_null(valid["cluster_size"]).cast(pa.int64())).as_py() or 0)
+        if "level" in valid.column_names:
+            self.levels |= set(valid["level"].to_numpy(zero_copy_only=False).tolist())
+
+
+class Everything:
+    """``exact``: every document at once, one group (the solver as it always ran)."""
+
+    def __init__(self, urls: list[str], n_columns: int) -> None:
+        table = read_table(urls)
+        self.survey = Survey(np.zeros(len(urls), dtype=np.int64))
+        self.survey.add(table, n_columns)
+        self.valid = _valid(table)
+        self.groups = 1
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def load(self, group: int) -> pa.Table:
+        return self.valid
+
+    def put(self, group: int, shard_of: np.ndarray, row_of: np.ndarray, repeats: np.ndarray) -> None:
+        self.parts.append((shard_of, row_of, repeats))
+
+    def repeats(self, shard: int) -> np.ndarray:
+        values = np.zeros(int(self.survey.rows_per_shard[shard]), dtype=np.int32)
+        for shard_of, row_of, repeats in self.parts:
+            mask = shard_of == shard
+            values[row_of[mask]] = repeats[mask]
+        return values
+
+
+class Grouped:
+    """``bounded``: the cells in groups of at most ``capacity`` documents (a cell with more is a
+    group of its own: a cell is solved whole), read a group at a time."""
+
+    def __init__(self, urls: list[str], n_columns: int, capacity: int, folder: str) -> None:
+        self.urls, self.names, self.folder = urls, [cell_key(i) for i in range(n_columns)], Path(folder)
+        self.survey = Survey(np.zeros(len(urls), dtype=np.int64))
+        for url in urls:
+            self.survey.add(read_table([url]), n_columns)
+        self.cells = pack(self.survey.cells, capacity)
+        self.groups = len(self.cells)
+        self.largest_group = max((sum(self.survey.cells[c] for c in cells) for cells in self.cells), default=0)
+
+    def load(self, group: int) -> pa.Table:
+        """The group's documents (without a problem), from every shard in turn."""
+        cells = self.cells[group]
+        wanted = pa.table({name: pa.array([cell[i] for cell in cells], pa.string()) for i, name in enumerate(self.names)})
+        parts = []
+        for url in self.urls:
+            valid = _valid(read_table([url]))
+            if self.names and valid.num_rows:
+                valid = valid.join(wanted, keys=self.names, join_type="inner").select(valid.column_names)
+            parts.append(valid)
+        return pa.concat_tables(parts, promote_options="default") if parts else read_table([])
+
+    def put(self, group: int, shard_of: np.ndarray, row_of: np.ndarray, repeats: np.ndarray) -> None:
+        written = repeats > 0  # the others are 0 anyway
+        shard_of, row_of, repeats = shard_of[written], row_of[written], repeats[written]
+        for shard in np.unique(shard_of):
+            mask = shard_of == shard
+            np.save(self.folder / f"{group}-{shard}.npy", np.stack([row_of[mask], repeats[mask]]))
+
+    def repeats(self, shard: int) -> np.ndarray:
+        values = np.zeros(int(self.survey.rows_per_shard[shard]), dtype=np.int32)
+        for group in range(self.groups):
+            path = self.folder / f"{group}-{shard}.npy"
+            if path.exists():
+                row_of, repeats = np.load(path)
+                values[row_of] = repeats
+        return values
+
+
+def pack(cells: dict[tuple[str, ...], int], capacity: int) -> list[list[tuple[str, ...]]]:
+    """The cells, in sorted order, in consecutive groups of at most ``capacity`` documents."""
+    groups: list[list[tuple[str, ...]]] = []
+    size = 0
+    for cell in sorted(cells):
+        if not groups or size + cells[cell] > capacity:
+            groups.append([])
+            size = 0
+        groups[-1].append(cell)
+        size += cells[cell]
+    return groups
