@@ -167,7 +167,7 @@ class SolveSettings(Strict):
     Both give the same repeats (docs/rebalance.md, "Solving in bounded memory")."""
 
     mode: Literal["auto", "exact", "bounded"] = "auto"
-    memory_mb: int = Field(default=4096, ge=16, le=MAX_SOLVE_MEMORY_MB,
+    memory_mb: int = Field(default=4096, ge=1, le=MAX_SOLVE_MEMORY_MB,
                            description="the documents the solve step holds at once (about 200 bytes each)")
 
 

@@ -12,6 +12,7 @@ every group is solved; then each shard's file is written from its parts.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,6 +93,12 @@ class Everything:
     def load(self, group: int) -> pa.Table:
         return self.valid
 
+    def note_ids(self, group: int, ids: pa.ChunkedArray, keys: np.ndarray) -> None:
+        """One group holds every id: its own check saw them all."""
+
+    def id_ranges(self) -> Iterator[pa.Table]:
+        return iter(())
+
     def put(self, group: int, shard_of: np.ndarray, row_of: np.ndarray, repeats: np.ndarray) -> None:
         self.parts.append((shard_of, row_of, repeats))
 
@@ -115,6 +122,25 @@ class Grouped:
         self.cells = pack(self.survey.cells, capacity)
         self.groups = len(self.cells)
         self.largest_group = max((sum(self.survey.cells[c] for c in cells) for cells in self.cells), default=0)
+        # Ids are checked for repeats within each group; across groups by ranges of their keys
+        # (about a group's worth each): the same id has the same key, so it meets itself in one.
+        self.bits = max(0, (self.groups - 1).bit_length()) if self.groups > 1 else 0
+
+    def note_ids(self, group: int, ids: pa.ChunkedArray, keys: np.ndarray) -> None:
+        if not self.bits:
+            return
+        ranges = (keys >> np.uint64(64 - self.bits)).astype(np.int64)
+        for number in np.unique(ranges):
+            chosen = pa.array(np.flatnonzero(ranges == number), pa.int64())
+            pq.write_table(pa.table({"id": ids.take(chosen)}), self.folder / f"ids-{number}-{group}.parquet")
+
+    def id_ranges(self) -> Iterator[pa.Table]:
+        """Every noted id, a range of keys at a time."""
+        for number in range(2**self.bits if self.bits else 0):
+            parts = [pq.read_table(path) for group in range(self.groups)
+                     if (path := self.folder / f"ids-{number}-{group}.parquet").exists()]
+            if parts:
+                yield pa.concat_tables(parts, promote_options="default")
 
     def load(self, group: int) -> pa.Table:
         """The group's documents (without a problem), from every shard in turn."""

@@ -253,6 +253,7 @@ def _solve(source: groups.Everything | groups.Grouped, number: int, config: Reba
     for index in range(source.groups):
         group = _prepare(source.load(index), config, weighting)
         kept = group if source.groups == 1 else None
+        source.note_ids(index, group.valid["id"].take(pa.array(group.order, pa.int64())), group.keys)
         tokens, weights = group.tokens, group.weights
         positive += int((weights > 0).sum())
         counted = tokens[tokens > 0]
@@ -268,6 +269,8 @@ def _solve(source: groups.Everything | groups.Grouped, number: int, config: Reba
                 examples = ", ".join(map(str, group.valid["id"].take(pa.array(group.order[s + zero[:3]], pa.int64())).to_pylist()))
                 weightless[cell] = (f"{cell_name(columns, cell)}: {len(zero):,} document(s) of weight 0 with min_epochs {low} "
                                     f"(e.g. {examples})")
+    for ids in source.id_ranges():  # the same id in two groups (cells): each group saw only its own
+        _check_unique_ids(pa.table({"id": ids["id"]}))
     _check_countable(sum(most[cell] for cell in sorted(most)))
     _check_weightless([weightless[cell] for cell in sorted(weightless)])
 
