@@ -88,6 +88,11 @@ def test_bounded_groups_give_the_exact_repeats_and_mix(tmp_path, name):
     for capacity in (1, 37, 200, 401, 10**9):  # every cell alone, odd groups, one group
         got, got_mix, result = solved(urls, CONFIGS[name], tmp_path / f"bounded-{capacity}", capacity)
         seen.add(result["groups"])
+        # A cell past the bound is solved whole, and the step says so.
+        over = len([row for row in mix["mix"] if row["available_documents"] > capacity])
+        assert result["stats"]["solve_cells_over_memory"] == over
+        said = [w for w in solve.mix_warnings(result["stats"]) if "hold more documents than solve.memory_mb" in w]
+        assert said == ([said[0]] if over else []) and (not over or said[0].startswith(f"{over} cell(s)"))
         assert got == files, capacity
         assert got_mix == mix, capacity
     assert len(seen) >= 4 and 1 in seen  # the capacities made different groupings

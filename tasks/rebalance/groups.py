@@ -88,6 +88,7 @@ class Everything:
         self.survey.add(table, n_columns)
         self.valid = _valid(table)
         self.groups = 1
+        self.over_bound: list[int] = []
         self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
     def load(self, group: int) -> pa.Table:
@@ -121,7 +122,8 @@ class Grouped:
             self.survey.add(read_table([url]), n_columns)
         self.cells = pack(self.survey.cells, capacity)
         self.groups = len(self.cells)
-        self.largest_group = max((sum(self.survey.cells[c] for c in cells) for cells in self.cells), default=0)
+        # A cell is solved whole: one with more documents than a group holds is the bound's exception.
+        self.over_bound = sorted(count for count in self.survey.cells.values() if count > capacity)
         # Ids are checked for repeats within each group; across groups by ranges of their keys
         # (about a group's worth each): the same id has the same key, so it meets itself in one.
         self.bits = max(0, (self.groups - 1).bit_length()) if self.groups > 1 else 0

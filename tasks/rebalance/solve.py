@@ -7,6 +7,10 @@ unless ``on_shortfall: report``), solves each cell (``solver.py``) and commits p
 the ``repeats`` of its rows, and ``mix.json``: per cell its target, achieved and unique tokens,
 documents, epochs, shortfall and weight (its share of the written tokens, what a trainer's
 data-args file gives it), with the rehydration curves and the quality table used.
+
+``solve.mode`` says how it holds the documents (``groups.py``): all at once, or a group of cells
+at a time within ``solve.memory_mb``; each cell is solved from its own documents in the same
+canonical order either way, so the repeats and the mix are the same.
 """
 
 from __future__ import annotations
@@ -337,6 +341,7 @@ def _solve(source: groups.Everything | groups.Grouped, number: int, config: Reba
                         artifacts=artifacts, seconds=round(time.perf_counter() - started, 3), mix_cells=len(report),
                         infeasible_cells=len(infeasible), target_tokens=mix["target_tokens"], achieved_tokens=total,
                         unique_tokens=unique, solve_groups=source.groups,
+                        solve_cells_over_memory=len(source.over_bound), solve_largest_cell_over_memory=max(source.over_bound, default=0),
                         **_degenerate(report, documents, positive, smallest, config))
 
 
@@ -366,6 +371,9 @@ def mix_warnings(totals: dict) -> list[str]:
     elif totals.get("mix_unfilled_cells", 0):
         found.append(f"{totals['mix_unfilled_cells']} cell(s) with a target got no document (targets below their smallest "
                      "document?): see mix.json")
+    if totals.get("solve_cells_over_memory", 0):  # bounded mode: a cell is solved whole
+        found.append(f"{totals['solve_cells_over_memory']} cell(s) hold more documents than solve.memory_mb allows (the "
+                     f"largest {totals['solve_largest_cell_over_memory']:,}): each was solved whole, past the bound")
     return found
 
 
