@@ -13,8 +13,9 @@ tree, the same coins, the same arithmetic.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -98,13 +99,14 @@ class _Node:
     prob: float
     tokens: float
     flip: float  # the coin of the node's first leaf
+    payload: np.ndarray | None = None  # what the caller needs of the pending unit
 
 
-def _meet(a: _Node, b: _Node, settled: list[int]) -> _Node:
+def _meet(a: _Node, b: _Node, settled: list) -> _Node:
     """One node of ``solver.cut``'s tree, for two children (scalar: the same IEEE operations)."""
     if a.who < 0 or b.who < 0:
         up = b if a.who < 0 else a
-        return _Node(up.who, up.prob, up.tokens, a.flip)
+        return _Node(up.who, up.prob, up.tokens, a.flip, up.payload)
     pa, pb, ta, tb = a.prob, b.prob, a.tokens, b.tokens
     up = min((1.0 - pa) * ta, pb * tb)
     down = min(pa * ta, (1.0 - pb) * tb)
@@ -118,13 +120,13 @@ def _meet(a: _Node, b: _Node, settled: list[int]) -> _Node:
     else:
         nb = 0.0 if towards else 1.0
     if na == 1.0:
-        settled.append(a.who)
+        settled.append(a.payload)
     if nb == 1.0:
-        settled.append(b.who)
+        settled.append(b.payload)
     if 0.0 < na < 1.0:
-        return _Node(a.who, na, ta, a.flip)
+        return _Node(a.who, na, ta, a.flip, a.payload)
     if 0.0 < nb < 1.0:
-        return _Node(b.who, nb, tb, a.flip)
+        return _Node(b.who, nb, tb, a.flip, b.payload)
     return _Node(-1, 0.0, 0.0, a.flip)
 
 
@@ -163,37 +165,39 @@ def _reduce(t: np.ndarray, prob: np.ndarray, flips: np.ndarray) -> tuple[np.ndar
 class CutStream:
     """``solver.cut`` over units (documents with a share and tokens) pushed in key order.
 
-    ``push`` takes the next units (any number) and returns which of them are taken now; a unit
-    still pending when its block closes is decided later: ``late`` lists the units (numbers in key
-    order) taken after their block was returned, ``finish`` the last of them."""
+    ``push`` takes the next units (any number) with a payload row each (what the caller needs to
+    write a unit later) and says which of them are taken now; a unit still pending when its block
+    closes may be taken later: ``finish`` returns the payloads of those."""
 
-    def __init__(self, block: int = 1 << 16) -> None:
-        if block & (block - 1):
+    def __init__(self, block: int = 1 << 16, width: int = 1) -> None:
+        if block < 1 or block & (block - 1):
             raise ValueError("the block must be a power of two")
         self.block, self.levels, self.count = block, [], 0
-        self.pending = (np.zeros(0), np.zeros(0), np.zeros(0))
+        self.pending = (np.zeros(0), np.zeros(0), np.zeros(0), np.zeros((0, width), dtype=np.int64))
         self.first_flip: float | None = None
-        self.late: list[int] = []
+        self.late: list = []
 
-    def push(self, t: np.ndarray, prob: np.ndarray, flips: np.ndarray) -> np.ndarray:
+    def push(self, t: np.ndarray, prob: np.ndarray, flips: np.ndarray, payload: np.ndarray) -> np.ndarray:
         """Which of these units are taken now (the others: not yet, or never)."""
         if self.first_flip is None and len(flips):
             self.first_flip = float(flips[0])
         earlier = len(self.pending[0])  # units returned (as not taken) by earlier pushes, their block still open
         start = self.count - earlier  # the unit number of the buffer's first
-        bt, bp, bf = (np.concatenate([old, new]) for old, new in zip(self.pending, (t.astype(np.float64), prob, flips)))
+        new = (t.astype(np.float64), prob.astype(np.float64), flips, payload)
+        bt, bp, bf, bl = (np.concatenate([old, part]) for old, part in zip(self.pending, new))
         full = len(bt) // self.block * self.block
         chosen = np.zeros(len(bt), dtype=bool)
         for offset in range(0, full, self.block):
             part = slice(offset, offset + self.block)
             chosen[part], root = _reduce(bt[part], bp[part], bf[part])
             if root.who >= 0:
+                root.payload = bl[offset + root.who]
                 root.who += start + offset
             self._add(root, 0)
-        self.late += [start + int(i) for i in np.flatnonzero(chosen[: min(earlier, full)])]
+        self.late += list(bl[np.flatnonzero(chosen[: min(earlier, full)])])
         taken = np.zeros(len(t), dtype=bool)
         taken[: max(0, full - earlier)] = chosen[earlier:full]
-        self.pending = (bt[full:], bp[full:], bf[full:])
+        self.pending = (bt[full:], bp[full:], bf[full:], bl[full:])
         self.count += len(t)
         return taken
 
@@ -209,24 +213,22 @@ class CutStream:
             node = _meet(left, node, self.late)
             level += 1
 
-    def finish(self) -> list[int]:
-        """The units taken after they were returned (numbers in key order), all of them now."""
-        bt, bp, bf = self.pending
+    def finish(self) -> list:
+        """The payloads of the units taken after their push returned."""
+        bt, bp, bf, bl = self.pending
         carry = None
         if len(bt):
             inside, carry = _reduce(bt, bp, bf)
-            start = self.count - len(bt)
-            self.late += [start + int(i) for i in np.flatnonzero(inside)]
+            self.late += list(bl[np.flatnonzero(inside)])
             if carry.who >= 0:
-                carry.who += start
-        for level in range(len(self.levels)):
-            left = self.levels[level]
+                carry.payload = bl[carry.who]
+        for left in self.levels:
             if left is not None and carry is not None:
                 carry = _meet(left, carry, self.late)
             elif left is not None:
                 carry = left
         if carry is not None and carry.who >= 0 and self.first_flip is not None and self.first_flip < carry.prob:
-            self.late.append(carry.who)
+            self.late.append(carry.payload)
         return self.late
 
 
@@ -238,12 +240,93 @@ def cut_in_parts(tokens: np.ndarray, shares: np.ndarray, keys: np.ndarray, sizes
     taken[empty] = solver.uniform(solver.mix(keys[empty], 2)) < shares[empty]
     units = np.flatnonzero((shares > 0) & (tokens > 0))
     stream = CutStream(block)
-    at = 0
-    for size in sizes:
-        part = units[(units >= at) & (units < at + size)]
-        taken[part] = stream.push(tokens[part], shares[part].astype(np.float64), solver.uniform(solver.mix(keys[part], 1)))
-        at += size
-    part = units[units >= at]
-    taken[part] = stream.push(tokens[part], shares[part].astype(np.float64), solver.uniform(solver.mix(keys[part], 1)))
-    taken[units[stream.finish()]] = True
+    bounds = np.cumsum([0, *sizes, len(tokens)])
+    for at, end in zip(bounds[:-1], bounds[1:]):
+        part = units[(units >= at) & (units < end)]
+        taken[part] = stream.push(tokens[part], shares[part], solver.uniform(solver.mix(keys[part], 1)), part[:, None])
+    late = stream.finish()
+    if late:
+        taken[np.concatenate(late)] = True
     return taken
+
+
+class _Groups:
+    """Values of the positive documents by group (a breakpoint), each group's in canonical order,
+    in a local folder: ``solver.solve_lambda``'s cumulative sums run over the groups in order."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, folder: Path, name: str) -> None:
+        self.folder, self.name, self.numbers, self.counts = folder, name, {}, {}
+
+    def add(self, keys: np.ndarray, t: np.ndarray, tw: np.ndarray) -> None:
+        for value in np.unique(keys):
+            chosen = keys == value
+            number = self.numbers.setdefault(float(value), len(self.numbers))
+            self.counts[float(value)] = self.counts.get(float(value), 0) + int(chosen.sum())
+            with open(self.folder / f"{self.name}-{number}.bin", "ab") as handle:
+                np.stack([t[chosen], tw[chosen]], axis=1).tofile(handle)
+
+    def cumulative(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The groups' values (ascending) and, at the end of each, the sums of t and of t*w so far."""
+        values = np.array(sorted(self.numbers), dtype=np.float64)
+        t_sums, tw_sums = np.zeros(len(values)), np.zeros(len(values))
+        acc_t = acc_tw = 0.0
+        for index, value in enumerate(values.tolist()):
+            with open(self.folder / f"{self.name}-{self.numbers[value]}.bin", "rb") as handle:
+                while len(chunk := np.fromfile(handle, dtype=np.float64, count=2 * self.CHUNK)):
+                    pairs = chunk.reshape(-1, 2)
+                    acc_t, acc_tw = cumulative(acc_t, pairs[:, 0]), cumulative(acc_tw, pairs[:, 1])
+            t_sums[index], tw_sums[index] = acc_t, acc_tw
+        return values, t_sums, tw_sums
+
+
+def _at(values: np.ndarray, sums: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """The sums over the groups at or below each point (0 below the first)."""
+    index = np.searchsorted(values, points, side="right") - 1
+    return np.where(index >= 0, sums[np.maximum(index, 0)], 0.0)
+
+
+def solve_lambda_in_parts(parts: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]], positive: int, target: int,
+                          lo: int, hi: int, folder: Path) -> float:
+    """``solver.solve_lambda`` over a cell whose (tokens, weights) come in parts in canonical order
+    (two passes): the same float operations in the same orders, so the same bits."""
+    starts, ends = _Groups(folder, "start"), _Groups(folder, "end")
+    counts: dict[float, int] = {}
+    base_sum = PairwiseSum(positive)
+    for tokens, weights in parts():
+        chosen = weights > 0
+        t, w = tokens[chosen].astype(np.float64), weights[chosen]
+        base_sum.push(t)
+        tw = t * w
+        starts.add(lo / w, t, tw)
+        ends.add(hi / w, t, tw)
+        for value, count in zip(*np.unique(w, return_counts=True)):
+            counts[float(value)] = counts.get(float(value), 0) + int(count)
+    base = base_sum.result() * lo
+    start_values, t_start, tw_start = starts.cumulative()
+    end_values, t_end, tw_end = ends.cumulative()
+    points = np.unique(np.concatenate([start_values, end_values]))
+    slope = _at(start_values, tw_start, points) - _at(end_values, tw_end, points)
+    values = base + points * slope - lo * _at(start_values, t_start, points) + hi * _at(end_values, t_end, points)
+    k = int(np.searchsorted(values, target, side="right")) - 1
+    if k < 0:
+        return float(points[0])
+    if slope[k] <= 0:
+        return float(points[k])
+    scale = float(points[k] + (target - values[k]) / slope[k])
+    # solver._ideal_total, in parts: the Newton step on the exactly summed total.
+    distinct = np.array(sorted(counts), dtype=np.float64)
+    raw = scale * distinct
+    rising_count = sum(counts[v] for v, r in zip(distinct.tolist(), ((raw > lo) & (raw < hi)).tolist()) if r)
+    total, gradient = ChunkedFsum(), PairwiseSum(rising_count)
+    for tokens, weights in parts():
+        chosen = weights > 0
+        raw = scale * weights
+        rising = chosen & (raw > lo) & (raw < hi)
+        total.push(tokens * np.where(chosen, np.clip(raw, lo, hi), 0.0))
+        gradient.push(tokens[rising] * weights[rising])
+    slope_here = gradient.result()
+    if slope_here > 0:
+        scale += (target - total.result()) / slope_here
+    return scale
