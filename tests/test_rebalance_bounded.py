@@ -17,7 +17,7 @@ from test_rebalance import documents, outputs, run_stage, stage, write_shards
 
 from fineflow import storage
 from fineflow.manifest import artifact_url_of, shard_name
-from fineflow.tasks.rebalance import groups, solve
+from fineflow.tasks.rebalance import groups, solve, solver, stream
 from fineflow.tasks.rebalance.config import RebalanceStage
 
 LANGUAGES = ["en", "en", "en", "fr", "de", "it", "nl"]
@@ -85,17 +85,63 @@ def test_bounded_groups_give_the_exact_repeats_and_mix(tmp_path, name):
         assert {"short", "over"} <= {row["infeasible"] for row in mix["mix"]}
         assert any(row["available_documents"] == 0 for row in mix["mix"])  # zz: listed, without documents
     seen = set()
-    for capacity in (1, 37, 200, 401, 10**9):  # every cell alone, odd groups, one group
+    capacities = (9, 37, 200, 401, 10**9) if name == "budget" else (25, 401)  # cells in slices, odd groups, one group
+    for capacity in capacities:
         got, got_mix, result = solved(urls, CONFIGS[name], tmp_path / f"bounded-{capacity}", capacity)
         seen.add(result["groups"])
-        # A cell past the bound is solved whole, and the step says so.
-        over = len([row for row in mix["mix"] if row["available_documents"] > capacity])
-        assert result["stats"]["solve_cells_over_memory"] == over
-        said = [w for w in solve.mix_warnings(result["stats"]) if "hold more documents than solve.memory_mb" in w]
-        assert said == ([said[0]] if over else []) and (not over or said[0].startswith(f"{over} cell(s)"))
+        # A cell past the bound is read in slices of its keys (all but the largest capacities have some).
+        sliced = len([row for row in mix["mix"] if row["available_documents"] > capacity])
+        assert result["stats"]["solve_sliced_cells"] == sliced and (sliced > 0) == (capacity < 200)
         assert got == files, capacity
         assert got_mix == mix, capacity
-    assert len(seen) >= 4 and 1 in seen  # the capacities made different groupings
+    assert len(seen) >= min(4, len(capacities)) and (1 in seen) == (name == "budget")  # different groupings
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_cut_in_parts_takes_the_documents_the_cut_in_memory_takes(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        n = int(rng.integers(0, 1500))
+        tokens = rng.choice([0, 5, 5, 10, 100, 7], n).astype(np.int64)
+        shares = np.where(rng.random(n) < 0.7, rng.choice([0.5, 0.25, rng.random()], n), 0.0)
+        keys = np.sort(rng.integers(0, 2**63, n, dtype=np.uint64))
+        sizes = [int(size) for size in rng.integers(0, 300, int(rng.integers(0, 8)))]
+        block = int(2 ** rng.integers(0, 9))
+        assert (stream.cut_in_parts(tokens, shares, keys, sizes, block) == solver.cut(tokens, shares, keys)).all()
+
+
+def test_sums_in_parts_have_the_bits_of_numpys_sums():
+    rng = np.random.default_rng(1)
+    for n in (0, 1, 7, 8, 127, 128, 129, 1000, 65_536, 65_537, 300_001):
+        values = rng.random(n) * rng.choice([1, 1e10, 3.3], n)
+        whole, parts = stream.PairwiseSum(n), stream.ChunkedFsum()
+        for start in range(0, n, 20_011):
+            whole.push(values[start : start + 20_011])
+            parts.push(values[start : start + 20_011] + 1)
+        assert whole.result() == float(values.sum())
+        assert parts.result() == solver._ideal_total(np.ones(n, np.int64), values + 1, 1.0, 0, 10**18)[0]
+
+
+def test_lambda_in_parts_has_the_bits_of_lambda_in_memory(tmp_path):
+    rng = np.random.default_rng(2)
+    solved_here = 0
+    for trial in range(120):
+        n = int(rng.integers(1, 2500))
+        tokens = rng.choice([0, 5, 5, 10, 100, 7, 12345], n).astype(np.int64)
+        weights = rng.choice(np.array([[1.0, 2.0, 3.0], [0.3, 0.7, 1.1, 0.0], [1.0, 1.0, 1.0], [0.5, 10.0, 0.1 + 0.2]][trial % 4]), n)
+        lo, hi = int(rng.integers(0, 2)), int(rng.integers(2, 6))
+        counted = int(tokens[weights > 0].sum())
+        if counted * hi - counted * lo < 2:
+            continue
+        target = int(rng.integers(counted * lo + 1, counted * hi))
+        bounds = [0, *sorted({int(x) for x in rng.integers(0, n, int(rng.integers(0, 6)))}), n]
+        parts = lambda: ((tokens[a:b], weights[a:b]) for a, b in zip(bounds[:-1], bounds[1:]))  # noqa: E731, B023
+        folder = tmp_path / str(trial)
+        folder.mkdir()
+        got = stream.solve_lambda_in_parts(parts, int((weights > 0).sum()), target, lo, hi, folder)
+        assert got == solver.solve_lambda(tokens, weights, target, lo, hi)
+        solved_here += 1
+    assert solved_here > 100
 
 
 def test_groups_never_split_a_cell_and_hold_at_most_their_capacity():

@@ -18,7 +18,9 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +30,7 @@ import pyarrow.compute as pc
 from fineflow.artifacts import commit_artifact
 from fineflow.documents import commit_shard, table_to_parquet_bytes
 from fineflow.tasks.common.cells import cell_name
-from fineflow.tasks.rebalance import groups, rehydration, solver
+from fineflow.tasks.rebalance import groups, rehydration, solver, stream
 from fineflow.tasks.rebalance.config import MAX_TOKENS, RebalanceStage
 from fineflow.tasks.rebalance.measure import cell_key
 from fineflow.tasks.rebalance.targets import CellTarget, epochs_of, resolve
@@ -212,12 +214,12 @@ class _Group:
     keys: np.ndarray
 
 
-def _prepare(valid: pa.Table, config: RebalanceStage, weighting: Weighting) -> _Group:
+def _prepare(valid: pa.Table, config: RebalanceStage, weighting: Weighting, keys: np.ndarray | None = None) -> _Group:
     _check_unique_ids(valid)
     weights = weighting.weights(valid)
     if not np.isfinite(weights).all() or (weights < 0).any():  # the config and weights files are checked: a bug if so
         raise ValueError("a document's preference is negative or not finite (nothing was written): check the weights")
-    keys = seeded_keys(valid["id"].to_pylist(), config.seed)
+    keys = seeded_keys(valid["id"].to_pylist(), config.seed) if keys is None else keys
     order, runs = _cell_runs(valid, len(config.cells), keys)
     return _Group(valid, order, runs, valid["tokens"].to_numpy()[order], weights[order], keys[order])
 
@@ -231,6 +233,92 @@ class _CellStats:
     unique: int
     counted: int  # tokens of the documents with a positive weight
     largest: int
+    positive: int = 0  # documents with a positive weight
+
+
+def _slices(source: groups.Grouped, index: int, config: RebalanceStage, weighting: Weighting) -> Iterator[_Group]:
+    """A one-cell group past the bound, a slice of its keys at a time, in key order."""
+    for table, keys in source.slices(index, config.seed):
+        yield _prepare(table, config, weighting, keys)
+
+
+def _stats_in_slices(parts: Iterator[_Group], cell: tuple[str, ...], documents: int, config: RebalanceStage,
+                     note: Callable[[int, _Group], None]) -> tuple[_CellStats, float, str | None]:
+    """A cell's numbers from its slices (in key order): the natural size summed in numpy's order."""
+    high, low = epochs_of(config, cell)
+    natural = stream.PairwiseSum(documents)
+    most, unique, counted, largest, positive, zeros, examples = 0.0, 0, 0, 0, 0, 0, []
+    for number, group in enumerate(parts):
+        note(number, group)
+        t, w = group.tokens, group.weights
+        natural.push(t * np.where(w > 0, np.clip(w, low, high), 0.0))
+        most += float(np.where(w > 0, high, low) @ t.astype(np.float64))  # only ever compared with 2^62
+        unique, counted, positive = unique + int(t.sum()), counted + int(t[w > 0].sum()), positive + int((w > 0).sum())
+        largest = max(largest, int(t.max()) if len(t) else 0)
+        zero = np.flatnonzero(w == 0)
+        zeros += len(zero)
+        if len(examples) < 3 and len(zero):
+            examples += group.valid["id"].take(pa.array(group.order[zero[: 3 - len(examples)]], pa.int64())).to_pylist()
+    message = None
+    if low > 0 and zeros:
+        message = (f"{cell_name(config.cells, cell)}: {zeros:,} document(s) of weight 0 with min_epochs {low} "
+                   f"(e.g. {', '.join(map(str, examples))})")
+    return _CellStats(natural.result(), documents, unique, counted, largest, positive), most, message
+
+
+def _solve_in_slices(parts: Callable[[], Iterator[_Group]], target: CellTarget, cell: _CellStats, folder: Path, block: int,
+                     put: Callable[[np.ndarray, np.ndarray, np.ndarray, int], None]) -> tuple[dict[str, int], float]:
+    """``solver.solve_cell`` on a cell read in slices (each pass in key order): the same repeats."""
+    lo, hi = target.min_epochs, target.max_epochs
+    limit = solver.Bounds(cell.counted * lo, cell.counted * hi)
+    fixed = lo if target.target <= limit.low else hi if target.target >= limit.high and not target.natural else None
+    if fixed is not None:
+        scale = 0.0 if fixed == lo else float("inf")
+    elif target.natural:
+        scale = 1.0
+    else:
+        with tempfile.TemporaryDirectory(dir=folder) as here:
+            scale = stream.solve_lambda_in_parts(lambda: ((g.tokens, g.weights) for g in parts()), cell.positive,
+                                                 target.target, lo, hi, Path(here))
+    counts = {"achieved": 0, "documents": 0, "copies": 0, "selected": 0, "most": 0}
+
+    def count(repeats: np.ndarray, tokens: np.ndarray) -> None:
+        counts["achieved"] += int((repeats * tokens).sum())
+        counts["documents"] += int((repeats > 0).sum())
+        counts["copies"] += int(repeats.sum())
+        counts["selected"] += int(tokens[repeats > 0].sum())
+        counts["most"] = max(counts["most"], int(repeats.max()) if len(repeats) else 0)
+
+    cut = stream.CutStream(block, width=4)
+    number = 0
+    for number, group in enumerate(parts()):
+        positive, tokens, keys = group.weights > 0, group.tokens, group.keys
+        shard_of, row_of = group.valid["shard"].to_numpy()[group.order], group.valid["row"].to_numpy()[group.order]
+        if fixed is not None:
+            repeats = np.where(positive, fixed, 0).astype(np.int64)
+        else:
+            ideal = np.where(positive, np.clip(scale * group.weights, lo, hi), 0.0)
+            whole = np.floor(ideal).astype(np.int64)
+            shares = ideal - whole
+            taken = np.zeros(len(tokens), dtype=bool)
+            empty = np.flatnonzero((shares > 0) & (tokens == 0))
+            taken[empty] = solver.uniform(solver.mix(keys[empty], 2)) < shares[empty]
+            units = np.flatnonzero((shares > 0) & (tokens > 0))  # in key order: the cell's order is by key
+            payload = np.stack([shard_of[units], row_of[units], whole[units], tokens[units]], axis=1).astype(np.int64)
+            taken[units] = cut.push(tokens[units], shares[units], solver.uniform(solver.mix(keys[units], 1)), payload)
+            repeats = whole + taken
+        count(repeats, tokens)
+        put(shard_of, row_of, repeats, number)
+    late = np.array(cut.finish() if fixed is None else [], dtype=np.int64).reshape(-1, 4)
+    if len(late):  # taken after their slice was written: one more copy each
+        shard_of, row_of, whole, tokens = late.T
+        counts["achieved"] += int(tokens.sum())
+        counts["copies"] += len(late)
+        counts["documents"] += int((whole == 0).sum())  # a document first written now
+        counts["selected"] += int(tokens[whole == 0].sum())
+        counts["most"] = max(counts["most"], int((whole + 1).max()))
+        put(shard_of, row_of, whole + 1, number + 1)
+    return counts, scale
 
 
 def solve_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
@@ -254,20 +342,32 @@ def _solve(source: groups.Everything | groups.Grouped, number: int, config: Reba
     most: dict[tuple[str, ...], float] = {}
     weightless: dict[tuple[str, ...], str] = {}
     positive, smallest = 0, 0
+    def note(index: int, part: int, group: _Group) -> None:
+        nonlocal positive, smallest
+        source.note_ids(index, group.valid["id"].take(pa.array(group.order, pa.int64())), group.keys, part)
+        positive += int((group.weights > 0).sum())
+        counted = group.tokens[group.tokens > 0]
+        smallest = min(smallest or int(counted.min()), int(counted.min())) if len(counted) else smallest
+
     for index in range(source.groups):
+        if not source.whole(index):  # one cell past the bound
+            cell = source.cells[index][0]
+            stats[cell], most[cell], message = _stats_in_slices(
+                _slices(source, index, config, weighting), cell, source.survey.cells[cell], config,
+                lambda part, group, index=index: note(index, part, group))
+            if message:
+                weightless[cell] = message
+            continue
         group = _prepare(source.load(index), config, weighting)
         kept = group if source.groups == 1 else None
-        source.note_ids(index, group.valid["id"].take(pa.array(group.order, pa.int64())), group.keys)
+        note(index, 0, group)
         tokens, weights = group.tokens, group.weights
-        positive += int((weights > 0).sum())
-        counted = tokens[tokens > 0]
-        smallest = min(smallest or int(counted.min()), int(counted.min())) if len(counted) else smallest
         for cell, (s, e) in group.runs.items():
             high, low = epochs_of(config, cell)
             w, t = weights[s:e], tokens[s:e]
             most[cell] = float(np.where(w > 0, high, low) @ t.astype(np.float64))
             stats[cell] = _CellStats(float((t * np.where(w > 0, np.clip(w, low, high), 0.0)).sum()), e - s, int(t.sum()),
-                                     int(t[w > 0].sum()), int(t.max()) if e > s else 0)
+                                     int(t[w > 0].sum()), int(t.max()) if e > s else 0, int((w > 0).sum()))
             zero = np.flatnonzero(w == 0)
             if low > 0 and len(zero):
                 examples = ", ".join(map(str, group.valid["id"].take(pa.array(group.order[s + zero[:3]], pa.int64())).to_pylist()))
@@ -305,6 +405,18 @@ def _solve(source: groups.Everything | groups.Grouped, number: int, config: Reba
                                                target.max_epochs, target.natural)
             _fill_achieved(row, repeats, empty, scale)
     for index in range(source.groups):
+        if not source.whole(index):  # one cell past the bound, in slices
+            cell = source.cells[index][0]
+            target, row = by_cell[cell]
+
+            def put(shard_of: np.ndarray, row_of: np.ndarray, repeats: np.ndarray, part: int, index: int = index) -> None:
+                source.put(index, shard_of, row_of, repeats, part)
+
+            counts, scale = _solve_in_slices(lambda index=index: _slices(source, index, config, weighting), target,
+                                             stats[cell], source.folder, source.block, put)
+            _fill_counts(row, counts, scale)
+            written, selected = written + counts["achieved"], selected + counts["documents"]
+            continue
         group = kept or _prepare(source.load(index), config, weighting)
         repeats_sorted = np.zeros(len(group.order), dtype=np.int64)
         for cell, (s, e) in group.runs.items():
@@ -341,7 +453,7 @@ def _solve(source: groups.Everything | groups.Grouped, number: int, config: Reba
                         artifacts=artifacts, seconds=round(time.perf_counter() - started, 3), mix_cells=len(report),
                         infeasible_cells=len(infeasible), target_tokens=mix["target_tokens"], achieved_tokens=total,
                         unique_tokens=unique, solve_groups=source.groups,
-                        solve_cells_over_memory=len(source.over_bound), solve_largest_cell_over_memory=max(source.over_bound, default=0),
+                        solve_sliced_cells=len(source.over_bound),
                         **_degenerate(report, documents, positive, smallest, config))
 
 
@@ -371,9 +483,6 @@ def mix_warnings(totals: dict) -> list[str]:
     elif totals.get("mix_unfilled_cells", 0):
         found.append(f"{totals['mix_unfilled_cells']} cell(s) with a target got no document (targets below their smallest "
                      "document?): see mix.json")
-    if totals.get("solve_cells_over_memory", 0):  # bounded mode: a cell is solved whole
-        found.append(f"{totals['solve_cells_over_memory']} cell(s) hold more documents than solve.memory_mb allows (the "
-                     f"largest {totals['solve_largest_cell_over_memory']:,}): each was solved whole, past the bound")
     return found
 
 
@@ -395,10 +504,16 @@ def _cell_row(columns: list[str], target: CellTarget, limit: solver.Bounds, docu
 
 
 def _fill_achieved(row: dict[str, Any], repeats: np.ndarray, tokens: np.ndarray, scale: float) -> None:
-    achieved = int((repeats * tokens).sum())
+    _fill_counts(row, {"achieved": int((repeats * tokens).sum()), "documents": int((repeats > 0).sum()),
+                       "copies": int(repeats.sum()), "selected": int(tokens[repeats > 0].sum()),
+                       "most": int(repeats.max()) if len(repeats) else 0}, scale)
+
+
+def _fill_counts(row: dict[str, Any], counts: dict[str, int], scale: float) -> None:
+    achieved = counts["achieved"]
     row.update(
-        achieved=achieved, shortfall=row["target"] - achieved, documents=int((repeats > 0).sum()), copies=int(repeats.sum()),
-        selected_unique_tokens=int(tokens[repeats > 0].sum()), max_repeats=int(repeats.max()) if len(repeats) else 0,
+        achieved=achieved, shortfall=row["target"] - achieved, documents=counts["documents"], copies=counts["copies"],
+        selected_unique_tokens=counts["selected"], max_repeats=counts["most"],
         epochs=round(achieved / row["unique_tokens"], 6) if row["unique_tokens"] else 0.0,
         scale=round(scale, 9) if np.isfinite(scale) else None,
     )

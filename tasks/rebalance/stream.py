@@ -27,7 +27,7 @@ LEAF = 1 << 16  # numpy sums subtrees this large itself (above 128: numpy splits
 def _leaves(n: int) -> list[int]:
     """The sizes of numpy's pairwise subtrees of at most ``LEAF`` values, in order."""
     found: list[int] = []
-    pending = [n]
+    pending = [n] if n else []
     while pending:
         m = pending.pop()
         if m <= LEAF:
