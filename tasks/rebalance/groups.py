@@ -29,7 +29,7 @@ from fineflow.tasks.text.sampling import seeded_keys
 
 # What one document costs the solve step at its peak: the measured row (id, cell values, counts),
 # its key, preference and place in the sort, and their temporaries (numpy and Arrow copies).
-BYTES_PER_DOCUMENT = 200
+BYTES_PER_DOCUMENT = 300
 
 
 def capacity(memory_mb: int) -> int:
