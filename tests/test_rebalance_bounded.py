@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
-from test_rebalance import documents, outputs, run_stage, stage, write_shards
+from test_rebalance import documents, mix_of, outputs, run_stage, stage, write_shards
 
 from fineflow import storage
 from fineflow.manifest import artifact_url_of, shard_name
@@ -177,16 +177,18 @@ def test_solve_settings_are_range_checked(solve_settings, message):
 
 
 def test_the_stage_in_both_modes_writes_the_same_documents(tmp_path):
-    """12,000 documents in 15 cells: 1 MB holds about 5,000, so auto picks bounded groups."""
-    config = stage(cells=["language", "quality_level"], budget=2_000_000, max_epochs=3, seed=5,
-                   quality={"weights": {"0": 1, "1": 1, "2": 2, "3": 3, "4": 3}}, rehydration={"weights": "readme"})
+    """12,000 documents, about 7,200 of them English: 1 MB holds about 3,500, so auto goes bounded,
+    English in slices of its keys, French and German in groups of their own."""
+    config = stage(cells=["language"], budget=2_000_000, max_epochs=3, seed=5, targets={"en": {"share": 0.5}, "*": {"share": 0.5}},
+                   quality={"weights": {"0": 1, "1": 0.3, "2": 2, "3": 3, "4": 3}}, rehydration={"weights": "readme"})
     source = write_shards(documents(n=12_000, seed=2), tmp_path / "docs", 4)
     exact = run_stage({**config, "solve": {"mode": "exact"}}, tmp_path / "a", source)
     bounded = run_stage({**config, "solve": {"mode": "auto", "memory_mb": 1}}, tmp_path / "b", source)
     assert exact["solve"][1][0]["stats"]["solve_groups"] == 1
-    assert bounded["solve"][1][0]["stats"]["solve_groups"] >= 2
+    assert bounded["solve"][1][0]["stats"]["solve_groups"] == 3 and bounded["solve"][1][0]["stats"]["solve_sliced_cells"] == 1
     for folder in ("data_folder", "rejects_folder"):
         assert outputs(exact, folder).equals(outputs(bounded, folder))
-    assert outputs(exact).num_rows > 0
+    assert outputs(exact).num_rows > 0 and len(set(outputs(exact)["repeats"].to_pylist())) > 1
+    assert mix_of(exact) == mix_of(bounded)
     # How the step holds its documents is not what it computes: the same fingerprints.
     assert all(exact[step][0].fingerprint.value == bounded[step][0].fingerprint.value for step in exact)
