@@ -332,51 +332,65 @@ def solve_shard(shard: dict, params: dict, output_url: str, rejects_url: str) ->
         return _solve(source, shard["shard"], config, params, output_url, started)
 
 
-def _solve(source: groups.Everything | groups.Grouped, number: int, config: RebalanceStage, params: dict, output_url: str,
-           started: float) -> dict:
-    columns = config.cells
-    survey = source.survey
-    weighting = Weighting(config, params, survey.languages, survey.levels)
-    kept = None  # one group: its documents stay for the second pass
-    stats: dict[tuple[str, ...], _CellStats] = {}
-    most: dict[tuple[str, ...], float] = {}
-    weightless: dict[tuple[str, ...], str] = {}
-    positive, smallest = 0, 0
+@dataclass
+class _Numbers:
+    """Pass 1 over every group: what the targets and the checks need, per cell and in all."""
+
+    stats: dict[tuple[str, ...], _CellStats]
+    most: dict[tuple[str, ...], float]
+    weightless: dict[tuple[str, ...], str]
+    positive: int = 0
+    smallest: int = 0
+    kept: _Group | None = None  # one group: its documents stay for the second pass
+
+
+def _cell_numbers(source: groups.Everything | groups.Grouped, config: RebalanceStage, weighting: Weighting) -> _Numbers:
+    found = _Numbers({}, {}, {})
+
     def note(index: int, part: int, group: _Group) -> None:
-        nonlocal positive, smallest
         source.note_ids(index, group.valid["id"].take(pa.array(group.order, pa.int64())), group.keys, part)
-        positive += int((group.weights > 0).sum())
+        found.positive += int((group.weights > 0).sum())
         counted = group.tokens[group.tokens > 0]
-        smallest = min(smallest or int(counted.min()), int(counted.min())) if len(counted) else smallest
+        found.smallest = min(found.smallest or int(counted.min()), int(counted.min())) if len(counted) else found.smallest
 
     for index in range(source.groups):
         if not source.whole(index):  # one cell past the bound
             cell = source.cells[index][0]
-            stats[cell], most[cell], message = _stats_in_slices(
+            found.stats[cell], found.most[cell], message = _stats_in_slices(
                 _slices(source, index, config, weighting), cell, source.survey.cells[cell], config,
                 lambda part, group, index=index: note(index, part, group))
             if message:
-                weightless[cell] = message
+                found.weightless[cell] = message
             continue
         group = _prepare(source.load(index), config, weighting)
-        kept = group if source.groups == 1 else None
+        found.kept = group if source.groups == 1 else None
         note(index, 0, group)
         tokens, weights = group.tokens, group.weights
         for cell, (s, e) in group.runs.items():
             high, low = epochs_of(config, cell)
             w, t = weights[s:e], tokens[s:e]
-            most[cell] = float(np.where(w > 0, high, low) @ t.astype(np.float64))
-            stats[cell] = _CellStats(float((t * np.where(w > 0, np.clip(w, low, high), 0.0)).sum()), e - s, int(t.sum()),
-                                     int(t[w > 0].sum()), int(t.max()) if e > s else 0, int((w > 0).sum()))
+            found.most[cell] = float(np.where(w > 0, high, low) @ t.astype(np.float64))
+            found.stats[cell] = _CellStats(float((t * np.where(w > 0, np.clip(w, low, high), 0.0)).sum()), e - s,
+                                           int(t.sum()), int(t[w > 0].sum()), int(t.max()) if e > s else 0, int((w > 0).sum()))
             zero = np.flatnonzero(w == 0)
             if low > 0 and len(zero):
                 examples = ", ".join(map(str, group.valid["id"].take(pa.array(group.order[s + zero[:3]], pa.int64())).to_pylist()))
-                weightless[cell] = (f"{cell_name(columns, cell)}: {len(zero):,} document(s) of weight 0 with min_epochs {low} "
-                                    f"(e.g. {examples})")
+                found.weightless[cell] = (f"{cell_name(config.cells, cell)}: {len(zero):,} document(s) of weight 0 with "
+                                          f"min_epochs {low} (e.g. {examples})")
+    return found
+
+
+def _solve(source: groups.Everything | groups.Grouped, number: int, config: RebalanceStage, params: dict, output_url: str,
+           started: float) -> dict:
+    columns = config.cells
+    survey = source.survey
+    weighting = Weighting(config, params, survey.languages, survey.levels)
+    numbers = _cell_numbers(source, config, weighting)
+    stats, kept = numbers.stats, numbers.kept
     for ids in source.id_ranges():  # the same id in two groups (cells): each group saw only its own
         _check_unique_ids(pa.table({"id": ids["id"]}))
-    _check_countable(sum(most[cell] for cell in sorted(most)))
-    _check_weightless([weightless[cell] for cell in sorted(weightless)])
+    _check_countable(sum(numbers.most[cell] for cell in sorted(numbers.most)))
+    _check_weightless([numbers.weightless[cell] for cell in sorted(numbers.weightless)])
 
     targets = resolve(config, {cell: stats[cell].natural for cell in sorted(stats)})
     report, infeasible = [], []
@@ -454,7 +468,7 @@ def _solve(source: groups.Everything | groups.Grouped, number: int, config: Reba
                         infeasible_cells=len(infeasible), target_tokens=mix["target_tokens"], achieved_tokens=total,
                         unique_tokens=unique, solve_groups=source.groups,
                         solve_sliced_cells=len(source.over_bound),
-                        **_degenerate(report, documents, positive, smallest, config))
+                        **_degenerate(report, documents, numbers.positive, numbers.smallest, config))
 
 
 def _degenerate(report: list[dict], documents: int, positive: int, smallest: int, config: RebalanceStage) -> dict:
