@@ -290,8 +290,23 @@ def _solve_in_slices(parts: Callable[[], Iterator[_Group]], target: CellTarget, 
         counts["most"] = max(counts["most"], int(repeats.max()) if len(repeats) else 0)
 
     cut = stream.CutStream(block, width=4)
-    number = 0
-    for number, group in enumerate(parts()):
+    written = 0  # parts put so far: a later put of a row wins
+
+    def patch(late: list) -> None:
+        """Units taken after their slice was put: one more copy each."""
+        nonlocal written
+        if not late:
+            return
+        shard_of, row_of, whole, tokens = np.array(late, dtype=np.int64).reshape(-1, 4).T
+        counts["achieved"] += int(tokens.sum())
+        counts["copies"] += len(late)
+        counts["documents"] += int((whole == 0).sum())  # a document first written now
+        counts["selected"] += int(tokens[whole == 0].sum())
+        counts["most"] = max(counts["most"], int((whole + 1).max()))
+        put(shard_of, row_of, whole + 1, written)
+        written += 1
+
+    for group in parts():
         positive, tokens, keys = group.weights > 0, group.tokens, group.keys
         shard_of, row_of = group.valid["shard"].to_numpy()[group.order], group.valid["row"].to_numpy()[group.order]
         if fixed is not None:
@@ -308,16 +323,10 @@ def _solve_in_slices(parts: Callable[[], Iterator[_Group]], target: CellTarget, 
             taken[units] = cut.push(tokens[units], shares[units], solver.uniform(solver.mix(keys[units], 1)), payload)
             repeats = whole + taken
         count(repeats, tokens)
-        put(shard_of, row_of, repeats, number)
-    late = np.array(cut.finish() if fixed is None else [], dtype=np.int64).reshape(-1, 4)
-    if len(late):  # taken after their slice was written: one more copy each
-        shard_of, row_of, whole, tokens = late.T
-        counts["achieved"] += int(tokens.sum())
-        counts["copies"] += len(late)
-        counts["documents"] += int((whole == 0).sum())  # a document first written now
-        counts["selected"] += int(tokens[whole == 0].sum())
-        counts["most"] = max(counts["most"], int((whole + 1).max()))
-        put(shard_of, row_of, whole + 1, number + 1)
+        put(shard_of, row_of, repeats, written)
+        written += 1
+        patch(cut.drain())
+    patch(cut.finish() if fixed is None else [])
     return counts, scale
 
 

@@ -213,8 +213,14 @@ class CutStream:
             node = _meet(left, node, self.late)
             level += 1
 
+    def drain(self) -> list:
+        """The payloads of the units taken since the last drain, after their push returned (so the
+        caller can write them now: a stream holds no more than its open block and tree)."""
+        late, self.late = self.late, []
+        return late
+
     def finish(self) -> list:
-        """The payloads of the units taken after their push returned."""
+        """The payloads of the units taken after their push returned (since the last drain)."""
         bt, bp, bf, bl = self.pending
         carry = None
         if len(bt):
