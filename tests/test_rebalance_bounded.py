@@ -167,6 +167,21 @@ def test_an_id_in_two_cells_is_refused_in_bounded_mode_too(tmp_path):
             solved(urls, CONFIGS["natural"], tmp_path / f"out-{capacity}", capacity)
 
 
+def test_refusals_say_the_same_in_both_modes(tmp_path):
+    """Weight-0 documents under min_epochs (examples: the first ids in key order) and a shortfall."""
+    urls = measured(tmp_path / "measure", 800, 3, seed=4)
+    configs = [dict(min_epochs=1, quality={"weights": {"0": 0, "1": 1}, "default": 2}),
+               dict(budget=10_000_000, max_epochs=2)]
+    for number, config in enumerate(configs):
+        said = set()
+        for capacity in (None, 9, 60, 10**9):
+            with pytest.raises(ValueError) as error:
+                solved(urls, config, tmp_path / f"out-{number}-{capacity}", capacity)
+            said.add(str(error.value))
+        assert len(said) == 1, said
+        assert ("document(s) of weight 0 with min_epochs 1 (e.g. doc-" if number == 0 else "short by") in said.pop()
+
+
 @pytest.mark.parametrize("solve_settings, message", [
     ({"mode": "fast"}, "mode"), ({"memory_mb": 0}, "memory_mb"), ({"memory_mb": 2**21}, "memory_mb"),
     ({"memory_mb": 1.5}, "memory_mb"), ({"memory": 10}, "memory"),

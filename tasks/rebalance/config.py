@@ -10,6 +10,7 @@
         "*": {share: 0.4, split: even}   # every other language: 40 % together, split evenly
       quality: {weights: {0: 1, 1: 1, 2: 2, 3: 3, 4: 3}}   # more epochs for higher quality_level
       rehydration: {kept: filter, max_weight: 10}          # FineWeb2's weights from this run's filter
+      solve: {mode: auto, memory_mb: 4096}                # past it, a group of cells at a time (same repeats)
 
 A document's preference is its rehydration weight times its quality weight; the solver gives
 each cell its target in tokens by repeating documents in proportion to their preference, never
