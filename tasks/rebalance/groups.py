@@ -6,8 +6,10 @@ numbers per cell (``targets.py``): so a bounded solve surveys the measure shards
 documents per cell, the languages and levels that weights are looked up for), packs the cells,
 in their sorted order, into groups of at most ``capacity`` documents, and reads one group's rows
 from every shard (one shard at a time) for each of its two passes: the per-cell numbers the
-targets need, then the solver. Each group's repeats wait in a local folder by input shard until
-every group is solved; then each shard's file is written from its parts.
+targets need, then the solver. A cell with more documents than a group is sorted once into
+slices of its key range in a local folder and read slice by slice, in key order (``stream.py``
+solves it in parts). Each group's repeats wait in a local folder by input shard until every group
+is solved; then each shard's file is written from its parts.
 """
 
 from __future__ import annotations
@@ -117,8 +119,8 @@ class Everything:
 
 
 class Grouped:
-    """``bounded``: the cells in groups of at most ``capacity`` documents (a cell with more is a
-    group of its own: a cell is solved whole), read a group at a time."""
+    """``bounded``: the cells in groups of at most ``capacity`` documents, read a group at a time
+    (a cell with more is a group of its own, read a slice of its keys at a time)."""
 
     def __init__(self, urls: list[str], n_columns: int, capacity: int, folder: str) -> None:
         self.urls, self.names, self.folder = urls, [cell_key(i) for i in range(n_columns)], Path(folder)
