@@ -513,7 +513,10 @@ def test_counts_that_do_not_add_up_fail_the_step():
     row = {"cell": "language=en", "target": 10, "achieved": -9223372036854661248, "documents": 0, "copies": 0,
            "selected_unique_tokens": 0, "max_repeats": 0, "max_epochs": 4}
     with pytest.raises(ValueError, match="language=en: the solver's counts are out of range"):
-        _check_counts([row], np.zeros(0, np.int64), np.zeros(0, np.int64))
+        _check_counts([row], 0, 0, False)
     row.update(achieved=40803)  # a cell said to hold tokens from no document
     with pytest.raises(ValueError, match="do not add up"):
-        _check_counts([row], np.array([0, 0]), np.array([40803, 5]))
+        _check_counts([row], 0, 0, False)
+    row.update(achieved=0)
+    with pytest.raises(ValueError, match="do not add up"):  # a negative repeat in a group
+        _check_counts([row], 0, 0, True)

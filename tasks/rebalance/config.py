@@ -10,6 +10,7 @@
         "*": {share: 0.4, split: even}   # every other language: 40 % together, split evenly
       quality: {weights: {0: 1, 1: 1, 2: 2, 3: 3, 4: 3}}   # more epochs for higher quality_level
       rehydration: {kept: filter, max_weight: 10}          # FineWeb2's weights from this run's filter
+      solve: {mode: auto, memory_mb: 4096}                # past it, a group of cells at a time (same repeats)
 
 A document's preference is its rehydration weight times its quality weight; the solver gives
 each cell its target in tokens by repeating documents in proportion to their preference, never
@@ -158,6 +159,19 @@ class QualityWeights(Strict):
     _keys = field_validator("weights", mode="before")(classmethod(lambda cls, value: _string_keys(value)))
 
 
+MAX_SOLVE_MEMORY_MB = 1 << 20  # 1 TiB: past any one worker
+
+
+class SolveSettings(Strict):
+    """How the ``solve`` step holds the documents: all at once (``exact``), or a group of cells at a
+    time within ``memory_mb`` (``bounded``); ``auto`` picks bounded when all of them would not fit.
+    Both give the same repeats (docs/rebalance.md, "Solving in bounded memory")."""
+
+    mode: Literal["auto", "exact", "bounded"] = "auto"
+    memory_mb: int = Field(default=4096, ge=1, le=MAX_SOLVE_MEMORY_MB,
+                           description="the documents the solve step holds at once (about 300 bytes each)")
+
+
 class RebalanceStage(StageConfig):
     stage: Literal["rebalance"]
     tokens: str = Field(description="the tokenizer whose n_tokens_<name> column counts (a tokenize stage upstream)")
@@ -177,6 +191,7 @@ class RebalanceStage(StageConfig):
         default="error", description="a target no document set can meet: an error naming the cells, or report it and fill what can be",
     )
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
+    solve: SolveSettings = Field(default_factory=SolveSettings, description="memory of the solve step (not its result)")
 
     _keys = field_validator("targets", mode="before")(classmethod(lambda cls, value: _string_keys(value)))
 

@@ -65,7 +65,8 @@ def plan_rebalance(config: RebalanceStage, ctx: PlanContext) -> list[StepPlan]:
     }
     solve_plan = ctx.step(
         solve, "solve_shard", step="solve", params=solve_params, checks="fineflow.tasks.rebalance.solve:mix_warnings",
-        fingerprint_params={"config": solve_config, "files": files},
+        # How the step holds its documents (solve.mode) never changes the repeats: not in the fingerprint.
+        fingerprint_params={"config": {k: v for k, v in solve_config.items() if k != "solve"}, "files": files},
         chained={"measure": measure_plan.fingerprint.value,
                  **({"rehydrate": rehydrate_plan.fingerprint.value} if rehydrate_plan else {})},
         shards=[{"shard": 0}],
