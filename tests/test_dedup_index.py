@@ -15,8 +15,12 @@ import pytest
 from test_dedup import outputs, paragraphs, run_dedup, write_shard
 
 from fineflow import storage
+from fineflow.flows.engine import _totals
+from fineflow.steps import PlanContext, Source, StageInputs
 from fineflow.tasks.dedup import append, index
 from fineflow.tasks.dedup.config import DedupStage
+from fineflow.tasks.dedup.plan import plan_dedup
+from fineflow.tasks.dedup.report import cluster_tables, summary_fields
 
 DAY = datetime(2024, 5, 1, tzinfo=timezone.utc)
 
@@ -53,6 +57,13 @@ SNAPSHOTS = [
         [doc("s3-g", text(6), days=80), doc("s3-g-copy", text(6), days=81), doc("s3-f-near", near(5), days=80)],
     ],
 ]
+
+
+def plan(folder: Path, **options) -> dict:
+    """The stage's plans by step, without running them."""
+    upstream = StageInputs((Source("upstream", "planned", str(folder), 2),))
+    context = PlanContext(root=str(folder.parent / "planned"), name="dedup", kind="dedup", inputs=upstream)
+    return {p.step: p for p in plan_dedup(DedupStage.model_validate({"stage": "dedup", **options}), context)}
 
 
 def write_snapshot(folder: Path, shards: list[list[dict]]) -> str:
@@ -129,8 +140,15 @@ def test_a_bridged_cluster_is_reported_not_merged(three):
     _, runs = three
     stats = runs[2]["cluster"][0]["stats"]
     assert stats["index_bridged_clusters"] == 1
-    assert stats["index_bridged_examples"] == [{"old_ids": ["s1-c", "s2-e"], "new_ids": ["s3-bridge"]}]
+    assert stats["index_bridged_examples"] == {"bridged": [{"rank": "0000", "id": "s3-bridge", "old_ids": ["s1-c", "s2-e"], "new_ids": ["s3-bridge"]}]}
     assert runs[1]["cluster"][0]["stats"]["index_bridged_clusters"] == 0
+    # in the stage summary and its table, as the step totals carry them
+    steps = {step: _totals(runs[2][step]) for step in ("remove", "cluster", "append")}
+    summary = summary_fields(steps)
+    assert summary["index_bridged_clusters"] == 1 and summary["index_bridged_examples"] == stats["index_bridged_examples"]
+    assert summary["index_docs_appended"] == 1
+    rows = {row["what"]: row["value"] for row in cluster_tables({**summary, "name": "dedup", "steps": []})[0].rows}
+    assert rows["clusters joining indexed documents (reported, not merged)"] == 1
     # both stay released: the index still holds them, and each later run still finds them
     folder = runs[2]["plans"][-1].params["folder"]
     docs = pl.concat([pl.read_parquet(index.docs_file(folder, run)) for run in index.committed_runs(folder)])
@@ -153,9 +171,13 @@ def test_the_index_layout_keys_and_appends(three):
                 part = pl.read_parquet(index.key_file(folder, key, prefix, run))
                 assert part["value"].is_sorted() and set((part["value"] // (1 << 56)).to_list()) == {prefix}
     assert json.loads(Path(folder, "params.json").read_text())["bands"] == 14
-    # other MinHash settings: another subfolder, which holds nothing yet
-    other = DedupStage.model_validate({"stage": "dedup", "bands": 20, "index": str(tmp_path / "index")})
-    assert other.index == str(tmp_path / "index")
+    # other MinHash settings (or normalization): another subfolder, which holds nothing yet
+    same, other = (plan(tmp_path / "snapshot-2", index=str(tmp_path / "index"), **extra) for extra in ({}, {"bands": 20}))
+    assert same["append"].params["folder"] == folder and len(same["buckets"].params["index"]["runs"]) == 3
+    assert other["append"].params["folder"] != folder and other["buckets"].params["index"]["runs"] == []
+    assert other["append"].params["key_params"]["num_perm"] == 160
+    # which passes run changes no key: the same subfolder
+    assert plan(tmp_path / "snapshot-2", index=str(tmp_path / "index"), url=False)["append"].params["folder"] == folder
 
 
 def test_a_rerun_appends_nothing_and_plans_as_before(three):

@@ -124,7 +124,7 @@ def read_key(folder: str, runs: list[str], key: str, values: pl.Series) -> tuple
     return pl.concat([empty, *frames]), read
 
 
-EXAMPLES = 5  # bridged clusters, and ids of each, shown in the stats
+EXAMPLES = 3  # bridged clusters, and ids of each, shown in the stats (fineflow.examples.PER_REASON)
 
 
 def bridge_rows(members: pl.DataFrame) -> pl.DataFrame:
@@ -151,5 +151,7 @@ def bridges(rows: pl.DataFrame) -> pl.DataFrame:
 
 def bridge_stats(count: int, found: list[pl.DataFrame]) -> dict:
     """The step's stats: how many clusters bridge indexed documents, the first few (by component)."""
-    examples = pl.concat(found).sort("component").head(EXAMPLES) if found else pl.DataFrame({"old_ids": [], "new_ids": []})
-    return {"index_bridged_clusters": count, "index_bridged_examples": examples.select("old_ids", "new_ids").to_dicts()}
+    examples = pl.concat(found).sort("component").head(EXAMPLES).to_dicts() if found else []
+    # shaped as fineflow.examples' samples ({what: [{rank, id, ...}]}), so step totals keep them
+    ranked = [{"rank": f"{n:04d}", "id": e["new_ids"][0], "old_ids": e["old_ids"], "new_ids": e["new_ids"]} for n, e in enumerate(examples)]
+    return {"index_bridged_clusters": count, "index_bridged_examples": {"bridged": ranked} if ranked else {}}
