@@ -239,3 +239,18 @@ def test_the_index_on_object_storage(seaweed, three, tmp_path):
     assert [removals(r) for r in on_s3] == [removals(r) for r in runs[:2]]
     folder = on_s3[1]["plans"][-1].params["folder"]
     assert len(index.committed_runs(folder)) == 2 and folder.startswith("s3://")
+
+
+def test_the_cluster_step_reads_only_the_indexed_documents_it_clusters(tmp_path):
+    docs = pl.DataFrame(
+        {"node": list(range(100)), "id": [f"d{n}" for n in range(100)], "crawl_date": [DAY] * 100, "text_chars": [1] * 100,
+         "exact_key": pl.Series(range(100), dtype=pl.UInt64), "url_key": pl.Series(range(100), dtype=pl.UInt64)},
+    ).with_columns(pl.col("crawl_date").dt.cast_time_unit("us"))
+    url = str(tmp_path / "docs.parquet")
+    docs.write_parquet(url, row_group_size=10)
+    clustered = pl.select(pl.concat_list([index.old_node(o, pl.lit(n, pl.Int64)) for o, n in ((1, 3), (1, 57), (0, 5))]).explode())["node"]
+    clustered = pl.concat([clustered, pl.Series("node", [7, 12])])  # this run's own documents
+    found = index.read_docs(url, 1, clustered)
+    assert found["id"].to_list() == ["d3", "d57"]  # run 1's, not run 0's node 5 nor this run's 7 and 12
+    assert found["node"].to_list() == [-1 - ((1 << 48) | 3), -1 - ((1 << 48) | 57)]
+    assert index.read_docs(url, 2, clustered) is None  # run 2: nothing clustered, nothing read

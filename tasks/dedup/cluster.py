@@ -92,6 +92,11 @@ def _in_memory(params: dict) -> dict:
     wanted = components.select("node")
     attributes = []
     for url in params["signatures"]:
+        plain, ordinal = index.unmark(url)
+        if ordinal is not None:  # an index run's kept documents: only the row groups holding clustered ones
+            found = index.read_docs(plain, ordinal, wanted["node"])
+            attributes += [found] if found is not None else []
+            continue
         columns = read_columns([url], ["node", "id", "crawl_date", "text_chars", "exact_key", "url_key"])
         attributes.append(columns.join(wanted, on="node", how="semi"))
     members = (

@@ -107,6 +107,22 @@ def unmark(url: str) -> tuple[str, int | None]:
     return plain, int(ordinal)
 
 
+def read_docs(url: str, ordinal: int, nodes: pl.Series) -> pl.DataFrame | None:
+    """The attributes of those of ``nodes`` (this run's numbering) that are in the docs file of the
+    run at ``ordinal``: only the row groups whose node range holds one are read (the file is sorted
+    by node), not the whole index."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    high = -1 - nodes.filter(nodes < 0)  # (ordinal << RUN_BITS) | node
+    stored = (high.filter(high // (1 << RUN_BITS) == ordinal) % (1 << RUN_BITS)).unique().sort()
+    if stored.is_empty():  # none of this run's documents is clustered: nothing read
+        return None
+    with storage.open_input(url, block_size=1 << 20) as handle:
+        table = pq.read_table(handle, columns=DOC_COLUMNS, filters=pc.field("node").isin(stored.to_arrow()))
+    return pl.from_arrow(table).with_columns(old_node(ordinal, pl.col("node")))
+
+
 def read_key(folder: str, runs: list[str], key: str, values: pl.Series) -> tuple[pl.DataFrame, int]:
     """``(node, key)`` rows of the indexed documents whose ``key`` equals one of ``values`` (their
     nodes negative), reading only the value ranges ``values`` fall in; and how many rows were read."""
