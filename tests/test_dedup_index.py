@@ -16,7 +16,7 @@ from test_dedup import outputs, paragraphs, run_dedup, write_shard
 
 from fineflow import storage
 from fineflow.flows.engine import _totals
-from fineflow.steps import PlanContext, Source, StageInputs
+from fineflow.steps import PlanContext, Source, StageInputs, run_shard
 from fineflow.tasks.dedup import append, index
 from fineflow.tasks.dedup.config import DedupStage
 from fineflow.tasks.dedup.plan import plan_dedup
@@ -254,3 +254,14 @@ def test_the_cluster_step_reads_only_the_indexed_documents_it_clusters(tmp_path)
     assert found["id"].to_list() == ["d3", "d57"]  # run 1's, not run 0's node 5 nor this run's 7 and 12
     assert found["node"].to_list() == [-1 - ((1 << 48) | 3), -1 - ((1 << 48) | 57)]
     assert index.read_docs(url, 2, clustered) is None  # run 2: nothing clustered, nothing read
+
+
+def test_a_run_planned_before_another_appended_says_so(tmp_path):
+    first, second = (write_snapshot(tmp_path / f"snapshot-{n}", SNAPSHOTS[n]) for n in (0, 1))
+    late = plan(Path(second), index=str(tmp_path / "index"))  # planned against the empty index
+    run_dedup(first, 2, str(tmp_path / "root"), index=str(tmp_path / "index"))
+    results = {step: [run_shard(p.function, s, p.params, p.location) for s in p.shards] for step, p in late.items()}
+    assert results["append"][0]["stats"]["index_runs_not_deduplicated_against"] == 1
+    assert "s2-a-copy" not in removals({**results, "plans": list(late.values())})  # s1-a's copy: not seen
+    marker = index.committed_runs(late["append"].params["folder"])[late["append"].params["run"]]
+    assert marker["base"] == [] and len(marker["unseen"]) == 1

@@ -54,6 +54,9 @@ def append_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -
         return _commit(shard, output_url, counts, started, index_run=run, index_docs_appended=0, index_already=True, index_docs=marker["docs"])
     if not storage.exists(storage.join(folder, "params.json")):
         storage.write_bytes(storage.join(folder, "params.json"), json.dumps(params["key_params"], indent=1, sort_keys=True).encode())
+    # runs appended since this run was planned: it was not deduplicated against them (runs must
+    # append one after the other), so it says how many
+    unseen = sorted(set(index.committed_runs(folder)) - set(params["base"]))
     removed = _removed(params["assignments"])
     prefixes: dict[str, list[int]] = {}
     for key in params["keys"]:  # one key at a time: memory of one buckets task
@@ -74,9 +77,13 @@ def append_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -
         "docs": docs.height,
         "keys": prefixes,
         "committed": datetime.now(timezone.utc).isoformat(),
+        **({"unseen": unseen} if unseen else {}),
     }
     storage.write_bytes(marker_url, json.dumps(marker, indent=1).encode())  # last: the run is now visible
-    return _commit(shard, output_url, counts, started, index_run=run, index_docs_appended=docs.height, index_already=False, index_docs=docs.height)
+    return _commit(
+        shard, output_url, counts, started, index_run=run, index_docs_appended=docs.height, index_already=False,
+        index_docs=docs.height, index_runs_not_deduplicated_against=len(unseen),
+    )
 
 
 def _commit(shard: dict, output_url: str, counts: dict[str, int], started: float, **stats) -> dict:

@@ -7,7 +7,7 @@ from typing import Any
 from fineflow.registry import Table
 
 _CLUSTER_FIELDS = ("clusters", "cluster_sizes", "cluster_peak_rss_mb", "index_bridged_clusters", "index_bridged_examples")
-_APPEND_FIELDS = ("index_docs_appended",)  # with index: (the append step)
+_APPEND_FIELDS = ("index_docs_appended", "index_runs_not_deduplicated_against")  # with index: (the append step)
 _SUBSTRING_FIELDS = ("substring_chunks", "substring_docs_cut", "substring_spans_removed", "substring_bytes_removed")
 
 
