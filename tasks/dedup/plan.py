@@ -1,10 +1,12 @@
 """Plan the dedup stage: signatures (map) -> buckets (one task per key) -> cluster (one task)
--> remove (map).
+-> remove (map), and with ``index:`` -> append (one task: the kept documents' keys added to the
+persistent index, ``fineflow.tasks.dedup.index``).
 
 Fingerprints chain: buckets and cluster depend on every shard's signatures, so adding one input
 file re-runs them and everything after (a global step cannot be partial); the signatures of
 unchanged shards stay cached. In incremental mode (``previous``), the previous run's signatures
-are read, not recomputed, and enter the fingerprints through their own fingerprint.
+are read, not recomputed, and enter the fingerprints through their own fingerprint; with an
+index, the index runs read enter them by their keys (each run's signatures fingerprint).
 """
 
 from __future__ import annotations
