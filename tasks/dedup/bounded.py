@@ -24,6 +24,7 @@ from collections.abc import Iterator
 import polars as pl
 
 from fineflow import storage
+from fineflow.tasks.dedup import index
 from fineflow.tasks.dedup.buckets import PREVIOUS
 from fineflow.tasks.dedup.components import Bound, components_on_storage
 from fineflow.tasks.dedup.keep import first_in_keep_order, roles
@@ -40,11 +41,14 @@ def _edge_batches(urls: list[str], rows: int) -> Iterator[pl.DataFrame]:
 
 
 def _signature_batches(urls: list[str], rows: int) -> Iterator[pl.DataFrame]:
-    """Attributes of every signed document, a chunk at a time; a previous run's nodes negative (as
-    ``buckets.read_columns`` makes them)."""
+    """Attributes of every signed document, a chunk at a time; a previous run's nodes and indexed
+    documents' negative (as ``buckets.read_columns`` makes them)."""
     for url in urls:
         previous = url.startswith(PREVIOUS)
-        for batch in iter_parquet(url.removeprefix(PREVIOUS), ATTRIBUTES, rows):
+        plain, ordinal = index.unmark(url.removeprefix(PREVIOUS))
+        for batch in iter_parquet(plain, ATTRIBUTES, rows):
+            if ordinal is not None:
+                batch = batch.with_columns(index.old_node(ordinal, pl.col("node")))
             yield batch.with_columns(-pl.col("node") - 1) if previous else batch
 
 
@@ -78,6 +82,7 @@ def bounded_cluster(params: dict, folder: str, bound: Bound) -> dict:
     out = Spill(storage.join(folder, "assignments"), max(1, shards), ["node"], bound.wide_rows, by=pl.col("node") // (1 << ROW_BITS))
     clusters = []
     removed: Counter[str] = Counter()
+    bridged, bridged_heads = 0, []  # with an index: clusters joining indexed documents (index.bridges)
     for partition in range(bound.partitions):
         keepers = None
         for run in bests.read(partition):
@@ -85,10 +90,17 @@ def bounded_cluster(params: dict, folder: str, bound: Bound) -> dict:
         if keepers is None:
             continue
         clusters.append(keepers.select("id", pl.col("cluster_size").cast(pl.UInt32)))
+        rows = []
         for run in members.read(partition):
+            if params.get("index"):
+                rows.append(index.bridge_rows(run))
             assigned = roles(run, keepers, exact, url).filter(pl.col("node") >= 0)  # a previous run's: never removed again
             removed.update(r for r in assigned["drop_reason"].to_list() if r)
             out.add(assigned.select(*ASSIGNMENT_SCHEMA))
+        if rows:  # a component's members are all in its partition
+            found = index.bridges(pl.concat(rows))
+            bridged += found.height
+            bridged_heads.append(found.head(index.EXAMPLES))
     out.flush()
     members.remove()
     bests.remove()
@@ -109,4 +121,5 @@ def bounded_cluster(params: dict, folder: str, bound: Bound) -> dict:
         "clustered_docs": clustered,
         "passes": counts["passes"],
         "output": out,
+        **({"bridges": index.bridge_stats(bridged, bridged_heads)} if params.get("index") else {}),
     }

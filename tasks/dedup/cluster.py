@@ -27,6 +27,7 @@ from fineflow import storage
 from fineflow.artifacts import commit_artifact
 from fineflow.documents import commit_shard, table_to_parquet_bytes
 from fineflow.manifest import step_folder_of
+from fineflow.tasks.dedup import index
 from fineflow.tasks.dedup.bounded import bounded_cluster
 from fineflow.tasks.dedup.buckets import read_columns
 from fineflow.tasks.dedup.components import Bound, bound_for
@@ -91,6 +92,11 @@ def _in_memory(params: dict) -> dict:
     wanted = components.select("node")
     attributes = []
     for url in params["signatures"]:
+        plain, ordinal = index.unmark(url)
+        if ordinal is not None:  # an index run's kept documents: only the row groups holding clustered ones
+            found = index.read_docs(plain, ordinal, wanted["node"])
+            attributes += [found] if found is not None else []
+            continue
         columns = read_columns([url], ["node", "id", "crawl_date", "text_chars", "exact_key", "url_key"])
         attributes.append(columns.join(wanted, on="node", how="semi"))
     members = (
@@ -108,12 +114,14 @@ def _in_memory(params: dict) -> dict:
     assignments = roles.filter(pl.col("node") >= 0).select(
         "node", "id", "cluster_id", pl.col("cluster_size").cast(pl.Int64), "drop_reason"
     ).with_columns((pl.col("node") // (1 << ROW_BITS)).alias("shard"))
+    bridged = index.bridges(index.bridge_rows(roles)) if params.get("index") else None
     return {
         "assignments": lambda number: assignments.filter(pl.col("shard") == number).drop("shard").sort("node"),
         "clusters": roles.group_by("cluster_id").agg(pl.len().alias("size")).sort("cluster_id"),
         "removed": Counter(r for r in assignments["drop_reason"].to_list() if r),
         "edges": edges.height,
         "clustered_docs": components.height,
+        **({"bridges": index.bridge_stats(bridged.height, [bridged])} if bridged is not None else {}),
     }
 
 
@@ -171,6 +179,7 @@ def cluster_shard(shard: dict, params: dict, output_url: str, rejects_url: str) 
         to_remove=dict(sorted(work["removed"].items())),
         cluster_path=path,
         **extra,
+        **work.get("bridges", {}),
         cluster_peak_rss_mb=round(memory.peak / 2**20, 1),
         cluster_extra_rss_mb=round((memory.peak - memory.baseline) / 2**20, 1),
         worker_peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

@@ -67,6 +67,10 @@ class DedupStage(StageConfig):
     previous: str | None = Field(
         default=None, description="a previous run's dedup/signatures folder: dedup new documents against it"
     )
+    index: str | None = Field(
+        default=None,
+        description="a persistent dedup index folder (local or s3://): dedup against every run it holds, then append this run's kept documents",
+    )
     cluster: ClusterMemory = Field(
         default_factory=ClusterMemory, description="the cluster step's memory bound (docs/dedup.md, Bounded memory)"
     )
@@ -76,6 +80,10 @@ class DedupStage(StageConfig):
         if not (self.exact or self.url or self.near or self.substring):
             raise ValueError("enable at least one of exact, url, near, substring")
         self._check_shingles()
+        if self.index is not None and self.previous is not None:
+            raise ValueError("give either index or previous, not both: the index holds every earlier run's kept documents (docs/dedup.md)")
+        if self.index is not None and not (self.exact or self.url or self.near):
+            raise ValueError("index: needs exact, url or near dedup (substring dedup alone compares no keys)")
         if self.threshold is not None:
             if {"bands", "rows"} & self.model_fields_set:
                 raise ValueError("give either threshold or bands/rows, not both")
@@ -96,6 +104,8 @@ class DedupStage(StageConfig):
     def resolve_paths(self, resolve: Callable[[str], str]) -> None:
         if self.previous:
             self.previous = resolve(self.previous)
+        if self.index:
+            self.index = resolve(self.index)
 
     def external_steps(self) -> list[str]:
         return [self.previous] if self.previous else []

@@ -1,17 +1,19 @@
 """Plan the dedup stage: signatures (map) -> buckets (one task per key) -> cluster (one task)
--> remove (map).
+-> remove (map), and with ``index:`` -> append (one task: the kept documents' keys added to the
+persistent index, ``fineflow.tasks.dedup.index``).
 
 Fingerprints chain: buckets and cluster depend on every shard's signatures, so adding one input
 file re-runs them and everything after (a global step cannot be partial); the signatures of
 unchanged shards stay cached. In incremental mode (``previous``), the previous run's signatures
-are read, not recomputed, and enter the fingerprints through their own fingerprint.
+are read, not recomputed, and enter the fingerprints through their own fingerprint; with an
+index, the index runs read enter them by their keys (each run's signatures fingerprint).
 """
 
 from __future__ import annotations
 
 from fineflow.manifest import committed_files, read_manifest
 from fineflow.steps import PlanContext, StepPlan
-from fineflow.tasks.dedup import buckets, cluster, remove, signatures
+from fineflow.tasks.dedup import append, buckets, cluster, index, remove, signatures
 from fineflow.tasks.dedup.config import DedupStage
 from fineflow.tasks.text.words import splitter_resources
 
@@ -80,13 +82,17 @@ def plan_dedup(config: DedupStage, ctx: PlanContext) -> list[StepPlan]:
     signature_files = [signatures_plan.location.shard_url(n) for n in range(len(inputs))]
     if previous_files:
         signature_files = signature_files + [buckets.PREVIOUS + url for url in previous_files]
+    indexed = _index(config, signature_params, signatures_plan.fingerprint.value, len(inputs))
 
     keys = [f"band_{i:02d}" for i in range(config.bands)] if config.near else []
     keys += ["exact_key"] if config.exact else []
     keys += ["url_key"] if config.url else []
     chained = {"signatures": signatures_plan.fingerprint.value, "previous": previous_fp}
+    if indexed:  # the index's runs (their signatures fingerprints) as read: a new run appended is a new plan
+        chained["index"] = {"params": indexed["key_params"], "runs": indexed["runs"]}
+    index_params = {"index": {"folder": indexed["folder"], "runs": indexed["runs"]}} if indexed else {}
     buckets_plan = ctx.step(
-        buckets, "buckets_shard", step="buckets", params={"signatures": signature_files}, chained=chained,
+        buckets, "buckets_shard", step="buckets", params={"signatures": signature_files, **index_params}, chained=chained,
         fingerprint_params={"keys": keys},
         shards=[{"shard": n, "key": key} for n, key in enumerate(keys)],
     )
@@ -94,7 +100,9 @@ def plan_dedup(config: DedupStage, ctx: PlanContext) -> list[StepPlan]:
         cluster, "cluster_shard", step="cluster",
         params={
             "edges": [buckets_plan.location.shard_url(n) for n in range(len(keys))],
-            "signatures": signature_files,
+            # with an index: its runs' kept documents' attributes (what the keep order ranks)
+            "signatures": signature_files + (index.marked_docs(indexed["folder"], indexed["runs"]) if indexed else []),
+            **index_params,
             "upstream_shards": len(inputs),
             "exact": config.exact,
             "url": config.url,
@@ -114,4 +122,33 @@ def plan_dedup(config: DedupStage, ctx: PlanContext) -> list[StepPlan]:
             for shard in inputs
         ],
     )
-    return [signatures_plan, buckets_plan, cluster_plan, remove_plan]
+    if not indexed:
+        return [signatures_plan, buckets_plan, cluster_plan, remove_plan]
+    append_plan = ctx.step(
+        append, "append_shard", step="append",
+        params={
+            "folder": indexed["folder"],
+            "run": signatures_plan.fingerprint.value,
+            "base": indexed["runs"],
+            "key_params": indexed["key_params"],
+            "keys": [f"band_{i:02d}" for i in range(config.bands)] + ["exact_key", "url_key"],
+            "signatures": signature_files,
+            "assignments": [cluster_plan.location.artifact_url(cluster.assignments_name(n)) for n in range(len(inputs))],
+        },
+        # where it appends, too: the same run appended to another index is another append
+        fingerprint_params={"index": indexed["folder"]},
+        chained={"cluster": cluster_plan.fingerprint.value, "index": chained["index"]},
+        shards=[{"shard": 0}],
+    )
+    return [signatures_plan, buckets_plan, cluster_plan, remove_plan, append_plan]
+
+
+def _index(config: DedupStage, signature_params: dict, run: str, shards: int) -> dict | None:
+    """Where this run's index folder is and which of its runs this run reads (``index.runs_to_read``)."""
+    if config.index is None:
+        return None
+    if shards > index.MAX_SHARDS:
+        raise ValueError(f"index: a run of more than {index.MAX_SHARDS} upstream shards cannot be indexed (got {shards})")
+    key_params = index.key_params(signature_params, signatures.STEP_VERSION)
+    folder = index.folder_of(config.index, key_params)
+    return {"folder": folder, "runs": index.runs_to_read(folder, run), "key_params": key_params}
