@@ -184,6 +184,48 @@ def run_quality(folder: Path, params: dict, settings: Settings) -> dict:
     return {k: stats[k] for k in ("docs_in", "refine_rounds", "summary_bins_max") if k in stats}
 
 
+# ---------------------------------------------------------------- rebalance: solve (bounded)
+
+REBALANCE_LANGUAGES = (["en", "de", "fr", "es", "ru", "zh"], [0.6, 0.1, 0.1, 0.1, 0.05, 0.05])
+
+
+def generate_rebalance(folder: Path, documents: int, settings: Settings) -> dict:
+    """measure's output, shard by shard: lognormal token counts, cells language x quality level,
+    FineWeb2-like cluster sizes for rehydration weights."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(settings.seed)
+    urls = []
+    for shard, count in enumerate(_shards(documents, settings)):
+        languages = rng.choice(REBALANCE_LANGUAGES[0], count, p=REBALANCE_LANGUAGES[1])
+        table = pa.table({
+            "shard": pa.array(np.full(count, shard, np.int32)), "row": pa.array(np.arange(count)),
+            "id": [f"doc-{shard}-{r}" for r in range(count)],
+            "tokens": pa.array(rng.lognormal(6, 1.2, count).astype(np.int64) + 1),
+            "cell_0": languages, "cell_1": [str(k) for k in rng.integers(0, 5, count)], "language": languages,
+            "cluster_size": pa.array(np.minimum(rng.zipf(2.0, count), 1000).astype(np.int64)),
+            "level": [str(k) for k in rng.integers(0, 5, count)],
+            "problem": pa.nulls(count, pa.string()),
+        })
+        urls.append(str(folder / f"measure-{shard:05d}.parquet"))
+        pq.write_table(table, urls[-1])
+    config = {"stage": "rebalance", "tokens": "gpt2", "cells": ["language", "quality_level"], "seed": 1, "max_epochs": 4,
+              "quality": {"weights": {"0": 1, "1": 1, "2": 2, "3": 3, "4": 3}}, "rehydration": {"weights": "readme"},
+              "solve": {"mode": "bounded", "memory_mb": settings.memory_mb}}
+    return {"config": config, "measures": urls, "rehydration_report": None}
+
+
+@reduction("rebalance_solve", generate_rebalance)
+def run_rebalance(folder: Path, params: dict, settings: Settings) -> dict:
+    from fineflow.tasks.rebalance.solve import solve_shard
+
+    (folder / "solve").mkdir(exist_ok=True)
+    stats = solve_shard({"shard": 0}, params, str(folder / "solve" / "part-00000.parquet"), None)["stats"]
+    return {k: v for k, v in stats.items() if isinstance(v, int | float) and k in ("docs_in", "docs_out", "groups", "copies")}
+
+
 # ---------------------------------------------------------------- planning over a listing
 
 def _warc_member() -> bytes:

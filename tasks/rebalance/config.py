@@ -169,7 +169,7 @@ class SolveSettings(Strict):
 
     mode: Literal["auto", "exact", "bounded"] = "auto"
     memory_mb: int = Field(default=4096, ge=1, le=MAX_SOLVE_MEMORY_MB,
-                           description="the documents the solve step holds at once (about 300 bytes each)")
+                           description="the documents the solve step holds at once (about 640 bytes each, measured)")
 
 
 class RebalanceStage(StageConfig):
