@@ -18,15 +18,15 @@ a crawl file's parts), known from the files' sizes before anything runs.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from fineflow import registry, storage
 from fineflow.config import PipelineConfig
-from fineflow.dag import build_dag, source_of
+from fineflow.dag import build_dag, stage_inputs
 from fineflow.manifest import write_manifest
 from fineflow.planning import plan_pipeline
-from fineflow.steps import StageInputs, StepPlan, resolve_function, run_shard
+from fineflow.steps import StepPlan, resolve_function, run_shard
 from fineflow.tasks.common.cost import StepEstimate, StepFigures, extrapolate, figures, last_run_figures
 
 
@@ -80,14 +80,7 @@ def run_in_process(config: PipelineConfig) -> list[tuple[str, StepPlan, list[dic
     nodes = build_dag(config.stages)
     kinds = {node.name: node.kind for node in nodes}
     for node in nodes:
-        inputs = (
-            StageInputs(
-                tuple(source_of(ref, planned[ref.stage], kinds[ref.stage]) for ref in node.inputs),
-                tuple(replace(source_of(ref, planned[ref.stage], kinds[ref.stage]), reference=True) for ref in node.references),
-            )
-            if node.inputs else None
-        )
-        planned[node.name] = node.kind.plan(node.config, config.storage, node.name, inputs)
+        planned[node.name] = node.kind.plan(node.config, config.storage, node.name, stage_inputs(node, planned, kinds))
         for plan in planned[node.name]:
             _warm(plan)
             results = [run_shard(plan.function, shard, plan.params, plan.location) for shard in plan.shards]

@@ -147,6 +147,16 @@ def source_of(ref: InputRef, plans: list[StepPlan], kind: registry.StageKind) ->
     return Source(ref.stage, step.fingerprint.value, folder, len(step.shards), ref.rejects)
 
 
+def stage_inputs(node: Node, planned: dict[str, list[StepPlan]], kinds: dict) -> StageInputs | None:
+    """What a stage reads: its inputs' and references' committed outputs, from their stages' plans."""
+    if not node.inputs:
+        return None
+    return StageInputs(
+        tuple(source_of(ref, planned[ref.stage], kinds[ref.stage]) for ref in node.inputs),
+        tuple(replace(source_of(ref, planned[ref.stage], kinds[ref.stage]), reference=True) for ref in node.references),
+    )
+
+
 def plan_dag(stages: list[StageConfig], root: str) -> list[tuple[Node, list[StepPlan]]]:
     """Every stage's step plans, in DAG order."""
     planned: dict[str, list[StepPlan]] = {}
@@ -154,13 +164,6 @@ def plan_dag(stages: list[StageConfig], root: str) -> list[tuple[Node, list[Step
     nodes = build_dag(stages)
     kinds = {node.name: node.kind for node in nodes}
     for node in nodes:
-        inputs = (
-            StageInputs(
-                tuple(source_of(ref, planned[ref.stage], kinds[ref.stage]) for ref in node.inputs),
-                tuple(replace(source_of(ref, planned[ref.stage], kinds[ref.stage]), reference=True) for ref in node.references),
-            )
-            if node.inputs else None
-        )
-        planned[node.name] = node.kind.plan(node.config, root, node.name, inputs)
+        planned[node.name] = node.kind.plan(node.config, root, node.name, stage_inputs(node, planned, kinds))
         result.append((node, planned[node.name]))
     return result

@@ -10,10 +10,12 @@ summary: an address is never stored, shown or logged through this path.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable
 
 import pyarrow as pa
 
+from fineflow import storage
 from fineflow.masking import MARGIN, mask_pii, masked_excerpt, masked_prefix
 
 PER_REASON = 3
@@ -96,3 +98,20 @@ def keep_lowest(sample: list[dict], example_of, doc_id: str, per_reason: int = P
     sample.append(example_of())
     sample.sort(key=lambda example: (example["rank"], example["id"]))
     del sample[per_reason:]
+
+
+def artifact_examples(step: dict, label: str, limit: int) -> list[dict]:
+    """Side-by-side examples a step committed as ``examples-NNNNN.json`` artifacts (``{group:
+    [{field: text}]}``, e.g. per target language or task), the first ``limit``, each with its group
+    under ``label`` and its texts masked for the report."""
+    found: list[dict] = []
+    for url in sorted(u for u in step.get("artifacts", []) if "/examples-" in u):
+        try:
+            groups = json.loads(storage.read_bytes(url))
+        except (FileNotFoundError, ValueError):
+            continue
+        for group, items in groups.items():
+            found += [{label: group, **{k: mask_pii(v) if isinstance(v, str) else v for k, v in item.items()}} for item in items]
+        if len(found) >= limit:
+            break
+    return found[:limit]

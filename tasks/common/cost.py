@@ -24,13 +24,18 @@ from fineflow.steps import StepPlan
 CHARS_PER_TOKEN = 4.0  # tokens from characters where no tokenizer is at hand (English web text: ~4-5)
 
 
-def measured(plan: StepPlan, amount: str, seconds: str, per: float = 1.0) -> float | None:
-    """``sum(amount) / per / sum(seconds)`` over the shards of this step's last run in this
-    storage (stats keys of its manifest), or None where it never ran or did no work."""
+def last_manifest(plan: StepPlan) -> dict | None:
+    """The manifest of this step's last committed run (any fingerprint) in this storage, if any."""
     latest = read_latest(plan.location, plan.name)
     if latest is None:
         return None
-    manifest = read_manifest(StepLocation(plan.root, plan.stage, plan.step, latest["fingerprint"]).folder)
+    return read_manifest(StepLocation(plan.root, plan.stage, plan.step, latest["fingerprint"]).folder)
+
+
+def measured(plan: StepPlan, amount: str, seconds: str, per: float = 1.0) -> float | None:
+    """``sum(amount) / per / sum(seconds)`` over the shards of this step's last run in this
+    storage (stats keys of its manifest), or None where it never ran or did no work."""
+    manifest = last_manifest(plan)
     if manifest is None:
         return None
     done = sum(shard["stats"].get(amount, 0) for shard in manifest["shards"])
@@ -93,10 +98,7 @@ def figures(stage: str, step: str, stats: list[dict]) -> StepFigures | None:
 
 def last_run_figures(plan: StepPlan) -> StepFigures | None:
     """The figures the last committed run of this step (any fingerprint) in this storage recorded."""
-    latest = read_latest(plan.location, plan.name)
-    if latest is None:
-        return None
-    manifest = read_manifest(StepLocation(plan.root, plan.stage, plan.step, latest["fingerprint"]).folder)
+    manifest = last_manifest(plan)
     if manifest is None:
         return None
     return figures(plan.name, plan.step, [shard.get("stats", {}) for shard in manifest["shards"]])

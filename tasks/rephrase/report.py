@@ -4,30 +4,15 @@ from the response cache, tokens generated; a few source / synthetic pairs."""
 
 from __future__ import annotations
 
-import json
-from collections import defaultdict
 from typing import Any
 
 import plotly.graph_objects as go
 
-from fineflow import storage
+from fineflow.examples import artifact_examples
 from fineflow.registry import Table
 from fineflow.report import LAYOUT
 
 MAX_EXAMPLES = 6
-
-
-def _examples(step: dict[str, Any]) -> list[dict]:
-    found = []
-    for url in sorted(u for u in step.get("artifacts", []) if "/examples-" in u):
-        try:
-            for task, items in json.loads(storage.read_bytes(url)).items():
-                found += [{"task": task, **item} for item in items]
-        except (FileNotFoundError, ValueError):
-            continue
-        if len(found) >= MAX_EXAMPLES:
-            break
-    return found[:MAX_EXAMPLES]
 
 
 def summary_fields(steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -48,15 +33,7 @@ def summary_fields(steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "llm_cache_hits": generate.get("llm_cache_hits", 0), "llm_completion_tokens": generate.get("llm_completion_tokens", 0),
             "llm_seconds": seconds,
             "generated_tokens_per_s": round(generate.get("llm_completion_tokens", 0) / seconds, 1) if seconds else None,
-            "examples": _examples(generate)}
-
-
-def merge_reasons(tasks: dict[str, dict[str, Any]]) -> dict[str, int]:
-    found: dict[str, int] = defaultdict(int)
-    for task in tasks.values():
-        for reason, n in task.get("input_reasons", {}).items():
-            found[reason] += n
-    return dict(found)
+            "examples": artifact_examples(generate, "task", MAX_EXAMPLES)}
 
 
 def rephrase_tables(summary: dict[str, Any]) -> list[Table]:

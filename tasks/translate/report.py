@@ -4,30 +4,16 @@ token budget (retried, and still cut after the retry), side-by-side examples."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import plotly.graph_objects as go
 
-from fineflow import storage
+from fineflow.examples import artifact_examples
 from fineflow.registry import Table
 from fineflow.report import LAYOUT
 from fineflow.tasks.translate.qc import CHECKS
 
 MAX_EXAMPLES = 6
-
-
-def _examples(step: dict[str, Any]) -> list[dict]:
-    found = []
-    for url in sorted(u for u in step.get("artifacts", []) if "/examples-" in u):
-        try:
-            for target, items in json.loads(storage.read_bytes(url)).items():
-                found += [{"target": target, **item} for item in items]
-        except (FileNotFoundError, ValueError):
-            continue
-        if len(found) >= MAX_EXAMPLES:
-            break
-    return found[:MAX_EXAMPLES]
 
 
 def summary_fields(steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -56,7 +42,7 @@ def summary_fields(steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "targets": targets, "drop_reasons": decide.get("drop_reasons", {}),
         "segments": translate.get("segments", 0), "cache_hits": translate.get("cache_hits", 0), "sent": translate.get("sent", 0),
         "retried": translate.get("retried", 0), "truncated_segments": translate.get("truncated", 0),
-        "backend_seconds": translate.get("backend_seconds", 0.0), "examples": _examples(translate),
+        "backend_seconds": translate.get("backend_seconds", 0.0), "examples": artifact_examples(translate, "target", MAX_EXAMPLES),
     }
 
 
