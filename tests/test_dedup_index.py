@@ -15,7 +15,6 @@ import pytest
 from test_dedup import outputs, paragraphs, run_dedup, write_shard
 
 from fineflow import storage
-from fineflow.flows.engine import _totals
 from fineflow.steps import PlanContext, Source, StageInputs, run_shard
 from fineflow.tasks.dedup import append, index
 from fineflow.tasks.dedup.config import DedupStage
@@ -143,6 +142,10 @@ def test_a_bridged_cluster_is_reported_not_merged(three):
     assert stats["index_bridged_examples"] == {"bridged": [{"rank": "0000", "id": "s3-bridge", "old_ids": ["s1-c", "s2-e"], "new_ids": ["s3-bridge"]}]}
     assert runs[1]["cluster"][0]["stats"]["index_bridged_clusters"] == 0
     # in the stage summary and its table, as the step totals carry them
+    # Imported here: Prefect imported at collection fixes its settings before the session's Prefect
+    # API is configured, and in-process flows would then start a temporary server of their own.
+    from fineflow.flows.engine import _totals
+
     steps = {step: _totals(runs[2][step]) for step in ("remove", "cluster", "append")}
     summary = summary_fields(steps)
     assert summary["index_bridged_clusters"] == 1 and summary["index_bridged_examples"] == stats["index_bridged_examples"]

@@ -121,3 +121,18 @@ def test_every_internal_import_resolves_statically():
     unresolved = [line for line in done.stdout.splitlines() if re.search(r'import-(not-found|untyped)|Cannot find', line) and '"fineflow' in line]
     assert done.returncode in (0, 1), done.stderr[-2000:]  # 2: mypy itself failed
     assert not unresolved, "\n".join(unresolved)
+
+
+def test_no_test_module_imports_prefect_when_collected():
+    """Prefect fixes its settings when first imported: a test module importing it at collection (before
+    the session's `prefect_api` fixture sets PREFECT_API_URL) makes in-process flows start a temporary
+    server of their own, while Dask workers report task runs to the session's: 409 conflicts."""
+    import subprocess
+    import sys
+
+    script = ("import glob, importlib, sys; sys.path.insert(0, '.'); "
+              "[importlib.import_module(f[:-3]) for f in sorted(glob.glob('test_*.py'))]; "
+              "print(sorted(m for m in sys.modules if m == 'prefect'))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO / "tests", capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]", "a test module imports Prefect at module level: import it inside the test"
