@@ -137,6 +137,71 @@ def _synthetic(doc: dict, task: dict, text: str, params: dict, schema: pa.Schema
     return row
 
 
+def _ask(task: dict, docs: list[dict], server: LLMServer, params: dict, count: Any, tally: Tally,
+         stats: dict[str, float]) -> tuple[list[tuple[dict, list[str]]], dict[str, Answer]]:
+    """Each document's inputs for the task, and the answers to them (from the cache where it has them)."""
+    work: list[tuple[dict, list[str]]] = []
+    items: dict[str, tuple[str, str, int]] = {}
+    for doc in docs:
+        inputs, long_lines, short = inputs_of(doc["text"], task, count)
+        tally.long_lines += long_lines
+        tally.short_inputs += short
+        work.append((doc, inputs))
+        for segment in inputs:
+            prompt = render(task["prompt_text"], segment, doc["language"] or "en")
+            items.setdefault(text_key(prompt), (text_key(prompt), prompt, task["max_output_tokens"]))
+    with LLMClient(server, system=task["system_text"]) as client:
+        answers = client.ask_all(list(items.values()), client.cache(params["cache"], template_identity(task)))
+        for key in LLM_COUNTS:
+            stats[key] = stats.get(key, 0) + client.stats.as_dict()[key]
+    return work, answers
+
+
+def _outcome(doc: dict, inputs: list[str], answers: dict[str, Answer], task: dict, params: dict, count: Any,
+             tally: Tally, schema: pa.Schema, stale: set[str]) -> tuple[dict, str | None, str | None]:
+    """A document's synthetic row for the task, with (drop reason, detail) where no output passed."""
+    language = doc["language"] or "en"
+    verdicts = []
+    for index, segment in enumerate(inputs):
+        answer = answers[text_key(render(task["prompt_text"], segment, language))]
+        tally.cached += answer.cached
+        rng = random.Random(f"{params['seed']}:{doc['id']}:{task['name']}:{index}")
+        verdicts.append(judge(answer, segment, language, task, params, count, rng))
+    tally.documents += 1
+    tally.inputs += len(inputs)
+    passed = [v for v in verdicts if v.text is not None]
+    for verdict in verdicts:
+        if verdict.reason:
+            tally.input_reasons[verdict.reason] += 1
+    counts = {"rephrase_inputs": len(inputs), "rephrase_kept": len(passed), "rephrase_output_tokens": sum(v.tokens for v in passed)}
+    if passed:
+        tally.kept += 1
+        tally.kept_inputs += len(passed)
+        tally.output_tokens += counts["rephrase_output_tokens"]
+        return _synthetic(doc, task, "\n\n".join(v.text for v in passed if v.text), params, schema, stale, **counts), None, None
+    first = next((v for v in verdicts if v.reason), None)
+    reason = f"rephrase:{first.reason}" if first else "rephrase:no_input"
+    reasons: dict[str, int] = defaultdict(int)
+    for verdict in verdicts:
+        reasons[verdict.reason or "?"] += 1
+    detail = (f"{len(inputs)} inputs: " + ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())) +
+              (f"; first: {first.detail}" if first and first.detail else "")) if inputs else \
+        f"no input of {task['min_segment_tokens']} to {task['max_input_tokens']} tokens in its lines"
+    tally.drop_reasons[reason] += 1
+    answered = "\n\n".join(v.raw for v in verdicts if v.raw)  # what the model wrote, else the source
+    return _synthetic(doc, task, answered or doc["text"], params, schema, stale, **counts), reason, detail
+
+
+def _native(documents: pa.Table, schema: pa.Schema) -> pa.Table:
+    """The input documents as they are, ``kind`` ``actual`` (where they have no kind yet)."""
+    for name, kind in ADDED:
+        if name not in documents.column_names:
+            documents = documents.append_column(pa.field(name, kind), pa.nulls(documents.num_rows, kind))
+    documents = documents.set_column(documents.schema.get_field_index("kind"), schema.field("kind"),
+                                     pc.fill_null(documents["kind"].cast(pa.string()), "actual"))
+    return documents.select(schema.names).cast(schema)
+
+
 def generate_shard(shard: dict, params: dict, output_url: str, rejects_url: str) -> dict:
     started = time.perf_counter()
     documents = read_input(shard)
@@ -159,72 +224,18 @@ def generate_shard(shard: dict, params: dict, output_url: str, rejects_url: str)
     for row, name in zip(chosen["row"].to_pylist(), chosen["task"].to_pylist()):
         by_task[name].append(row)
     for name, rows in by_task.items():
-        task = tasks[name]
-        tally = tallies[name]
         docs = repaired.take(pa.array(rows, pa.int64())).to_pylist()
-        work: list[tuple[dict, list[str]]] = []
-        items: dict[str, tuple[str, str, int]] = {}
-        for doc in docs:
-            inputs, long_lines, short = inputs_of(doc["text"], task, count)
-            tally.long_lines += long_lines
-            tally.short_inputs += short
-            work.append((doc, inputs))
-            for segment in inputs:
-                prompt = render(task["prompt_text"], segment, doc["language"] or "en")
-                items.setdefault(text_key(prompt), (text_key(prompt), prompt, task["max_output_tokens"]))
-        with LLMClient(server, system=task["system_text"]) as client:
-            cache = client.cache(params["cache"], template_identity(task))
-            answers = client.ask_all(list(items.values()), cache)
-            for key in LLM_COUNTS:
-                stats[key] = stats.get(key, 0) + client.stats.as_dict()[key]
+        work, answers = _ask(tasks[name], docs, server, params, count, tallies[name], stats)
         for doc, inputs in work:
-            language = doc["language"] or "en"
-            verdicts = []
-            for index, segment in enumerate(inputs):
-                answer = answers[text_key(render(task["prompt_text"], segment, language))]
-                tally.cached += answer.cached
-                rng = random.Random(f"{params['seed']}:{doc['id']}:{name}:{index}")
-                verdicts.append(judge(answer, segment, language, task, params, count, rng))
-            tally.documents += 1
-            tally.inputs += len(inputs)
-            passed = [v for v in verdicts if v.text is not None]
-            for verdict in verdicts:
-                if verdict.reason:
-                    tally.input_reasons[verdict.reason] += 1
-            counts = {"rephrase_inputs": len(inputs), "rephrase_kept": len(passed),
-                      "rephrase_output_tokens": sum(v.tokens for v in passed)}
-            if passed:
-                text = "\n\n".join(v.text for v in passed if v.text)
-                kept_rows.append(_synthetic(doc, task, text, params, schema, stale, **counts))
-                tally.kept += 1
-                tally.kept_inputs += len(passed)
-                tally.output_tokens += counts["rephrase_output_tokens"]
-                if len(examples[name]) < EXAMPLES_PER_TASK:
-                    examples[name].append({"source_id": doc["id"], "source": doc["text"][:400], "synthetic": text[:400]})
+            row, reason, detail = _outcome(doc, inputs, answers, tasks[name], params, count, tallies[name], schema, stale)
+            if reason is not None:
+                rejected.append({**row, "drop_reason": reason, "drop_detail": detail})
                 continue
-            first = next((v for v in verdicts if v.reason), None)
-            reason = f"rephrase:{first.reason}" if first else "rephrase:no_input"
-            reasons: dict[str, int] = defaultdict(int)
-            for verdict in verdicts:
-                reasons[verdict.reason or "?"] += 1
-            detail = (f"{len(inputs)} inputs: " + ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())) +
-                      (f"; first: {first.detail}" if first and first.detail else "")) if inputs else \
-                f"no input of {task['min_segment_tokens']} to {task['max_input_tokens']} tokens in its lines"
-            answered = "\n\n".join(v.raw for v in verdicts if v.raw)  # what the model wrote, else the source
-            row = _synthetic(doc, task, answered or doc["text"], params, schema, stale, **counts)
-            rejected.append({**row, "drop_reason": reason, "drop_detail": detail})
-            tally.drop_reasons[reason] += 1
+            kept_rows.append(row)
+            if len(examples[name]) < EXAMPLES_PER_TASK:
+                examples[name].append({"source_id": doc["id"], "source": doc["text"][:400], "synthetic": row["text"][:400]})
     synthetic = pa.Table.from_pylist(kept_rows, schema=schema)
-    if params["sources"] == "keep":
-        native = documents
-        for name, kind in ADDED:
-            if name not in native.column_names:
-                native = native.append_column(pa.field(name, kind), pa.nulls(native.num_rows, kind))
-        native = native.set_column(native.schema.get_field_index("kind"), schema.field("kind"),
-                                   pc.fill_null(native["kind"].cast(pa.string()), "actual"))
-        table = pa.concat_tables([native.select(schema.names).cast(schema), synthetic])
-    else:
-        table = synthetic
+    table = pa.concat_tables([_native(documents, schema), synthetic]) if params["sources"] == "keep" else synthetic
     rejects = pa.Table.from_pylist(rejected, schema=rejects_schema(schema, detail=True))
     artifact = commit_artifact(output_url, f"examples-{shard['shard']:05d}.json", json.dumps(examples, ensure_ascii=False).encode())
     drop_reasons: dict[str, int] = defaultdict(int)
