@@ -274,3 +274,17 @@ def test_a_seed_task_sends_the_start_of_each_page_in_its_language_and_checks_the
     # the stand-in answers in English: a French page's textbook section must be French
     assert rejected["id"] == "fr1#textbook" and rejected["drop_reason"] == "rephrase:language"
     assert rejected["text"].startswith("Passage:") and "not fr" in rejected["drop_detail"]
+
+
+def test_the_output_and_rejects_folders_load_as_they_are(planted, tmp_path):
+    """What the summary names (native and synthetic rows; rejects) loads with datasets (data_dir),
+    polars and DuckDB, exactly its rows."""
+    import duckdb
+    from test_dag import _read_everywhere
+
+    steps = run(stage(planted.base_url), tmp_path, documents(tmp_path / "docs"))
+    location = steps["generate"][0].location
+    for folder, step_folder in ((location.data_folder, "data_folder"), (location.rejects_folder, "rejects_folder")):
+        rows = table_of(steps, "generate", step_folder).num_rows
+        assert rows and _read_everywhere(folder, tmp_path / "hf") == {"datasets": rows, "polars": rows}
+        assert duckdb.sql(f"select count(*) from read_parquet('{folder}/**/*.parquet')").fetchall()[0][0] == rows
